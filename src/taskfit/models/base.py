@@ -1,0 +1,107 @@
+"""The backend protocol: a model answers batches of requests of one type.
+
+As in lm-evaluation-harness, there are two request types: ``loglikelihood`` (how likely is this
+continuation after this context?) and ``generate`` (continue this prompt until a stop string). A backend
+is one class implementing :meth:`Backend.render`, :meth:`Backend.loglikelihood` and
+:meth:`Backend.generate`; it registers itself with :func:`register_backend` under the name
+``--backend`` uses. Results come back in request order whatever order the backend computed them in.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from taskfit.prompting.prompt import Prompt
+
+
+@dataclass(frozen=True)
+class LoglikelihoodRequest:
+    """Score ``continuation`` right after the rendered ``context`` (answer prefix included)."""
+
+    context: Prompt
+    continuation: str
+
+
+@dataclass(frozen=True)
+class LoglikelihoodResult:
+    """Sum of log-probabilities of the continuation tokens, and whether greedy decoding would produce them."""
+
+    logprob: float
+    is_greedy: bool
+    n_tokens: int
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """Continue ``prompt`` for at most ``max_tokens`` tokens, cutting at the first stop string.
+
+    ``temperature == 0`` is greedy decoding. Sampled requests are reproducible per request: the same
+    ``seed`` gives the same text whatever else is in the batch.
+    """
+
+    prompt: Prompt
+    stop: tuple[str, ...] = ()
+    max_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    """Generated text (stop string excluded) and how many tokens the model produced."""
+
+    text: str
+    n_tokens: int
+    finish_reason: str  # "stop" (stop string or end of turn) or "length"
+
+
+Request = LoglikelihoodRequest | GenerateRequest
+ProgressFn = Callable[[int], None]
+
+
+class Backend(ABC):
+    """A model that answers batches of requests. Subclasses register with :func:`register_backend`."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def render(self, prompt: Prompt) -> str:
+        """The exact text the model sees for ``prompt`` (chat template applied when enabled)."""
+
+    @abstractmethod
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
+        """Score every request; results in request order."""
+
+    @abstractmethod
+    def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        """Answer every request; results in request order."""
+
+    def describe(self) -> dict[str, Any]:
+        """Facts about the loaded model for results.json."""
+        return {"backend": self.name}
+
+
+BACKENDS: dict[str, type[Backend]] = {}
+
+
+def register_backend(name: str) -> Callable[[type[Backend]], type[Backend]]:
+    """Class decorator: make a backend available as ``--backend name``."""
+
+    def decorate(cls: type[Backend]) -> type[Backend]:
+        cls.name = name
+        BACKENDS[name] = cls
+        return cls
+
+    return decorate
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """Cut ``text`` at the earliest stop string; also say whether one was found."""
+    positions = [text.find(s) for s in stop if s and s in text]
+    if not positions:
+        return text, False
+    return text[: min(positions)], True

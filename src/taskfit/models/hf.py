@@ -1,0 +1,240 @@
+"""The ``hf`` backend: transformers + PyTorch, the reference for log-likelihood and generation.
+
+Speed notes (CPU): log-likelihood requests whose model input is identical (every label verbalizer of
+one example when each verbalizer is a single token) share one forward pass; batches are sorted by
+length and left-padded so only the logits of the continuation positions are computed
+(``logits_to_keep``), which skips most of the vocabulary projection.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from taskfit.errors import UserError
+from taskfit.models.base import (
+    Backend,
+    GenerateRequest,
+    GenerateResult,
+    LoglikelihoodRequest,
+    LoglikelihoodResult,
+    cut_at_stop,
+    register_backend,
+)
+from taskfit.prompting.prompt import Prompt, render_plain
+
+log = logging.getLogger(__name__)
+
+
+@register_backend("hf")
+class HFBackend(Backend):
+    """A causal LM loaded with transformers from a local folder or a hub id."""
+
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        display_name: str | None = None,
+        chat_template: bool = True,
+        batch_size: int = 16,
+        threads: int | None = None,
+        progress: bool = False,
+    ):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        torch.set_num_threads(threads or os.cpu_count() or 1)
+        self.torch = torch
+        self.model_id = str(model)
+        self.display_name = display_name or self.model_id
+        self.batch_size = batch_size
+        self.progress = progress
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_id)
+            self.model = AutoModelForCausalLM.from_pretrained(self.model_id, dtype=torch.float32)
+        except Exception as exc:  # transformers raises OSError, ValueError, hub errors ...
+            raise _load_error(self.model_id, exc) from None
+        self.model.eval()
+        self.use_chat_template = bool(chat_template and self.tokenizer.chat_template)
+        if chat_template and not self.tokenizer.chat_template:
+            log.warning("%s has no chat template; prompts are rendered as plain text", self.display_name)
+        self.pad_id = self.tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        self.max_length = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
+        self.stats = {"input_tokens": 0, "generated_tokens": 0, "forward_passes": 0}
+
+    # ------------------------------------------------------------------ rendering and encoding
+    def render(self, prompt: Prompt) -> str:
+        if not self.use_chat_template:
+            return render_plain(prompt)
+        text = self.tokenizer.apply_chat_template(prompt.as_dicts(), tokenize=False, add_generation_prompt=True)
+        return text + prompt.answer_prefix
+
+    def _encode(self, text: str) -> list[int]:
+        # A chat template writes its own special tokens; plain text gets whatever the tokenizer adds.
+        return self.tokenizer(text, add_special_tokens=not self.use_chat_template).input_ids
+
+    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """Token ids of context and continuation, split where the joint encoding splits them."""
+        spaces = len(context) - len(context.rstrip())
+        if spaces:  # trailing space belongs to the continuation, as BPE vocabularies expect
+            context, continuation = context[:-spaces], context[-spaces:] + continuation
+        whole = self._encode(context + continuation)
+        ctx = self._encode(context)
+        if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
+            return ctx, whole[len(ctx) :]
+        return ctx, self.tokenizer(continuation, add_special_tokens=False).input_ids
+
+    # ------------------------------------------------------------------ log-likelihood
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
+        torch = self.torch
+        # Model input is (context + continuation)[:-1]; requests with the same input share a forward pass.
+        units: dict[tuple[int, ...], list[tuple[int, list[int]]]] = defaultdict(list)
+        for index, request in enumerate(requests):
+            ctx, cont = self._encode_pair(self.render(request.context), request.continuation)
+            if not cont:
+                raise UserError(f"continuation {request.continuation!r} encodes to no tokens; use a non-empty answer")
+            full = (ctx + cont)[-(self.max_length + 1) :]
+            units[tuple(full[:-1])].append((index, cont))
+        order = sorted(units, key=len, reverse=True)
+        results: list[LoglikelihoodResult | None] = [None] * len(requests)
+        bar = tqdm(total=len(requests), desc="loglikelihood", disable=not self.progress, leave=False)
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start : start + self.batch_size]
+                keep = max(len(cont) for unit in batch for _, cont in units[unit])
+                logprobs = self._forward_last(batch, keep)
+                for row, unit in enumerate(batch):
+                    for index, cont in units[unit]:
+                        n = len(cont)
+                        rows = logprobs[row, keep - n :]
+                        target = torch.tensor(cont)
+                        picked = rows.gather(-1, target[:, None]).squeeze(-1)
+                        greedy = bool((rows.argmax(-1) == target).all())
+                        results[index] = LoglikelihoodResult(float(picked.sum()), greedy, n)
+                        bar.update(1)
+        bar.close()
+        return results  # type: ignore[return-value]
+
+    def _forward_last(self, batch: list[tuple[int, ...]], keep: int):
+        """Log-softmax over the vocabulary at the last ``keep`` positions of each left-padded sequence."""
+        torch = self.torch
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ids in enumerate(batch):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            mask[row, width - len(ids) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep)
+        self.stats["input_tokens"] += int(mask.sum())
+        self.stats["forward_passes"] += 1
+        return torch.log_softmax(out.logits.float(), dim=-1)
+
+    # ------------------------------------------------------------------ generation
+    def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        results: list[GenerateResult | None] = [None] * len(requests)
+        encoded = [self._encode(self.render(r.prompt))[-self.max_length :] for r in requests]
+        # Greedy requests with the same settings are batched (sorted by length); sampled ones run one by
+        # one with their own seed, so a request's text never depends on what else is in the batch.
+        groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+        for index, request in enumerate(requests):
+            if request.temperature > 0:
+                groups[("sample", index)].append(index)
+            else:
+                groups[("greedy", request.max_tokens, request.stop)].append(index)
+        bar = tqdm(total=len(requests), desc="generate", disable=not self.progress, leave=False)
+        for key, members in groups.items():
+            members.sort(key=lambda i: len(encoded[i]), reverse=True)
+            size = self.batch_size if key[0] == "greedy" else 1
+            for start in range(0, len(members), size):
+                chunk = members[start : start + size]
+                for index, result in zip(chunk, self._generate_batch([encoded[i] for i in chunk], requests[chunk[0]])):
+                    results[index] = result
+                bar.update(len(chunk))
+        bar.close()
+        return results  # type: ignore[return-value]
+
+    def _generate_batch(self, batch: list[list[int]], settings: GenerateRequest) -> list[GenerateResult]:
+        torch = self.torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ids in enumerate(batch):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            mask[row, width - len(ids) :] = 1
+        tokenizer, stop = self.tokenizer, settings.stop
+
+        class StopStrings(StoppingCriteria):
+            def __call__(self, ids, scores, **kwargs):  # per-row: has a stop string appeared?
+                texts = tokenizer.batch_decode(ids[:, width:], skip_special_tokens=True)
+                return torch.tensor([any(s in t for s in stop) for t in texts], dtype=torch.bool)
+
+        kwargs: dict[str, Any] = {"max_new_tokens": settings.max_tokens, "pad_token_id": self.pad_id}
+        if settings.temperature > 0:
+            torch.manual_seed(settings.seed)
+            kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if stop:
+            kwargs["stopping_criteria"] = StoppingCriteriaList([StopStrings()])
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
+        self.stats["input_tokens"] += int(mask.sum())
+        eos_ids = self._eos_ids()
+        results = []
+        for row in out[:, width:].tolist():
+            produced = row
+            ended = False
+            for position, token in enumerate(row):
+                if token in eos_ids:
+                    produced, ended = row[: position + 1], True
+                    break
+            text, stopped = cut_at_stop(tokenizer.decode(produced, skip_special_tokens=True), stop)
+            self.stats["generated_tokens"] += len(produced)
+            reason = "stop" if ended or stopped else "length"
+            results.append(GenerateResult(text=text, n_tokens=len(produced), finish_reason=reason))
+        return results
+
+    def _eos_ids(self) -> set[int]:
+        eos = self.model.generation_config.eos_token_id
+        ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return ids
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "model": self.display_name,
+            "path": self.model_id,
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "dtype": str(self.model.dtype).replace("torch.", ""),
+            "chat_template": self.use_chat_template,
+            "threads": self.torch.get_num_threads(),
+        }
+
+
+def _load_error(model_id: str, exc: Exception) -> UserError:
+    """Explain a failed load: a missing local folder, an unreachable hub, or a folder that is no model."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    path = Path(model_id)
+    if path.exists():
+        return UserError(f"could not load a causal LM from {path}: {first}")
+    looks_local = model_id.startswith((".", "/", "~")) or model_id.count("/") > 1
+    if looks_local:
+        return UserError(f"model folder {model_id} does not exist; give an existing folder or a hub id")
+    return UserError(
+        f"model {model_id!r} is not a local folder and could not be fetched from the Hugging Face Hub "
+        f"(no network, or no such repo): {first}. Download it on a machine with network and pass "
+        "--model hf:<local folder>, or use the embedded model smollm2-135m-instruct"
+    )

@@ -1,0 +1,1 @@
+"""Prompts, answer parsers and strategies (ways of asking a model)."""

@@ -1,0 +1,204 @@
+"""Task definitions: YAML files mapped 1:1 onto :class:`TaskConfig`, turned into :class:`Example` lists.
+
+A task says where its data lives (a folder under ``--data-dir``, files next to the YAML, or a Hugging
+Face dataset), which data columns fill the prompt template, what the labels are and how each is
+verbalized, how the prompt reads, how a free-text answer is parsed and which metrics score it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from taskfit.config import StrictModel, read_yaml, validate
+from taskfit.data.loading import load_hf_rows, load_rows
+from taskfit.errors import UserError
+
+log = logging.getLogger(__name__)
+
+BUILTIN_DIR = "builtin"
+
+
+class LabelSpec(StrictModel):
+    """One class: the value found in the data, the word the model says for it, and accepted synonyms."""
+
+    value: str
+    verbalizer: str | None = None
+    aliases: list[str] = Field(default_factory=list)
+
+    @property
+    def word(self) -> str:
+        """The verbalizer, defaulting to the label value itself."""
+        return self.verbalizer if self.verbalizer is not None else self.value
+
+
+class HFSource(StrictModel):
+    """A Hugging Face dataset to use when no ``--data-dir`` is given (needs network or a warm cache)."""
+
+    path: str
+    name: str | None = None
+    splits: dict[str, str] = Field(default_factory=dict, description="task split name -> HF split name")
+    fields: dict[str, str] = Field(default_factory=dict, description="overrides of the task's field mapping")
+    target: str | None = None
+    label_map: dict[str, str] = Field(default_factory=dict)
+
+
+class PromptSpec(StrictModel):
+    """Prompt pieces. The user turn is instruction, rendered input and output format, one per line."""
+
+    system: str | None = None
+    instruction: str = ""
+    input_template: str
+    output_format: str = ""
+    answer_prefix: str = ""
+
+
+class GenerationSpec(StrictModel):
+    """Defaults for free-text answers."""
+
+    max_tokens: int = Field(16, gt=0)
+    stop: list[str] = Field(default_factory=lambda: ["\n"])
+
+
+class TaskConfig(StrictModel):
+    """A task YAML file, validated."""
+
+    name: str
+    description: str = ""
+    type: Literal["classification"] = "classification"
+    dataset: str | None = Field(None, description="folder name under --data-dir")
+    data_files: dict[str, str] = Field(default_factory=dict, description="split -> file, relative to the YAML")
+    hf: HFSource | None = None
+    eval_split: str = "dev"
+    pool_split: str = "train"
+    fields: dict[str, str] = Field(description="template variable -> data column")
+    target: str = "label"
+    label_map: dict[str, str] = Field(default_factory=dict, description="raw gold value -> label value")
+    labels: list[LabelSpec] = Field(min_length=2)
+    prompt: PromptSpec
+    parser: Literal["label"] = "label"
+    metrics: list[Literal["accuracy", "macro_f1"]] = Field(default_factory=lambda: ["accuracy", "macro_f1"])
+    generation: GenerationSpec = Field(default_factory=GenerationSpec)
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> "TaskConfig":
+        values = [label.value for label in self.labels]
+        if len(set(values)) != len(values):
+            raise ValueError(f"labels must be distinct, got {values}")
+        unknown = sorted(set(self.label_map.values()) - set(values))
+        if unknown:
+            raise ValueError(f"label_map maps to unknown labels {unknown}; labels are {values}")
+        if self.dataset is None and not self.data_files and self.hf is None:
+            raise ValueError("a task needs a data source: 'dataset', 'data_files' or 'hf'")
+        try:
+            self.prompt.input_template.format(**{name: "" for name in self.fields})
+        except KeyError as exc:
+            raise ValueError(
+                f"prompt.input_template uses {{{exc.args[0]}}}, which is not in fields {sorted(self.fields)}"
+            ) from None
+        return self
+
+
+@dataclass(frozen=True)
+class Example:
+    """One evaluation item: its position in the data, the template fields, and the gold label value."""
+
+    index: int
+    fields: dict[str, str]
+    gold: str
+    row: dict[str, Any] = field(repr=False, default_factory=dict)
+
+
+class Task:
+    """A loaded task definition that can produce examples for a split."""
+
+    def __init__(self, config: TaskConfig, source_path: Path | None = None):
+        self.config = config
+        self.source_path = source_path
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def label_values(self) -> list[str]:
+        return [label.value for label in self.config.labels]
+
+    def examples(self, split: str | None = None, data_dir: Path | None = None, limit: int | None = None) -> list[Example]:
+        """Load and map the rows of ``split`` (default: the task's eval split), validating every row."""
+        split = split or self.config.eval_split
+        fields, target, label_map = self.config.fields, self.config.target, self.config.label_map
+        if data_dir is not None:
+            if not self.config.dataset:
+                raise UserError(f"task {self.name!r} has no 'dataset' folder name, so --data-dir cannot be used with it")
+            path = Path(data_dir) / self.config.dataset / f"{split}.jsonl"
+            rows, where = load_rows(path, limit), str(path)
+        elif split in self.config.data_files:
+            base = self.source_path.parent if self.source_path else Path.cwd()
+            path = base / self.config.data_files[split]
+            rows, where = load_rows(path, limit), str(path)
+        elif self.config.hf is not None:
+            hf = self.config.hf
+            hf_split = hf.splits.get(split, split)
+            rows = load_hf_rows(hf.path, hf.name, hf_split, limit)
+            where = f"hf:{hf.path}/{hf.name or ''}:{hf_split}"
+            fields = {**fields, **hf.fields}
+            target = hf.target or target
+            label_map = {**label_map, **hf.label_map}
+        else:
+            known = sorted(self.config.data_files)
+            raise UserError(
+                f"task {self.name!r} has no data for split {split!r} without --data-dir; "
+                f"its built-in splits are {known or 'none'}"
+            )
+        return [self._map_row(i, row, where, fields, target, label_map) for i, row in enumerate(rows)]
+
+    def _map_row(
+        self, index: int, row: dict[str, Any], where: str, fields: dict[str, str], target: str, label_map: dict[str, str]
+    ) -> Example:
+        mapped = {}
+        for name, column in {**fields, "__target__": target}.items():
+            if column not in row:
+                raise UserError(
+                    f"{where} row {index + 1}: missing field {column!r} (mapped to {name if name != '__target__' else 'target'}); "
+                    f"the row has {sorted(row)}"
+                )
+            mapped[name] = row[column]
+        raw_gold = mapped.pop("__target__")
+        gold = label_map.get(str(raw_gold), str(raw_gold))
+        if gold not in self.label_values:
+            raise UserError(
+                f"{where} row {index + 1}: label {raw_gold!r} is not one of {self.label_values}; "
+                "add it to the task's labels or label_map"
+            )
+        return Example(index=index, fields={k: str(v) for k, v in mapped.items()}, gold=gold, row=row)
+
+
+def _builtin_dir() -> Path:
+    return Path(str(resources.files("taskfit.tasks").joinpath(BUILTIN_DIR)))
+
+
+def list_tasks() -> dict[str, TaskConfig]:
+    """All built-in tasks by name."""
+    tasks = {}
+    for path in sorted(_builtin_dir().glob("*.yaml")):
+        config = validate(TaskConfig, read_yaml(path), str(path))
+        tasks[config.name] = config
+    return tasks
+
+
+def load_task(name_or_path: str) -> Task:
+    """Load a built-in task by name, or a task YAML by path."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.is_file():
+        return Task(validate(TaskConfig, read_yaml(candidate), str(candidate)), candidate)
+    path = _builtin_dir() / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in _builtin_dir().glob("*.yaml")))
+        raise UserError(f"unknown task {name_or_path!r}; built-in tasks: {known} (or give a path to a task YAML)")
+    return Task(validate(TaskConfig, read_yaml(path), str(path)), path)
