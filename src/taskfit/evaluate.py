@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from taskfit import __version__
 from taskfit.config import RunConfig
+from taskfit.errors import UserError
 from taskfit.metrics import compute_metrics
 from taskfit.models.base import Backend
 from taskfit.prompting.strategies import Outcome, StrategyContext, drive, make_strategy
@@ -45,12 +46,7 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
     # All rows are loaded and validated before the model loads: a bad row fails fast and costs nothing.
     examples = task.examples(config.split, config.data_dir, config.limit)
     if not examples:
-        from taskfit.errors import UserError
-
         raise UserError(f"task {task.name!r} split {config.split or task.config.eval_split!r} has no rows")
-    out_dir = config.output or default_output(config)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
     load_start = time.perf_counter()
     if backend is None:
         from taskfit.models import load_backend
@@ -60,6 +56,8 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
             threads=config.threads,
         )
     load_s = time.perf_counter() - load_start
+    out_dir = config.output or default_output(config)
+    out_dir.mkdir(parents=True, exist_ok=True)
 
     context = StrategyContext(task=task, mode=config.mode, render=backend.render, seed=config.seed,
                               max_tokens=config.max_tokens)

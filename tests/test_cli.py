@@ -1,0 +1,75 @@
+"""The CLI's contract: tables on stdout, exit code 2 with one clear line for bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from taskfit.cli import main
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_tasks_and_models_list(capsys):
+    code, out, _ = run_cli(capsys, "tasks")
+    assert code == 0 and "sst2" in out and "demo" in out
+    code, out, _ = run_cli(capsys, "models")
+    assert code == 0 and "smollm2-135m-instruct" in out and "hf:" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "pattern"),
+    [
+        (["--task", "nope"], "unknown task 'nope'"),
+        (["--task", "demo", "--model", "gpt-17"], "unknown model 'gpt-17'"),
+        (["--task", "sst2", "--data-dir", "/nonexistent", "--split", "dev"], "data file not found: /nonexistent/sst2/dev.jsonl"),
+        (["--task", "demo", "--model", "hf:/no/such/folder"], "model folder /no/such/folder does not exist"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(capsys, tmp_path, argv, pattern):
+    code, out, err = run_cli(capsys, "eval", "--output", str(tmp_path / "run"), "--no-progress", *argv)
+    lines = [line for line in err.splitlines() if line.startswith("taskfit: error:")]
+    assert code == 2
+    assert len(lines) == 1 and pattern in lines[0]
+    assert "Traceback" not in err
+    assert not (tmp_path / "run").exists()  # nothing half-made
+
+
+def test_bad_config_key_exits_2(capsys, tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("task: demo\nbatchsize: 4\n")
+    code, _, err = run_cli(capsys, "eval", "--config", str(cfg))
+    assert code == 2 and "unknown key 'batchsize'" in err and "batch_size" in err
+
+
+def test_console_script_reports_error_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "taskfit.cli", "eval", "--task", "nope"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("taskfit: error: unknown task 'nope'")
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_hub_id_without_network_says_so(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "5")
+    code, _, err = run_cli(capsys, "eval", "--task", "demo", "--model", "hf:HuggingFaceTB/no-such-model-xyz",
+                           "--output", str(tmp_path / "r"))
+    assert code == 2
+    assert "could not be fetched from the Hugging Face Hub" in err and "no network" in err
+
+
+@pytest.mark.slow
+def test_eval_demo_end_to_end_through_cli(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "eval", "--task", "demo", "--limit", "8", "--output", str(tmp_path / "run"),
+                           "--bootstrap-samples", "50", "--no-progress")
+    assert code == 0
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in out.splitlines() if line.startswith("| demo")]
+    assert [row[:4] for row in rows] == [["demo", "zero_shot", "loglikelihood", "accuracy"],
+                                         ["demo", "zero_shot", "loglikelihood", "macro_f1"]]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["counts"]["n"] == 8

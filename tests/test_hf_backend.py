@@ -1,0 +1,98 @@
+"""Mechanics of the hf backend on a tiny random model built in the test (fast, no real weights)."""
+
+import pytest
+import torch
+
+from taskfit.models.base import GenerateRequest, LoglikelihoodRequest, cut_at_stop
+from taskfit.models.hf import HFBackend
+from taskfit.prompting.prompt import Message, Prompt
+
+
+def prompt(text: str, prefix: str = "") -> Prompt:
+    return Prompt((Message("user", text),), prefix)
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model_dir):
+    return HFBackend(tiny_model_dir, batch_size=4, threads=1)
+
+
+def test_render_uses_chat_template_and_switch(tiny_model_dir, backend):
+    p = Prompt((Message("system", "sys"), Message("user", "hi")), "Answer:")
+    assert backend.render(p) == "<|im_start|>system\nsys<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nAnswer:"
+    plain = HFBackend(tiny_model_dir, chat_template=False, threads=1)
+    assert plain.render(p) == "sys\n\nhi\nAnswer:"
+
+
+def test_loglikelihood_matches_a_manual_forward_pass(backend):
+    request = LoglikelihoodRequest(prompt("the movie was", "Review:"), " great and positive")
+    (result,) = backend.loglikelihood([request])
+    ctx = backend.tokenizer(backend.render(request.context), add_special_tokens=False).input_ids
+    full = backend.tokenizer(backend.render(request.context) + request.continuation, add_special_tokens=False).input_ids
+    cont = full[len(ctx):]
+    with torch.no_grad():
+        logits = backend.model(torch.tensor([full])).logits[0]
+    logprobs = torch.log_softmax(logits, -1)
+    expected = sum(float(logprobs[len(ctx) - 1 + i, tok]) for i, tok in enumerate(cont))
+    assert result.n_tokens == len(cont) > 1
+    assert result.logprob == pytest.approx(expected, abs=1e-4)
+
+
+def test_batched_left_padded_scores_equal_one_by_one(backend):
+    requests = [
+        LoglikelihoodRequest(prompt("a terrible negative film", "The sentiment is"), " negative"),
+        LoglikelihoodRequest(prompt("a terrible negative film", "The sentiment is"), " positive"),
+        LoglikelihoodRequest(prompt("great", "The sentiment is"), " positive"),
+        LoglikelihoodRequest(prompt("the movie was great and positive indeed", ""), "positive or negative"),
+        LoglikelihoodRequest(prompt("system user", "Answer:"), " the"),
+    ]
+    together = backend.loglikelihood(requests)
+    alone = [backend.loglikelihood([r])[0] for r in requests]
+    for a, b in zip(together, alone):
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+        assert a.n_tokens == b.n_tokens and a.is_greedy == b.is_greedy
+
+
+def test_shared_context_requests_share_a_forward_pass(backend):
+    context = prompt("a terrible negative film", "Answer:")
+    candidates = (" the", " movie", " positive", " negative", " film", " and", " a", " great")
+    single = [w for w in candidates if len(backend.tokenizer(w, add_special_tokens=False).input_ids) == 1][:2]
+    assert len(single) == 2
+    before = backend.stats["forward_passes"]
+    backend.loglikelihood([LoglikelihoodRequest(context, w) for w in single])
+    assert backend.stats["forward_passes"] - before == 1
+
+
+def test_greedy_generation_is_batch_invariant_and_deterministic(backend):
+    requests = [GenerateRequest(prompt(t), max_tokens=6) for t in ("hi", "the movie was great", "a terrible film")]
+    together = backend.generate(requests)
+    alone = [backend.generate([r])[0] for r in requests]
+    assert [r.text for r in together] == [r.text for r in alone]
+    assert [r.text for r in backend.generate(requests)] == [r.text for r in together]
+    assert all(r.n_tokens <= 6 for r in together)
+
+
+def test_sampling_is_reproducible_per_seed(backend):
+    req = GenerateRequest(prompt("the movie"), max_tokens=8, temperature=1.0, seed=11)
+    other = GenerateRequest(prompt("the movie"), max_tokens=8, temperature=1.0, seed=12)
+    first = backend.generate([req])[0].text
+    assert backend.generate([other, req])[1].text == first
+    texts = {backend.generate([GenerateRequest(prompt("the movie"), max_tokens=8, temperature=1.0, seed=s)])[0].text
+             for s in range(6)}
+    assert len(texts) > 1  # different seeds really sample differently
+
+
+def test_stop_strings_cut_generation(backend):
+    free = backend.generate([GenerateRequest(prompt("the movie was"), max_tokens=12)])[0]
+    if len(free.text) < 2:
+        pytest.skip("random model produced too little text to cut")
+    stop = free.text[1:3]
+    cut = backend.generate([GenerateRequest(prompt("the movie was"), max_tokens=12, stop=(stop,))])[0]
+    assert stop not in cut.text
+    assert free.text.startswith(cut.text)
+    assert cut.finish_reason == "stop"
+
+
+def test_cut_at_stop_picks_earliest():
+    assert cut_at_stop("abc\ndef.", ["."," \n", "\n"]) == ("abc", True)
+    assert cut_at_stop("abc", ["\n"]) == ("abc", False)
