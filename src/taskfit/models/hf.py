@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from tqdm.auto import tqdm
 
@@ -55,6 +57,7 @@ class HFBackend(Backend):
         self.display_name = display_name or self.model_id
         self.batch_size = batch_size
         self.progress = progress
+        _check_reachable(self.model_id)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_id)
             self.model = AutoModelForCausalLM.from_pretrained(self.model_id, dtype=torch.float32)
@@ -222,6 +225,25 @@ class HFBackend(Backend):
             "chat_template": self.use_chat_template,
             "threads": self.torch.get_num_threads(),
         }
+
+
+def _check_reachable(model_id: str) -> None:
+    """Fail in seconds, not after minutes of retries, for a hub id that is neither cached nor reachable."""
+    if Path(model_id).exists():
+        return
+    try:
+        from huggingface_hub import constants, try_to_load_from_cache
+    except ImportError:  # pragma: no cover - transformers depends on huggingface_hub
+        return
+    if isinstance(try_to_load_from_cache(model_id, "config.json"), str):
+        return  # in the local hub cache: transformers can load it offline
+    if constants.HF_HUB_OFFLINE:
+        raise _load_error(model_id, OSError("HF_HUB_OFFLINE is set and the model is not in the local cache"))
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=5).close()
+    except OSError as exc:
+        raise _load_error(model_id, OSError(f"cannot reach {host}: {exc}")) from None
 
 
 def _load_error(model_id: str, exc: Exception) -> UserError:
