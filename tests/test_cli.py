@@ -32,7 +32,7 @@ def test_tasks_and_models_list(capsys):
     ],
 )
 def test_bad_input_exits_2_with_one_line(capsys, tmp_path, argv, pattern):
-    code, out, err = run_cli(capsys, "eval", "--output", str(tmp_path / "run"), "--no-progress", *argv)
+    code, _, err = run_cli(capsys, "eval", "--output", str(tmp_path / "run"), "--no-progress", *argv)
     lines = [line for line in err.splitlines() if line.startswith("taskfit: error:")]
     assert code == 2
     assert len(lines) == 1 and pattern in lines[0]

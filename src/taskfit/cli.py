@@ -29,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--backend", help="model backend (default hf)")
     ev.add_argument("--task", help="built-in task (see `taskfit tasks`) or path to a task YAML")
     ev.add_argument("--strategy", help="prompting strategy (default zero_shot)")
+    ev.add_argument("--strategy-arg", action="append", default=[], metavar="KEY=VALUE",
+                    help="strategy option (repeatable), e.g. k=4, selector=knn, n=5; values are YAML")
+    ev.add_argument("--pool-split", help="split demonstrations come from (default: the task's pool split)")
+    ev.add_argument("--instruction", help="replace the task's instruction (e.g. the one APE found)")
     ev.add_argument("--mode", choices=["loglikelihood", "generate"], help="answer mode (default loglikelihood)")
     ev.add_argument("--data-dir", help="folder laid out as D/<dataset>/<split>.jsonl")
     ev.add_argument("--split", help="split to evaluate (default: the task's eval split)")
@@ -48,8 +52,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-EVAL_KEYS = ("model", "backend", "task", "strategy", "mode", "data_dir", "split", "limit", "seed", "output",
+EVAL_KEYS = ("model", "backend", "task", "strategy", "pool_split", "mode", "data_dir", "split", "limit", "seed", "output",
              "batch_size", "max_tokens", "chat_template", "bootstrap_samples", "threads")
+
+
+def parse_strategy_args(items: Sequence[str]) -> dict:
+    """``["k=4", "selector=knn"]`` -> ``{"k": 4, "selector": "knn"}`` (values parsed as YAML scalars)."""
+    import yaml
+
+    parsed = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--strategy-arg {item!r} must look like KEY=VALUE, e.g. k=4")
+        try:
+            parsed[key.strip()] = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError:
+            parsed[key.strip()] = value
+    return parsed
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -57,9 +77,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from taskfit.evaluate import evaluate
     from taskfit.report.table import results_table
 
-    config = load_run_config(args.config, {key: getattr(args, key) for key in EVAL_KEYS})
+    overrides = {key: getattr(args, key) for key in EVAL_KEYS}
+    config = load_run_config(args.config, overrides, parse_strategy_args(args.strategy_arg),
+                             {"instruction": args.instruction} if args.instruction is not None else {})
     results = evaluate(config, progress=args.progress)
     sys.stdout.write(results_table([results]) + "\n")
+    ape = results.get("strategy_info", {}).get("ape")
+    if ape:
+        sys.stdout.write(f"APE best instruction ({ape['best_accuracy']:.3f} on {ape['scored_on']} pool examples): "
+                         f"{ape['best_instruction']}\nreuse it with --instruction or 'prompt: {{instruction: ...}}'\n")
     sys.stdout.write(f"results: {results['output_dir']}/results.json\n")
     return 0
 

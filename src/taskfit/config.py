@@ -24,13 +24,27 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class PromptOverride(StrictModel):
+    """Prompt fields a run may replace without editing the task YAML (e.g. an APE-found instruction)."""
+
+    system: str | None = None
+    instruction: str | None = None
+    input_template: str | None = None
+    output_format: str | None = None
+    answer_prefix: str | None = None
+
+
 class RunConfig(StrictModel):
     """Everything ``taskfit eval`` needs to run one evaluation."""
 
     model: str = Field("smollm2-135m-instruct", description="known model name or hf:<path or hub id>")
     backend: Literal["hf"] = "hf"
     task: str = Field(description="built-in task name or path to a task YAML")
-    strategy: Literal["zero_shot"] = "zero_shot"
+    strategy: Literal["zero_shot", "few_shot", "cot", "self_consistency", "carp", "ape"] = "zero_shot"
+    strategy_args: dict[str, Any] = Field(default_factory=dict, description="options of the strategy")
+    pool_split: str | None = Field(None, description="split demonstrations come from (default: the task's)")
+    prompt: PromptOverride = Field(default_factory=lambda: PromptOverride(),
+                                     description="replace prompt fields of the task")
     mode: Literal["loglikelihood", "generate"] = "loglikelihood"
     data_dir: Path | None = None
     split: str | None = None
@@ -111,14 +125,24 @@ def _model_in(annotation: Any) -> Any:
     return None
 
 
-def load_run_config(config_path: str | Path | None, overrides: dict[str, Any]) -> RunConfig:
-    """Merge a YAML config file (if any) with CLI overrides (flags win) into a validated RunConfig."""
+def load_run_config(config_path: str | Path | None, overrides: dict[str, Any],
+                    strategy_args: dict[str, Any] | None = None, prompt: dict[str, Any] | None = None) -> RunConfig:
+    """Merge a YAML config file (if any) with CLI overrides (flags win) into a validated RunConfig.
+
+    ``strategy_args`` and ``prompt`` are merged key by key into the YAML's mappings of the same name.
+    """
     data: dict[str, Any] = {}
     source = "command line"
     if config_path is not None:
         data = read_yaml(config_path)
         source = str(config_path)
     data.update({key: value for key, value in overrides.items() if value is not None})
+    for key, extra in (("strategy_args", strategy_args), ("prompt", prompt)):
+        if extra:
+            base = data.get(key) or {}
+            if not isinstance(base, dict):
+                raise UserError(f"{source}: key '{key}' must be a mapping")
+            data[key] = {**base, **extra}
     if "task" not in data:
         raise UserError(f"{source}: no task given; pass --task NAME (see `taskfit tasks`) or set 'task:' in the config")
     return validate(RunConfig, data, source)

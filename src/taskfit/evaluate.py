@@ -13,7 +13,7 @@ import logging
 import platform
 import subprocess
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,8 @@ from taskfit.config import RunConfig
 from taskfit.errors import UserError
 from taskfit.metrics import compute_metrics
 from taskfit.models.base import Backend
-from taskfit.prompting.strategies import Outcome, StrategyContext, drive, make_strategy
+from taskfit.prompting.driver import drive
+from taskfit.prompting.strategies import Outcome, StrategyContext, make_strategy
 from taskfit.tasks.task import Example, Task, load_task
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ VERSIONED_PACKAGES = ("torch", "transformers", "numpy", "scipy", "scikit-learn",
 
 def default_output(config: RunConfig) -> Path:
     """``runs/<task>/<strategy>-<mode>-<UTC time>``: a new folder per run, never overwriting one."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return Path("runs") / Path(config.task).stem / f"{config.strategy}-{config.mode}-{stamp}"
 
 
@@ -43,6 +44,9 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
     """Run ``config`` end to end and return the results dict also written to ``results.json``."""
     started = time.perf_counter()
     task = load_task(config.task)
+    overrides = config.prompt.model_dump(exclude_unset=True)
+    if overrides:
+        task.config = task.config.model_copy(update={"prompt": task.config.prompt.model_copy(update=overrides)})
     # All rows are loaded and validated before the model loads: a bad row fails fast and costs nothing.
     examples = task.examples(config.split, config.data_dir, config.limit)
     if not examples:
@@ -60,8 +64,17 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
     out_dir.mkdir(parents=True, exist_ok=True)
 
     context = StrategyContext(task=task, mode=config.mode, render=backend.render, seed=config.seed,
-                              max_tokens=config.max_tokens)
-    strategy = make_strategy(config.strategy, context)
+                              max_tokens=config.max_tokens, progress=progress)
+    strategy = make_strategy(config.strategy, context, config.strategy_args)
+    if strategy.uses_pool():
+        pool_split = config.pool_split or task.config.pool_split
+        context.pool = task.examples(pool_split, config.data_dir, getattr(strategy.opts, "pool_limit", None))
+        if pool_split == (config.split or task.config.eval_split):
+            log.warning("demonstrations come from the evaluated split %r; an example never sees itself, "
+                        "but results are optimistic", pool_split)
+    prepare_start = time.perf_counter()
+    strategy.prepare(examples, backend)
+    prepare_s = time.perf_counter() - prepare_start
     eval_start = time.perf_counter()
     records = _run_chunks(strategy, examples, backend, task, out_dir / "samples.jsonl", config.batch_size, progress)
     eval_s = time.perf_counter() - eval_start
@@ -77,7 +90,7 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
     failures = sum(not r["parse_ok"] for r in records)
     results = {
         "taskfit_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": json.loads(config.model_dump_json()),
         "task": json.loads(task.config.model_dump_json()),
         "model": backend.describe(),
@@ -92,10 +105,12 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
         },
         "timings": {
             "load_model_s": round(load_s, 3),
+            "prepare_s": round(prepare_s, 3),
             "eval_s": round(eval_s, 3),
             "total_s": round(time.perf_counter() - started, 3),
             "examples_per_s": round(len(records) / eval_s, 3) if eval_s > 0 else None,
         },
+        "strategy_info": strategy.info,
         "backend_stats": dict(getattr(backend, "stats", {})),
         "output_dir": str(out_dir),
     }

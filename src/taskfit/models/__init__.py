@@ -10,10 +10,10 @@ from taskfit.models.base import (
 from taskfit.models.registry import KNOWN_MODELS, load_backend
 
 __all__ = [
+    "KNOWN_MODELS",
     "Backend",
     "GenerateRequest",
     "GenerateResult",
-    "KNOWN_MODELS",
     "LoglikelihoodRequest",
     "LoglikelihoodResult",
     "load_backend",

@@ -52,11 +52,16 @@ class GenerateRequest:
 
 @dataclass(frozen=True)
 class GenerateResult:
-    """Generated text (stop string excluded) and how many tokens the model produced."""
+    """Generated text (stop string excluded), how many tokens the model produced, and their log-probability.
+
+    ``logprob`` is the sum over produced tokens of the model's own (temperature 1) log-probability, the
+    sequence probability that weighted self-consistency votes use; ``None`` where a backend cannot say.
+    """
 
     text: str
     n_tokens: int
     finish_reason: str  # "stop" (stop string or end of turn) or "length"
+    logprob: float | None = None
 
 
 Request = LoglikelihoodRequest | GenerateRequest

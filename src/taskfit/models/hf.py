@@ -145,68 +145,86 @@ class HFBackend(Backend):
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         results: list[GenerateResult | None] = [None] * len(requests)
         encoded = [self._encode(self.render(r.prompt))[-self.max_length :] for r in requests]
-        # Greedy requests with the same settings are batched (sorted by length); sampled ones run one by
-        # one with their own seed, so a request's text never depends on what else is in the batch.
-        groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
-        for index, request in enumerate(requests):
-            if request.temperature > 0:
-                groups[("sample", index)].append(index)
-            else:
-                groups[("greedy", request.max_tokens, request.stop)].append(index)
+        # One decode loop serves greedy and sampled requests alike: each row samples with its own seeded
+        # generator, so a rerun gives identical text and batching does not change a row's random draws.
+        order = sorted(range(len(requests)), key=lambda i: len(encoded[i]), reverse=True)
         bar = tqdm(total=len(requests), desc="generate", disable=not self.progress, leave=False)
-        for key, members in groups.items():
-            members.sort(key=lambda i: len(encoded[i]), reverse=True)
-            size = self.batch_size if key[0] == "greedy" else 1
-            for start in range(0, len(members), size):
-                chunk = members[start : start + size]
-                for index, result in zip(chunk, self._generate_batch([encoded[i] for i in chunk], requests[chunk[0]])):
-                    results[index] = result
-                bar.update(len(chunk))
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            for index, result in zip(chunk, self._decode([encoded[i] for i in chunk], [requests[i] for i in chunk])):
+                results[index] = result
+            bar.update(len(chunk))
         bar.close()
         return results  # type: ignore[return-value]
 
-    def _generate_batch(self, batch: list[list[int]], settings: GenerateRequest) -> list[GenerateResult]:
+    def _decode(self, batch: list[list[int]], settings: list[GenerateRequest]) -> list[GenerateResult]:
+        """Left-padded batched decoding with a KV cache, per-row stop strings, budgets and seeds."""
         torch = self.torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
-
+        rows = len(batch)
         width = max(len(ids) for ids in batch)
-        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        input_ids = torch.full((rows, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((rows, width), dtype=torch.long)
         for row, ids in enumerate(batch):
             input_ids[row, width - len(ids) :] = torch.tensor(ids)
             mask[row, width - len(ids) :] = 1
-        tokenizer, stop = self.tokenizer, settings.stop
-
-        class StopStrings(StoppingCriteria):
-            def __call__(self, ids, scores, **kwargs):  # per-row: has a stop string appeared?
-                texts = tokenizer.batch_decode(ids[:, width:], skip_special_tokens=True)
-                return torch.tensor([any(s in t for s in stop) for t in texts], dtype=torch.bool)
-
-        kwargs: dict[str, Any] = {"max_new_tokens": settings.max_tokens, "pad_token_id": self.pad_id}
-        if settings.temperature > 0:
-            torch.manual_seed(settings.seed)
-            kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if stop:
-            kwargs["stopping_criteria"] = StoppingCriteriaList([StopStrings()])
-        with torch.inference_mode():
-            out = self.model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
-        self.stats["input_tokens"] += int(mask.sum())
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        generators = [torch.Generator().manual_seed(s.seed) if s.temperature > 0 else None for s in settings]
         eos_ids = self._eos_ids()
-        results = []
-        for row in out[:, width:].tolist():
-            produced = row
-            ended = False
-            for position, token in enumerate(row):
-                if token in eos_ids:
-                    produced, ended = row[: position + 1], True
+        produced: list[list[int]] = [[] for _ in range(rows)]
+        logprobs = [0.0] * rows
+        done = [False] * rows
+        reasons = ["length"] * rows
+        budget = max(s.max_tokens for s in settings)
+        cache = None
+        step_ids, step_pos = input_ids, positions
+        self.stats["input_tokens"] += int(mask.sum())
+        with torch.inference_mode():
+            for _ in range(budget):
+                out = self.model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
+                                 past_key_values=cache, use_cache=True, logits_to_keep=1)
+                cache = out.past_key_values
+                logits = out.logits[:, -1, :].float()
+                log_probs = torch.log_softmax(logits, dim=-1)
+                next_tokens = []
+                for row in range(rows):
+                    if done[row]:
+                        next_tokens.append(self.pad_id)
+                        continue
+                    token = self._pick(logits[row], settings[row], generators[row])
+                    next_tokens.append(token)
+                    produced[row].append(token)
+                    logprobs[row] += float(log_probs[row, token])
+                    if token in eos_ids or settings[row].stop and cut_at_stop(self._text(produced[row]), settings[row].stop)[1]:
+                        done[row], reasons[row] = True, "stop"
+                    elif len(produced[row]) >= settings[row].max_tokens:
+                        done[row] = True
+                if all(done):
                     break
-            text, stopped = cut_at_stop(tokenizer.decode(produced, skip_special_tokens=True), stop)
-            self.stats["generated_tokens"] += len(produced)
-            reason = "stop" if ended or stopped else "length"
-            results.append(GenerateResult(text=text, n_tokens=len(produced), finish_reason=reason))
+                step_ids = torch.tensor(next_tokens, dtype=torch.long)[:, None]
+                step_pos = step_pos[:, -1:] + 1
+                mask = torch.cat([mask, torch.ones((rows, 1), dtype=torch.long)], dim=1)
+        results = []
+        for row in range(rows):
+            text, _ = cut_at_stop(self._text(produced[row]), settings[row].stop)
+            self.stats["generated_tokens"] += len(produced[row])
+            results.append(GenerateResult(text=text, n_tokens=len(produced[row]), finish_reason=reasons[row],
+                                          logprob=logprobs[row]))
         return results
+
+    def _text(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+    def _pick(self, logits, settings: GenerateRequest, generator) -> int:
+        """Greedy argmax, or a temperature / top-p draw from this row's own generator."""
+        torch = self.torch
+        if settings.temperature <= 0 or generator is None:
+            return int(logits.argmax())
+        probs = torch.softmax(logits / settings.temperature, dim=-1)
+        if settings.top_p < 1.0:
+            sorted_probs, sorted_ids = probs.sort(descending=True)
+            keep = sorted_probs.cumsum(-1) - sorted_probs < settings.top_p  # always keeps the top token
+            probs = torch.zeros_like(probs).scatter(0, sorted_ids[keep], sorted_probs[keep])
+        return int(torch.multinomial(probs, 1, generator=generator))
 
     def _eos_ids(self) -> set[int]:
         eos = self.model.generation_config.eos_token_id
@@ -231,6 +249,8 @@ def _check_reachable(model_id: str) -> None:
     """Fail in seconds, not after minutes of retries, for a hub id that is neither cached nor reachable."""
     if Path(model_id).exists():
         return
+    if _looks_local(model_id):
+        raise _load_error(model_id, FileNotFoundError(model_id))
     try:
         from huggingface_hub import constants, try_to_load_from_cache
     except ImportError:  # pragma: no cover - transformers depends on huggingface_hub
@@ -246,14 +266,18 @@ def _check_reachable(model_id: str) -> None:
         raise _load_error(model_id, OSError(f"cannot reach {host}: {exc}")) from None
 
 
+def _looks_local(model_id: str) -> bool:
+    """A path rather than a hub id ("owner/name")."""
+    return model_id.startswith((".", "/", "~")) or model_id.count("/") > 1
+
+
 def _load_error(model_id: str, exc: Exception) -> UserError:
     """Explain a failed load: a missing local folder, an unreachable hub, or a folder that is no model."""
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     path = Path(model_id)
     if path.exists():
         return UserError(f"could not load a causal LM from {path}: {first}")
-    looks_local = model_id.startswith((".", "/", "~")) or model_id.count("/") > 1
-    if looks_local:
+    if _looks_local(model_id):
         return UserError(f"model folder {model_id} does not exist; give an existing folder or a hub id")
     return UserError(
         f"model {model_id!r} is not a local folder and could not be fetched from the Hugging Face Hub "

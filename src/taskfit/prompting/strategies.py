@@ -3,20 +3,39 @@
 A strategy's :meth:`Strategy.run` yields a list of requests, receives their results, may yield again
 (chain-of-thought asks twice), and finally returns an :class:`Outcome`. The evaluator drives many
 examples' generators side by side and sends all their pending requests of one type to the backend as
-one batch, so multi-step strategies batch as well as single-step ones.
+one batch, so multi-step strategies batch as well as single-step ones. Strategies that need work before
+the first example (pool embeddings, CARP demo annotations, APE's instruction search) do it in
+:meth:`Strategy.prepare`.
+
+Every strategy's options are a pydantic model (unknown keys rejected) whose wording defaults come from
+``templates.yaml``; ``answer_format: json`` makes any strategy ask for ``{"label": ...}``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import math
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
+import numpy as np
+from pydantic import Field
+
+from taskfit.config import StrictModel, validate
+from taskfit.errors import UserError
 from taskfit.models.base import GenerateRequest, LoglikelihoodRequest, Request
+from taskfit.prompting import json_answers
 from taskfit.prompting.parsers import PARSERS
-from taskfit.prompting.prompt import Prompt, PromptParts, continuation_for
+from taskfit.prompting.prompt import Message, Prompt, continuation_for
+from taskfit.prompting.selectors import Selector, make_selector
+from taskfit.prompting.templates import default, fill
+from taskfit.prompting.voting import vote
 from taskfit.tasks.task import Example, Task
+
+log = logging.getLogger(__name__)
 
 StrategyRun = Generator[list[Request], list[Any], "Outcome"]
 
@@ -41,73 +60,190 @@ class StrategyContext:
     render: Callable[[Prompt], str]
     seed: int = 0
     max_tokens: int | None = None
+    pool: list[Example] | None = None
+    progress: bool = False
 
 
+def derive_seed(*parts: int) -> int:
+    """A stable 31-bit seed from integers (run seed, example index, path ...), the same on every machine."""
+    return int(np.random.SeedSequence([abs(int(p)) for p in parts]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+# ---------------------------------------------------------------------------------------------- options
+class BaseOptions(StrictModel):
+    answer_format: Literal["text", "json"] = "text"
+    json_output_format: str = Field(default_factory=lambda: default("json", "output_format"))
+
+
+class DemoOptions(BaseOptions):
+    selector: Literal["random", "fixed", "knn"] = "random"
+    k: int = Field(4, ge=0)
+    order: Literal["as_selected", "similar_last", "shuffled"] | None = None
+    indices: list[int] = Field(default_factory=list)
+    demo_style: Literal["multi_turn", "single_prompt"] = "multi_turn"
+    pool_limit: int | None = Field(None, gt=0, description="use only the first N pool rows")
+    encoder: str = "all-minilm-l6-v2"
+    knn_field: str | None = None
+    demos_header: str = Field(default_factory=lambda: default("few_shot", "demos_header"))
+    query_header: str = Field(default_factory=lambda: default("few_shot", "query_header"))
+
+
+class SamplingOptions(StrictModel):
+    n: int = Field(1, ge=1)
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    vote: Literal["majority", "weighted"] = "majority"
+
+
+class CoTOptions(DemoOptions, SamplingOptions):
+    k: int = Field(0, ge=0)
+    reasoning_trigger: str = Field(default_factory=lambda: default("cot", "reasoning_trigger"))
+    answer_trigger: str = Field(default_factory=lambda: default("cot", "answer_trigger"))
+    max_reasoning_tokens: int = Field(default_factory=lambda: default("cot", "max_reasoning_tokens"), gt=0)
+
+
+class SelfConsistencyOptions(CoTOptions):
+    n: int = Field(5, ge=1)
+    reasoning: bool = True
+
+
+class CARPOptions(DemoOptions, SamplingOptions):
+    k: int = Field(0, ge=0)
+    selector: Literal["random", "fixed", "knn"] = "knn"
+    instruction: str = Field(default_factory=lambda: default("carp", "instruction"))
+    clues_prefix: str = Field(default_factory=lambda: default("carp", "clues_prefix"))
+    reasoning_prefix: str = Field(default_factory=lambda: default("carp", "reasoning_prefix"))
+    decision_prefix: str = Field(default_factory=lambda: default("carp", "decision_prefix"))
+    annotate_instruction: str = Field(default_factory=lambda: default("carp", "annotate_instruction"))
+    max_reasoning_tokens: int = Field(default_factory=lambda: default("carp", "max_reasoning_tokens"), gt=0)
+
+
+class APEOptions(BaseOptions):
+    m: int = Field(8, ge=1, description="candidate instructions to propose")
+    n_pairs: int = Field(5, ge=1, description="input/output pairs shown to the proposer")
+    score_n: int = Field(50, ge=1, description="pool examples each candidate is scored on")
+    temperature: float = Field(0.9, gt=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    include_task_instruction: bool = True
+    proposal: str = Field(default_factory=lambda: default("ape", "proposal"))
+    proposal_prefix: str = Field(default_factory=lambda: default("ape", "proposal_prefix"))
+    max_instruction_tokens: int = Field(default_factory=lambda: default("ape", "max_instruction_tokens"), gt=0)
+
+
+# ---------------------------------------------------------------------------------------------- base
 class Strategy:
-    """Base class; subclasses register in :data:`STRATEGIES` under ``name``."""
+    """Base class; subclasses register in :data:`STRATEGIES` under ``name`` with their ``Options``."""
 
     name: ClassVar[str]
+    Options: ClassVar[type[BaseOptions]] = BaseOptions
+    needs_pool: ClassVar[bool] = False
 
-    def __init__(self, context: StrategyContext):
+    def __init__(self, context: StrategyContext, options: dict[str, Any] | None = None):
         self.ctx = context
         self.task = context.task
+        self.opts = validate(self.Options, dict(options or {}), f"strategy_args of {self.name}")
+        self.labels = self.task.config.labels
+        self.info: dict[str, Any] = {}  # strategy-level facts for results.json
+
+    # -- lifecycle
+    def uses_pool(self) -> bool:
+        """Whether this run needs the pool split (demonstrations, candidate scoring)."""
+        if isinstance(self.opts, DemoOptions):
+            return self.opts.k > 0
+        return self.needs_pool
+
+    def prepare(self, examples: Sequence[Example], backend) -> None:
+        """Work done once before the examples run (default: nothing)."""
 
     def run(self, example: Example) -> StrategyRun:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def prompt_for(self, example: Example) -> Prompt:
-        """The task's own prompt for ``example``: instruction, rendered input, output format, prefix."""
-        spec = self.task.config.prompt
-        return PromptParts(
-            instruction=spec.instruction,
-            input_text=spec.input_template.format(**example.fields),
-            output_format=spec.output_format,
-            system=spec.system,
-            answer_prefix=spec.answer_prefix,
-        ).build()
+    # -- prompt pieces
+    @property
+    def json(self) -> bool:
+        return self.opts.answer_format == "json"
 
-    # -- the two answer modes, shared by strategies that end in one direct answer
-    def answer_by_loglikelihood(self, prompt: Prompt) -> StrategyRun:
-        """Score every label verbalizer after ``prompt``; the most likely label wins (ties: first label)."""
-        labels = self.task.config.labels
-        results = yield [LoglikelihoodRequest(prompt, continuation_for(prompt, label.word)) for label in labels]
-        scores = {label.value: r.logprob for label, r in zip(labels, results)}
+    def user_text(self, example: Example, instruction: str | None = None) -> str:
+        """Instruction, the rendered input, and the output format (JSON shape in json mode), one per line."""
+        spec = self.task.config.prompt
+        output = self.json_format() if self.json \
+            else spec.output_format
+        parts = (spec.instruction if instruction is None else instruction,
+                 spec.input_template.format(**example.fields), output)
+        return "\n".join(p for p in parts if p)
+
+    def json_format(self) -> str:
+        """The output-format line of json mode, naming the allowed labels."""
+        return fill(self.opts.json_output_format, example=json_answers.example_answer(),
+                    choices=json_answers.choices(self.labels))
+
+    def system_messages(self) -> list[Message]:
+        system = self.task.config.prompt.system
+        return [Message("system", system)] if system else []
+
+    def answer_prefix(self) -> str:
+        """Text the assistant's direct answer starts with (none in json mode: the answer is the object)."""
+        return "" if self.json else self.task.config.prompt.answer_prefix
+
+    def demo_answer(self, example: Example) -> str:
+        """A demonstration's assistant turn: prefix + label word, or the JSON object."""
+        word = self.word(example.gold)
+        if self.json:
+            return json_answers.render_answer(word)
+        prefix = self.answer_prefix()
+        return prefix + continuation_for(Prompt((), prefix), word) if prefix else word
+
+    def word(self, value: str) -> str:
+        return next(label.word for label in self.labels if label.value == value)
+
+    # -- the two answer modes
+    def answer(self, messages: Sequence[Message], prefix: str) -> StrategyRun:
+        """Answer after ``messages`` and the assistant text ``prefix``, in the run's mode and format."""
+        if self.ctx.mode == "loglikelihood":
+            return (yield from self.answer_by_loglikelihood(messages, prefix))
+        return (yield from self.answer_by_generation(messages, prefix))
+
+    def answer_by_loglikelihood(self, messages: Sequence[Message], prefix: str) -> StrategyRun:
+        """Score every label after the prefix; the most likely label wins (ties: first label)."""
+        if self.json:
+            prompt = Prompt(tuple(messages), _join(prefix, '{"label": "'))
+            continuations = [f'{label.word}"}}' for label in self.labels]
+        else:
+            prompt = Prompt(tuple(messages), prefix)
+            continuations = [continuation_for(prompt, label.word) for label in self.labels]
+        results = yield [LoglikelihoodRequest(prompt, c) for c in continuations]
+        scores = {label.value: r.logprob for label, r in zip(self.labels, results)}
         prediction = max(scores, key=lambda value: scores[value])  # max keeps the first of equal scores
         top = max(scores.values())
         norm = math.log(sum(math.exp(s - top) for s in scores.values())) + top
-        return Outcome(
-            prediction=prediction,
-            parse_ok=True,
-            prompt=self.ctx.render(prompt),
-            response=scores,
-            extra={"probs": {k: math.exp(v - norm) for k, v in scores.items()}},
-        )
+        return Outcome(prediction, True, self.ctx.render(prompt), scores,
+                       {"probs": {k: math.exp(v - norm) for k, v in scores.items()}, "logprob": scores[prediction]})
 
-    def answer_by_generation(self, prompt: Prompt) -> StrategyRun:
-        """Generate free text greedily and parse it into a label; no label found is a parse failure."""
+    def answer_by_generation(self, messages: Sequence[Message], prefix: str, temperature: float = 0.0,
+                             top_p: float = 1.0, seed: int | None = None) -> StrategyRun:
+        """Generate the answer and parse it (label parser, or JSON parser in json mode)."""
         gen = self.task.config.generation
-        request = GenerateRequest(
-            prompt=prompt,
-            stop=tuple(gen.stop),
-            max_tokens=self.ctx.max_tokens or gen.max_tokens,
-            temperature=0.0,
-            seed=self.ctx.seed,
-        )
+        prompt = Prompt(tuple(messages), prefix)
+        budget = self.ctx.max_tokens or (max(gen.max_tokens, 24) if self.json else gen.max_tokens)
+        stop = () if self.json else tuple(gen.stop)
+        request = GenerateRequest(prompt, stop, budget, temperature, top_p, self.ctx.seed if seed is None else seed)
         (result,) = yield [request]
-        prediction = PARSERS[self.task.config.parser](result.text, self.task.config.labels)
-        return Outcome(
-            prediction=prediction,
-            parse_ok=prediction is not None,
-            prompt=self.ctx.render(prompt),
-            response=result.text,
-            extra={"generated_tokens": result.n_tokens, "finish_reason": result.finish_reason},
-        )
+        extra: dict[str, Any] = {"generated_tokens": result.n_tokens, "finish_reason": result.finish_reason,
+                                 "logprob": result.logprob}
+        if self.json:
+            parsed = json_answers.parse_json_label(result.text, self.labels)
+            prediction = parsed.label
+            if parsed.error:
+                extra["parse_error"] = parsed.error
+        else:
+            prediction = PARSERS[self.task.config.parser](result.text, self.labels)
+        return Outcome(prediction, prediction is not None, self.ctx.render(prompt), result.text, extra)
 
-    def answer(self, prompt: Prompt) -> StrategyRun:
-        """Answer ``prompt`` in the run's mode."""
-        if self.ctx.mode == "loglikelihood":
-            return (yield from self.answer_by_loglikelihood(prompt))
-        return (yield from self.answer_by_generation(prompt))
+
+def _join(prefix: str, text: str) -> str:
+    if not prefix:
+        return text
+    return prefix + ("" if prefix[-1].isspace() else " ") + text
 
 
 class ZeroShot(Strategy):
@@ -116,45 +252,333 @@ class ZeroShot(Strategy):
     name = "zero_shot"
 
     def run(self, example: Example) -> StrategyRun:
-        return (yield from self.answer(self.prompt_for(example)))
+        messages = [*self.system_messages(), Message("user", self.user_text(example))]
+        return (yield from self.answer(messages, self.answer_prefix()))
 
 
-STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (ZeroShot,)}
+# ---------------------------------------------------------------------------------------------- few-shot
+class FewShot(Strategy):
+    """k demonstrations from the pool (random, fixed or kNN), as chat turns or inside one prompt."""
+
+    name = "few_shot"
+    Options = DemoOptions
+    needs_pool = True
+    selector: Selector | None = None
+
+    def prepare(self, examples: Sequence[Example], backend) -> None:
+        self.selector = self.build_selector()
+        if self.selector is not None:
+            self.selector.prepare(examples)
+
+    def build_selector(self) -> Selector | None:
+        if self.opts.k == 0:
+            return None
+        pool = self.ctx.pool or []
+        if self.opts.pool_limit:
+            pool = pool[: self.opts.pool_limit]
+        if not pool:
+            raise UserError(f"strategy {self.name} needs demonstrations but the pool split is empty")
+        field = self.opts.knn_field or next(iter(self.task.config.fields))
+        return make_selector(self.opts.selector, pool, self.opts.k, self.ctx.seed, self.opts.order,
+                             self.opts.indices, field, self.opts.encoder)
+
+    def demos(self, example: Example) -> list[Example]:
+        return self.selector.select(example) if self.selector else []
+
+    def demo_messages(self, example: Example, demos: Sequence[Example],
+                      render_answer: Callable[[Example], str] | None = None,
+                      user: Callable[[Example], str] | None = None) -> list[Message]:
+        """System, then demos (multi-turn pairs or one block), then the query's user turn."""
+        render_answer = render_answer or self.demo_answer
+        user = user or self.user_text
+        messages = self.system_messages()
+        if not demos:
+            return [*messages, Message("user", user(example))]
+        if self.opts.demo_style == "multi_turn":
+            for demo in demos:
+                messages += [Message("user", user(demo)), Message("assistant", render_answer(demo))]
+            return [*messages, Message("user", user(example))]
+        blocks = [f"{user(d)}\n{render_answer(d)}" for d in demos]
+        text = "\n\n".join([self.opts.demos_header, *blocks, self.opts.query_header, user(example)])
+        return [*messages, Message("user", text)]
+
+    def run(self, example: Example) -> StrategyRun:
+        demos = self.demos(example)
+        outcome = yield from self.answer(self.demo_messages(example, demos), self.answer_prefix())
+        outcome.extra["demos"] = [d.index for d in demos]
+        return outcome
 
 
-def make_strategy(name: str, context: StrategyContext) -> Strategy:
-    """Instantiate strategy ``name`` (validated earlier by the run config)."""
-    return STRATEGIES[name](context)
+# ---------------------------------------------------------------------------------------------- reasoning
+class ChainOfThought(FewShot):
+    """Reason first ("Let's think step by step"), then answer after "Therefore, the answer is".
+
+    With ``k > 0`` the demonstrations carry rationales: the task's ``rationale`` field of the pool rows.
+    """
+
+    name = "cot"
+    Options = CoTOptions
+    needs_pool = False
+
+    def prepare(self, examples: Sequence[Example], backend) -> None:
+        if self.opts.k > 0:
+            if not self.task.config.rationale:
+                raise UserError(f"few-shot {self.name} needs rationales: set 'rationale:' (a data column) in task "
+                                f"{self.task.name!r}, or use k=0 for zero-shot {self.name}")
+            super().prepare(examples, backend)
+
+    def cot_demo_answer(self, demo: Example) -> str:
+        word = self.word(demo.gold)
+        final = json_answers.render_answer(word) if self.json else word
+        if not demo.rationale:
+            raise UserError(f"pool example {demo.index + 1} has an empty rationale; few-shot {self.name} needs one")
+        return f"{self.opts.reasoning_trigger} {demo.rationale.strip()}\n{self.opts.answer_trigger} {final}"
+
+    def reasoning_request(self, messages: list[Message], temperature: float = 0.0, seed: int = 0) -> GenerateRequest:
+        stop = tuple(s for s in (self.opts.answer_trigger, "\n\n\n") if s)
+        return GenerateRequest(Prompt(tuple(messages), self.opts.reasoning_trigger), stop,
+                               self.opts.max_reasoning_tokens, temperature, self.opts.top_p, seed)
+
+    def answer_after(self, reasoning: str) -> str:
+        return f"{self.opts.reasoning_trigger} {reasoning.strip()}\n{self.opts.answer_trigger}"
+
+    def messages_for(self, example: Example) -> tuple[list[Message], list[Example]]:
+        demos = self.demos(example)
+        return self.demo_messages(example, demos, self.cot_demo_answer), demos
+
+    def run(self, example: Example) -> StrategyRun:
+        messages, demos = self.messages_for(example)
+        (reasoning,) = yield [self.reasoning_request(messages)]
+        outcome = yield from self.answer(messages, self.answer_after(reasoning.text))
+        outcome.extra.update(rationale=reasoning.text.strip(), reasoning_tokens=reasoning.n_tokens,
+                             demos=[d.index for d in demos])
+        return outcome
 
 
-def drive(strategy: Strategy, examples: Sequence[Example], backend) -> list[Outcome]:
-    """Run ``strategy`` on ``examples``, batching every round of requests across examples by type."""
-    runs = {ex.index: strategy.run(ex) for ex in examples}
-    replies: dict[int, list[Any] | None] = {index: None for index in runs}
-    outcomes: dict[int, Outcome] = {}
-    while runs:
+class SelfConsistency(ChainOfThought):
+    """n sampled reasoning paths (seeded per path), each answered, then a majority or weighted vote."""
+
+    name = "self_consistency"
+    Options = SelfConsistencyOptions
+
+    def run(self, example: Example) -> StrategyRun:
+        messages, demos = self.messages_for(example)
+        seeds = [derive_seed(self.ctx.seed, example.index, path) for path in range(self.opts.n)]
+        if getattr(self.opts, "reasoning", True):
+            paths = yield [self.reasoning_request(messages, self.opts.temperature, s) for s in seeds]
+            outcomes = yield from self.answer_all([self.answer_after(p.text) for p in paths], messages)
+            path_logprobs = [p.logprob + (o.extra.get("logprob") or 0.0) if p.logprob is not None else None
+                             for p, o in zip(paths, outcomes)]
+            rationales = [p.text.strip() for p in paths]
+        else:
+            if self.ctx.mode != "generate":
+                raise UserError("self_consistency with reasoning=false samples answers: use --mode generate")
+            outcomes = yield from _parallel([self.answer_by_generation(messages, self.answer_prefix(),
+                                                                       self.opts.temperature, self.opts.top_p, s)
+                                             for s in seeds])
+            path_logprobs = [o.extra.get("logprob") for o in outcomes]
+            rationales = []
+        result = vote([o.prediction for o in outcomes], path_logprobs, self.opts.vote,
+                      [label.value for label in self.labels])
+        return Outcome(
+            prediction=result.winner,
+            parse_ok=result.winner is not None,
+            prompt=outcomes[0].prompt,
+            response=[o.response for o in outcomes],
+            extra={"votes": result.distribution, "path_answers": [o.prediction for o in outcomes],
+                   "path_logprobs": path_logprobs, "rationales": rationales, "seeds": seeds,
+                   "demos": [d.index for d in demos]},
+        )
+
+    def answer_all(self, prefixes: Sequence[str], messages: list[Message]) -> Generator[Any, Any, list[Outcome]]:
+        """Answer after each prefix, all in one round of requests."""
+        return (yield from _parallel([self.answer(messages, prefix) for prefix in prefixes]))
+
+
+def _parallel(runs: Sequence[StrategyRun]) -> Generator[list[Request], list[Any], list[Outcome]]:
+    """Advance several sub-runs in lock step, yielding their requests together each round."""
+    replies: list[Any] = [None] * len(runs)
+    outcomes: list[Outcome | None] = [None] * len(runs)
+    active = list(range(len(runs)))
+    while active:
         asked: dict[int, list[Request]] = {}
-        for index, gen in list(runs.items()):
+        for i in active:
             try:
-                asked[index] = gen.send(replies[index])
+                asked[i] = runs[i].send(replies[i])
             except StopIteration as done:
-                outcomes[index] = done.value
-                del runs[index]
-        if not asked:
+                outcomes[i] = done.value
+        active = list(asked)
+        if not active:
             break
-        for index, results in _answer_all(asked, backend).items():
-            replies[index] = results
-    return [outcomes[ex.index] for ex in examples]
+        flat = [req for i in active for req in asked[i]]
+        results = yield flat
+        pos = 0
+        for i in active:
+            replies[i] = results[pos : pos + len(asked[i])]
+            pos += len(asked[i])
+    return outcomes  # type: ignore[return-value]
 
 
-def _answer_all(asked: dict[int, list[Request]], backend) -> dict[int, list[Any]]:
-    """Send all log-likelihood requests in one call and all generation requests in another."""
-    answers: dict[int, list[Any]] = {index: [None] * len(reqs) for index, reqs in asked.items()}
-    for kind, method in ((LoglikelihoodRequest, backend.loglikelihood), (GenerateRequest, backend.generate)):
-        slots = [(index, pos) for index, reqs in asked.items() for pos, req in enumerate(reqs) if isinstance(req, kind)]
-        if not slots:
-            continue
-        results = method([asked[index][pos] for index, pos in slots])
-        for (index, pos), result in zip(slots, results):
-            answers[index][pos] = result
-    return answers
+# ---------------------------------------------------------------------------------------------- CARP
+class CARP(SelfConsistency):
+    """Clue And Reasoning Prompting (Sun et al. 2023): CLUES, then REASONING, then the DECISION.
+
+    Few-shot CARP (k > 0) uses kNN demos whose clues and reasoning the model wrote once, given the gold
+    label, for the pool examples selected (cached on disk per model and wording). ``n > 1`` samples n
+    clue-and-reasoning paths and votes.
+    """
+
+    name = "carp"
+    Options = CARPOptions
+    needs_pool = True
+
+    def __init__(self, context: StrategyContext, options: dict[str, Any] | None = None):
+        super().__init__(context, options)
+        self.annotations: dict[int, str] = {}
+
+    def prepare(self, examples: Sequence[Example], backend) -> None:
+        if self.opts.k == 0:
+            return
+        FewShot.prepare(self, examples, backend)
+        needed = sorted({d.index: d for ex in examples for d in self.demos(ex)}.items())
+        self.annotations = self._annotate([d for _, d in needed], backend)
+
+    def carp_user(self, example: Example) -> str:
+        spec = self.task.config.prompt
+        labels_or = _or([label.word for label in self.labels])
+        instruction = fill(self.opts.instruction, task_description=spec.instruction, labels_or=labels_or,
+                           labels=", ".join(label.word for label in self.labels)).strip()
+        output = self.json_format() if self.json \
+            else ""
+        return "\n".join(p for p in (instruction, spec.input_template.format(**example.fields), output) if p)
+
+    def carp_demo_answer(self, demo: Example) -> str:
+        word = self.word(demo.gold)
+        final = json_answers.render_answer(word) if self.json else word
+        return f"{self.opts.clues_prefix} {self.annotations[demo.index].strip()}\n{self.opts.decision_prefix} {final}"
+
+    def messages_for(self, example: Example) -> tuple[list[Message], list[Example]]:
+        demos = self.demos(example) if self.opts.k else []
+        return self.demo_messages(example, demos, self.carp_demo_answer, self.carp_user), demos
+
+    def reasoning_request(self, messages: list[Message], temperature: float = 0.0, seed: int = 0) -> GenerateRequest:
+        return GenerateRequest(Prompt(tuple(messages), self.opts.clues_prefix), (self.opts.decision_prefix,),
+                               self.opts.max_reasoning_tokens, temperature, self.opts.top_p, seed)
+
+    def answer_after(self, reasoning: str) -> str:
+        return f"{self.opts.clues_prefix} {reasoning.strip()}\n{self.opts.decision_prefix}"
+
+    def run(self, example: Example) -> StrategyRun:
+        if self.opts.n > 1:
+            return (yield from super().run(example))
+        return (yield from ChainOfThought.run(self, example))
+
+    def _annotate(self, demos: Sequence[Example], backend) -> dict[int, str]:
+        """Clues and reasoning for each demo given its gold label, from the disk cache or generated now."""
+        from taskfit.models.embedded import taskfit_home
+
+        describe = backend.describe()
+        key_base = json.dumps([describe.get("model"), describe.get("path"), self.opts.annotate_instruction,
+                               self.opts.clues_prefix, self.opts.decision_prefix, self.opts.max_reasoning_tokens,
+                               self.task.config.prompt.input_template], sort_keys=True)
+        path = taskfit_home() / "carp" / (hashlib.sha256(key_base.encode()).hexdigest()[:24] + ".jsonl")
+        cache: dict[str, str] = {}
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    item = json.loads(line)
+                    cache[item["key"]] = item["text"]
+                except (json.JSONDecodeError, KeyError):
+                    continue  # a line cut by a crash: regenerate that one
+        keys = {d.index: hashlib.sha256(json.dumps([d.fields, d.gold], sort_keys=True).encode()).hexdigest()
+                for d in demos}
+        missing = [d for d in demos if keys[d.index] not in cache]
+        if missing:
+            log.info("CARP: writing clues and reasoning for %d pool examples (cached in %s)", len(missing), path)
+            spec = self.task.config.prompt
+            requests = []
+            for d in missing:
+                user = fill(self.opts.annotate_instruction, task_description=spec.instruction,
+                            gold=self.word(d.gold)).strip() + "\n" + spec.input_template.format(**d.fields)
+                messages = (*self.system_messages(), Message("user", user))
+                requests.append(GenerateRequest(Prompt(messages, self.opts.clues_prefix), (self.opts.decision_prefix,),
+                                                self.opts.max_reasoning_tokens))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as handle:
+                for d, result in zip(missing, backend.generate(requests)):
+                    cache[keys[d.index]] = result.text.strip()
+                    handle.write(json.dumps({"key": keys[d.index], "text": result.text.strip()}, ensure_ascii=False) + "\n")
+        self.info["carp_annotations"] = {"cache": str(path), "generated": len(missing), "used": len(demos)}
+        return {d.index: cache[keys[d.index]] for d in demos}
+
+
+def _or(words: Sequence[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+# ---------------------------------------------------------------------------------------------- APE
+class APE(Strategy):
+    """Automatic Prompt Engineer (Zhou et al. 2022): the model proposes instructions from input/output
+    pairs, each is scored zero-shot on pool examples, and the best one is used for the evaluation."""
+
+    name = "ape"
+    Options = APEOptions
+    needs_pool = True
+
+    def __init__(self, context: StrategyContext, options: dict[str, Any] | None = None):
+        super().__init__(context, options)
+        self.instruction = self.task.config.prompt.instruction
+
+    def prepare(self, examples: Sequence[Example], backend) -> None:
+        from taskfit.metrics import compute_metrics
+        from taskfit.prompting.driver import drive
+
+        pool = list(self.ctx.pool or [])
+        rng = np.random.default_rng([self.ctx.seed, 7])
+        order = [pool[i] for i in rng.permutation(len(pool))]
+        pairs, scoring = order[: self.opts.n_pairs], order[self.opts.n_pairs : self.opts.n_pairs + self.opts.score_n]
+        if not scoring:
+            raise UserError(f"APE needs more than n_pairs={self.opts.n_pairs} pool examples to score candidates")
+        text_pairs = "\n\n".join(f"Input: {self.task.config.prompt.input_template.format(**p.fields)}\n"
+                                 f"Output: {self.word(p.gold)}" for p in pairs)
+        proposal = Prompt((Message("user", fill(self.opts.proposal, pairs=text_pairs).strip()),),
+                          self.opts.proposal_prefix)
+        requests = [GenerateRequest(proposal, ("\n",), self.opts.max_instruction_tokens, self.opts.temperature,
+                                    self.opts.top_p, derive_seed(self.ctx.seed, 1000 + i)) for i in range(self.opts.m)]
+        candidates: list[str] = [self.instruction] if self.opts.include_task_instruction and self.instruction else []
+        for result in backend.generate(requests):
+            text = result.text.strip().strip('"').strip()
+            if text and text not in candidates:
+                candidates.append(text)
+        scored = []
+        for candidate in candidates:
+            self.instruction = candidate
+            outcomes = drive(self, scoring, backend)
+            acc = compute_metrics(["accuracy"], [e.gold for e in scoring], [o.prediction for o in outcomes],
+                                  [label.value for label in self.labels], n_resamples=0)["accuracy"].value
+            scored.append({"instruction": candidate, "accuracy": acc})
+            log.info("APE candidate %.3f  %s", acc, candidate)
+        best = max(scored, key=lambda s: s["accuracy"])  # first of equals: the task's own instruction wins ties
+        self.instruction = best["instruction"]
+        self.info["ape"] = {"candidates": scored, "best_instruction": best["instruction"],
+                            "best_accuracy": best["accuracy"], "scored_on": len(scoring),
+                            "pair_indices": [p.index for p in pairs],
+                            "reuse": {"prompt": {"instruction": best["instruction"]}}}
+
+    def run(self, example: Example) -> StrategyRun:
+        messages = [*self.system_messages(), Message("user", self.user_text(example, self.instruction))]
+        outcome = yield from self.answer(messages, self.answer_prefix())
+        outcome.extra["instruction"] = self.instruction
+        return outcome
+
+
+STRATEGIES: dict[str, type[Strategy]] = {
+    cls.name: cls for cls in (ZeroShot, FewShot, ChainOfThought, SelfConsistency, CARP, APE)
+}
+
+
+def make_strategy(name: str, context: StrategyContext, options: dict[str, Any] | None = None) -> Strategy:
+    """Instantiate strategy ``name`` with its validated options."""
+    if name not in STRATEGIES:
+        raise UserError(f"unknown strategy {name!r}; available: {', '.join(STRATEGIES)}")
+    return STRATEGIES[name](context, options)

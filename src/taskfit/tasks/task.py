@@ -78,6 +78,7 @@ class TaskConfig(StrictModel):
     pool_split: str = "train"
     fields: dict[str, str] = Field(description="template variable -> data column")
     target: str = "label"
+    rationale: str | None = Field(None, description="data column with a worked rationale (few-shot CoT demos)")
     label_map: dict[str, str] = Field(default_factory=dict, description="raw gold value -> label value")
     labels: list[LabelSpec] = Field(min_length=2)
     prompt: PromptSpec
@@ -86,7 +87,7 @@ class TaskConfig(StrictModel):
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
 
     @model_validator(mode="after")
-    def _check_consistency(self) -> "TaskConfig":
+    def _check_consistency(self) -> TaskConfig:
         values = [label.value for label in self.labels]
         if len(set(values)) != len(values):
             raise ValueError(f"labels must be distinct, got {values}")
@@ -112,6 +113,7 @@ class Example:
     fields: dict[str, str]
     gold: str
     row: dict[str, Any] = field(repr=False, default_factory=dict)
+    rationale: str | None = None
 
 
 class Task:
@@ -176,7 +178,13 @@ class Task:
                 f"{where} row {index + 1}: label {raw_gold!r} is not one of {self.label_values}; "
                 "add it to the task's labels or label_map"
             )
-        return Example(index=index, fields={k: str(v) for k, v in mapped.items()}, gold=gold, row=row)
+        rationale = None
+        if self.config.rationale is not None:
+            if self.config.rationale not in row:
+                raise UserError(f"{where} row {index + 1}: missing rationale field {self.config.rationale!r}")
+            rationale = str(row[self.config.rationale])
+        return Example(index=index, fields={k: str(v) for k, v in mapped.items()}, gold=gold, row=row,
+                       rationale=rationale)
 
 
 def _builtin_dir() -> Path:
