@@ -102,3 +102,18 @@ def test_csv_and_parquet_sources(tmp_path):
 def test_unknown_task_lists_builtins():
     with pytest.raises(UserError, match=r"unknown task 'nope'.*demo.*sst2"):
         load_task("nope")
+
+
+def test_demos_written_in_the_task_yaml(tmp_path):
+    text = MINI + """demos:
+  - {fields: {text: "loved it"}, label: pos, rationale: "loving is positive"}
+  - {fields: {text: "hated it"}, label: neg}
+"""
+    path = tmp_path / "mini.yaml"
+    path.write_text(text)
+    demos = load_task(str(path)).examples("demos")
+    assert [(d.fields["text"], d.gold, d.rationale) for d in demos] == [
+        ("loved it", "pos", "loving is positive"), ("hated it", "neg", None)]
+    path.write_text(text.replace("label: neg}", "label: meh}"))
+    with pytest.raises(UserError, match=r"demos\[1\]\.label 'meh'"):
+        load_task(str(path))

@@ -22,6 +22,7 @@ from taskfit.errors import UserError
 log = logging.getLogger(__name__)
 
 BUILTIN_DIR = "builtin"
+DEMOS_SPLIT = "demos"  # the split name that means "the demonstrations written in the task YAML"
 
 
 class LabelSpec(StrictModel):
@@ -65,6 +66,14 @@ class GenerationSpec(StrictModel):
     stop: list[str] = Field(default_factory=lambda: ["\n"])
 
 
+class DemoSpec(StrictModel):
+    """A demonstration written in the task YAML (used with ``--pool-split demos``)."""
+
+    fields: dict[str, str] = Field(description="template variable -> text")
+    label: str
+    rationale: str | None = None
+
+
 class TaskConfig(StrictModel):
     """A task YAML file, validated."""
 
@@ -85,6 +94,7 @@ class TaskConfig(StrictModel):
     parser: Literal["label"] = "label"
     metrics: list[Literal["accuracy", "macro_f1"]] = Field(default_factory=lambda: ["accuracy", "macro_f1"])
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    demos: list[DemoSpec] = Field(default_factory=list, description="hand-written demos: --pool-split demos")
 
     @model_validator(mode="after")
     def _check_consistency(self) -> TaskConfig:
@@ -96,6 +106,11 @@ class TaskConfig(StrictModel):
             raise ValueError(f"label_map maps to unknown labels {unknown}; labels are {values}")
         if self.dataset is None and not self.data_files and self.hf is None:
             raise ValueError("a task needs a data source: 'dataset', 'data_files' or 'hf'")
+        for i, demo in enumerate(self.demos):
+            if demo.label not in values:
+                raise ValueError(f"demos[{i}].label {demo.label!r} is not one of {values}")
+            if set(demo.fields) != set(self.fields):
+                raise ValueError(f"demos[{i}].fields must have exactly the keys {sorted(self.fields)}")
         try:
             self.prompt.input_template.format(**{name: "" for name in self.fields})
         except KeyError as exc:
@@ -134,6 +149,12 @@ class Task:
     def examples(self, split: str | None = None, data_dir: Path | None = None, limit: int | None = None) -> list[Example]:
         """Load and map the rows of ``split`` (default: the task's eval split), validating every row."""
         split = split or self.config.eval_split
+        if split == DEMOS_SPLIT:
+            if not self.config.demos:
+                raise UserError(f"task {self.name!r} has no 'demos:' written in its YAML for --pool-split {DEMOS_SPLIT}")
+            demos = self.config.demos[:limit] if limit else self.config.demos
+            return [Example(index=i, fields=dict(d.fields), gold=d.label, rationale=d.rationale)
+                    for i, d in enumerate(demos)]
         fields, target, label_map = self.config.fields, self.config.target, self.config.label_map
         if data_dir is not None:
             if not self.config.dataset:
