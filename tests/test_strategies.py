@@ -124,3 +124,13 @@ def test_ape_reports_candidates_and_best(setup):
     assert ape["best_instruction"] in [c["instruction"] for c in ape["candidates"]]
     assert all(s["instruction"] == ape["best_instruction"] for s in samples)
     assert ape["best_instruction"] in samples[0]["prompt"]
+
+
+def test_few_shot_cot_without_rationales_says_what_to_do(setup, tmp_path):
+    root, backend = setup
+    task = tmp_path / "norat.yaml"
+    task.write_text(TASK.replace("rationale: why\n", ""))
+    config = RunConfig(task=str(task), data_dir=root / "data", strategy="cot", strategy_args={"k": 2},
+                       output=tmp_path / "run", bootstrap_samples=0)
+    with pytest.raises(UserError, match="needs rationales.*--pool-split demos"):
+        evaluate(config, backend=backend, progress=False)

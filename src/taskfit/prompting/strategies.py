@@ -322,9 +322,10 @@ class ChainOfThought(FewShot):
 
     def prepare(self, examples: Sequence[Example], backend) -> None:
         if self.opts.k > 0:
-            if not self.task.config.rationale:
+            if not any(ex.rationale for ex in self.ctx.pool or []):
                 raise UserError(f"few-shot {self.name} needs rationales: set 'rationale:' (a data column) in task "
-                                f"{self.task.name!r}, or use k=0 for zero-shot {self.name}")
+                                f"{self.task.name!r} or write 'demos:' with rationales and use --pool-split demos; "
+                                f"or use k=0 for zero-shot {self.name}")
             super().prepare(examples, backend)
 
     def cot_demo_answer(self, demo: Example) -> str:
