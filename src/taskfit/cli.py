@@ -47,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     ev.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
 
+    cmp = sub.add_parser("compare-results", help="paired comparison of two runs on the same examples")
+    cmp.add_argument("a", help="results.json (or run folder) of run A")
+    cmp.add_argument("b", help="results.json (or run folder) of run B")
+    cmp.add_argument("--bootstrap-samples", type=int, default=2000)
+    cmp.add_argument("--seed", type=int, default=0)
+
     sub.add_parser("tasks", help="list built-in tasks")
     sub.add_parser("models", help="list known models")
     return parser
@@ -109,7 +115,23 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"eval": cmd_eval, "tasks": cmd_tasks, "models": cmd_models}
+def cmd_compare(args: argparse.Namespace) -> int:
+    from taskfit.compare import compare_runs
+    from taskfit.report.table import markdown_table
+
+    report = compare_runs(args.a, args.b, n_resamples=args.bootstrap_samples, seed=args.seed)
+    rows = []
+    for r in report["comparisons"]:
+        mcnemar = "" if r["p_mcnemar"] is None else f"{r['p_mcnemar']:.4f} ({r['b_only_right']}/{r['a_only_right']})"
+        rows.append([r["metric"], r["a"], r["b"], f"{r['diff']:+.4f}", f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]",
+                     f"{r['p_bootstrap']:.4f}", mcnemar])
+    sys.stdout.write(f"A: {report['a']['label']}\nB: {report['b']['label']}\nn = {report['n']} paired examples\n")
+    sys.stdout.write(markdown_table(["metric", "A", "B", "B - A", "95% CI of B - A", "p (paired bootstrap)",
+                                     "p McNemar (B-only/A-only right)"], rows) + "\n")
+    return 0
+
+
+COMMANDS = {"eval": cmd_eval, "compare-results": cmd_compare, "tasks": cmd_tasks, "models": cmd_models}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,58 @@
+"""Compare two finished runs example by example (``taskfit compare-results a b``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from taskfit.errors import UserError
+from taskfit.metrics.paired import paired_compare
+
+
+def load_run(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """results.json and samples.jsonl of a run, given the run folder or its results.json."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    results_path, samples_path = folder / "results.json", folder / "samples.jsonl"
+    for needed in (results_path, samples_path):
+        if not needed.is_file():
+            raise UserError(f"{needed} not found; give a run folder (or its results.json) written by taskfit eval")
+    try:
+        results = json.loads(results_path.read_text(encoding="utf-8"))
+        samples = [json.loads(line) for line in samples_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{folder}: unreadable run files ({exc.msg} at line {exc.lineno})") from None
+    return results, samples
+
+
+def _label(results: dict[str, Any]) -> str:
+    cfg = results["config"]
+    args = ",".join(f"{k}={v}" for k, v in sorted(cfg.get("strategy_args", {}).items()))
+    return f"{cfg['task']} {cfg['strategy']}{f'({args})' if args else ''} {cfg['mode']} [{results.get('output_dir', '')}]"
+
+
+def compare_runs(a: str | Path, b: str | Path, n_resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Paired comparison of runs A and B on the examples both evaluated (matched by index and input)."""
+    res_a, samples_a = load_run(a)
+    res_b, samples_b = load_run(b)
+    if res_a["task"]["name"] != res_b["task"]["name"]:
+        raise UserError(f"the runs are on different tasks ({res_a['task']['name']} vs {res_b['task']['name']})")
+    by_index = {s["index"]: s for s in samples_b}
+    pairs = []
+    for s in samples_a:
+        other = by_index.get(s["index"])
+        if other is None:
+            continue
+        if other["input"] != s["input"] or other["gold"] != s["gold"]:
+            raise UserError(f"example {s['index']} differs between the runs (different data or split); "
+                            "compare runs on the same examples")
+        pairs.append((s, other))
+    if len(pairs) < 2:
+        raise UserError("the runs share fewer than 2 examples; compare runs on the same split")
+    labels = [label["value"] for label in res_a["task"]["labels"]]
+    metrics = [m for m in res_a["task"]["metrics"] if m in res_b["task"]["metrics"]]
+    comparisons = paired_compare(metrics, [p[0]["gold"] for p in pairs], [p[0]["prediction"] for p in pairs],
+                                 [p[1]["prediction"] for p in pairs], labels, n_resamples=n_resamples, seed=seed)
+    return {"a": {"label": _label(res_a)}, "b": {"label": _label(res_b)}, "n": len(pairs),
+            "comparisons": [c.as_dict() for c in comparisons]}

@@ -1,0 +1,77 @@
+"""Is strategy A really better than B? Paired tests on the same examples.
+
+- Paired bootstrap (Koehn 2004; Berg-Kirkpatrick et al. 2012): resample example indices, recompute each
+  metric for A and B on the same resample, and report the CI of the difference and the share of resamples in
+  which the sign flips (a two-sided p-value estimate).
+- McNemar's exact test for accuracy: only the examples where exactly one run is right carry information;
+  under "no difference" they split 50/50 (scipy's exact binomial test).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats
+
+from taskfit.metrics.classification import METRICS, encode
+
+
+@dataclass(frozen=True)
+class PairedResult:
+    metric: str
+    a: float
+    b: float
+    diff: float  # b - a
+    ci_low: float
+    ci_high: float
+    p_bootstrap: float
+    p_mcnemar: float | None = None
+    b_only_right: int | None = None
+    a_only_right: int | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def mcnemar(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> tuple[float, int, int]:
+    """Exact McNemar p-value, and the two discordant counts (only B right, only A right)."""
+    a = np.asarray(correct_a, dtype=bool)
+    b = np.asarray(correct_b, dtype=bool)
+    b_only, a_only = int(np.sum(b & ~a)), int(np.sum(a & ~b))
+    if b_only + a_only == 0:
+        return 1.0, b_only, a_only
+    return float(stats.binomtest(b_only, b_only + a_only, 0.5).pvalue), b_only, a_only
+
+
+def paired_compare(
+    metrics: Sequence[str],
+    golds: Sequence[str],
+    preds_a: Sequence[str | None],
+    preds_b: Sequence[str | None],
+    labels: Sequence[str],
+    *,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> list[PairedResult]:
+    """Paired bootstrap of B - A for every metric (+ McNemar for accuracy) on the same examples."""
+    gold, pa, pb = encode(golds, labels), encode(preds_a, labels), encode(preds_b, labels)
+    n, k = len(gold), len(labels)
+    rng = np.random.default_rng(seed)
+    samples = rng.integers(0, n, size=(n_resamples, n))
+    out = []
+    for name in metrics:
+        fn = METRICS[name]
+        a, b = fn(gold, pa, k), fn(gold, pb, k)
+        diffs = np.array([fn(gold[idx], pb[idx], k) - fn(gold[idx], pa[idx], k) for idx in samples])
+        low, high = np.quantile(diffs, [(1 - level) / 2, 1 - (1 - level) / 2])
+        # two-sided: how often the resampled difference falls on the other side of zero
+        p = min(1.0, 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0)))
+        extra = {}
+        if name == "accuracy":
+            p_m, b_only, a_only = mcnemar(gold == pa, gold == pb)
+            extra = {"p_mcnemar": p_m, "b_only_right": b_only, "a_only_right": a_only}
+        out.append(PairedResult(name, a, b, b - a, float(low), float(high), float(p), **extra))
+    return out

@@ -1,0 +1,58 @@
+import json
+
+import numpy as np
+import pytest
+
+from taskfit.cli import main
+from taskfit.metrics.paired import mcnemar, paired_compare
+
+
+def test_mcnemar_known_value():
+    # 10 discordant pairs, all in favour of B: p = 2 * 0.5**10
+    a = [False] * 10 + [True] * 5
+    b = [True] * 10 + [True] * 5
+    p, b_only, a_only = mcnemar(a, b)
+    assert (b_only, a_only) == (10, 0)
+    assert p == pytest.approx(2 * 0.5**10)
+    assert mcnemar([True, False], [True, False])[0] == 1.0
+
+
+def test_paired_bootstrap_detects_a_real_difference_and_not_a_fake_one():
+    rng = np.random.default_rng(0)
+    gold = list(rng.choice(["x", "y"], 300))
+    a = [g if rng.random() < 0.6 else ("y" if g == "x" else "x") for g in gold]
+    b = [g if rng.random() < 0.9 else ("y" if g == "x" else "x") for g in gold]
+    better = {r.metric: r for r in paired_compare(["accuracy", "macro_f1"], gold, a, b, ["x", "y"], n_resamples=300)}
+    assert better["accuracy"].diff > 0.2 and better["accuracy"].ci_low > 0
+    assert better["accuracy"].p_bootstrap < 0.01 and better["accuracy"].p_mcnemar < 1e-6
+    same = paired_compare(["accuracy"], gold, a, list(a), ["x", "y"], n_resamples=200)[0]
+    assert same.diff == 0 and same.p_bootstrap == 1.0 and same.p_mcnemar == 1.0
+
+
+def write_run(folder, preds, golds, task="mini"):
+    folder.mkdir()
+    results = {"config": {"task": task, "strategy": "zero_shot", "mode": "loglikelihood", "strategy_args": {}},
+               "task": {"name": task, "labels": [{"value": "neg"}, {"value": "pos"}], "metrics": ["accuracy"]}}
+    (folder / "results.json").write_text(json.dumps(results))
+    lines = [json.dumps({"index": i, "input": {"text": str(i)}, "gold": g, "prediction": p})
+             for i, (g, p) in enumerate(zip(golds, preds))]
+    (folder / "samples.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_compare_results_cli(tmp_path, capsys):
+    golds = ["pos", "neg"] * 20
+    write_run(tmp_path / "a", ["pos"] * 40, golds)
+    write_run(tmp_path / "b", golds, golds)
+    assert main(["compare-results", str(tmp_path / "a"), str(tmp_path / "b" / "results.json"),
+                 "--bootstrap-samples", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "n = 40 paired examples" in out
+    row = next(line for line in out.splitlines() if line.startswith("| accuracy"))
+    assert "+0.5000" in row and "(20/0)" in row
+
+
+def test_compare_results_refuses_different_examples(tmp_path, capsys):
+    write_run(tmp_path / "a", ["pos", "neg"], ["pos", "neg"])
+    write_run(tmp_path / "b", ["pos", "neg"], ["neg", "neg"])
+    assert main(["compare-results", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+    assert "differs between the runs" in capsys.readouterr().err
