@@ -8,8 +8,10 @@ Outputs in the run folder:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import platform
 import subprocess
 import time
@@ -62,6 +64,8 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
     load_s = time.perf_counter() - load_start
     out_dir = config.output or default_output(config)
     out_dir.mkdir(parents=True, exist_ok=True)
+    chunk = max(4 * config.batch_size, 32)
+    done = _resume_point(out_dir, _fingerprint(config, task, examples), chunk)
 
     context = StrategyContext(task=task, mode=config.mode, render=backend.render, seed=config.seed,
                               max_tokens=config.max_tokens, progress=progress)
@@ -76,7 +80,7 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
     strategy.prepare(examples, backend)
     prepare_s = time.perf_counter() - prepare_start
     eval_start = time.perf_counter()
-    records = _run_chunks(strategy, examples, backend, task, out_dir / "samples.jsonl", config.batch_size, progress)
+    records = _run_chunks(strategy, examples, backend, task, out_dir / "samples.jsonl", chunk, done, progress)
     eval_s = time.perf_counter() - eval_start
 
     metrics = compute_metrics(
@@ -108,7 +112,8 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
             "prepare_s": round(prepare_s, 3),
             "eval_s": round(eval_s, 3),
             "total_s": round(time.perf_counter() - started, 3),
-            "examples_per_s": round(len(records) / eval_s, 3) if eval_s > 0 else None,
+            "examples_per_s": round((len(records) - len(done)) / eval_s, 3) if eval_s > 0 else None,
+            "resumed_after": len(done),
         },
         "strategy_info": strategy.info,
         "backend_stats": dict(getattr(backend, "stats", {})),
@@ -119,21 +124,72 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
     return results
 
 
-def _run_chunks(strategy, examples: list[Example], backend, task: Task, path: Path, batch_size: int,
-                progress: bool) -> list[dict[str, Any]]:
-    """Drive the strategy over chunks of examples, appending each finished chunk to ``path``."""
-    chunk = max(4 * batch_size, 32)
-    records: list[dict[str, Any]] = []
-    with path.open("w", encoding="utf-8") as handle, tqdm(
-        total=len(examples), desc=f"{task.name} {strategy.name}", unit="ex", disable=not progress
+def _fingerprint(config: RunConfig, task: Task, examples: list[Example]) -> str:
+    """What must match for a run folder to be resumed: the config (output aside), the task and the examples."""
+    settings = json.loads(config.model_dump_json(exclude={"output"}))
+    items = [[ex.index, ex.fields, ex.gold] for ex in examples]
+    blob = json.dumps([settings, json.loads(task.config.model_dump_json()), items], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _resume_point(out_dir: Path, fingerprint: str, chunk: int) -> list[dict[str, Any]]:
+    """Records already done by an earlier, interrupted run of the same configuration in ``out_dir``.
+
+    Only whole chunks are kept (a chunk cut by a crash is redone), so the resumed run sends the backend
+    exactly the batches an uninterrupted run would, and samples.jsonl comes out byte-identical.
+    """
+    marker, samples = out_dir / "run.json", out_dir / "samples.jsonl"
+    if samples.exists():
+        if not marker.is_file():
+            raise UserError(f"{out_dir} already holds samples.jsonl from another run; choose another --output")
+        previous = json.loads(marker.read_text(encoding="utf-8")).get("fingerprint")
+        if previous != fingerprint:
+            raise UserError(f"{out_dir} holds a run with a different configuration, task or data; "
+                            "choose another --output (or delete the folder to start over)")
+    marker.write_text(json.dumps({"fingerprint": fingerprint}) + "\n", encoding="utf-8")
+    if not samples.exists():
+        return []
+    done: list[dict[str, Any]] = []
+    sizes: list[int] = []
+    for line in samples.read_text(encoding="utf-8").split("\n"):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            break  # a line cut by the crash, and everything after it, is redone
+        if record.get("index") != len(done):
+            break
+        done.append(record)
+        sizes.append(len(line.encode("utf-8")) + 1)
+    keep = len(done) // chunk * chunk
+    # Cut the file after the last whole chunk in place (never rewrite it: a crash now must lose nothing).
+    os.truncate(samples, sum(sizes[:keep]))
+    if keep:
+        log.info("resuming %s: %d examples already done", out_dir, keep)
+    return done[:keep]
+
+
+def _run_chunks(strategy, examples: list[Example], backend, task: Task, path: Path, chunk: int,
+                done: list[dict[str, Any]], progress: bool) -> list[dict[str, Any]]:
+    """Drive the strategy over chunks of examples after ``done``, appending each finished chunk to ``path``.
+
+    The file already holds exactly ``done``; each chunk is appended, flushed and fsynced in one piece, so a
+    kill at any moment leaves whole chunks plus at most one cut line.
+    """
+    records = list(done)
+    with path.open("a", encoding="utf-8") as handle, tqdm(
+        total=len(examples), initial=len(done), desc=f"{task.name} {strategy.name}", unit="ex",
+        disable=not progress,
     ) as bar:
-        for start in range(0, len(examples), chunk):
+        for start in range(len(done), len(examples), chunk):
             part = examples[start : start + chunk]
+            lines = []
             for example, outcome in zip(part, drive(strategy, part, backend)):
                 record = _record(example, outcome)
                 records.append(record)
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+            handle.write("".join(lines))
             handle.flush()
+            os.fsync(handle.fileno())
             bar.update(len(part))
     return records
 

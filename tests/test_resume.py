@@ -1,0 +1,98 @@
+"""Crash safety: a killed run resumes from its whole chunks and ends identical to an uninterrupted run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from taskfit.config import RunConfig
+from taskfit.errors import UserError
+from taskfit.evaluate import evaluate
+from taskfit.models.hf import HFBackend
+
+TASK = """
+name: mini
+dataset: mini
+eval_split: dev
+fields: {text: text}
+labels:
+  - {value: negative}
+  - {value: positive}
+prompt:
+  instruction: Classify the sentiment.
+  input_template: "Review: {text}"
+  answer_prefix: The sentiment is
+generation: {max_tokens: 12, stop: ["never-appears"]}
+"""
+
+
+def make_task(root, n):
+    (root / "data" / "mini").mkdir(parents=True)
+    rows = [{"text": f"the movie number {i} was {'great' if i % 3 else 'terrible'}",
+             "label": "positive" if i % 3 else "negative"} for i in range(n)]
+    (root / "data" / "mini" / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "mini.yaml").write_text(TASK)
+
+
+def eval_argv(root, tiny_model_dir, out):
+    return [sys.executable, "-m", "taskfit.cli", "eval", "--task", str(root / "mini.yaml"), "--data-dir",
+            str(root / "data"), "--model", f"hf:{tiny_model_dir}", "--mode", "generate", "--batch-size", "2",
+            "--threads", "1", "--bootstrap-samples", "100", "--no-progress", "--output", str(out)]
+
+
+def comparable(results):
+    return {k: results[k] for k in ("metrics", "counts")}
+
+
+def test_kill_9_then_resume_gives_identical_results(tmp_path, tiny_model_dir):
+    make_task(tmp_path, 400)
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    proc = subprocess.Popen(eval_argv(tmp_path, tiny_model_dir, killed), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    samples = killed / "samples.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if samples.exists() and samples.read_text().count("\n") >= 40:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed; make it longer"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = samples.read_text().count("\n")
+    assert 40 <= partial < 400 and not (killed / "results.json").exists()
+
+    resumed = subprocess.run(eval_argv(tmp_path, tiny_model_dir, killed), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr
+    subprocess.run(eval_argv(tmp_path, tiny_model_dir, clean), check=True, capture_output=True)
+
+    assert (killed / "samples.jsonl").read_text() == (clean / "samples.jsonl").read_text()
+    got = json.loads((killed / "results.json").read_text())
+    want = json.loads((clean / "results.json").read_text())
+    assert comparable(got) == comparable(want)
+    assert got["timings"]["resumed_after"] >= 32 and got["timings"]["resumed_after"] % 32 == 0
+
+
+def test_cut_line_is_redone_and_other_configs_are_refused(tmp_path, tiny_model_dir):
+    make_task(tmp_path, 70)
+    backend = HFBackend(tiny_model_dir, batch_size=8, threads=1)
+    config = RunConfig(task=str(tmp_path / "mini.yaml"), data_dir=tmp_path / "data", output=tmp_path / "run",
+                       batch_size=8, bootstrap_samples=50)
+    evaluate(config, backend=backend, progress=False)
+    full = (tmp_path / "run" / "samples.jsonl").read_text()
+    lines = full.splitlines(keepends=True)
+    (tmp_path / "run" / "samples.jsonl").write_text("".join(lines[:40]) + lines[40][:25])  # crash mid-line
+    again = evaluate(config, backend=backend, progress=False)
+    assert (tmp_path / "run" / "samples.jsonl").read_text() == full
+    assert again["timings"]["resumed_after"] == 32  # whole chunks only (chunk = 4 x batch size = 32)
+
+    with pytest.raises(UserError, match="different configuration"):
+        evaluate(config.model_copy(update={"seed": 99}), backend=backend, progress=False)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "samples.jsonl").write_text("{}\n")
+    with pytest.raises(UserError, match="from another run"):
+        evaluate(config.model_copy(update={"output": tmp_path / "other"}), backend=backend, progress=False)
