@@ -183,6 +183,7 @@ class HFBackend(Backend):
                 out = self.model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
                                  past_key_values=cache, use_cache=True, logits_to_keep=1)
                 cache = out.past_key_values
+                self.stats["forward_passes"] += 1
                 logits = out.logits[:, -1, :].float()
                 log_probs = torch.log_softmax(logits, dim=-1)
                 next_tokens = []
