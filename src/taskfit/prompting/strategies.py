@@ -166,8 +166,7 @@ class Strategy:
     def user_text(self, example: Example, instruction: str | None = None) -> str:
         """Instruction, the rendered input, and the output format (JSON shape in json mode), one per line."""
         spec = self.task.config.prompt
-        output = self.json_format() if self.json \
-            else spec.output_format
+        output = self.json_format() if self.json else spec.output_format
         parts = (spec.instruction if instruction is None else instruction,
                  spec.input_template.format(**example.fields), output)
         return "\n".join(p for p in parts if p)
@@ -445,13 +444,12 @@ class CARP(SelfConsistency):
         self.annotations = self._annotate([d for _, d in needed], backend)
 
     def carp_user(self, example: Example) -> str:
+        """The task input under CARP's instruction (the task instruction is folded into it)."""
         spec = self.task.config.prompt
-        labels_or = _or([label.word for label in self.labels])
-        instruction = fill(self.opts.instruction, task_description=spec.instruction, labels_or=labels_or,
+        instruction = fill(self.opts.instruction, task_description=spec.instruction,
+                           labels_or=_or([label.word for label in self.labels]),
                            labels=", ".join(label.word for label in self.labels)).strip()
-        output = self.json_format() if self.json \
-            else ""
-        return "\n".join(p for p in (instruction, spec.input_template.format(**example.fields), output) if p)
+        return self.user_text(example, instruction)
 
     def carp_demo_answer(self, demo: Example) -> str:
         word = self.word(demo.gold)
