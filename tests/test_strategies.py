@@ -134,3 +134,16 @@ def test_few_shot_cot_without_rationales_says_what_to_do(setup, tmp_path):
                        output=tmp_path / "run", bootstrap_samples=0)
     with pytest.raises(UserError, match="needs rationales.*--pool-split demos"):
         evaluate(config, backend=backend, progress=False)
+
+
+def test_contextual_calibration_divides_out_the_content_free_prior(setup):
+    import math
+
+    _, plain = run(setup, "fsplain", "few_shot", selector="fixed", indices=[0, 1], k=2)
+    _, calibrated = run(setup, "fscal", "few_shot", selector="fixed", indices=[0, 1], k=2, calibrate=True)
+    for p, c in zip(plain, calibrated):
+        assert p["response"] == pytest.approx(c["response"])  # same prompt, same raw scores
+        free = c["content_free_probs"]
+        expected = {k: math.log(c["probs"][k]) - math.log(free[k]) for k in free}
+        assert c["calibrated_scores"] == pytest.approx(expected)
+        assert c["prediction"] == max(expected, key=expected.get)

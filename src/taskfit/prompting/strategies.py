@@ -84,6 +84,7 @@ class DemoOptions(BaseOptions):
     pool_limit: int | None = Field(None, gt=0, description="use only the first N pool rows")
     encoder: str = "all-minilm-l6-v2"
     knn_field: str | None = None
+    calibrate: bool = Field(False, description="contextual calibration of label scores (loglikelihood mode)")
     demos_header: str = Field(default_factory=lambda: default("few_shot", "demos_header"))
     query_header: str = Field(default_factory=lambda: default("few_shot", "query_header"))
 
@@ -303,9 +304,28 @@ class FewShot(Strategy):
 
     def run(self, example: Example) -> StrategyRun:
         demos = self.demos(example)
-        outcome = yield from self.answer(self.demo_messages(example, demos), self.answer_prefix())
+        messages = self.demo_messages(example, demos)
+        if self.opts.calibrate and self.ctx.mode == "loglikelihood":
+            outcome = yield from self.calibrated(example, demos, messages)
+        else:
+            outcome = yield from self.answer(messages, self.answer_prefix())
         outcome.extra["demos"] = [d.index for d in demos]
         return outcome
+
+    def calibrated(self, example: Example, demos: Sequence[Example], messages: list[Message]) -> StrategyRun:
+        """Contextual calibration (Zhao et al. 2021): divide each label's probability by its probability for
+        a content-free input ("N/A") under the same demos, which removes the label bias demos induce."""
+        content_free = Example(index=example.index, fields={k: "N/A" for k in example.fields}, gold=example.gold)
+        real, free = yield from _parallel([
+            self.answer_by_loglikelihood(messages, self.answer_prefix()),
+            self.answer_by_loglikelihood(self.demo_messages(content_free, demos), self.answer_prefix()),
+        ])
+        adjusted = {k: math.log(real.extra["probs"][k]) - math.log(free.extra["probs"][k]) for k in real.response}
+        real.prediction = max(adjusted, key=lambda k: adjusted[k])
+        real.extra["content_free_probs"] = free.extra["probs"]
+        real.extra["calibrated_scores"] = adjusted
+        real.extra["logprob"] = real.response[real.prediction]
+        return real
 
 
 # ---------------------------------------------------------------------------------------------- reasoning
