@@ -26,11 +26,20 @@ RUNS = [
     ("zero-shot", "zero_shot", {}, 300),
     ("few-shot random k=4", "few_shot", {"selector": "random", "k": 4, **POOL}, 300),
     ("few-shot kNN k=4", "few_shot", {"selector": "knn", "k": 4, **POOL}, 300),
+    ("few-shot random k=4, calibrated", "few_shot", {"selector": "random", "k": 4, "calibrate": True, **POOL}, 300),
+    ("few-shot kNN k=4, calibrated", "few_shot", {"selector": "knn", "k": 4, "calibrate": True, **POOL}, 300),
     ("zero-shot CoT", "cot", {}, 300),
     ("self-consistency n=5 (CoT, majority)", "self_consistency", {"n": 5}, 100),
     ("CARP zero-shot", "carp", {"k": 0}, 150),
     ("CARP kNN k=2", "carp", {"k": 2, "selector": "knn", "pool_limit": 2000}, 100),
 ]
+
+
+def _row(record: dict) -> list:
+    acc, f1 = record["metrics"]["accuracy"], record["metrics"]["macro_f1"]
+    seconds = record["timings"]["eval_s"] + record["timings"]["prepare_s"]
+    return [record["label"], record["n"], acc["value"], f"[{acc['ci_low']:.3f}, {acc['ci_high']:.3f}]", f1["value"],
+            f"{record['counts']['parse_failure_rate']:.1%}", round(seconds, 1), round(seconds / record["n"], 2)]
 
 
 def main() -> None:
@@ -39,26 +48,38 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/strategies_sst2")
     parser.add_argument("--runs-dir", default="runs/bench-strategies")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every row count (quick checks)")
+    parser.add_argument("--only", nargs="*", help="run only these labels, keeping the other rows already recorded")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     backend = load_backend("hf", "smollm2-135m-instruct")
     headers = ["strategy", "n", "accuracy", "95% CI", "macro-F1", "parse fail", "seconds", "s/example"]
     rows, records = [], []
+    previous = {}
+    if args.only and Path(args.out + ".json").is_file():
+        previous = {r["label"]: r for r in json.loads(Path(args.out + ".json").read_text())}
     for label, strategy, strategy_args, n in RUNS:
+        if args.only and label not in args.only:
+            if label in previous:
+                records.append(previous[label])
+                rows.append(_row(previous[label]))
+            continue
         n = max(2, int(n * args.scale))
         config = RunConfig(task="sst2", strategy=strategy, strategy_args=strategy_args, data_dir=args.data_dir,
                            split="dev", limit=n, output=Path(args.runs_dir) / label.replace(" ", "_"))
         res = evaluate(config, backend=backend, progress=False)
-        acc, f1 = res["metrics"]["accuracy"], res["metrics"]["macro_f1"]
-        seconds = res["timings"]["eval_s"] + res["timings"]["prepare_s"]
-        rows.append([label, n, acc["value"], f"[{acc['ci_low']:.3f}, {acc['ci_high']:.3f}]", f1["value"],
-                     f"{res['counts']['parse_failure_rate']:.1%}", round(seconds, 1), round(seconds / n, 2)])
         records.append({"label": label, "strategy": strategy, "strategy_args": strategy_args, "n": n,
                         "metrics": res["metrics"], "counts": res["counts"], "timings": res["timings"],
                         "strategy_info": res["strategy_info"]})
+        rows.append(_row(records[-1]))
         logging.info("%s", markdown_table(headers, rows[-1:]))
         Path(args.out + ".json").parent.mkdir(parents=True, exist_ok=True)
         Path(args.out + ".json").write_text(json.dumps(records, indent=2) + "\n")
+
+    if args.only:
+        print(markdown_table(headers, rows))
+        Path(args.out + ".md").write_text(markdown_table(headers, rows) + "\n\n" +
+                                          Path(args.out + ".md").read_text().split("\n\n", 1)[-1])
+        return
 
     # determinism: a sampled strategy run twice gives byte-identical samples
     texts = []
