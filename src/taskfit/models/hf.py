@@ -126,16 +126,21 @@ class HFBackend(Backend):
         bar.close()
         return results  # type: ignore[return-value]
 
-    def _forward_last(self, batch: list[tuple[int, ...]], keep: int):
-        """Log-softmax over the vocabulary at the last ``keep`` positions of each left-padded sequence."""
+    def _left_pad(self, batch: Sequence[Sequence[int]]):
+        """Left-padded ids, attention mask and position ids (counting from each row's first real token)."""
         torch = self.torch
         width = max(len(ids) for ids in batch)
         input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
         for row, ids in enumerate(batch):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            input_ids[row, width - len(ids) :] = torch.tensor(list(ids))
             mask[row, width - len(ids) :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        return input_ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+    def _forward_last(self, batch: list[tuple[int, ...]], keep: int):
+        """Log-softmax over the vocabulary at the last ``keep`` positions of each left-padded sequence."""
+        torch = self.torch
+        input_ids, mask, positions = self._left_pad(batch)
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep)
         self.stats["input_tokens"] += int(mask.sum())
         self.stats["forward_passes"] += 1
@@ -161,13 +166,7 @@ class HFBackend(Backend):
         """Left-padded batched decoding with a KV cache, per-row stop strings, budgets and seeds."""
         torch = self.torch
         rows = len(batch)
-        width = max(len(ids) for ids in batch)
-        input_ids = torch.full((rows, width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((rows, width), dtype=torch.long)
-        for row, ids in enumerate(batch):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids)
-            mask[row, width - len(ids) :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        input_ids, mask, positions = self._left_pad(batch)
         generators = [torch.Generator().manual_seed(s.seed) if s.temperature > 0 else None for s in settings]
         eos_ids = self._eos_ids()
         produced: list[list[int]] = [[] for _ in range(rows)]
