@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/taskfit eval --model smollm2-135m-instruct --task demo --output runs/demo
+	$(VENV)/bin/taskfit eval --model smollm2-135m-instruct --task demo
 
 test: setup
 	$(PY) -m pytest -q

@@ -125,10 +125,12 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
 
 
 def _fingerprint(config: RunConfig, task: Task, examples: list[Example]) -> str:
-    """What must match for a run folder to be resumed: the config (output aside), the task and the examples."""
+    """What must match for a run folder to be resumed: taskfit's version, the config (output aside), the task
+    and the examples."""
     settings = json.loads(config.model_dump_json(exclude={"output"}))
     items = [[ex.index, ex.fields, ex.gold] for ex in examples]
-    blob = json.dumps([settings, json.loads(task.config.model_dump_json()), items], sort_keys=True, ensure_ascii=False)
+    blob = json.dumps([__version__, settings, json.loads(task.config.model_dump_json()), items], sort_keys=True,
+                      ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
