@@ -65,7 +65,6 @@ class GenerateResult:
 
 
 Request = LoglikelihoodRequest | GenerateRequest
-ProgressFn = Callable[[int], None]
 
 
 class Backend(ABC):

@@ -7,7 +7,7 @@ the answer after the prefix. Strategies never build raw strings for a model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 Role = Literal["system", "user", "assistant"]
@@ -50,25 +50,3 @@ def continuation_for(prompt: Prompt, answer: str) -> str:
     if prefix and not prefix[-1].isspace():
         return f" {answer}"
     return answer
-
-
-@dataclass(frozen=True)
-class PromptParts:
-    """Pieces of a task's prompt, as written in the task YAML."""
-
-    instruction: str = ""
-    input_text: str = ""
-    output_format: str = ""
-    system: str | None = None
-    answer_prefix: str = ""
-    extra_messages: tuple[Message, ...] = field(default_factory=tuple)
-
-    def build(self) -> Prompt:
-        """System (if any), any earlier turns, then one user turn of instruction, input and output format."""
-        messages: list[Message] = []
-        if self.system:
-            messages.append(Message("system", self.system))
-        messages.extend(self.extra_messages)
-        user = "\n".join(part for part in (self.instruction, self.input_text, self.output_format) if part)
-        messages.append(Message("user", user))
-        return Prompt(tuple(messages), self.answer_prefix)
