@@ -46,8 +46,7 @@ def test_sst2_40_rows(mode, embedded_backend, shared_data, dev_rows, tmp_path):
             assert sample["parse_ok"] == (sample["prediction"] is not None)
 
     # metrics and counts in results.json are exactly what the samples give
-    recomputed = compute_metrics(["accuracy", "macro_f1"], [s["gold"] for s in samples],
-                                 [s["prediction"] for s in samples], ["negative", "positive"],
+    recomputed = compute_metrics(["accuracy", "macro_f1"], samples, ["negative", "positive"],
                                  n_resamples=200, seed=config.seed)
     for name, value in recomputed.items():
         assert on_disk["metrics"][name] == pytest.approx(value.as_dict())

@@ -22,10 +22,14 @@ def test_paired_bootstrap_detects_a_real_difference_and_not_a_fake_one():
     gold = list(rng.choice(["x", "y"], 300))
     a = [g if rng.random() < 0.6 else ("y" if g == "x" else "x") for g in gold]
     b = [g if rng.random() < 0.9 else ("y" if g == "x" else "x") for g in gold]
-    better = {r.metric: r for r in paired_compare(["accuracy", "macro_f1"], gold, a, b, ["x", "y"], n_resamples=300)}
+    def recs(pred):
+        return [{"gold": g, "prediction": p, "correct": g == p} for g, p in zip(gold, pred)]
+
+    better = {r.metric: r for r in paired_compare(["accuracy", "macro_f1"], recs(a), recs(b), ["x", "y"],
+                                                  n_resamples=300)}
     assert better["accuracy"].diff > 0.2 and better["accuracy"].ci_low > 0
     assert better["accuracy"].p_bootstrap < 0.01 and better["accuracy"].p_mcnemar < 1e-6
-    same = paired_compare(["accuracy"], gold, a, list(a), ["x", "y"], n_resamples=200)[0]
+    same = paired_compare(["accuracy"], recs(a), recs(list(a)), ["x", "y"], n_resamples=200)[0]
     assert same.diff == 0 and same.p_bootstrap == 1.0 and same.p_mcnemar == 1.0
 
 
@@ -34,7 +38,7 @@ def write_run(folder, preds, golds, task="mini"):
     results = {"config": {"task": task, "strategy": "zero_shot", "mode": "loglikelihood", "strategy_args": {}},
                "task": {"name": task, "labels": [{"value": "neg"}, {"value": "pos"}], "metrics": ["accuracy"]}}
     (folder / "results.json").write_text(json.dumps(results))
-    lines = [json.dumps({"index": i, "input": {"text": str(i)}, "gold": g, "prediction": p})
+    lines = [json.dumps({"index": i, "input": {"text": str(i)}, "gold": g, "prediction": p, "correct": g == p})
              for i, (g, p) in enumerate(zip(golds, preds))]
     (folder / "samples.jsonl").write_text("\n".join(lines) + "\n")
 

@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--mode", choices=["loglikelihood", "generate"], help="answer mode (default loglikelihood)")
     ev.add_argument("--data-dir", help="folder laid out as D/<dataset>/<split>.jsonl")
     ev.add_argument("--split", help="split to evaluate (default: the task's eval split)")
+    ev.add_argument("--kb", help="KBQA tasks: knowledge-base file (JSONL triples or 's ||| p ||| o' lines)")
     ev.add_argument("--limit", type=int, help="evaluate only the first N examples")
     ev.add_argument("--seed", type=int, help="seed for sampling and bootstrap (default 1234)")
     ev.add_argument("--output", help="run folder for results.json and samples.jsonl (default runs/<task>/...)")
@@ -58,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-EVAL_KEYS = ("model", "backend", "task", "strategy", "pool_split", "mode", "data_dir", "split", "limit", "seed", "output",
+EVAL_KEYS = ("model", "backend", "task", "strategy", "pool_split", "mode", "data_dir", "kb", "split", "limit", "seed",
+             "output",
              "batch_size", "max_tokens", "chat_template", "bootstrap_samples", "threads")
 
 
@@ -90,7 +92,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     sys.stdout.write(results_table([results]) + "\n")
     ape = results.get("strategy_info", {}).get("ape")
     if ape:
-        sys.stdout.write(f"APE best instruction ({ape['best_accuracy']:.3f} on {ape['scored_on']} pool examples): "
+        sys.stdout.write(f"APE best instruction ({ape['metric']} {ape['best_score']:.3f} on {ape['scored_on']} "
+                         "pool examples): "
                          f"{ape['best_instruction']}\nreuse it with --instruction or 'prompt: {{instruction: ...}}'\n")
     sys.stdout.write(f"results: {results['output_dir']}/results.json\n")
     return 0
@@ -100,8 +103,8 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     from taskfit.report.table import markdown_table
     from taskfit.tasks import list_tasks
 
-    rows = [[c.name, c.type, len(c.labels), c.dataset or "", c.description] for c in list_tasks().values()]
-    sys.stdout.write(markdown_table(["task", "type", "labels", "dataset", "description"], rows) + "\n")
+    rows = [[c.name, c.type, ", ".join(c.metrics), c.dataset or "", c.description] for c in list_tasks().values()]
+    sys.stdout.write(markdown_table(["task", "type", "metrics", "dataset", "description"], rows) + "\n")
     return 0
 
 

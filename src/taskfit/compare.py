@@ -44,15 +44,15 @@ def compare_runs(a: str | Path, b: str | Path, n_resamples: int = 2000, seed: in
         other = by_index.get(s["index"])
         if other is None:
             continue
-        if other["input"] != s["input"] or other["gold"] != s["gold"]:
+        if other["input"] != s["input"] or other["gold"] != s["gold"] or other.get("choices") != s.get("choices"):
             raise UserError(f"example {s['index']} differs between the runs (different data or split); "
                             "compare runs on the same examples")
         pairs.append((s, other))
     if len(pairs) < 2:
         raise UserError("the runs share fewer than 2 examples; compare runs on the same split")
-    labels = [label["value"] for label in res_a["task"]["labels"]]
+    labels = [label["value"] for label in res_a["task"].get("labels", [])]
     metrics = [m for m in res_a["task"]["metrics"] if m in res_b["task"]["metrics"]]
-    comparisons = paired_compare(metrics, [p[0]["gold"] for p in pairs], [p[0]["prediction"] for p in pairs],
-                                 [p[1]["prediction"] for p in pairs], labels, n_resamples=n_resamples, seed=seed)
+    comparisons = paired_compare(metrics, [p[0] for p in pairs], [p[1] for p in pairs], labels,
+                                 n_resamples=n_resamples, seed=seed)
     return {"a": {"label": _label(res_a)}, "b": {"label": _label(res_b)}, "n": len(pairs),
             "comparisons": [c.as_dict() for c in comparisons]}

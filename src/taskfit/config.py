@@ -47,6 +47,7 @@ class RunConfig(StrictModel):
                                      description="replace prompt fields of the task")
     mode: Literal["loglikelihood", "generate"] = "loglikelihood"
     data_dir: Path | None = None
+    kb: Path | None = Field(None, description="KBQA: knowledge-base file (default: the evaluated split's triples)")
     split: str | None = None
     limit: int | None = Field(None, gt=0)
     seed: int = 1234

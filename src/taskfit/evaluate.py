@@ -28,7 +28,7 @@ from taskfit.errors import UserError
 from taskfit.metrics import compute_metrics
 from taskfit.models.base import Backend
 from taskfit.prompting.driver import drive
-from taskfit.prompting.strategies import Outcome, StrategyContext, make_strategy
+from taskfit.prompting.strategies import StrategyContext, make_strategy, outcome_record
 from taskfit.tasks.task import Example, Task, load_task
 
 log = logging.getLogger(__name__)
@@ -46,13 +46,14 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
     """Run ``config`` end to end and return the results dict also written to ``results.json``."""
     started = time.perf_counter()
     task = load_task(config.task)
-    overrides = config.prompt.model_dump(exclude_unset=True)
-    if overrides:
-        task.config = task.config.model_copy(update={"prompt": task.config.prompt.model_copy(update=overrides)})
+    task.override_prompt(config.prompt.model_dump(exclude_unset=True))
     # All rows are loaded and validated before the model loads: a bad row fails fast and costs nothing.
     examples = task.examples(config.split, config.data_dir, config.limit)
     if not examples:
         raise UserError(f"task {task.name!r} split {config.split or task.config.eval_split!r} has no rows")
+    task.space.check_mode(config.mode)
+    task.space.setup(examples, data_dir=config.data_dir, split=config.split or task.config.eval_split, kb=config.kb,
+                     load_split=lambda split: task.rows(split, config.data_dir)[:2])
     load_start = time.perf_counter()
     if backend is None:
         from taskfit.models import load_backend
@@ -70,10 +71,11 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
     context = StrategyContext(task=task, mode=config.mode, render=backend.render, seed=config.seed,
                               max_tokens=config.max_tokens, progress=progress)
     strategy = make_strategy(config.strategy, context, config.strategy_args)
+    eval_split = config.split or task.config.eval_split
     if strategy.uses_pool():
         pool_split = config.pool_split or task.config.pool_split
         context.pool = task.examples(pool_split, config.data_dir, getattr(strategy.opts, "pool_limit", None))
-        if pool_split == (config.split or task.config.eval_split):
+        if pool_split == eval_split:
             log.warning("demonstrations come from the evaluated split %r; an example never sees itself, "
                         "but results are optimistic", pool_split)
     prepare_start = time.perf_counter()
@@ -83,15 +85,12 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
     records = _run_chunks(strategy, examples, backend, task, out_dir / "samples.jsonl", chunk, done, progress)
     eval_s = time.perf_counter() - eval_start
 
-    metrics = compute_metrics(
-        task.config.metrics,
-        [r["gold"] for r in records],
-        [r["prediction"] for r in records],
-        task.label_values,
-        n_resamples=config.bootstrap_samples,
-        seed=config.seed,
-    )
+    metrics = compute_metrics(task.config.metrics, records, task.label_values,
+                              n_resamples=config.bootstrap_samples, seed=config.seed)
     failures = sum(not r["parse_ok"] for r in records)
+    counts = {"n": len(records), "parse_failures": failures, "parse_failure_rate": failures / len(records)}
+    if all("correct" in r for r in records):
+        counts["correct"] = sum(bool(r["correct"]) for r in records)
     results = {
         "taskfit_version": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -101,12 +100,7 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
         "versions": _versions(),
         "git_hash": _git_hash(),
         "metrics": {name: value.as_dict() for name, value in metrics.items()},
-        "counts": {
-            "n": len(records),
-            "correct": sum(r["correct"] for r in records),
-            "parse_failures": failures,
-            "parse_failure_rate": failures / len(records),
-        },
+        "counts": counts,
         "timings": {
             "load_model_s": round(load_s, 3),
             "prepare_s": round(prepare_s, 3),
@@ -116,6 +110,7 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
             "resumed_after": len(done),
         },
         "strategy_info": strategy.info,
+        **({"knowledge_base": task.space.kb_info} if getattr(task.space, "kb_info", None) else {}),
         "backend_stats": dict(getattr(backend, "stats", {})),
         "output_dir": str(out_dir),
     }
@@ -186,7 +181,7 @@ def _run_chunks(strategy, examples: list[Example], backend, task: Task, path: Pa
             part = examples[start : start + chunk]
             lines = []
             for example, outcome in zip(part, drive(strategy, part, backend)):
-                record = _record(example, outcome)
+                record = outcome_record(task, example, outcome)
                 records.append(record)
                 lines.append(json.dumps(record, ensure_ascii=False) + "\n")
             handle.write("".join(lines))
@@ -194,20 +189,6 @@ def _run_chunks(strategy, examples: list[Example], backend, task: Task, path: Pa
             os.fsync(handle.fileno())
             bar.update(len(part))
     return records
-
-
-def _record(example: Example, outcome: Outcome) -> dict[str, Any]:
-    return {
-        "index": example.index,
-        "input": example.fields,
-        "prompt": outcome.prompt,
-        "response": outcome.response,
-        "prediction": outcome.prediction,
-        "gold": example.gold,
-        "correct": outcome.prediction == example.gold,
-        "parse_ok": outcome.parse_ok,
-        **outcome.extra,
-    }
 
 
 def _versions() -> dict[str, str]:

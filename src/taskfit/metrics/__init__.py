@@ -1,5 +1,5 @@
-"""Metrics and their confidence intervals."""
+"""Metrics and their confidence intervals (see :mod:`taskfit.metrics.registry`)."""
 
-from taskfit.metrics.classification import METRICS, MetricValue, compute_metrics
+from taskfit.metrics.registry import METRICS, MetricValue, compute_metrics, metric_value
 
-__all__ = ["METRICS", "MetricValue", "compute_metrics"]
+__all__ = ["METRICS", "MetricValue", "compute_metrics", "metric_value"]

@@ -9,13 +9,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats
 
-from taskfit.metrics.classification import METRICS, encode
+from taskfit.metrics.registry import METRICS, metric_fn, resample_indices, resampled_values
 
 
 @dataclass(frozen=True)
@@ -47,31 +48,31 @@ def mcnemar(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> tuple[float
 
 def paired_compare(
     metrics: Sequence[str],
-    golds: Sequence[str],
-    preds_a: Sequence[str | None],
-    preds_b: Sequence[str | None],
-    labels: Sequence[str],
+    records_a: Sequence[Mapping[str, Any]],
+    records_b: Sequence[Mapping[str, Any]],
+    labels: Sequence[str] = (),
     *,
     n_resamples: int = 2000,
     seed: int = 0,
     level: float = 0.95,
 ) -> list[PairedResult]:
-    """Paired bootstrap of B - A for every metric (+ McNemar for accuracy) on the same examples."""
-    gold, pa, pb = encode(golds, labels), encode(preds_a, labels), encode(preds_b, labels)
-    n, k = len(gold), len(labels)
-    rng = np.random.default_rng(seed)
-    samples = rng.integers(0, n, size=(n_resamples, n))
+    """Paired bootstrap of B - A for every metric (+ McNemar where samples have ``correct``), on the same
+    examples in the same order."""
+    indices = resample_indices(len(records_a), n_resamples, seed)
     out = []
     for name in metrics:
-        fn = METRICS[name]
-        a, b = fn(gold, pa, k), fn(gold, pb, k)
-        diffs = np.array([fn(gold[idx], pb[idx], k) - fn(gold[idx], pa[idx], k) for idx in samples])
+        metric = METRICS[name]
+        arrays_a, arrays_b = metric.columns(records_a, labels), metric.columns(records_b, labels)
+        fn = metric_fn(metric, labels)
+        a, b = fn(*arrays_a), fn(*arrays_b)
+        diffs = resampled_values(metric, arrays_b, indices, labels) - resampled_values(metric, arrays_a, indices, labels)
         low, high = np.quantile(diffs, [(1 - level) / 2, 1 - (1 - level) / 2])
         # two-sided: how often the resampled difference falls on the other side of zero
         p = min(1.0, 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0)))
         extra = {}
         if name == "accuracy":
-            p_m, b_only, a_only = mcnemar(gold == pa, gold == pb)
+            p_m, b_only, a_only = mcnemar([bool(r["correct"]) for r in records_a],
+                                          [bool(r["correct"]) for r in records_b])
             extra = {"p_mcnemar": p_m, "b_only_right": b_only, "a_only_right": a_only}
-        out.append(PairedResult(name, a, b, b - a, float(low), float(high), float(p), **extra))
+        out.append(PairedResult(name, float(a), float(b), float(b - a), float(low), float(high), float(p), **extra))
     return out

@@ -1,9 +1,10 @@
 """Answers as JSON: a schema derived from the task, and tolerant but never silent parsing.
 
-The model is asked for ``{"label": "<label>"}``. Parsing accepts code fences, prose around
-the object, single quotes, trailing commas and truncation (repaired with json-repair); the label
-must then be exactly one of the label names (a value such as "negative | positive" is not an answer).
-Anything else is a parse failure with a reason, counted by the evaluator.
+A classification task asks for ``{"label": "<label>"}``; other task types ask for ``{"score": x}`` or
+``{"answer": ...}`` (see :mod:`taskfit.tasks.answers`). Parsing accepts code fences, prose around the
+object, single quotes, trailing commas and truncation (repaired with json-repair); the value must then be
+valid for the task (for labels: exactly one of the label names, so "negative | positive" is not an
+answer). Anything else is a parse failure with a reason, counted by the evaluator.
 """
 
 from __future__ import annotations
@@ -39,16 +40,16 @@ def choices(labels: Sequence[LabelSpec]) -> str:
     return ", ".join(f'"{label.word}"' for label in labels)
 
 
-def render_answer(word: str) -> str:
+def render_answer(word: Any, key: str = ANSWER_KEY) -> str:
     """A demo's answer in JSON form."""
-    return json.dumps({ANSWER_KEY: word}, ensure_ascii=False)
+    return json.dumps({key: word}, ensure_ascii=False)
 
 
 @dataclass(frozen=True)
 class JSONParse:
     """Result of parsing: the label (or None) and, on failure, why."""
 
-    label: str | None
+    label: Any  # the label (or, from parse_json_value, the raw value); None on failure
     error: str | None
     data: Any = None
 
@@ -75,8 +76,8 @@ def extract_object_text(text: str) -> str | None:
     return text[start:]  # truncated: let the repair step close it
 
 
-def parse_json_label(text: str, labels: Sequence[LabelSpec]) -> JSONParse:
-    """Parse a JSON answer into a label; a missing object, key, or an unknown label is a failure."""
+def parse_json_value(text: str, key: str) -> JSONParse:
+    """The value under ``key`` of the JSON object in ``text`` (in ``label``), or why there is none."""
     body = extract_object_text(text)
     if body is None:
         return JSONParse(None, "no JSON object in the response")
@@ -88,9 +89,18 @@ def parse_json_label(text: str, labels: Sequence[LabelSpec]) -> JSONParse:
         data = json_repair.loads(body)
     if not isinstance(data, dict):
         return JSONParse(None, f"expected a JSON object, got {type(data).__name__}", data)
-    value = data.get(ANSWER_KEY)
+    value = data.get(key)
     if value is None:
-        return JSONParse(None, f"no {ANSWER_KEY!r} key", data)
+        return JSONParse(None, f"no {key!r} key", data)
+    return JSONParse(value, None, data)
+
+
+def parse_json_label(text: str, labels: Sequence[LabelSpec]) -> JSONParse:
+    """Parse a JSON answer into a label; a missing object, key, or an unknown label is a failure."""
+    found = parse_json_value(text, ANSWER_KEY)
+    if found.error:
+        return found
+    value, data = found.label, found.data
     label = exact_label(str(value), labels)
     if label is None:
         return JSONParse(None, f"{value!r} is not one of the labels", data)

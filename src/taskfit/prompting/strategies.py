@@ -28,11 +28,9 @@ from taskfit.config import StrictModel, validate
 from taskfit.errors import UserError
 from taskfit.models.base import GenerateRequest, LoglikelihoodRequest, Request
 from taskfit.prompting import json_answers
-from taskfit.prompting.parsers import PARSERS
 from taskfit.prompting.prompt import Message, Prompt, continuation_for
 from taskfit.prompting.selectors import Selector, make_selector
 from taskfit.prompting.templates import default, fill
-from taskfit.prompting.voting import vote
 from taskfit.tasks.task import Example, Task
 
 log = logging.getLogger(__name__)
@@ -64,6 +62,22 @@ class StrategyContext:
     progress: bool = False
 
 
+def outcome_record(task: Task, example: Example, outcome: Outcome) -> dict[str, Any]:
+    """One line of samples.jsonl: the example, what the strategy did, and the per-example metric inputs."""
+    return {
+        "index": example.index,
+        "input": example.fields,
+        **({"choices": example.meta["choices"]} if "choices" in example.meta else {}),
+        "prompt": outcome.prompt,
+        "response": outcome.response,
+        "prediction": outcome.prediction,
+        "gold": example.gold,
+        "parse_ok": outcome.parse_ok,
+        **outcome.extra,
+        **task.space.score(example, outcome.prediction, outcome.extra),
+    }
+
+
 def derive_seed(*parts: int) -> int:
     """A stable 31-bit seed from integers (run seed, example index, path ...), the same on every machine."""
     return int(np.random.SeedSequence([abs(int(p)) for p in parts]).generate_state(1)[0] & 0x7FFFFFFF)
@@ -72,7 +86,7 @@ def derive_seed(*parts: int) -> int:
 # ---------------------------------------------------------------------------------------------- options
 class BaseOptions(StrictModel):
     answer_format: Literal["text", "json"] = "text"
-    json_output_format: str = Field(default_factory=lambda: default("json", "output_format"))
+    json_output_format: str | None = Field(None, description="default: templates.yaml json.<task type>")
 
 
 class DemoOptions(BaseOptions):
@@ -143,7 +157,8 @@ class Strategy:
         self.ctx = context
         self.task = context.task
         self.opts = validate(self.Options, dict(options or {}), f"strategy_args of {self.name}")
-        self.labels = self.task.config.labels
+        self.space = self.task.space
+        self.space.check_mode(context.mode)
         self.info: dict[str, Any] = {}  # strategy-level facts for results.json
 
     # -- lifecycle
@@ -165,17 +180,18 @@ class Strategy:
         return self.opts.answer_format == "json"
 
     def user_text(self, example: Example, instruction: str | None = None) -> str:
-        """Instruction, the rendered input, and the output format (JSON shape in json mode), one per line."""
+        """Instruction, the rendered input, what the task type adds (choices, retrieved facts) and the output
+        format (JSON shape in json mode), one per line."""
         spec = self.task.config.prompt
         output = self.json_format() if self.json else spec.output_format
         parts = (spec.instruction if instruction is None else instruction,
-                 spec.input_template.format(**example.fields), output)
+                 spec.input_template.format(**example.fields),
+                 self.space.prompt_extra(example, self.ctx.mode, self.json), output)
         return "\n".join(p for p in parts if p)
 
     def json_format(self) -> str:
-        """The output-format line of json mode, naming the allowed labels."""
-        return fill(self.opts.json_output_format, example=json_answers.example_answer(),
-                    choices=json_answers.choices(self.labels))
+        """The output-format line of json mode for this task type (naming the labels, the score range ...)."""
+        return fill(self.opts.json_output_format or default("json", self.space.type), **self.space.json_fill())
 
     def system_messages(self) -> list[Message]:
         system = self.task.config.prompt.system
@@ -186,42 +202,45 @@ class Strategy:
         return "" if self.json else self.task.config.prompt.answer_prefix
 
     def demo_answer(self, example: Example) -> str:
-        """A demonstration's assistant turn: prefix + label word, or the JSON object."""
-        word = self.word(example.gold)
+        """A demonstration's assistant turn: prefix + answer, or the JSON object."""
         if self.json:
-            return json_answers.render_answer(word)
+            return self.final_answer(example)
+        word = self.space.word(example)
         prefix = self.answer_prefix()
         return prefix + continuation_for(Prompt((), prefix), word) if prefix else word
 
-    def word(self, value: str) -> str:
-        return next(label.word for label in self.labels if label.value == value)
+    def final_answer(self, example: Example) -> str:
+        """The gold answer as the model should write it: the answer word, or the JSON object in json mode."""
+        if self.json:
+            return json_answers.render_answer(self.space.json_word(example), self.space.json_key)
+        return self.space.word(example)
 
     # -- the two answer modes
-    def answer(self, messages: Sequence[Message], prefix: str) -> StrategyRun:
-        """Answer after ``messages`` and the assistant text ``prefix``, in the run's mode and format."""
+    def answer(self, messages: Sequence[Message], prefix: str, example: Example) -> StrategyRun:
+        """Answer ``example`` after ``messages`` and the assistant text ``prefix``, in the run's mode and format."""
         if self.ctx.mode == "loglikelihood":
-            return (yield from self.answer_by_loglikelihood(messages, prefix))
-        return (yield from self.answer_by_generation(messages, prefix))
+            return (yield from self.answer_by_loglikelihood(messages, prefix, example))
+        return (yield from self.answer_by_generation(messages, prefix, example))
 
-    def answer_by_loglikelihood(self, messages: Sequence[Message], prefix: str) -> StrategyRun:
-        """Score every label after the prefix; the most likely label wins (ties: first label)."""
+    def answer_by_loglikelihood(self, messages: Sequence[Message], prefix: str, example: Example) -> StrategyRun:
+        """Score every candidate answer after the prefix; the task type turns the scores into a prediction."""
+        words = self.space.candidates(example, self.json)
         if self.json:
-            prompt = Prompt(tuple(messages), _join(prefix, '{"label": "'))
-            continuations = [f'{label.word}"}}' for label in self.labels]
+            quote = '"' if self.space.json_quoted else ""
+            prompt = Prompt(tuple(messages), _join(prefix, f'{{"{self.space.json_key}": {quote}'))
+            continuations = [f"{w}{quote}}}" for w in words]
         else:
             prompt = Prompt(tuple(messages), prefix)
-            continuations = [continuation_for(prompt, label.word) for label in self.labels]
+            continuations = [continuation_for(prompt, w) for w in words]
         results = yield [LoglikelihoodRequest(prompt, c) for c in continuations]
-        scores = {label.value: r.logprob for label, r in zip(self.labels, results)}
-        prediction = max(scores, key=lambda value: scores[value])  # max keeps the first of equal scores
-        top = max(scores.values())
-        norm = math.log(sum(math.exp(s - top) for s in scores.values())) + top
-        return Outcome(prediction, True, self.ctx.render(prompt), scores,
-                       {"probs": {k: math.exp(v - norm) for k, v in scores.items()}, "logprob": scores[prediction]})
+        logprobs = [r.logprob for r in results]
+        prediction, extra = self.space.from_scores(example, words, logprobs)
+        response = extra.pop("scores", None) or dict(zip(words, logprobs))
+        return Outcome(prediction, True, self.ctx.render(prompt), response, extra)
 
-    def answer_by_generation(self, messages: Sequence[Message], prefix: str, temperature: float = 0.0,
-                             top_p: float = 1.0, seed: int | None = None) -> StrategyRun:
-        """Generate the answer and parse it (label parser, or JSON parser in json mode)."""
+    def answer_by_generation(self, messages: Sequence[Message], prefix: str, example: Example,
+                             temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None) -> StrategyRun:
+        """Generate the answer and parse it (the task type's parser, or its JSON parser in json mode)."""
         gen = self.task.config.generation
         prompt = Prompt(tuple(messages), prefix)
         budget = self.ctx.max_tokens or (max(gen.max_tokens, 24) if self.json else gen.max_tokens)
@@ -230,13 +249,10 @@ class Strategy:
         (result,) = yield [request]
         extra: dict[str, Any] = {"generated_tokens": result.n_tokens, "finish_reason": result.finish_reason,
                                  "logprob": result.logprob}
-        if self.json:
-            parsed = json_answers.parse_json_label(result.text, self.labels)
-            prediction = parsed.label
-            if parsed.error:
-                extra["parse_error"] = parsed.error
-        else:
-            prediction = PARSERS[self.task.config.parser](result.text, self.labels)
+        parse = self.space.parse_json if self.json else self.space.parse
+        prediction, error = parse(result.text, example)
+        if error:
+            extra["parse_error"] = error
         return Outcome(prediction, prediction is not None, self.ctx.render(prompt), result.text, extra)
 
 
@@ -253,7 +269,7 @@ class ZeroShot(Strategy):
 
     def run(self, example: Example) -> StrategyRun:
         messages = [*self.system_messages(), Message("user", self.user_text(example))]
-        return (yield from self.answer(messages, self.answer_prefix()))
+        return (yield from self.answer(messages, self.answer_prefix(), example))
 
 
 # ---------------------------------------------------------------------------------------------- few-shot
@@ -264,6 +280,12 @@ class FewShot(Strategy):
     Options = DemoOptions
     needs_pool = True
     selector: Selector | None = None
+
+    def __init__(self, context: StrategyContext, options: dict[str, Any] | None = None):
+        super().__init__(context, options)
+        if getattr(self.opts, "calibrate", False) and self.space.type != "classification":
+            raise UserError(f"calibrate=true adjusts label probabilities: it needs a classification task, "
+                            f"not {self.space.type}")
 
     def prepare(self, examples: Sequence[Example], backend) -> None:
         self.selector = self.build_selector()
@@ -308,17 +330,18 @@ class FewShot(Strategy):
         if self.opts.calibrate and self.ctx.mode == "loglikelihood":
             outcome = yield from self.calibrated(example, demos, messages)
         else:
-            outcome = yield from self.answer(messages, self.answer_prefix())
+            outcome = yield from self.answer(messages, self.answer_prefix(), example)
         outcome.extra["demos"] = [d.index for d in demos]
         return outcome
 
     def calibrated(self, example: Example, demos: Sequence[Example], messages: list[Message]) -> StrategyRun:
         """Contextual calibration (Zhao et al. 2021): divide each label's probability by its probability for
         a content-free input ("N/A") under the same demos, which removes the label bias demos induce."""
-        content_free = Example(index=example.index, fields={k: "N/A" for k in example.fields}, gold=example.gold)
+        content_free = Example(index=example.index, fields={k: "N/A" for k in example.fields}, gold=example.gold,
+                               meta=example.meta)
         real, free = yield from _parallel([
-            self.answer_by_loglikelihood(messages, self.answer_prefix()),
-            self.answer_by_loglikelihood(self.demo_messages(content_free, demos), self.answer_prefix()),
+            self.answer_by_loglikelihood(messages, self.answer_prefix(), example),
+            self.answer_by_loglikelihood(self.demo_messages(content_free, demos), self.answer_prefix(), content_free),
         ])
         adjusted = {k: math.log(real.extra["probs"][k]) - math.log(free.extra["probs"][k]) for k in real.response}
         real.prediction = max(adjusted, key=lambda k: adjusted[k])
@@ -348,8 +371,7 @@ class ChainOfThought(FewShot):
             super().prepare(examples, backend)
 
     def cot_demo_answer(self, demo: Example) -> str:
-        word = self.word(demo.gold)
-        final = json_answers.render_answer(word) if self.json else word
+        final = self.final_answer(demo)
         if not demo.rationale:
             raise UserError(f"pool example {demo.index + 1} has an empty rationale; few-shot {self.name} needs one")
         return f"{self.opts.reasoning_trigger} {demo.rationale.strip()}\n{self.opts.answer_trigger} {final}"
@@ -369,7 +391,7 @@ class ChainOfThought(FewShot):
     def run(self, example: Example) -> StrategyRun:
         messages, demos = self.messages_for(example)
         (reasoning,) = yield [self.reasoning_request(messages)]
-        outcome = yield from self.answer(messages, self.answer_after(reasoning.text))
+        outcome = yield from self.answer(messages, self.answer_after(reasoning.text), example)
         outcome.extra.update(rationale=reasoning.text.strip(), reasoning_tokens=reasoning.n_tokens,
                              demos=[d.index for d in demos])
         return outcome
@@ -386,20 +408,19 @@ class SelfConsistency(ChainOfThought):
         seeds = [derive_seed(self.ctx.seed, example.index, path) for path in range(self.opts.n)]
         if getattr(self.opts, "reasoning", True):
             paths = yield [self.reasoning_request(messages, self.opts.temperature, s) for s in seeds]
-            outcomes = yield from self.answer_all([self.answer_after(p.text) for p in paths], messages)
+            outcomes = yield from self.answer_all([self.answer_after(p.text) for p in paths], messages, example)
             path_logprobs = [p.logprob + (o.extra.get("logprob") or 0.0) if p.logprob is not None else None
                              for p, o in zip(paths, outcomes)]
             rationales = [p.text.strip() for p in paths]
         else:
             if self.ctx.mode != "generate":
                 raise UserError("self_consistency with reasoning=false samples answers: use --mode generate")
-            outcomes = yield from _parallel([self.answer_by_generation(messages, self.answer_prefix(),
+            outcomes = yield from _parallel([self.answer_by_generation(messages, self.answer_prefix(), example,
                                                                        self.opts.temperature, self.opts.top_p, s)
                                              for s in seeds])
             path_logprobs = [o.extra.get("logprob") for o in outcomes]
             rationales = []
-        result = vote([o.prediction for o in outcomes], path_logprobs, self.opts.vote,
-                      [label.value for label in self.labels])
+        result = self.space.combine([o.prediction for o in outcomes], path_logprobs, self.opts.vote)
         return Outcome(
             prediction=result.winner,
             parse_ok=result.winner is not None,
@@ -410,9 +431,10 @@ class SelfConsistency(ChainOfThought):
                    "demos": [d.index for d in demos]},
         )
 
-    def answer_all(self, prefixes: Sequence[str], messages: list[Message]) -> Generator[Any, Any, list[Outcome]]:
+    def answer_all(self, prefixes: Sequence[str], messages: list[Message],
+                   example: Example) -> Generator[Any, Any, list[Outcome]]:
         """Answer after each prefix, all in one round of requests."""
-        return (yield from _parallel([self.answer(messages, prefix) for prefix in prefixes]))
+        return (yield from _parallel([self.answer(messages, prefix, example) for prefix in prefixes]))
 
 
 def _parallel(runs: Sequence[StrategyRun]) -> Generator[list[Request], list[Any], list[Outcome]]:
@@ -466,14 +488,13 @@ class CARP(SelfConsistency):
     def carp_user(self, example: Example) -> str:
         """The task input under CARP's instruction (the task instruction is folded into it)."""
         spec = self.task.config.prompt
-        instruction = fill(self.opts.instruction, task_description=spec.instruction,
-                           labels_or=_or([label.word for label in self.labels]),
-                           labels=", ".join(label.word for label in self.labels)).strip()
+        words = self.space.answer_words()
+        instruction = fill(self.opts.instruction, task_description=spec.instruction, labels_or=_or(words),
+                           labels=", ".join(words)).strip()
         return self.user_text(example, instruction)
 
     def carp_demo_answer(self, demo: Example) -> str:
-        word = self.word(demo.gold)
-        final = json_answers.render_answer(word) if self.json else word
+        final = self.final_answer(demo)
         return f"{self.opts.clues_prefix} {self.annotations[demo.index].strip()}\n{self.opts.decision_prefix} {final}"
 
     def messages_for(self, example: Example) -> tuple[list[Message], list[Example]]:
@@ -509,7 +530,7 @@ class CARP(SelfConsistency):
                     cache[item["key"]] = item["text"]
                 except (json.JSONDecodeError, KeyError):
                     continue  # a line cut by a crash: regenerate that one
-        keys = {d.index: hashlib.sha256(json.dumps([d.fields, d.gold], sort_keys=True).encode()).hexdigest()
+        keys = {d.index: hashlib.sha256(json.dumps([d.fields, d.gold], sort_keys=True, ensure_ascii=False).encode()).hexdigest()
                 for d in demos}
         missing = [d for d in demos if keys[d.index] not in cache]
         if missing:
@@ -518,7 +539,9 @@ class CARP(SelfConsistency):
             requests = []
             for d in missing:
                 user = fill(self.opts.annotate_instruction, task_description=spec.instruction,
-                            gold=self.word(d.gold)).strip() + "\n" + spec.input_template.format(**d.fields)
+                            gold=self.space.word(d)).strip() + "\n" + spec.input_template.format(**d.fields)
+                extra = self.space.prompt_extra(d, self.ctx.mode, False)
+                user = f"{user}\n{extra}" if extra else user
                 messages = (*self.system_messages(), Message("user", user))
                 requests.append(GenerateRequest(Prompt(messages, self.opts.clues_prefix), (self.opts.decision_prefix,),
                                                 self.opts.max_reasoning_tokens))
@@ -549,7 +572,7 @@ class APE(Strategy):
         self.instruction = self.task.config.prompt.instruction
 
     def prepare(self, examples: Sequence[Example], backend) -> None:
-        from taskfit.metrics import compute_metrics
+        from taskfit.metrics import metric_value
         from taskfit.prompting.driver import drive
 
         pool = list(self.ctx.pool or [])
@@ -559,7 +582,7 @@ class APE(Strategy):
         if not scoring:
             raise UserError(f"APE needs more than n_pairs={self.opts.n_pairs} pool examples to score candidates")
         text_pairs = "\n\n".join(f"Input: {self.task.config.prompt.input_template.format(**p.fields)}\n"
-                                 f"Output: {self.word(p.gold)}" for p in pairs)
+                                 f"Output: {self.space.word(p)}" for p in pairs)
         proposal = Prompt((Message("user", fill(self.opts.proposal, pairs=text_pairs).strip()),),
                           self.opts.proposal_prefix)
         requests = [GenerateRequest(proposal, ("\n",), self.opts.max_instruction_tokens, self.opts.temperature,
@@ -569,24 +592,25 @@ class APE(Strategy):
             text = result.text.strip().strip('"').strip()
             if text and text not in candidates:
                 candidates.append(text)
+        metric = self.task.config.metrics[0]
         scored = []
         for candidate in candidates:
             self.instruction = candidate
             outcomes = drive(self, scoring, backend)
-            acc = compute_metrics(["accuracy"], [e.gold for e in scoring], [o.prediction for o in outcomes],
-                                  [label.value for label in self.labels], n_resamples=0)["accuracy"].value
-            scored.append({"instruction": candidate, "accuracy": acc})
-            log.info("APE candidate %.3f  %s", acc, candidate)
-        best = max(scored, key=lambda s: s["accuracy"])  # first of equals: the task's own instruction wins ties
+            records = [outcome_record(self.task, e, o) for e, o in zip(scoring, outcomes)]
+            value = metric_value(metric, records, self.task.label_values)
+            scored.append({"instruction": candidate, metric: value})
+            log.info("APE candidate %s %.3f  %s", metric, value, candidate)
+        best = max(scored, key=lambda s: s[metric])  # first of equals: the task's own instruction wins ties
         self.instruction = best["instruction"]
-        self.info["ape"] = {"candidates": scored, "best_instruction": best["instruction"],
-                            "best_accuracy": best["accuracy"], "scored_on": len(scoring),
+        self.info["ape"] = {"candidates": scored, "best_instruction": best["instruction"], "metric": metric,
+                            "best_score": best[metric], "scored_on": len(scoring),
                             "pair_indices": [p.index for p in pairs],
                             "reuse": {"prompt": {"instruction": best["instruction"]}}}
 
     def run(self, example: Example) -> StrategyRun:
         messages = [*self.system_messages(), Message("user", self.user_text(example, self.instruction))]
-        outcome = yield from self.answer(messages, self.answer_prefix())
+        outcome = yield from self.answer(messages, self.answer_prefix(), example)
         outcome.extra["instruction"] = self.instruction
         return outcome
 
