@@ -96,6 +96,9 @@ def test_stop_strings_cut_generation(backend):
 def test_cut_at_stop_picks_earliest():
     assert cut_at_stop("abc\ndef.", ["."," \n", "\n"]) == ("abc", True)
     assert cut_at_stop("abc", ["\n"]) == ("abc", False)
+    # a reply that opens with whitespace is not cut to nothing
+    assert cut_at_stop("\n\n武汉大学出版社\n问题", ["\n"]) == ("\n\n武汉大学出版社", True)
+    assert cut_at_stop("  \n", ["\n"]) == ("  \n", False)
 
 
 def test_greedy_decoding_matches_transformers_generate(backend):

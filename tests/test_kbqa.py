@@ -73,5 +73,7 @@ def test_kbqa_space_ranks_and_scores(tmp_path):
     # generate mode: the answer it names goes first, the rest keep retrieval order
     scored = space.score(ex, "武汉大学出版社。")
     assert scored["ranked"][0] == "武汉大学出版社" and scored["rr"] == 1.0 and scored["em"] == 1.0
+    assert space.parse("\n1. 高等数学 | 出版社 | 武汉大学出版社\n2. ...", ex) == ("武汉大学出版社", None)
+    assert space.parse("2013-12-30。", ex) == ("2013-12-30", None)
     scored = space.score(ex, "不知道")
     assert scored["ranked"] == candidates and scored["em"] == 0.0 and scored["rouge_l"] == 0.0

@@ -82,9 +82,13 @@ def test_self_consistency_is_reproducible_and_records_votes(setup):
     assert len({r for s in first for r in s["rationales"]}) > 1  # paths really differ
 
 
-def test_json_answers_count_failures(setup):
-    results, samples = run(setup, "json", "zero_shot", mode="generate", answer_format="json")
+@pytest.mark.parametrize("prefill", [True, False])
+def test_json_answers_count_failures(setup, prefill):
+    results, samples = run(setup, f"json{prefill}", "zero_shot", mode="generate", answer_format="json",
+                           json_prefill=prefill)
     assert 'Reply with JSON only, in the form {"label": "<label>"}' in samples[0]["prompt"]
+    # prefill: the reply is opened for the model, which writes only the label
+    assert samples[0]["prompt"].endswith('{"label": "') == prefill
     failures = [s for s in samples if not s["parse_ok"]]
     assert results["counts"]["parse_failures"] == len(failures)
     assert all(s["prediction"] is None and not s["correct"] and s["parse_error"] for s in failures)

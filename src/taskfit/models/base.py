@@ -104,8 +104,13 @@ def register_backend(name: str) -> Callable[[type[Backend]], type[Backend]]:
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
-    """Cut ``text`` at the earliest stop string; also say whether one was found."""
-    positions = [text.find(s) for s in stop if s and s in text]
+    """Cut ``text`` at the earliest stop string after its leading whitespace; also say whether one was found.
+
+    Leading whitespace is skipped so that a reply opening with a newline (common after an answer prefix
+    such as "答案：") is not cut to an empty answer by a "\n" stop.
+    """
+    start = len(text) - len(text.lstrip())
+    positions = [p for p in (text.find(s, start) for s in stop if s) if p >= 0]
     if not positions:
         return text, False
     return text[: min(positions)], True

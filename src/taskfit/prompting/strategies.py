@@ -87,6 +87,8 @@ def derive_seed(*parts: int) -> int:
 class BaseOptions(StrictModel):
     answer_format: Literal["text", "json"] = "text"
     json_output_format: str | None = Field(None, description="default: templates.yaml json.<task type>")
+    json_prefill: bool = Field(True, description='json mode, generate: start the reply with {"key": so the model '
+                                                 "writes only the value")
 
 
 class DemoOptions(BaseOptions):
@@ -242,15 +244,26 @@ class Strategy:
                              temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None) -> StrategyRun:
         """Generate the answer and parse it (the task type's parser, or its JSON parser in json mode)."""
         gen = self.task.config.generation
-        prompt = Prompt(tuple(messages), prefix)
         budget = self.ctx.max_tokens or (max(gen.max_tokens, 24) if self.json else gen.max_tokens)
-        stop = () if self.json else tuple(gen.stop)
+        opener = closer = ""
+        if self.json and self.opts.json_prefill:
+            # The reply is started for the model: it writes only the value, then the object is closed.
+            quote = '"' if self.space.json_quoted else ""
+            opener, closer = f'{{"{self.space.json_key}": {quote}', f"{quote}}}"
+            stop: tuple[str, ...] = ('"',) if quote else ("}", ",", "\n")
+            prompt = Prompt(tuple(messages), _join(prefix, opener))
+        else:
+            stop = () if self.json else tuple(gen.stop)
+            prompt = Prompt(tuple(messages), prefix)
         request = GenerateRequest(prompt, stop, budget, temperature, top_p, self.ctx.seed if seed is None else seed)
         (result,) = yield [request]
         extra: dict[str, Any] = {"generated_tokens": result.n_tokens, "finish_reason": result.finish_reason,
                                  "logprob": result.logprob}
-        parse = self.space.parse_json if self.json else self.space.parse
-        prediction, error = parse(result.text, example)
+        if self.json:
+            prediction, error = self.space.parse_json(opener + result.text + closer if opener else result.text,
+                                                      example)
+        else:
+            prediction, error = self.space.parse(result.text, example)
         if error:
             extra["parse_error"] = error
         return Outcome(prediction, prediction is not None, self.ctx.render(prompt), result.text, extra)

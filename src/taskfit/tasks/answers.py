@@ -21,6 +21,7 @@ metric in :mod:`taskfit.metrics.registry` is computed.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -463,6 +464,9 @@ class NumberSpace(AnswerSpace):
 
 
 # ------------------------------------------------------------------------------------------ KBQA
+_LIST_MARKER = re.compile(r"^\s*(?:\d+[.、)]|[-*•])\s*")
+
+
 def _kb_normalize(text: str) -> str:
     return "".join(text.split()).strip("。.！!？?\"'“”").lower()
 
@@ -536,7 +540,11 @@ class KBQASpace(AnswerSpace):
         return ranked[0], {"ranked": ranked, "scores": dict(zip(words, per_char))}
 
     def parse(self, text, example):
-        answer = _first_line(text).rstrip("。.").strip()
+        """The first line, without a list marker ("1. "); a copied fact line "s | p | o" gives its object."""
+        answer = _LIST_MARKER.sub("", _first_line(text))
+        if " | " in answer:
+            answer = answer.rsplit(" | ", 1)[1]
+        answer = answer.rstrip("。.").strip()
         return (answer, None) if answer else (None, "empty answer")
 
     def vote_key(self, prediction):
