@@ -116,3 +116,53 @@ def test_every_builtin_task_loads_its_shared_data(name, shared_data):
     for ex in examples:
         assert all(isinstance(v, str) and v for v in ex.fields.values())
         task.config.prompt.input_template.format(**ex.fields)
+
+
+@pytest.mark.parametrize(("task", "split", "strategy", "mode", "args"), [
+    ("gsm8k", "train", "self_consistency", "generate", {"n": 3, "max_reasoning_tokens": 6}),
+    ("stsb", "dev", "self_consistency", "loglikelihood", {"n": 2, "max_reasoning_tokens": 4}),
+    ("stsb", "dev", "carp", "loglikelihood", {"max_reasoning_tokens": 4}),
+    ("truthfulqa_mc1", "dev", "cot", "generate", {"max_reasoning_tokens": 4, "answer_format": "json"}),
+    ("squad", "dev", "ape", "generate", {"m": 2, "n_pairs": 2, "score_n": 2, "max_instruction_tokens": 6}),
+    ("nlpcc_kbqa", "train", "few_shot", "loglikelihood", {"k": 1, "selector": "random"}),
+])
+def test_every_strategy_runs_on_other_task_types(task, split, strategy, mode, args, tiny_backend, shared_data,
+                                                 tmp_path):
+    pool = "dev" if task in ("squad", "truthfulqa_mc1") else None
+    config = RunConfig(task=task, data_dir=shared_data, split=split, strategy=strategy, mode=mode, limit=3,
+                       strategy_args=args, pool_split=pool, max_tokens=4, output=tmp_path, bootstrap_samples=0)
+    results = evaluate(config, backend=tiny_backend, progress=False)
+    samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(samples) == 3 and set(results["metrics"]) == set(results["task"]["metrics"])
+    if strategy == "self_consistency":
+        for s in samples:
+            assert len(s["path_answers"]) == args["n"]
+            valid = [a for a in s["path_answers"] if a is not None]
+            if task == "stsb":  # regression paths are averaged, not voted
+                assert s["prediction"] == pytest.approx(sum(valid) / len(valid))
+            elif valid:
+                assert s["prediction"] in valid
+    if strategy == "ape":
+        assert results["strategy_info"]["ape"]["metric"] == "exact_match"
+
+
+def test_gsm8k_few_shot_cot_demos_use_cleaned_worked_solutions(tiny_backend, shared_data, tmp_path):
+    config = RunConfig(task="gsm8k", data_dir=shared_data, split="train", strategy="cot", mode="generate", limit=2,
+                       strategy_args={"k": 1, "selector": "fixed", "indices": [0], "max_reasoning_tokens": 4},
+                       pool_split="train", max_tokens=4, output=tmp_path, bootstrap_samples=0)
+    evaluate(config, backend=tiny_backend, progress=False)
+    prompt = json.loads((tmp_path / "samples.jsonl").read_text(encoding="utf-8").splitlines()[1])["prompt"]
+    assert "Natalia sold 48/2 = 24 clips in May." in prompt  # calculator notes <<48/2=24>> removed
+    assert "<<" not in prompt and "####" not in prompt
+    assert "Therefore, the answer is 72" in prompt
+
+
+def test_paired_comparison_of_regression_runs(tmp_path):
+    from taskfit.metrics.paired import paired_compare
+
+    gold = [float(i % 6) for i in range(60)]
+    good = [{"gold": g, "score": g + 0.3 * ((i * 7) % 3 - 1)} for i, g in enumerate(gold)]
+    bad = [{"gold": g, "score": float((i * 5) % 6)} for i, g in enumerate(gold)]
+    (result,) = paired_compare(["spearman"], bad, good, n_resamples=300)
+    assert result.diff > 0.5 and result.ci_low > 0 and result.p_bootstrap < 0.01
+    assert result.p_mcnemar is None
