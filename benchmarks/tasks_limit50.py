@@ -1,6 +1,9 @@
-"""Every benchmark task on the embedded model, first 50 rows of its ../shared/data split: zero-shot and at
-least one other strategy that fits the task, with every metric, its 95% bootstrap CI, the parse-failure rate
-and seconds.
+"""Every benchmark task on the embedded model, 50 rows of its ../shared/data split: zero-shot and at least one
+other strategy that fits the task, with every metric, its 95% bootstrap CI, the parse-failure rate and seconds.
+
+The 50 rows are a seeded random sample (`--limit 50 --sample random`, seed 1234, kept in data order), the same
+rows for every strategy of a task: several files are sorted by label (the first 50 rows of ag_news dev are all
+Business, of mr validation all positive), so "the first 50" would measure one class.
 
 Splits: the task's eval split where ../shared/data has it (sst2/ag_news/stsb/truthfulqa/squad: dev, mr:
 validation), else train (r8, sts12, gsm8k, nlpcc2016_kbqa hold only train there); demonstrations then come
@@ -99,7 +102,8 @@ def main() -> None:
         run_dir = Path(args.runs_dir) / label.replace(" ", "_").replace("/", "-")
         shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run, never a resumed one: timings must be whole
         config = RunConfig(task=task, split=split, strategy=strategy, mode=mode, strategy_args=strategy_args,
-                           pool_split=pool_split, data_dir=args.data_dir, limit=args.limit, output=run_dir)
+                           pool_split=pool_split, data_dir=args.data_dir, limit=args.limit, sample="random",
+                           output=run_dir)
         res = evaluate(config, backend=backend, progress=False)
         records.append({"label": label, "task": task, "split": split, "strategy": strategy, "mode": mode,
                         "strategy_args": strategy_args, "n": res["counts"]["n"], "metrics": res["metrics"],
@@ -112,6 +116,7 @@ def main() -> None:
     records.sort(key=lambda r: order.get(r["label"], len(order)))
     out_json.write_text(json.dumps(records, indent=2, ensure_ascii=False) + "\n")
     text = (f"Embedded smollm2-135m-instruct (hf backend, fp32, 2-core CPU), first {args.limit} rows per task.\n"
+            "Rows: a seeded random sample (`--limit 50 --sample random`, seed 1234), the same rows for every run of a task.\n"
             "Command: `.venv/bin/python benchmarks/tasks_limit50.py --data-dir ../shared/data`\n\n"
             + markdown_table(HEADERS, [table_row(r) for r in records]) + "\n")
     Path(args.out + ".md").write_text(text, encoding="utf-8")

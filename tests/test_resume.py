@@ -96,3 +96,31 @@ def test_cut_line_is_redone_and_other_configs_are_refused(tmp_path, tiny_model_d
     (tmp_path / "other" / "samples.jsonl").write_text("{}\n")
     with pytest.raises(UserError, match="from another run"):
         evaluate(config.model_copy(update={"output": tmp_path / "other"}), backend=backend, progress=False)
+
+
+def test_random_sample_is_seeded_in_data_order_and_resumes(tmp_path, tiny_model_dir):
+    make_task(tmp_path, 200)
+    backend = HFBackend(tiny_model_dir, batch_size=8, threads=1)
+    config = RunConfig(task=str(tmp_path / "mini.yaml"), data_dir=tmp_path / "data", output=tmp_path / "run",
+                       batch_size=8, bootstrap_samples=0, limit=70, sample="random")
+    evaluate(config, backend=backend, progress=False)
+    full = (tmp_path / "run" / "samples.jsonl").read_text()
+    indices = [json.loads(line)["index"] for line in full.splitlines()]
+    assert len(indices) == len(set(indices)) == 70 and indices == sorted(indices)
+    assert indices != list(range(70)) and max(indices) > 100  # drawn from the whole split
+    rows = (tmp_path / "data" / "mini" / "dev.jsonl").read_text().splitlines()
+    for line in full.splitlines():  # each sample is the data row it names
+        sample = json.loads(line)
+        assert sample["input"]["text"] == json.loads(rows[sample["index"]])["text"]
+
+    lines = full.splitlines(keepends=True)
+    (tmp_path / "run" / "samples.jsonl").write_text("".join(lines[:45]))  # killed after 45 examples
+    again = evaluate(config, backend=backend, progress=False)
+    assert again["timings"]["resumed_after"] == 32
+    assert (tmp_path / "run" / "samples.jsonl").read_text() == full
+
+    other = evaluate(config.model_copy(update={"seed": 7, "output": tmp_path / "seed7"}), backend=backend,
+                     progress=False)
+    other_indices = [json.loads(line)["index"] for line in
+                     (tmp_path / "seed7" / "samples.jsonl").read_text().splitlines()]
+    assert other["counts"]["n"] == 70 and other_indices != indices

@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data-dir", help="folder laid out as D/<dataset>/<split>.jsonl")
     ev.add_argument("--split", help="split to evaluate (default: the task's eval split)")
     ev.add_argument("--kb", help="KBQA tasks: knowledge-base file (JSONL triples or 's ||| p ||| o' lines)")
-    ev.add_argument("--limit", type=int, help="evaluate only the first N examples")
+    ev.add_argument("--limit", type=int, help="evaluate only N examples (the first N, or see --sample)")
+    ev.add_argument("--sample", choices=["first", "random"],
+                    help="with --limit: the first N rows (default) or a random sample seeded by --seed")
     ev.add_argument("--seed", type=int, help="seed for sampling and bootstrap (default 1234)")
     ev.add_argument("--output", help="run folder for results.json and samples.jsonl (default runs/<task>/...)")
     ev.add_argument("--batch-size", type=int, help="requests per forward pass (default 16)")
@@ -59,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-EVAL_KEYS = ("model", "backend", "task", "strategy", "pool_split", "mode", "data_dir", "kb", "split", "limit", "seed",
+EVAL_KEYS = ("model", "backend", "task", "strategy", "pool_split", "mode", "data_dir", "kb", "split", "limit", "sample", "seed",
              "output",
              "batch_size", "max_tokens", "chat_template", "bootstrap_samples", "threads")
 

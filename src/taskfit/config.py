@@ -50,6 +50,8 @@ class RunConfig(StrictModel):
     kb: Path | None = Field(None, description="KBQA: knowledge-base file (default: the evaluated split's triples)")
     split: str | None = None
     limit: int | None = Field(None, gt=0)
+    sample: Literal["first", "random"] = Field("first", description="which --limit rows: the first ones, or a "
+                                               "random sample (seeded by --seed, kept in data order)")
     seed: int = 1234
     output: Path | None = None
     batch_size: int = Field(16, gt=0)

@@ -20,6 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from taskfit import __version__
@@ -48,7 +49,7 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
     task = load_task(config.task)
     task.override_prompt(config.prompt.model_dump(exclude_unset=True))
     # All rows are loaded and validated before the model loads: a bad row fails fast and costs nothing.
-    examples = task.examples(config.split, config.data_dir, config.limit)
+    examples = select_examples(task, config)
     if not examples:
         raise UserError(f"task {task.name!r} split {config.split or task.config.eval_split!r} has no rows")
     task.space.check_mode(config.mode)
@@ -66,7 +67,7 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
     out_dir = config.output or default_output(config)
     out_dir.mkdir(parents=True, exist_ok=True)
     chunk = max(4 * config.batch_size, 32)
-    done = _resume_point(out_dir, _fingerprint(config, task, examples), chunk)
+    done = _resume_point(out_dir, _fingerprint(config, task, examples), chunk, [ex.index for ex in examples])
 
     context = StrategyContext(task=task, mode=config.mode, render=backend.render, seed=config.seed,
                               max_tokens=config.max_tokens, progress=progress)
@@ -119,6 +120,18 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
     return results
 
 
+def select_examples(task: Task, config: RunConfig) -> list[Example]:
+    """The examples a run evaluates: all rows, the first ``limit``, or a seeded random sample of ``limit`` rows
+    kept in data order (many files are sorted by label, so the first rows can be a single class)."""
+    if config.sample == "first" or config.limit is None:
+        return task.examples(config.split, config.data_dir, config.limit)
+    everything = task.examples(config.split, config.data_dir)
+    if config.limit >= len(everything):
+        return everything
+    chosen = np.random.default_rng([config.seed, 0x5A]).choice(len(everything), config.limit, replace=False)
+    return [everything[i] for i in sorted(chosen)]
+
+
 def _fingerprint(config: RunConfig, task: Task, examples: list[Example]) -> str:
     """What must match for a run folder to be resumed: taskfit's version, the config (output aside), the task
     and the examples."""
@@ -129,7 +142,7 @@ def _fingerprint(config: RunConfig, task: Task, examples: list[Example]) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def _resume_point(out_dir: Path, fingerprint: str, chunk: int) -> list[dict[str, Any]]:
+def _resume_point(out_dir: Path, fingerprint: str, chunk: int, indices: list[int]) -> list[dict[str, Any]]:
     """Records already done by an earlier, interrupted run of the same configuration in ``out_dir``.
 
     Only whole chunks are kept (a chunk cut by a crash is redone), so the resumed run sends the backend
@@ -153,7 +166,7 @@ def _resume_point(out_dir: Path, fingerprint: str, chunk: int) -> list[dict[str,
             record = json.loads(line)
         except json.JSONDecodeError:
             break  # a line cut by the crash, and everything after it, is redone
-        if record.get("index") != len(done):
+        if len(done) >= len(indices) or record.get("index") != indices[len(done)]:
             break
         done.append(record)
         sizes.append(len(line.encode("utf-8")) + 1)

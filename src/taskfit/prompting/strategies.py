@@ -227,6 +227,9 @@ class Strategy:
     def answer_by_loglikelihood(self, messages: Sequence[Message], prefix: str, example: Example) -> StrategyRun:
         """Score every candidate answer after the prefix; the task type turns the scores into a prediction."""
         words = self.space.candidates(example, self.json)
+        if not words:  # e.g. KBQA retrieval found no fact with an answer
+            return Outcome(None, False, self.ctx.render(Prompt(tuple(messages), prefix)), {},
+                           {"parse_error": "no candidate answers to score"})
         if self.json:
             quote = '"' if self.space.json_quoted else ""
             prompt = Prompt(tuple(messages), _join(prefix, f'{{"{self.space.json_key}": {quote}'))
