@@ -26,6 +26,7 @@ from taskfit.evaluate import evaluate
 from taskfit.models import load_backend
 from taskfit.report.table import markdown_table
 
+log = logging.getLogger("benchmarks.tasks_limit50")
 LL, GEN = "loglikelihood", "generate"
 KNN = {"selector": "knn"}
 RUNS = [
@@ -74,7 +75,7 @@ def metric_cells(record: dict) -> str:
 def table_row(record: dict) -> list:
     seconds = record["timings"]["eval_s"] + record["timings"]["prepare_s"]
     return [record["label"], record["split"], record["n"], metric_cells(record),
-            f"{record['counts']['parse_failure_rate']:.0%}", round(seconds, 1)]
+            f"{record['counts']['parse_failure_rate']:.0%}", f"{seconds:.1f}"]
 
 
 HEADERS = ["run", "split", "n", "metrics [95% CI]", "parse fail", "seconds"]
@@ -87,13 +88,14 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/tasks_limit50")
     parser.add_argument("--runs-dir", default="runs/bench-tasks")
     parser.add_argument("--only", nargs="*", help="run only labels containing these strings; keep other recorded rows")
+    parser.add_argument("--render", action="store_true", help="only rewrite the .md table from the recorded .json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     out_json = Path(args.out + ".json")
     previous = {r["label"]: r for r in json.loads(out_json.read_text())} if out_json.is_file() else {}
-    backend = load_backend("hf", "smollm2-135m-instruct")
-    records = []
-    for task, split, strategy, mode, strategy_args, pool_split in RUNS:
+    records = list(previous.values()) if args.render else []
+    backend = None if args.render else load_backend("hf", "smollm2-135m-instruct")
+    for task, split, strategy, mode, strategy_args, pool_split in [] if args.render else RUNS:
         label = label_of(task, strategy, mode, strategy_args)
         if args.only and not any(o in label for o in args.only):
             if label in previous:
@@ -109,7 +111,7 @@ def main() -> None:
                         "strategy_args": strategy_args, "n": res["counts"]["n"], "metrics": res["metrics"],
                         "counts": res["counts"], "timings": res["timings"],
                         "knowledge_base": res.get("knowledge_base")})
-        logging.info("\n%s", markdown_table(HEADERS, [table_row(records[-1])]))
+        log.info("\n%s", markdown_table(HEADERS, [table_row(records[-1])]))
         out_json.parent.mkdir(parents=True, exist_ok=True)
         out_json.write_text(json.dumps(records, indent=2, ensure_ascii=False) + "\n")
     order = {label_of(t, s, m, a): i for i, (t, _, s, m, a, _) in enumerate(RUNS)}

@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="render prompts as plain text even if the model has a chat template")
     ev.add_argument("--bootstrap-samples", type=int, help="bootstrap resamples for CIs (default 1000; 0 = off)")
     ev.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    ev.add_argument("--no-cache", dest="cache", action="store_const", const=False,
+                    help="compute every request even if the response cache has it")
+    ev.add_argument("--cache-path", help="response cache file (default $TASKFIT_HOME/cache/responses.sqlite)")
     ev.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
 
     cmp = sub.add_parser("compare-results", help="paired comparison of two runs on the same examples")
@@ -61,9 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-EVAL_KEYS = ("model", "backend", "task", "strategy", "pool_split", "mode", "data_dir", "kb", "split", "limit", "sample", "seed",
-             "output",
-             "batch_size", "max_tokens", "chat_template", "bootstrap_samples", "threads")
+EVAL_KEYS = ("model", "backend", "task", "strategy", "pool_split", "mode", "data_dir", "kb", "split", "limit", "sample",
+             "seed", "output", "batch_size", "max_tokens", "chat_template", "bootstrap_samples", "threads", "cache",
+             "cache_path")
 
 
 def parse_strategy_args(items: Sequence[str]) -> dict:

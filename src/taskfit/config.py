@@ -59,6 +59,9 @@ class RunConfig(StrictModel):
     max_tokens: int | None = Field(None, gt=0, description="generation budget; default from the task")
     bootstrap_samples: int = Field(1000, ge=0, description="bootstrap resamples for CIs; 0 disables them")
     threads: int | None = Field(None, gt=0, description="torch CPU threads; default: all cores")
+    cache: bool = Field(True, description="answer repeated requests from the SQLite response cache")
+    cache_path: Path | None = Field(None, description="response cache file "
+                                    "(default $TASKFIT_HOME/cache/responses.sqlite)")
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

@@ -44,7 +44,12 @@ def default_output(config: RunConfig) -> Path:
 
 
 def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool = True) -> dict[str, Any]:
-    """Run ``config`` end to end and return the results dict also written to ``results.json``."""
+    """Run ``config`` end to end and return the results dict also written to ``results.json``.
+
+    Without ``backend`` the model is loaded from the config (behind the response cache unless
+    ``config.cache`` is off); a ``backend`` passed in is used as it is (wrap it in
+    :class:`~taskfit.models.cache.CachedBackend` to cache it).
+    """
     started = time.perf_counter()
     task = load_task(config.task)
     task.override_prompt(config.prompt.model_dump(exclude_unset=True))
@@ -63,6 +68,10 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
             config.backend, config.model, chat_template=config.chat_template, batch_size=config.batch_size,
             threads=config.threads,
         )
+        if config.cache:
+            from taskfit.models.cache import CachedBackend, ResponseCache, default_cache_path
+
+            backend = CachedBackend(backend, ResponseCache(config.cache_path or default_cache_path()))
     load_s = time.perf_counter() - load_start
     out_dir = config.output or default_output(config)
     out_dir.mkdir(parents=True, exist_ok=True)
