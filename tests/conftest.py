@@ -16,6 +16,19 @@ CHATML = (
 )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_response_cache(tmp_path_factory):
+    """Runs in tests never read answers cached by earlier test sessions (or by the user's own runs)."""
+    path = tmp_path_factory.mktemp("cache") / "responses.sqlite"
+    old = os.environ.get("TASKFIT_CACHE")
+    os.environ["TASKFIT_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("TASKFIT_CACHE", None)
+    else:
+        os.environ["TASKFIT_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The benchmark data folder that CI places beside the repository."""

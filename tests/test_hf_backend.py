@@ -63,6 +63,30 @@ def test_shared_context_requests_share_a_forward_pass(backend):
     assert backend.stats["forward_passes"] - before == 1
 
 
+def manual_logprob(backend, request):
+    ctx = backend.tokenizer(backend.render(request.context), add_special_tokens=False).input_ids
+    full = backend.tokenizer(backend.render(request.context) + request.continuation,
+                             add_special_tokens=False).input_ids
+    with torch.no_grad():
+        logprobs = torch.log_softmax(backend.model(torch.tensor([full])).logits[0], -1)
+    return sum(float(logprobs[i - 1, full[i]]) for i in range(len(ctx), len(full)))
+
+
+def test_multi_token_candidates_run_their_context_once(tiny_model_dir):
+    backend = HFBackend(tiny_model_dir, batch_size=2, threads=1)  # several context batches
+    contexts = [prompt("a terrible negative film " * k, "Answer:") for k in (1, 3, 2)]
+    words = (" great and positive", " negative", " the movie was terrible", " a film")
+    requests = [LoglikelihoodRequest(c, w) for c in contexts for w in words]
+    before = dict(backend.stats)
+    results = backend.loglikelihood(requests)
+    for request, result in zip(requests, results):
+        assert result.logprob == pytest.approx(manual_logprob(backend, request), abs=1e-4)
+    ctx_tokens = sum(len(backend.tokenizer(backend.render(c), add_special_tokens=False).input_ids) for c in contexts)
+    used = backend.stats["input_tokens"] - before["input_tokens"]
+    assert used < ctx_tokens + 4 * 3 * 6  # each context once, plus the continuations' tokens
+    assert used < 0.5 * ctx_tokens * len(words)  # far below running every context once per candidate
+
+
 def test_greedy_generation_is_batch_invariant_and_deterministic(backend):
     requests = [GenerateRequest(prompt(t), max_tokens=6) for t in ("hi", "the movie was great", "a terrible film")]
     together = backend.generate(requests)

@@ -41,7 +41,7 @@ def make_task(root, n):
 def eval_argv(root, tiny_model_dir, out):
     return [sys.executable, "-m", "taskfit.cli", "eval", "--task", str(root / "mini.yaml"), "--data-dir",
             str(root / "data"), "--model", f"hf:{tiny_model_dir}", "--mode", "generate", "--batch-size", "2",
-            "--threads", "1", "--bootstrap-samples", "100", "--no-progress", "--output", str(out)]
+            "--threads", "1", "--bootstrap-samples", "100", "--no-progress", "--no-cache", "--output", str(out)]
 
 
 def comparable(results):

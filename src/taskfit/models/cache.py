@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -43,9 +44,10 @@ _LOOKUP_CHUNK = 500  # SQLite's default limit on bound parameters is far above t
 
 
 def default_cache_path() -> Path:
+    """``$TASKFIT_CACHE`` if set, else ``$TASKFIT_HOME/cache/responses.sqlite``."""
     from taskfit.models.embedded import taskfit_home
 
-    return taskfit_home() / "cache" / "responses.sqlite"
+    return Path(os.environ.get("TASKFIT_CACHE") or taskfit_home() / "cache" / "responses.sqlite")
 
 
 class ResponseCache:

@@ -1,9 +1,9 @@
 """The ``hf`` backend: transformers + PyTorch, the reference for log-likelihood and generation.
 
-Speed notes (CPU): log-likelihood requests whose model input is identical (every label verbalizer of
-one example when each verbalizer is a single token) share one forward pass; batches are sorted by
-length and left-padded so only the logits of the continuation positions are computed
-(``logits_to_keep``), which skips most of the vocabulary projection.
+Speed notes (CPU): log-likelihood requests that share a context (every label verbalizer, choice or
+candidate answer of one example) run that context once; the continuations' later tokens run on copies
+of its KV cache. Contexts are sorted by length and left-padded, and only the last position's logits are
+computed for them (``logits_to_keep``), which skips most of the vocabulary projection.
 """
 
 from __future__ import annotations
@@ -97,34 +97,77 @@ class HFBackend(Backend):
 
     # ------------------------------------------------------------------ log-likelihood
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
-        torch = self.torch
-        # Model input is (context + continuation)[:-1]; requests with the same input share a forward pass.
-        units: dict[tuple[int, ...], list[tuple[int, list[int]]]] = defaultdict(list)
+        """Requests sharing a context (every label, choice or candidate of one example) run the context once:
+        a batched forward pass over the distinct contexts gives each first continuation token, and only the
+        rest of each continuation is run on top of its context's KV cache."""
+        groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = defaultdict(list)
         for index, request in enumerate(requests):
             ctx, cont = self._encode_pair(self.render(request.context), request.continuation)
             if not cont:
                 raise UserError(f"continuation {request.continuation!r} encodes to no tokens; use a non-empty answer")
-            full = (ctx + cont)[-(self.max_length + 1) :]
-            units[tuple(full[:-1])].append((index, cont))
-        order = sorted(units, key=len, reverse=True)
+            if not ctx:
+                raise UserError("a log-likelihood request needs a non-empty context")
+            groups[tuple(ctx)].append((index, cont))
+        order = sorted(groups, key=len, reverse=True)
         results: list[LoglikelihoodResult | None] = [None] * len(requests)
         bar = tqdm(total=len(requests), desc="loglikelihood", disable=not self.progress, leave=False)
-        with torch.inference_mode():
+        with self.torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 batch = order[start : start + self.batch_size]
-                keep = max(len(cont) for unit in batch for _, cont in units[unit])
-                logprobs = self._forward_last(batch, keep)
-                for row, unit in enumerate(batch):
-                    for index, cont in units[unit]:
-                        n = len(cont)
-                        rows = logprobs[row, keep - n :]
-                        target = torch.tensor(cont)
-                        picked = rows.gather(-1, target[:, None]).squeeze(-1)
-                        greedy = bool((rows.argmax(-1) == target).all())
-                        results[index] = LoglikelihoodResult(float(picked.sum()), greedy, n)
-                        bar.update(1)
+                for index, result in self._score_group_batch(batch, [groups[ctx] for ctx in batch]):
+                    results[index] = result
+                    bar.update(1)
         bar.close()
         return results  # type: ignore[return-value]
+
+    def _score_group_batch(self, contexts: list[tuple[int, ...]], members: list[list[tuple[int, list[int]]]]):
+        torch = self.torch
+        longest = max(len(cont) for group in members for _, cont in group)
+        room = self.max_length - longest + 1  # context tokens that fit with the longest continuation
+        contexts = [ctx[-room:] for ctx in contexts]
+        input_ids, mask, positions = self._left_pad(contexts)
+        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=longest > 1,
+                         logits_to_keep=1)
+        self.stats["input_tokens"] += int(mask.sum())
+        self.stats["forward_passes"] += 1
+        first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
+        items = [(row, index, cont) for row, group in enumerate(members) for index, cont in group]
+        multi = [item for item in items if len(item[2]) > 1]
+        later: dict[int, Any] = {}
+        chunk = max(self.batch_size * 4, 1)
+        for begin in range(0, len(multi), chunk):
+            later.update(self._continuation_pass(out.past_key_values, mask, multi[begin : begin + chunk]))
+        for row, index, cont in items:
+            target = torch.tensor(cont)
+            rows = first[row][None, :] if len(cont) == 1 else torch.cat([first[row][None, :], later[index]], dim=0)
+            picked = rows.gather(-1, target[:, None]).squeeze(-1)
+            greedy = bool((rows.argmax(-1) == target).all())
+            yield index, LoglikelihoodResult(float(picked.sum()), greedy, len(cont))
+
+    def _continuation_pass(self, cache, ctx_mask, items: list[tuple[int, int, list[int]]]) -> dict[int, Any]:
+        """Log-probs of continuation tokens 2..n of each item, run on a copy of its context's cache rows."""
+        torch = self.torch
+        from transformers import DynamicCache
+
+        rows = torch.tensor([row for row, _, _ in items])
+        width = max(len(cont) - 1 for _, _, cont in items)
+        ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
+        cont_mask = torch.zeros((len(items), width), dtype=torch.long)
+        for i, (_, _, cont) in enumerate(items):
+            ids[i, : len(cont) - 1] = torch.tensor(cont[:-1])
+            cont_mask[i, : len(cont) - 1] = 1
+        selected = DynamicCache()
+        for layer, cached in enumerate(cache.layers):
+            selected.update(cached.keys.index_select(0, rows), cached.values.index_select(0, rows), layer)
+        mask = torch.cat([ctx_mask.index_select(0, rows), cont_mask], dim=1)
+        start = ctx_mask.sum(-1).index_select(0, rows)[:, None]
+        positions = start + torch.arange(width)[None, :]
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=selected,
+                         use_cache=False)
+        self.stats["input_tokens"] += int(cont_mask.sum())
+        self.stats["forward_passes"] += 1
+        logprobs = torch.log_softmax(out.logits.float(), dim=-1)
+        return {index: logprobs[i, : len(cont) - 1] for i, (_, index, cont) in enumerate(items)}
 
     def _left_pad(self, batch: Sequence[Sequence[int]]):
         """Left-padded ids, attention mask and position ids (counting from each row's first real token)."""
@@ -136,15 +179,6 @@ class HFBackend(Backend):
             input_ids[row, width - len(ids) :] = torch.tensor(list(ids))
             mask[row, width - len(ids) :] = 1
         return input_ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
-
-    def _forward_last(self, batch: list[tuple[int, ...]], keep: int):
-        """Log-softmax over the vocabulary at the last ``keep`` positions of each left-padded sequence."""
-        torch = self.torch
-        input_ids, mask, positions = self._left_pad(batch)
-        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep)
-        self.stats["input_tokens"] += int(mask.sum())
-        self.stats["forward_passes"] += 1
-        return torch.log_softmax(out.logits.float(), dim=-1)
 
     # ------------------------------------------------------------------ generation
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
