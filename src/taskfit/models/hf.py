@@ -33,6 +33,8 @@ from taskfit.prompting.prompt import Prompt, render_plain
 
 log = logging.getLogger(__name__)
 
+CONTINUATION_CACHE_TOKENS = 16384  # context-cache tokens copied per continuation pass (~0.75 GB for SmolLM2-135M)
+
 
 @register_backend("hf")
 class HFBackend(Backend):
@@ -134,7 +136,8 @@ class HFBackend(Backend):
         items = [(row, index, cont) for row, group in enumerate(members) for index, cont in group]
         multi = [item for item in items if len(item[2]) > 1]
         later: dict[int, Any] = {}
-        chunk = max(self.batch_size * 4, 1)
+        # Each continuation row holds a copy of its context's cache: bound the copies by cached tokens.
+        chunk = max(1, CONTINUATION_CACHE_TOKENS // input_ids.shape[1])
         for begin in range(0, len(multi), chunk):
             later.update(self._continuation_pass(out.past_key_values, mask, multi[begin : begin + chunk]))
         for row, index, cont in items:
