@@ -124,6 +124,10 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
         "backend_stats": dict(getattr(backend, "stats", {})),
         "output_dir": str(out_dir),
     }
+    hits = results["backend_stats"].get("cache_hits", 0)
+    if hits:
+        log.info("%d of %d model requests were answered from the response cache (--no-cache to recompute)",
+                 hits, hits + results["backend_stats"].get("cache_misses", 0))
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     log.info("wrote %s and %s", out_dir / "results.json", out_dir / "samples.jsonl")
     return results
