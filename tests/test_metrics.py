@@ -88,3 +88,17 @@ def test_bleu_from_records_matches_sacrebleu():
     recs = [{"prediction": "武汉大学出版社", "gold": "武汉大学出版社"}, {"prediction": None, "gold": "杨可桢"}]
     expected = sacrebleu.corpus_bleu(["武汉大学出版社", ""], [["武汉大学出版社", "杨可桢"]], tokenize="zh").score
     assert metric_value("bleu", recs) == pytest.approx(expected)
+
+
+def test_resampled_macro_f1_equals_scikit_learn_on_every_resample():
+    from taskfit.metrics.classification import macro_f1_resampled, macro_f1_values
+    from taskfit.metrics.registry import UNPARSED, resample_indices
+
+    rng = np.random.default_rng(5)
+    labels = ["a", "b", "c", "d"]
+    gold = np.array(rng.choice(labels[:3], 40), dtype=object)  # class d is never gold
+    pred = np.array([UNPARSED if r < 0.1 else rng.choice(labels) for r in rng.random(40)], dtype=object)
+    indices = resample_indices(40, 200, seed=1)
+    fast = macro_f1_resampled(gold, pred, indices, labels)
+    slow = [macro_f1_values(gold[idx], pred[idx], labels) for idx in indices]
+    assert fast == pytest.approx(slow, abs=1e-12)

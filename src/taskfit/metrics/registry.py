@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from taskfit.metrics import text
-from taskfit.metrics.classification import macro_f1_values
+from taskfit.metrics.classification import macro_f1_resampled, macro_f1_values
 
 UNPARSED = "\x00unparsed"  # a prediction that failed to parse, as a class no gold label has
 
@@ -53,6 +53,7 @@ class Metric:
     fn: Callable[..., float]
     mean: bool = False  # fn is the mean of the single column: bootstrap vectorized
     needs_labels: bool = False  # fn takes the task's label values as a last argument
+    batched: Callable[..., np.ndarray] | None = None  # (*arrays, indices, labels) -> value per resample
 
 
 def _column(name: str, default: float | None = None) -> Callable[..., tuple[np.ndarray, ...]]:
@@ -93,7 +94,7 @@ def _mean_metric(name: str, column: str, description: str) -> Metric:
 METRICS: dict[str, Metric] = {m.name: m for m in (
     _mean_metric("accuracy", "correct", "share of examples answered correctly"),
     Metric("macro_f1", "unweighted mean of per-class F1 over the task's labels (scikit-learn)", _labels_columns,
-           macro_f1_values, needs_labels=True),
+           macro_f1_values, needs_labels=True, batched=macro_f1_resampled),
     Metric("pearson", "Pearson correlation of predicted and gold scores (scipy)", _score_columns, text.pearson),
     Metric("spearman", "Spearman rank correlation of predicted and gold scores (scipy)", _score_columns,
            text.spearman),
@@ -134,6 +135,8 @@ def resampled_values(metric: Metric, arrays: tuple[np.ndarray, ...], indices: np
     """The metric on every resample (rows of ``indices``)."""
     if metric.mean:
         return arrays[0][indices].mean(axis=1)
+    if metric.batched is not None:
+        return metric.batched(*arrays, indices, labels)
     fn = metric_fn(metric, labels)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # constant resamples in correlations etc. are handled by the functions
