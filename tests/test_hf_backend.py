@@ -87,6 +87,26 @@ def test_multi_token_candidates_run_their_context_once(tiny_model_dir):
     assert used < 0.5 * ctx_tokens * len(words)  # far below running every context once per candidate
 
 
+def test_contexts_with_a_shared_prefix_run_it_once(tiny_model_dir):
+    backend = HFBackend(tiny_model_dir, batch_size=4, threads=1)
+    demos = " ".join(["the movie was great and positive", "a terrible negative film"] * 6)
+    contexts = [Prompt((Message("system", demos), Message("user", text)), "The sentiment is")
+                for text in ("great", "a terrible film indeed", "the movie was", "bad", "system user assistant")]
+    requests = [LoglikelihoodRequest(c, w) for c in contexts for w in (" positive", " negative and terrible")]
+    before = backend.stats["input_tokens"]
+    shared = backend.loglikelihood(requests)
+    used_shared = backend.stats["input_tokens"] - before
+    backend.shared_prefix_min_tokens = 10**9  # the plain path, for comparison
+    before = backend.stats["input_tokens"]
+    plain = backend.loglikelihood(requests)
+    used_plain = backend.stats["input_tokens"] - before
+    for request, a, b in zip(requests, shared, plain):
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+        assert a.logprob == pytest.approx(manual_logprob(backend, request), abs=1e-4)
+        assert a.is_greedy == b.is_greedy and a.n_tokens == b.n_tokens
+    assert used_shared < 0.6 * used_plain  # the demos ran once per batch, not once per context
+
+
 def test_greedy_generation_is_batch_invariant_and_deterministic(backend):
     requests = [GenerateRequest(prompt(t), max_tokens=6) for t in ("hi", "the movie was great", "a terrible film")]
     together = backend.generate(requests)

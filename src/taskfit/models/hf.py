@@ -2,7 +2,8 @@
 
 Speed notes (CPU): log-likelihood requests that share a context (every label verbalizer, choice or
 candidate answer of one example) run that context once; the continuations' later tokens run on copies
-of its KV cache. Contexts are sorted by length and left-padded, and only the last position's logits are
+of its KV cache. Contexts of a batch that begin with the same tokens (system prompt, fixed few-shot
+demos) run that prefix once. Contexts are sorted by length and left-padded, and only the last position's logits are
 computed for them (``logits_to_keep``), which skips most of the vocabulary projection.
 """
 
@@ -33,6 +34,7 @@ from taskfit.prompting.prompt import Prompt, render_plain
 
 log = logging.getLogger(__name__)
 
+SHARED_PREFIX_MIN_TOKENS = 32  # a batch's contexts sharing this many leading tokens run them once
 CONTINUATION_CACHE_TOKENS = 16384  # context-cache tokens copied per continuation pass (~0.75 GB for SmolLM2-135M)
 
 
@@ -59,6 +61,7 @@ class HFBackend(Backend):
         self.display_name = display_name or self.model_id
         self.batch_size = batch_size
         self.progress = progress
+        self.shared_prefix_min_tokens = SHARED_PREFIX_MIN_TOKENS
         _check_reachable(self.model_id)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_id)
@@ -127,25 +130,60 @@ class HFBackend(Backend):
         longest = max(len(cont) for group in members for _, cont in group)
         room = self.max_length - longest + 1  # context tokens that fit with the longest continuation
         contexts = [ctx[-room:] for ctx in contexts]
-        input_ids, mask, positions = self._left_pad(contexts)
-        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=longest > 1,
-                         logits_to_keep=1)
-        self.stats["input_tokens"] += int(mask.sum())
-        self.stats["forward_passes"] += 1
-        first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
+        shared = _common_prefix_length(contexts) if len(contexts) > 1 else 0
+        shared = min(shared, min(len(ctx) for ctx in contexts) - 1)  # every row keeps a last token of its own
+        if shared >= self.shared_prefix_min_tokens:
+            first, cache, mask = self._contexts_after_shared_prefix(contexts, shared, longest > 1)
+        else:
+            input_ids, mask, positions = self._left_pad(contexts)
+            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                             use_cache=longest > 1, logits_to_keep=1)
+            self.stats["input_tokens"] += int(mask.sum())
+            self.stats["forward_passes"] += 1
+            first, cache = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1), out.past_key_values
         items = [(row, index, cont) for row, group in enumerate(members) for index, cont in group]
         multi = [item for item in items if len(item[2]) > 1]
         later: dict[int, Any] = {}
         # Each continuation row holds a copy of its context's cache: bound the copies by cached tokens.
-        chunk = max(1, CONTINUATION_CACHE_TOKENS // input_ids.shape[1])
+        chunk = max(1, CONTINUATION_CACHE_TOKENS // mask.shape[1])
         for begin in range(0, len(multi), chunk):
-            later.update(self._continuation_pass(out.past_key_values, mask, multi[begin : begin + chunk]))
+            later.update(self._continuation_pass(cache, mask, multi[begin : begin + chunk]))
         for row, index, cont in items:
             target = torch.tensor(cont)
             rows = first[row][None, :] if len(cont) == 1 else torch.cat([first[row][None, :], later[index]], dim=0)
             picked = rows.gather(-1, target[:, None]).squeeze(-1)
             greedy = bool((rows.argmax(-1) == target).all())
             yield index, LoglikelihoodResult(float(picked.sum()), greedy, len(cont))
+
+    def _contexts_after_shared_prefix(self, contexts: list[tuple[int, ...]], shared: int, keep_cache: bool):
+        """Contexts that start with the same ``shared`` tokens (fixed few-shot demos, one system prompt): run the
+        prefix once, then every context's own suffix (right-padded) on a view of the prefix cache. Returns the
+        log-probs after each context, the cache, and the attention mask (prefix + suffix, pads inside)."""
+        torch = self.torch
+        from transformers import DynamicCache
+
+        rows = len(contexts)
+        prefix = torch.tensor([list(contexts[0][:shared])])
+        prefix_out = self.model(input_ids=prefix, use_cache=True)
+        cache = DynamicCache()
+        for layer, cached in enumerate(prefix_out.past_key_values.layers):
+            cache.update(cached.keys.expand(rows, -1, -1, -1), cached.values.expand(rows, -1, -1, -1), layer)
+        suffixes = [ctx[shared:] for ctx in contexts]
+        width = max(len(suffix) for suffix in suffixes)
+        ids = torch.full((rows, width), self.pad_id, dtype=torch.long)
+        suffix_mask = torch.zeros((rows, width), dtype=torch.long)
+        for row, suffix in enumerate(suffixes):
+            ids[row, : len(suffix)] = torch.tensor(list(suffix))
+            suffix_mask[row, : len(suffix)] = 1
+        mask = torch.cat([torch.ones((rows, shared), dtype=torch.long), suffix_mask], dim=1)
+        positions = shared + torch.arange(width)[None, :].expand(rows, -1)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                         use_cache=keep_cache)
+        self.stats["input_tokens"] += shared + int(suffix_mask.sum())
+        self.stats["forward_passes"] += 2
+        last = torch.tensor([len(suffix) - 1 for suffix in suffixes])
+        logits = out.logits[torch.arange(rows), last].float()
+        return torch.log_softmax(logits, dim=-1), out.past_key_values, mask
 
     def _continuation_pass(self, cache, ctx_mask, items: list[tuple[int, int, list[int]]]) -> dict[int, Any]:
         """Log-probs of continuation tokens 2..n of each item, run on a copy of its context's cache rows."""
@@ -321,3 +359,14 @@ def _load_error(model_id: str, exc: Exception) -> UserError:
         f"(no network, or no such repo): {first}. Download it on a machine with network and pass "
         "--model hf:<local folder>, or use the embedded model smollm2-135m-instruct"
     )
+
+
+def _common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens all ``sequences`` share."""
+    first = sequences[0]
+    n = min(len(seq) for seq in sequences)
+    for i in range(n):
+        token = first[i]
+        if any(seq[i] != token for seq in sequences):
+            return i
+    return n

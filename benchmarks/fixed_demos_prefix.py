@@ -1,0 +1,56 @@
+"""4-shot with fixed demonstrations vs zero-shot on the hf backend, with and without running the shared prompt
+prefix (system prompt + demos) once per batch. SST-2 dev, log-likelihood mode, embedded model, no cache.
+
+    .venv/bin/python benchmarks/fixed_demos_prefix.py --data-dir ../shared/data [--limit 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from taskfit.config import RunConfig
+from taskfit.evaluate import evaluate
+from taskfit.models import load_backend
+from taskfit.models.hf import SHARED_PREFIX_MIN_TOKENS
+from taskfit.report.table import markdown_table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--limit", type=int, default=100)
+    parser.add_argument("--out", default="benchmarks/results/fixed_demos_prefix")
+    args = parser.parse_args()
+    backend = load_backend("hf", "smollm2-135m-instruct")
+    fixed = {"selector": "fixed", "k": 4, "indices": [0, 1, 2, 3]}
+    runs = [("zero-shot", "zero_shot", {}, SHARED_PREFIX_MIN_TOKENS),
+            ("4-shot fixed, prefix run per context", "few_shot", fixed, 10**9),
+            ("4-shot fixed, shared prefix once per batch", "few_shot", fixed, SHARED_PREFIX_MIN_TOKENS)]
+    rows, records = [], []
+    for label, strategy, strategy_args, min_tokens in runs:
+        backend.shared_prefix_min_tokens = min_tokens
+        out = Path("runs/bench-prefix") / label.replace(" ", "_").replace(",", "")
+        shutil.rmtree(out, ignore_errors=True)
+        config = RunConfig(task="sst2", data_dir=args.data_dir, split="dev", limit=args.limit, strategy=strategy,
+                           strategy_args=strategy_args, output=out, cache=False)
+        before = dict(backend.stats)
+        res = evaluate(config, backend=backend, progress=False)
+        tokens = backend.stats["input_tokens"] - before["input_tokens"]
+        records.append({"label": label, "n": res["counts"]["n"], "accuracy": res["metrics"]["accuracy"],
+                        "eval_s": res["timings"]["eval_s"], "input_tokens": tokens})
+    base = records[0]["eval_s"]
+    for r in records:
+        acc = r["accuracy"]
+        rows.append([r["label"], r["n"], f"{acc['value']:.3f} [{acc['ci_low']:.3f}, {acc['ci_high']:.3f}]",
+                     f"{r['eval_s']:.1f}", f"{r['eval_s'] / base:.2f}x", r["input_tokens"]])
+    table = markdown_table(["run", "n", "accuracy [95% CI]", "eval seconds", "vs zero-shot", "tokens run"], rows)
+    Path(args.out + ".json").write_text(json.dumps(records, indent=2) + "\n")
+    Path(args.out + ".md").write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
