@@ -57,8 +57,9 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
     examples = select_examples(task, config)
     if not examples:
         raise UserError(f"task {task.name!r} split {config.split or task.config.eval_split!r} has no rows")
+    eval_split = config.split or task.config.eval_split
     task.space.check_mode(config.mode)
-    task.space.setup(examples, data_dir=config.data_dir, split=config.split or task.config.eval_split, kb=config.kb,
+    task.space.setup(examples, data_dir=config.data_dir, split=eval_split, kb=config.kb,
                      load_split=lambda split: task.rows(split, config.data_dir)[:2])
     load_start = time.perf_counter()
     if backend is None:
@@ -81,7 +82,6 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
     context = StrategyContext(task=task, mode=config.mode, render=backend.render, seed=config.seed,
                               max_tokens=config.max_tokens, progress=progress)
     strategy = make_strategy(config.strategy, context, config.strategy_args)
-    eval_split = config.split or task.config.eval_split
     if strategy.uses_pool():
         pool_split = config.pool_split or task.config.pool_split
         context.pool = task.examples(pool_split, config.data_dir, getattr(strategy.opts, "pool_limit", None))

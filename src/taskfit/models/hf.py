@@ -160,21 +160,13 @@ class HFBackend(Backend):
         prefix once, then every context's own suffix (right-padded) on a view of the prefix cache. Returns the
         log-probs after each context, the cache, and the attention mask (prefix + suffix, pads inside)."""
         torch = self.torch
-        from transformers import DynamicCache
-
         rows = len(contexts)
         prefix = torch.tensor([list(contexts[0][:shared])])
         prefix_out = self.model(input_ids=prefix, use_cache=True)
-        cache = DynamicCache()
-        for layer, cached in enumerate(prefix_out.past_key_values.layers):
-            cache.update(cached.keys.expand(rows, -1, -1, -1), cached.values.expand(rows, -1, -1, -1), layer)
+        cache = _map_cache(prefix_out.past_key_values, lambda t: t.expand(rows, -1, -1, -1))
         suffixes = [ctx[shared:] for ctx in contexts]
-        width = max(len(suffix) for suffix in suffixes)
-        ids = torch.full((rows, width), self.pad_id, dtype=torch.long)
-        suffix_mask = torch.zeros((rows, width), dtype=torch.long)
-        for row, suffix in enumerate(suffixes):
-            ids[row, : len(suffix)] = torch.tensor(list(suffix))
-            suffix_mask[row, : len(suffix)] = 1
+        ids, suffix_mask = self._right_pad(suffixes)
+        width = ids.shape[1]
         mask = torch.cat([torch.ones((rows, shared), dtype=torch.long), suffix_mask], dim=1)
         positions = shared + torch.arange(width)[None, :].expand(rows, -1)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
@@ -188,18 +180,10 @@ class HFBackend(Backend):
     def _continuation_pass(self, cache, ctx_mask, items: list[tuple[int, int, list[int]]]) -> dict[int, Any]:
         """Log-probs of continuation tokens 2..n of each item, run on a copy of its context's cache rows."""
         torch = self.torch
-        from transformers import DynamicCache
-
         rows = torch.tensor([row for row, _, _ in items])
-        width = max(len(cont) - 1 for _, _, cont in items)
-        ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
-        cont_mask = torch.zeros((len(items), width), dtype=torch.long)
-        for i, (_, _, cont) in enumerate(items):
-            ids[i, : len(cont) - 1] = torch.tensor(cont[:-1])
-            cont_mask[i, : len(cont) - 1] = 1
-        selected = DynamicCache()
-        for layer, cached in enumerate(cache.layers):
-            selected.update(cached.keys.index_select(0, rows), cached.values.index_select(0, rows), layer)
+        ids, cont_mask = self._right_pad([cont[:-1] for _, _, cont in items])
+        width = ids.shape[1]
+        selected = _map_cache(cache, lambda t: t.index_select(0, rows))
         mask = torch.cat([ctx_mask.index_select(0, rows), cont_mask], dim=1)
         start = ctx_mask.sum(-1).index_select(0, rows)[:, None]
         positions = start + torch.arange(width)[None, :]
@@ -209,6 +193,16 @@ class HFBackend(Backend):
         self.stats["forward_passes"] += 1
         logprobs = torch.log_softmax(out.logits.float(), dim=-1)
         return {index: logprobs[i, : len(cont) - 1] for i, (_, index, cont) in enumerate(items)}
+
+    def _right_pad(self, batch: Sequence[Sequence[int]]):
+        """Right-padded ids and attention mask (sequences that continue a cached context)."""
+        torch = self.torch
+        ids = torch.full((len(batch), max(len(seq) for seq in batch)), self.pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, seq in enumerate(batch):
+            ids[row, : len(seq)] = torch.tensor(list(seq))
+            mask[row, : len(seq)] = 1
+        return ids, mask
 
     def _left_pad(self, batch: Sequence[Sequence[int]]):
         """Left-padded ids, attention mask and position ids (counting from each row's first real token)."""
@@ -370,3 +364,14 @@ def _common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
         if any(seq[i] != token for seq in sequences):
             return i
     return n
+
+
+def _map_cache(cache, fn):
+    """A new KV cache whose every layer's keys and values are ``fn`` of the given cache's (row selection,
+    expansion)."""
+    from transformers import DynamicCache
+
+    mapped = DynamicCache()
+    for layer, cached in enumerate(cache.layers):
+        mapped.update(fn(cached.keys), fn(cached.values), layer)
+    return mapped
