@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from taskfit import __version__
-from taskfit.errors import UserError
+from taskfit.errors import ServerError, UserError
 
 log = logging.getLogger("taskfit")
 
@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate a model on a task with a prompting strategy")
     ev.add_argument("--config", help="run YAML; any flag below can be a key there, flags override it")
     ev.add_argument("--model", help="known model (see `taskfit models`) or hf:<folder or hub id>")
-    ev.add_argument("--backend", help="model backend (default hf)")
+    ev.add_argument("--backend", choices=["hf", "llamacpp", "openai"],
+                    help="hf (transformers, default), llamacpp (GGUF in process) or openai (OpenAI-compatible server)")
     ev.add_argument("--task", help="built-in task (see `taskfit tasks`) or path to a task YAML")
     ev.add_argument("--strategy", help="prompting strategy (default zero_shot)")
     ev.add_argument("--strategy-arg", action="append", default=[], metavar="KEY=VALUE",
@@ -51,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-cache", dest="cache", action="store_const", const=False,
                     help="compute every request even if the response cache has it")
     ev.add_argument("--cache-path", help="response cache file (default $TASKFIT_HOME/cache/responses.sqlite)")
+    ev.add_argument("--base-url", help="openai backend: server URL such as http://127.0.0.1:8000/v1 "
+                    "(default $OPENAI_BASE_URL, else https://api.openai.com/v1)")
+    ev.add_argument("--api-key", help="openai backend: API key (default $OPENAI_API_KEY)")
+    ev.add_argument("--api", choices=["chat", "completions"], help="openai backend: endpoint family (default chat; "
+                    "log-likelihood needs completions with echo support)")
+    ev.add_argument("--concurrency", type=int, help="requests in flight (openai) or llama.cpp server slots (default 4)")
+    ev.add_argument("--request-timeout", type=float, help="openai backend: seconds per request (default 120)")
+    ev.add_argument("--max-retries", type=int, help="openai backend: retries on timeouts, 429 and 5xx (default 5)")
     ev.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
 
     cmp = sub.add_parser("compare-results", help="paired comparison of two runs on the same examples")
@@ -66,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 EVAL_KEYS = ("model", "backend", "task", "strategy", "pool_split", "mode", "data_dir", "kb", "split", "limit", "sample",
              "seed", "output", "batch_size", "max_tokens", "chat_template", "bootstrap_samples", "threads", "cache",
-             "cache_path")
+             "cache_path", "base_url", "api_key", "api", "concurrency", "request_timeout", "max_retries")
 
 
 def parse_strategy_args(items: Sequence[str]) -> dict:
@@ -117,8 +126,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     from taskfit.models.registry import KNOWN_MODELS
     from taskfit.report.table import markdown_table
 
-    rows = [[m.name, "hf", m.package, m.description] for m in KNOWN_MODELS.values()]
+    rows = [[m.name, "hf, llamacpp", m.package, m.description] for m in KNOWN_MODELS.values()]
     rows.append(["hf:<folder or hub id>", "hf", "", "any transformers causal LM (hub ids need network)"])
+    rows.append(["gguf:<file>", "llamacpp", "", "any GGUF file llama.cpp can run"])
+    rows.append(["<name the server knows>", "openai", "", "with --base-url: vLLM, TGI, llama.cpp server, Ollama, OpenAI"])
     sys.stdout.write(markdown_table(["model", "backends", "package", "description"], rows) + "\n")
     return 0
 
@@ -156,6 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         sys.stderr.write(f"taskfit: error: {exc}\n")
         return 2
+    except ServerError as exc:
+        sys.stderr.write(f"taskfit: error: {exc}\nfinished examples are kept in the run folder's samples.jsonl; "
+                         "run the same command again (same --output) to resume\n")
+        return 3
     except KeyboardInterrupt:
         sys.stderr.write("taskfit: interrupted; finished examples are in the run's samples.jsonl\n")
         return 130

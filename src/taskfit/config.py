@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from taskfit.errors import UserError
 
@@ -38,7 +38,8 @@ class RunConfig(StrictModel):
     """Everything ``taskfit eval`` needs to run one evaluation."""
 
     model: str = Field("smollm2-135m-instruct", description="known model name or hf:<path or hub id>")
-    backend: Literal["hf"] = "hf"
+    backend: Literal["hf", "llamacpp", "openai"] = Field("hf", description="hf (transformers), llamacpp (GGUF in "
+                                                         "process) or openai (an OpenAI-compatible server)")
     task: str = Field(description="built-in task name or path to a task YAML")
     strategy: Literal["zero_shot", "few_shot", "cot", "self_consistency", "carp", "ape"] = "zero_shot"
     strategy_args: dict[str, Any] = Field(default_factory=dict, description="options of the strategy")
@@ -62,6 +63,26 @@ class RunConfig(StrictModel):
     cache: bool = Field(True, description="answer repeated requests from the SQLite response cache")
     cache_path: Path | None = Field(None, description="response cache file "
                                     "(default $TASKFIT_HOME/cache/responses.sqlite)")
+    base_url: str | None = Field(None, description="openai backend: server URL, e.g. http://127.0.0.1:8000/v1 "
+                                 "(default $OPENAI_BASE_URL, else OpenAI's)")
+    api_key: SecretStr | None = Field(None, description="openai backend: API key (default $OPENAI_API_KEY); "
+                                      "never written to results")
+    api: Literal["chat", "completions"] = Field("chat", description="openai backend: endpoint family")
+    concurrency: int = Field(4, gt=0, description="requests in flight (openai) or server slots (llamacpp)")
+    request_timeout: float = Field(120.0, gt=0, description="openai backend: seconds per request")
+    max_retries: int = Field(5, ge=0, description="openai backend: retries of a failed request")
+
+    def backend_options(self) -> dict[str, Any]:
+        """Constructor options of the chosen backend."""
+        options: dict[str, Any] = {"chat_template": self.chat_template, "batch_size": self.batch_size,
+                                   "threads": self.threads}
+        if self.backend == "llamacpp":
+            options["parallel"] = self.concurrency
+        elif self.backend == "openai":
+            options |= {"base_url": self.base_url, "api": self.api, "concurrency": self.concurrency,
+                        "timeout": self.request_timeout, "max_retries": self.max_retries,
+                        "api_key": self.api_key.get_secret_value() if self.api_key else None}
+        return options
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

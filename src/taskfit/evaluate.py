@@ -65,10 +65,9 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
     if backend is None:
         from taskfit.models import load_backend
 
-        backend = load_backend(
-            config.backend, config.model, chat_template=config.chat_template, batch_size=config.batch_size,
-            threads=config.threads,
-        )
+        backend = load_backend(config.backend, config.model, **config.backend_options())
+        if config.mode == "loglikelihood" and not getattr(backend, "supports_loglikelihood", True):
+            raise UserError(backend.loglikelihood_refusal())
         if config.cache:
             from taskfit.models.cache import CachedBackend, ResponseCache, default_cache_path
 
@@ -80,7 +79,8 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
     done = _resume_point(out_dir, _fingerprint(config, task, examples), chunk, [ex.index for ex in examples])
 
     context = StrategyContext(task=task, mode=config.mode, render=backend.render, seed=config.seed,
-                              max_tokens=config.max_tokens, progress=progress)
+                              max_tokens=config.max_tokens, progress=progress,
+                              json_schema=bool(getattr(backend, "supports_json_schema", False)))
     strategy = make_strategy(config.strategy, context, config.strategy_args)
     if strategy.uses_pool():
         pool_split = config.pool_split or task.config.pool_split

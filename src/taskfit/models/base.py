@@ -48,6 +48,7 @@ class GenerateRequest:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0
+    json_schema: str | None = None  # JSON text of a schema the reply must match (backends with supports_json_schema)
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,14 @@ class Backend(ABC):
     """A model that answers batches of requests. Subclasses register with :func:`register_backend`."""
 
     name: ClassVar[str]
+    supports_json_schema: ClassVar[bool] = False  # honours GenerateRequest.json_schema (constrained decoding)
+
+    @classmethod
+    def resolve(cls, spec: str) -> tuple[str, str]:
+        """Map ``--model`` to (display name, what the constructor loads). Default: known models' HF folders."""
+        from taskfit.models.registry import resolve_model
+
+        return resolve_model(spec)
 
     @abstractmethod
     def render(self, prompt: Prompt) -> str:
@@ -114,3 +123,20 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     if not positions:
         return text, False
     return text[: min(positions)], True
+
+
+def encode_pair(encode: Callable[[str], list[int]], encode_bare: Callable[[str], list[int]], context: str,
+                continuation: str) -> tuple[list[int], list[int]]:
+    """Token ids of context and continuation, split where the joint encoding splits them (as lm-eval does).
+
+    ``encode`` tokenizes a whole prompt (special tokens as the backend adds them); ``encode_bare`` tokenizes
+    a fragment with none, used when the joint encoding does not begin with the context's tokens.
+    """
+    spaces = len(context) - len(context.rstrip())
+    if spaces:  # trailing space belongs to the continuation, as BPE vocabularies expect
+        context, continuation = context[:-spaces], context[-spaces:] + continuation
+    whole = encode(context + continuation)
+    ctx = encode(context)
+    if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
+        return ctx, whole[len(ctx) :]
+    return ctx, encode_bare(continuation)

@@ -88,12 +88,16 @@ class ResponseCache:
 
 
 def weights_fingerprint(location: str) -> str:
-    """Names, sizes and modification times of a local model folder's files (cheap; changes when weights do).
+    """Names, sizes and modification times of a local model folder's files (or of one weights file) (cheap; changes when weights do).
     A hub id (no local folder) is its own fingerprint."""
     folder = Path(location)
-    if not folder.is_dir():
+    if folder.is_file():  # a single weights file (GGUF)
+        files = [folder]
+    elif folder.is_dir():
+        files = [p for p in folder.iterdir() if p.is_file()]
+    else:
         return location
-    parts = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file())
+    parts = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
@@ -104,6 +108,7 @@ class CachedBackend(Backend):
         self.inner = inner
         self.cache = cache
         self.name = inner.name
+        self.supports_json_schema = bool(getattr(inner, "supports_json_schema", False))
         described = inner.describe()
         self.identity = json.dumps({k: described.get(k) for k in ("backend", "path", "dtype", "chat_template")}
                                    | {"weights": weights_fingerprint(str(described.get("path", "")))},
@@ -123,6 +128,8 @@ class CachedBackend(Backend):
         sampled = request.temperature > 0
         settings = [list(request.stop), request.max_tokens, request.temperature,
                     request.top_p if sampled else None, request.seed if sampled else None]
+        if request.json_schema:
+            settings.append(request.json_schema)
         return self._key("generate", request.prompt, settings)
 
     # -- the backend protocol

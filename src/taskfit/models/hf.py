@@ -28,6 +28,7 @@ from taskfit.models.base import (
     LoglikelihoodRequest,
     LoglikelihoodResult,
     cut_at_stop,
+    encode_pair,
     register_backend,
 )
 from taskfit.prompting.prompt import Prompt, render_plain
@@ -90,15 +91,8 @@ class HFBackend(Backend):
         return self.tokenizer(text, add_special_tokens=not self.use_chat_template).input_ids
 
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        """Token ids of context and continuation, split where the joint encoding splits them."""
-        spaces = len(context) - len(context.rstrip())
-        if spaces:  # trailing space belongs to the continuation, as BPE vocabularies expect
-            context, continuation = context[:-spaces], context[-spaces:] + continuation
-        whole = self._encode(context + continuation)
-        ctx = self._encode(context)
-        if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
-            return ctx, whole[len(ctx) :]
-        return ctx, self.tokenizer(continuation, add_special_tokens=False).input_ids
+        return encode_pair(self._encode, lambda text: self.tokenizer(text, add_special_tokens=False).input_ids,
+                           context, continuation)
 
     # ------------------------------------------------------------------ log-likelihood
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:

@@ -26,10 +26,11 @@ def resolve_model(spec: str) -> tuple[str, str]:
 
 def load_backend(backend: str, model: str, **options) -> Backend:
     """Instantiate backend ``backend`` for ``--model`` spec ``model``."""
-    # Import for the registration side effect of each backend module.
-    from taskfit.models import hf  # noqa: F401
+    # Import for the registration side effect of each backend module (heavy imports happen in constructors).
+    from taskfit.models import hf, llamacpp, openai  # noqa: F401
 
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; available: {', '.join(sorted(BACKENDS))}")
-    name, location = resolve_model(model)
-    return BACKENDS[backend](location, display_name=name, **options)
+    cls = BACKENDS[backend]
+    name, location = cls.resolve(model)
+    return cls(location, display_name=name, **options)

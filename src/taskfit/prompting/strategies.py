@@ -60,6 +60,7 @@ class StrategyContext:
     max_tokens: int | None = None
     pool: list[Example] | None = None
     progress: bool = False
+    json_schema: bool = False  # the backend can constrain generation to a JSON schema
 
 
 def outcome_record(task: Task, example: Example, outcome: Outcome) -> dict[str, Any]:
@@ -89,6 +90,8 @@ class BaseOptions(StrictModel):
     json_output_format: str | None = Field(None, description="default: templates.yaml json.<task type>")
     json_prefill: bool = Field(True, description='json mode, generate: start the reply with {"key": so the model '
                                                  "writes only the value")
+    constrained: bool = Field(True, description="json mode, generate: on backends with constrained decoding "
+                                                "(llamacpp), make the reply match the answer's JSON schema")
 
 
 class DemoOptions(BaseOptions):
@@ -249,16 +252,23 @@ class Strategy:
         gen = self.task.config.generation
         budget = self.ctx.max_tokens or (max(gen.max_tokens, 24) if self.json else gen.max_tokens)
         opener = closer = ""
-        if self.json and self.opts.json_prefill:
+        schema = None
+        if self.json and self.opts.constrained and self.ctx.json_schema:
+            # The backend's grammar makes the reply a valid object; no prefill, no stop strings needed.
+            schema = json.dumps(self.space.json_schema(example), sort_keys=True)
+            stop: tuple[str, ...] = ()
+            prompt = Prompt(tuple(messages), prefix)
+        elif self.json and self.opts.json_prefill:
             # The reply is started for the model: it writes only the value, then the object is closed.
             quote = '"' if self.space.json_quoted else ""
             opener, closer = f'{{"{self.space.json_key}": {quote}', f"{quote}}}"
-            stop: tuple[str, ...] = ('"',) if quote else ("}", ",", "\n")
+            stop = ('"',) if quote else ("}", ",", "\n")
             prompt = Prompt(tuple(messages), _join(prefix, opener))
         else:
             stop = () if self.json else tuple(gen.stop)
             prompt = Prompt(tuple(messages), prefix)
-        request = GenerateRequest(prompt, stop, budget, temperature, top_p, self.ctx.seed if seed is None else seed)
+        request = GenerateRequest(prompt, stop, budget, temperature, top_p, self.ctx.seed if seed is None else seed,
+                                  schema)
         (result,) = yield [request]
         extra: dict[str, Any] = {"generated_tokens": result.n_tokens, "finish_reason": result.finish_reason,
                                  "logprob": result.logprob}

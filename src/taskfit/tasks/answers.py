@@ -116,6 +116,15 @@ class AnswerSpace:
     def from_json_value(self, value: Any, example: Example) -> tuple[Any, str | None]:
         return self.parse(str(value), example)
 
+    def json_value_schema(self, example: Example) -> dict[str, Any]:
+        """JSON schema of the answer value, for backends with constrained decoding; default any string."""
+        return {"type": "string", "minLength": 1}
+
+    def json_schema(self, example: Example) -> dict[str, Any]:
+        """JSON schema of the whole reply object ``{"<json_key>": value}`` and nothing else."""
+        return {"type": "object", "properties": {self.json_key: self.json_value_schema(example)},
+                "required": [self.json_key], "additionalProperties": False}
+
     # -- several answers to one (self-consistency)
     def combine(self, predictions: Sequence[Any], logprobs: Sequence[float | None], method: str) -> Vote:
         keys = [None if p is None else self.vote_key(p) for p in predictions]
@@ -167,6 +176,9 @@ class ClassificationSpace(AnswerSpace):
 
     def json_fill(self):
         return {"example": json_answers.example_answer(), "choices": json_answers.choices(self.labels)}
+
+    def json_value_schema(self, example):
+        return {"enum": [label.word for label in self.labels]}
 
     def candidates(self, example, json):
         return [label.word for label in self.labels]
@@ -237,6 +249,9 @@ class RegressionSpace(AnswerSpace):
 
     def json_fill(self):
         return {"low": f"{self.low:g}", "high": f"{self.high:g}"}
+
+    def json_value_schema(self, example):
+        return {"type": "number", "minimum": self.low, "maximum": self.high}
 
     def candidates(self, example, json):
         return [str(v) for v in range(math.ceil(self.low), math.floor(self.high) + 1)]
@@ -344,6 +359,9 @@ class MultipleChoiceSpace(AnswerSpace):
     def json_word(self, example):
         return example.gold[0] + 1
 
+    def json_value_schema(self, example):
+        return {"type": "integer", "minimum": 1, "maximum": len(example.meta["choices"])}
+
     def answer_words(self):
         return ["the number of the correct choice"]
 
@@ -446,6 +464,9 @@ class NumberSpace(AnswerSpace):
     def json_word(self, example):
         value = float(example.gold)
         return int(value) if value == int(value) else value
+
+    def json_value_schema(self, example):
+        return {"type": "number"}
 
     def answer_words(self):
         return ["the final number"]

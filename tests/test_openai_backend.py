@@ -1,0 +1,232 @@
+"""The openai backend against HTTP servers on 127.0.0.1 that the tests start: scripted ones that fail on purpose
+(429, 5xx, hangs, 400), one that returns prompt log-probabilities (echo) as vLLM does, and a real llama.cpp
+server (tests/test_llamacpp.py)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from taskfit.errors import ServerError, UserError
+from taskfit.models.base import GenerateRequest, LoglikelihoodRequest
+from taskfit.models.http import RetryPolicy, post_with_retries
+from taskfit.models.openai import EchoUnsupported, OpenAIBackend
+from taskfit.prompting.prompt import Message, Prompt
+
+
+class Scripted:
+    """An HTTP server whose answers follow a script: each entry is (status, body, headers) or ("hang", seconds)."""
+
+    def __init__(self, script, default=None):
+        self.script = list(script)
+        self.default = default
+        self.requests: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+                step = outer.script.pop(0) if outer.script else outer.default
+                if callable(step):
+                    step = step(body)
+                if step[0] == "hang":
+                    time.sleep(step[1])
+                    return
+                status, payload, headers = step
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def scripted():
+    servers = []
+
+    def make(script, default=None):
+        server = Scripted(script, default)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+def chat_ok(text, logprobs=(-0.5, -0.25)):
+    return (200, {"choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop",
+                               "logprobs": {"content": [{"token": "x", "logprob": v} for v in logprobs]}}],
+                  "usage": {"prompt_tokens": 10, "completion_tokens": len(logprobs)}}, {})
+
+
+FAST = {"timeout": 2.0, "max_retries": 3}
+PROMPT = Prompt((Message("user", "Review: great film"),), "The sentiment is")
+
+
+def no_sleep(policy_calls):
+    def sleep(seconds):
+        policy_calls.append(seconds)
+    return sleep
+
+
+def test_retries_429_and_5xx_then_succeeds(scripted):
+    server = scripted([(429, {"error": {"message": "slow down"}}, {"Retry-After": "0"}),
+                       (503, {"error": "overloaded"}, {}), chat_ok(" positive")])
+    waits: list[float] = []
+    answer = post_with_retries(server.url + "/chat/completions", {"messages": []}, None,
+                               RetryPolicy(timeout=2, max_retries=3, base_delay=0.01), sleep=no_sleep(waits))
+    assert answer["choices"][0]["message"]["content"] == " positive"
+    assert len(server.requests) == 3
+    assert waits[0] == 0.0  # Retry-After honoured
+    assert 0 < waits[1] <= 0.02  # exponential backoff with jitter
+
+
+def test_gives_up_after_max_retries_with_the_last_problem(scripted):
+    server = scripted([], default=(500, {"error": {"message": "boom"}}, {}))
+    with pytest.raises(ServerError, match=r"failed 3 times, last: HTTP 500: boom"):
+        post_with_retries(server.url + "/completions", {}, None, RetryPolicy(timeout=2, max_retries=2, base_delay=0),
+                          sleep=lambda s: None)
+    assert len(server.requests) == 3
+
+
+def test_client_errors_are_not_retried(scripted):
+    server = scripted([(400, {"error": {"message": "model 'x' does not exist"}}, {})])
+    backend = OpenAIBackend("x", base_url=server.url, **FAST)
+    with pytest.raises(ServerError, match="HTTP 400: model 'x' does not exist"):
+        backend.generate([GenerateRequest(PROMPT, max_tokens=4)])
+    assert len(server.requests) == 1
+
+
+def test_timeout_is_retried(scripted):
+    server = scripted([("hang", 1.5), chat_ok(" negative")])
+    backend = OpenAIBackend("m", base_url=server.url, timeout=0.5, max_retries=2)
+    (result,) = backend.generate([GenerateRequest(PROMPT, max_tokens=4)])
+    assert result.text == " negative"
+    assert len(server.requests) == 2
+
+
+def test_refused_connection_is_retried_then_reported(scripted):
+    server = scripted([])
+    url = server.url
+    server.close()  # nothing listens there any more
+    backend = OpenAIBackend("m", base_url=url, timeout=1, max_retries=1)
+    backend.policy = RetryPolicy(timeout=1, max_retries=1, base_delay=0.01)
+    with pytest.raises(ServerError, match="failed 2 times"):
+        backend.generate([GenerateRequest(PROMPT, max_tokens=4)])
+
+
+def test_chat_request_shape_prefix_stop_schema_and_key(scripted):
+    # llama.cpp's server repeats a prefilled assistant prefix; vLLM does not: both give the continuation.
+    server = scripted([chat_ok("The sentiment is positive\nmore"), chat_ok(" negative")])
+    backend = OpenAIBackend("my-model", base_url=server.url, api_key="sk-test", concurrency=1, **FAST)
+    schema = json.dumps({"type": "object"})
+    results = backend.generate([GenerateRequest(PROMPT, stop=("\n", "###"), max_tokens=5, json_schema=schema),
+                                GenerateRequest(PROMPT, stop=("\n",), max_tokens=5, temperature=0.7, seed=9)])
+    assert [r.text for r in results] == [" positive", " negative"]
+    assert results[0].logprob == pytest.approx(-0.75) and results[0].n_tokens == 2
+    first = server.requests[0]
+    assert first["path"] == "/v1/chat/completions" and first["auth"] == "Bearer sk-test"
+    body = first["body"]
+    assert body["model"] == "my-model"
+    assert body["messages"][-1] == {"role": "assistant", "content": "The sentiment is"}
+    assert body["continue_final_message"] is True
+    assert body["stop"] == ["###"]  # whitespace stops are applied locally (replies may open with a newline)
+    assert body["response_format"]["json_schema"]["schema"] == {"type": "object"}
+    assert server.requests[1]["body"]["seed"] == 9 and server.requests[1]["body"]["temperature"] == 0.7
+
+
+def test_results_keep_request_order_under_concurrency(scripted):
+    def echo_back(body):
+        time.sleep(0.05 * (3 - int(body["messages"][0]["content"])))  # later requests answer first
+        return chat_ok(body["messages"][0]["content"])
+
+    server = scripted([], default=echo_back)
+    backend = OpenAIBackend("m", base_url=server.url, concurrency=4, **FAST)
+    prompts = [Prompt((Message("user", str(i)),)) for i in range(4)]
+    results = backend.generate([GenerateRequest(p, max_tokens=2) for p in prompts])
+    assert [r.text for r in results] == ["0", "1", "2", "3"]
+
+
+def echo_completion(body):
+    """A vLLM-like /completions answer with echo: one 'token' per word, offsets into the prompt."""
+    text = body["prompt"]
+    tokens, offsets, pos = [], [], 0
+    for piece in text.replace(" ", "\x00 ").split("\x00"):
+        if piece:
+            tokens.append(piece)
+            offsets.append(pos)
+            pos += len(piece)
+    tokens.append("!")
+    offsets.append(len(text))
+    values = [None] + [-float(len(t)) for t in tokens[1:]]
+    top = [None] + [{t: -float(len(t))} for t in tokens[1:]]
+    return (200, {"choices": [{"text": text + "!", "finish_reason": "length",
+                               "logprobs": {"tokens": tokens, "text_offset": offsets, "token_logprobs": values,
+                                            "top_logprobs": top}}]}, {})
+
+
+def test_loglikelihood_from_echoed_prompt_logprobs(scripted):
+    server = scripted([], default=echo_completion)
+    backend = OpenAIBackend("m", base_url=server.url, api="completions", **FAST)
+    results = backend.loglikelihood([LoglikelihoodRequest(PROMPT, " positive"),
+                                     LoglikelihoodRequest(PROMPT, " very good")])
+    # prompt "Review: great film\nThe sentiment is positive": the continuation is the token " positive"
+    assert results[0].logprob == -len(" positive") and results[0].n_tokens == 1 and results[0].is_greedy
+    assert results[1].logprob == -(len(" very") + len(" good")) and results[1].n_tokens == 2
+    body = server.requests[0]["body"]
+    assert body["echo"] is True and body["logprobs"] == 1
+    assert body["prompt"] == "Review: great film\nThe sentiment is positive"
+
+
+def test_loglikelihood_without_echo_support_is_a_clear_error(scripted):
+    # What llama.cpp's server (and most hosted models) do: log-probabilities for the generated token only.
+    only_generated = (200, {"choices": [{"text": "x", "logprobs": {"content": [{"token": "x", "logprob": -1.0}]}}]},
+                      {})
+    server = scripted([], default=only_generated)
+    backend = OpenAIBackend("m", base_url=server.url, api="completions", **FAST)
+    with pytest.raises(EchoUnsupported, match="only for generated tokens"):
+        backend.loglikelihood([LoglikelihoodRequest(PROMPT, " positive")])
+
+
+def test_chat_api_refuses_loglikelihood_before_sending(scripted):
+    server = scripted([])
+    backend = OpenAIBackend("m", base_url=server.url, api="chat", **FAST)
+    with pytest.raises(UserError, match="--api completions"):
+        backend.loglikelihood([LoglikelihoodRequest(PROMPT, " positive")])
+    assert server.requests == []
+
+
+def test_bad_base_url_and_api_are_user_errors():
+    with pytest.raises(UserError, match="http"):
+        OpenAIBackend("m", base_url="localhost:8000")
+    with pytest.raises(UserError, match="chat or completions"):
+        OpenAIBackend("m", base_url="http://127.0.0.1:1/v1", api="responses")
+
+
+def test_api_key_never_reaches_results(tmp_path, scripted):
+    from taskfit.config import RunConfig
+
+    config = RunConfig(task="demo", backend="openai", api_key="sk-secret", base_url="http://127.0.0.1:1/v1")
+    assert "sk-secret" not in config.model_dump_json()
+    assert config.backend_options()["api_key"] == "sk-secret"
