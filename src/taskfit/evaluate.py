@@ -145,10 +145,16 @@ def select_examples(task: Task, config: RunConfig) -> list[Example]:
     return [everything[i] for i in sorted(chosen)]
 
 
+# How a run reaches its model, not what it computes: a run may resume with another server address, key,
+# concurrency, retry policy or cache setting.
+OPERATIONAL_KEYS = {"output", "base_url", "api_key", "concurrency", "request_timeout", "max_retries", "cache",
+                    "cache_path"}
+
+
 def _fingerprint(config: RunConfig, task: Task, examples: list[Example]) -> str:
-    """What must match for a run folder to be resumed: taskfit's version, the config (output aside), the task
-    and the examples."""
-    settings = json.loads(config.model_dump_json(exclude={"output"}))
+    """What must match for a run folder to be resumed: taskfit's version, the config (operational keys aside),
+    the task and the examples."""
+    settings = json.loads(config.model_dump_json(exclude=OPERATIONAL_KEYS))
     items = [[ex.index, ex.fields, ex.gold] for ex in examples]
     blob = json.dumps([__version__, settings, json.loads(task.config.model_dump_json()), items], sort_keys=True,
                       ensure_ascii=False)
