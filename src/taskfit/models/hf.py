@@ -35,7 +35,7 @@ from taskfit.prompting.prompt import Prompt, render_plain
 
 log = logging.getLogger(__name__)
 
-SHARED_PREFIX_MIN_TOKENS = 32  # a batch's contexts sharing this many leading tokens run them once
+SHARED_PREFIX_MIN_TOKENS = 8  # a batch's contexts sharing this many leading tokens run them once
 CONTINUATION_CACHE_TOKENS = 16384  # context-cache tokens copied per continuation pass (~0.75 GB for SmolLM2-135M)
 
 
@@ -151,25 +151,22 @@ class HFBackend(Backend):
 
     def _contexts_after_shared_prefix(self, contexts: list[tuple[int, ...]], shared: int, keep_cache: bool):
         """Contexts that start with the same ``shared`` tokens (fixed few-shot demos, one system prompt): run the
-        prefix once, then every context's own suffix (right-padded) on a view of the prefix cache. Returns the
-        log-probs after each context, the cache, and the attention mask (prefix + suffix, pads inside)."""
+        prefix once, then every context's own suffix on a view of the prefix cache. Suffixes are left-padded (the
+        pads sit between prefix and suffix, masked, and positions count real tokens only), so every row ends on
+        a real token and only the last position's logits are computed. Returns the log-probs after each
+        context, the cache, and the attention mask (prefix + suffix, pads inside)."""
         torch = self.torch
         rows = len(contexts)
         prefix = torch.tensor([list(contexts[0][:shared])])
-        prefix_out = self.model(input_ids=prefix, use_cache=True)
+        prefix_out = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1)
         cache = _map_cache(prefix_out.past_key_values, lambda t: t.expand(rows, -1, -1, -1))
-        suffixes = [ctx[shared:] for ctx in contexts]
-        ids, suffix_mask = self._right_pad(suffixes)
-        width = ids.shape[1]
+        ids, suffix_mask, suffix_positions = self._left_pad([ctx[shared:] for ctx in contexts])
         mask = torch.cat([torch.ones((rows, shared), dtype=torch.long), suffix_mask], dim=1)
-        positions = shared + torch.arange(width)[None, :].expand(rows, -1)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                         use_cache=keep_cache)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=shared + suffix_positions,
+                         past_key_values=cache, use_cache=keep_cache, logits_to_keep=1)
         self.stats["input_tokens"] += shared + int(suffix_mask.sum())
         self.stats["forward_passes"] += 2
-        last = torch.tensor([len(suffix) - 1 for suffix in suffixes])
-        logits = out.logits[torch.arange(rows), last].float()
-        return torch.log_softmax(logits, dim=-1), out.past_key_values, mask
+        return torch.log_softmax(out.logits[:, -1, :].float(), dim=-1), out.past_key_values, mask
 
     def _continuation_pass(self, cache, ctx_mask, items: list[tuple[int, int, list[int]]]) -> dict[int, Any]:
         """Log-probs of continuation tokens 2..n of each item, run on a copy of its context's cache rows."""

@@ -163,7 +163,7 @@ class OpenAIBackend(Backend):
             raise EchoUnsupported(
                 f"{self.base_url} returned log-probabilities only for generated tokens, not for the prompt "
                 "(no `echo` support); log-likelihood scoring needs them. Use --mode generate, or a server "
-                "that supports echo (vLLM, TGI)")
+                "that supports echo (such as vLLM)")
         top = logprobs.get("top_logprobs") or [None] * len(tokens)
         total, greedy, count = 0.0, True, 0
         for i, (token, start) in enumerate(zip(tokens, offsets)):
