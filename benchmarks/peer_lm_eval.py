@@ -152,22 +152,22 @@ def main() -> None:
     result["speedup_steady"] = tf["examples_per_s_steady"] / lm["examples_per_s_steady"]
     Path(out_base + ".json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
-        f"SST-2 dev, first {n} rows, {'taskfit' if chat else 'lm-eval'}'s sst2 prompt "
-        f"({'identical' if result['identical_first_context'] else 'DIFFERENT'} text), SmolLM2-135M-Instruct fp32, batch size "
+        (f"SST-2 dev, first {n} rows, {'taskfit' if chat else 'lm-eval'}'s sst2 prompt "
+         f"({'identical' if result['identical_first_context'] else 'DIFFERENT'} text), SmolLM2-135M-Instruct fp32, batch size "
         f"{args.batch_size}, 2-core CPU, one tool at a time. Steady examples/s = ({n} - {small}) rows / (wall of the "
         f"{n}-row run - wall of a {small}-row run), i.e. without start-up.",
         "",
         "| tool | accuracy | wall s | examples/s (wall) | examples/s (steady) | start-up s | peak RSS MiB |",
         "|---|---|---|---|---|---|---|",
-        f"| lm-eval {lm['version']} (`--model hf`) | {lm['accuracy']:.4f} | {lm['wall_s']:.1f} | "
-        f"{lm['examples_per_s_wall']:.2f} | {lm['examples_per_s_steady']:.2f} | {lm['startup_s']:.1f} | "
-        f"{lm['peak_rss_mib']:.0f} |",
-        f"| taskfit (hf backend) | {tf['accuracy']:.4f} | {tf['wall_s']:.1f} | {tf['examples_per_s_wall']:.2f} | "
-        f"{tf['examples_per_s_steady']:.2f} | {tf['startup_s']:.1f} | {tf['peak_rss_mib']:.0f} |",
+        (f"| lm-eval {lm['version']} (`--model hf`) | {lm['accuracy']:.4f} | {lm['wall_s']:.1f} | "
+         f"{lm['examples_per_s_wall']:.2f} | {lm['examples_per_s_steady']:.2f} | {lm['startup_s']:.1f} | "
+         f"{lm['peak_rss_mib']:.0f} |"),
+        (f"| taskfit (hf backend) | {tf['accuracy']:.4f} | {tf['wall_s']:.1f} | {tf['examples_per_s_wall']:.2f} | "
+         f"{tf['examples_per_s_steady']:.2f} | {tf['startup_s']:.1f} | {tf['peak_rss_mib']:.0f} |"),
         "",
-        f"taskfit / lm-eval: {result['speedup_wall']:.2f}x wall clock, {result['speedup_steady']:.2f}x steady "
-        f"examples/s; accuracy difference {100 * (tf['accuracy'] - lm['accuracy']):+.2f} points; the two tools pick "
-        f"the same label on {result['same_prediction']}/{n} rows.",
+        (f"taskfit / lm-eval: {result['speedup_wall']:.2f}x wall clock, {result['speedup_steady']:.2f}x steady "
+         f"examples/s; accuracy difference {100 * (tf['accuracy'] - lm['accuracy']):+.2f} points; the two tools pick "
+         f"the same label on {result['same_prediction']}/{n} rows."),
     ]
     Path(out_base + ".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
