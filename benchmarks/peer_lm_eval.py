@@ -153,9 +153,9 @@ def main() -> None:
     Path(out_base + ".json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         (f"SST-2 dev, first {n} rows, {'taskfit' if chat else 'lm-eval'}'s sst2 prompt "
-         f"({'identical' if result['identical_first_context'] else 'DIFFERENT'} text), SmolLM2-135M-Instruct fp32, batch size "
-        f"{args.batch_size}, 2-core CPU, one tool at a time. Steady examples/s = ({n} - {small}) rows / (wall of the "
-        f"{n}-row run - wall of a {small}-row run), i.e. without start-up.",
+         f"({'identical' if result['identical_first_context'] else 'DIFFERENT'} text), SmolLM2-135M-Instruct fp32, "
+         f"batch size {args.batch_size}, 2-core CPU, one tool at a time. Steady examples/s = ({n} - {small}) rows / "
+         f"(wall of the {n}-row run - wall of a {small}-row run), i.e. without start-up."),
         "",
         "| tool | accuracy | wall s | examples/s (wall) | examples/s (steady) | start-up s | peak RSS MiB |",
         "|---|---|---|---|---|---|---|",
