@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--concurrency", type=int, help="requests in flight (openai) or llama.cpp server slots (default 4)")
     ev.add_argument("--request-timeout", type=float, help="openai backend: seconds per request (default 120)")
     ev.add_argument("--max-retries", type=int, help="openai backend: retries on timeouts, 429 and 5xx (default 5)")
+    ev.add_argument("--adapter", help="hf backend: LoRA / IA3 adapter folder from `taskfit tune` (merged at load)")
     ev.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
 
     cmp = sub.add_parser("compare-results", help="paired comparison of two runs on the same examples")
@@ -68,6 +69,36 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--bootstrap-samples", type=int, default=2000)
     cmp.add_argument("--seed", type=int, default=0)
 
+    tu = sub.add_parser("tune", help="fine-tune a model on a task or a training file (LoRA, IA3, prefix, prompt, full)")
+    tu.add_argument("--config", help="tune YAML; any flag below can be a key there, flags override it")
+    tu.add_argument("--method", choices=["lora", "ia3", "prefix", "prompt", "full"], help="default lora")
+    tu.add_argument("--model", help="known model or hf:<folder> (default smollm2-135m-instruct)")
+    tu.add_argument("--task", help="train on this task's split, with the prompts its zero-shot evaluation uses")
+    tu.add_argument("--train-file", help="text2text / conversation JSON (LMFlow format) or JSONL instead of --task")
+    tu.add_argument("--data-dir", help="folder laid out as D/<dataset>/<split>.jsonl")
+    tu.add_argument("--split", help="split to train on (default train)")
+    tu.add_argument("--limit", type=int, help="train on a seeded random sample of N rows")
+    tu.add_argument("--output", help="output folder (default runs/tune/<method>-<time>)")
+    tu.add_argument("--epochs", type=float)
+    tu.add_argument("--max-steps", type=int)
+    tu.add_argument("--batch-size", type=int)
+    tu.add_argument("--lr", type=float)
+    tu.add_argument("--rank", type=int)
+    tu.add_argument("--alpha", type=int)
+    tu.add_argument("--virtual-tokens", type=int)
+    tu.add_argument("--max-length", type=int)
+    tu.add_argument("--save-steps", type=int)
+    tu.add_argument("--seed", type=int)
+    tu.add_argument("--threads", type=int)
+    tu.add_argument("--report-to", action="append", help="tensorboard, wandb or mlflow (repeatable)")
+    tu.add_argument("--no-chat-template", dest="chat_template", action="store_const", const=False)
+    tu.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output")
+    tu.add_argument("--no-progress", dest="progress", action="store_const", const=False)
+
+    mg = sub.add_parser("merge", help="merge a LoRA / IA3 adapter into its base model (a plain model folder)")
+    mg.add_argument("adapter", help="adapter folder from `taskfit tune`")
+    mg.add_argument("output", help="folder for the merged model (use it as --model hf:<folder>)")
+
     sub.add_parser("tasks", help="list built-in tasks")
     sub.add_parser("models", help="list known models")
     return parser
@@ -75,7 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 EVAL_KEYS = ("model", "backend", "task", "strategy", "pool_split", "mode", "data_dir", "kb", "split", "limit", "sample",
              "seed", "output", "batch_size", "max_tokens", "chat_template", "bootstrap_samples", "threads", "cache",
-             "cache_path", "base_url", "api_key", "api", "concurrency", "request_timeout", "max_retries")
+             "cache_path", "base_url", "api_key", "api", "concurrency", "request_timeout", "max_retries", "adapter")
+TUNE_KEYS = ("method", "model", "task", "train_file", "data_dir", "split", "limit", "output", "epochs", "max_steps",
+             "batch_size", "lr", "rank", "alpha", "virtual_tokens", "max_length", "save_steps", "seed", "threads",
+             "report_to", "chat_template", "progress")
 
 
 def parse_strategy_args(items: Sequence[str]) -> dict:
@@ -150,7 +184,29 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"eval": cmd_eval, "compare-results": cmd_compare, "tasks": cmd_tasks, "models": cmd_models}
+def cmd_tune(args: argparse.Namespace) -> int:
+    from taskfit.tuning.train import load_tune_config, tune
+
+    config = load_tune_config(args.config, {key: getattr(args, key) for key in TUNE_KEYS})
+    card = tune(config, resume=args.resume).card
+    sys.stdout.write(f"{card['method']}: {card['steps']} steps, loss {card['first_loss']} -> {card['final_loss']}, "
+                     f"{card['trainable_parameters']:,} trainable parameters ({100 * card['trainable_share']:.3f}%), "
+                     f"{card['train_s']} s\noutput: {card['output']} (evaluate with `taskfit eval --adapter "
+                     f"{card['output']}`" + (")\n" if card["method"] != "full" else
+                                               f" or --model hf:{card['output']})\n"))
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from taskfit.tuning.train import merge
+
+    out = merge(args.adapter, args.output)
+    sys.stdout.write(f"merged model: {out} (use --model hf:{out})\n")
+    return 0
+
+
+COMMANDS = {"eval": cmd_eval, "tune": cmd_tune, "merge": cmd_merge, "compare-results": cmd_compare,
+            "tasks": cmd_tasks, "models": cmd_models}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -71,11 +71,18 @@ class RunConfig(StrictModel):
     concurrency: int = Field(4, gt=0, description="requests in flight (openai) or server slots (llamacpp)")
     request_timeout: float = Field(120.0, gt=0, description="openai backend: seconds per request")
     max_retries: int = Field(5, ge=0, description="openai backend: retries of a failed request")
+    adapter: Path | None = Field(None, description="hf backend: a LoRA / IA3 adapter folder from `taskfit tune`, "
+                                 "merged into the model's weights")
 
     def backend_options(self) -> dict[str, Any]:
         """Constructor options of the chosen backend."""
         options: dict[str, Any] = {"chat_template": self.chat_template, "batch_size": self.batch_size,
                                    "threads": self.threads}
+        if self.adapter is not None:
+            if self.backend != "hf":
+                raise UserError("--adapter works with the hf backend; merge it first (`taskfit merge`) to serve "
+                                "the merged model elsewhere")
+            options["adapter"] = self.adapter
         if self.backend == "llamacpp":
             options["parallel"] = self.concurrency
         elif self.backend == "openai":

@@ -110,9 +110,11 @@ class CachedBackend(Backend):
         self.name = inner.name
         self.supports_json_schema = bool(getattr(inner, "supports_json_schema", False))
         described = inner.describe()
-        self.identity = json.dumps({k: described.get(k) for k in ("backend", "path", "dtype", "chat_template")}
-                                   | {"weights": weights_fingerprint(str(described.get("path", "")))},
-                                   sort_keys=True)
+        identity = {k: described.get(k) for k in ("backend", "path", "dtype", "chat_template")}
+        identity["weights"] = weights_fingerprint(str(described.get("path", "")))
+        if described.get("adapter"):  # a tuned adapter merged into the weights is another model
+            identity["adapter"] = [described["adapter"], weights_fingerprint(described["adapter"])]
+        self.identity = json.dumps(identity, sort_keys=True)
         self.hits = 0
         self.misses = 0
 

@@ -52,6 +52,7 @@ class HFBackend(Backend):
         batch_size: int = 16,
         threads: int | None = None,
         progress: bool = False,
+        adapter: str | Path | None = None,
     ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -69,6 +70,9 @@ class HFBackend(Backend):
             self.model = AutoModelForCausalLM.from_pretrained(self.model_id, dtype=torch.float32)
         except Exception as exc:  # transformers raises OSError, ValueError, hub errors ...
             raise _load_error(self.model_id, exc) from None
+        self.adapter = str(adapter) if adapter else None
+        if adapter:
+            self.model = _merged_adapter(self.model, Path(adapter))
         self.model.eval()
         self.use_chat_template = bool(chat_template and self.tokenizer.chat_template)
         if chat_template and not self.tokenizer.chat_template:
@@ -302,7 +306,20 @@ class HFBackend(Backend):
             "dtype": str(self.model.dtype).replace("torch.", ""),
             "chat_template": self.use_chat_template,
             "threads": self.torch.get_num_threads(),
+            **({"adapter": self.adapter} if self.adapter else {}),
         }
+
+
+def _merged_adapter(model, adapter: Path):
+    """``model`` with a LoRA / IA3 adapter from ``taskfit tune`` merged into its weights (no added latency)."""
+    from peft import PeftConfig, PeftModel
+
+    if not (adapter / "adapter_config.json").is_file():
+        raise UserError(f"--adapter {adapter}: no adapter_config.json there; give a `taskfit tune` output folder")
+    if PeftConfig.from_pretrained(adapter).is_prompt_learning:
+        raise UserError(f"--adapter {adapter} is a prefix/prompt-tuning adapter; the hf backend evaluates lora and "
+                        "ia3 adapters (merged into the weights) and full fine-tunes (--model hf:<folder>)")
+    return PeftModel.from_pretrained(model, adapter).merge_and_unload()
 
 
 def _check_reachable(model_id: str) -> None:

@@ -1,0 +1,1 @@
+"""Tuning: supervised fine-tuning data, PEFT / full training, merging."""

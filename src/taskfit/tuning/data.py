@@ -1,0 +1,200 @@
+"""Training data for supervised fine-tuning: (context, answer) pairs tokenized with the loss on the answer only.
+
+Pairs come from a task — the exact prompt the zero-shot strategy builds (system prompt, instruction, input, answer
+prefix), rendered with the model's chat template by the same code the hf backend evaluates with, and the gold
+answer as the continuation the backend scores — so training and evaluation prompts cannot drift apart. Or from
+files:
+
+- LMFlow-style JSON: ``{"type": "text2text", "instances": [{"input": ..., "output": ...}]}`` or
+  ``{"type": "conversation", "instances": [{"messages": [{"role": ..., "content": ...}, ...]}]}``;
+- JSONL, one instance per line (``{"input", "output"}`` or ``{"messages": [...]}``).
+
+A malformed file is refused with the file, the line (or instance) and what is expected.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from taskfit.errors import UserError
+from taskfit.models.base import encode_pair
+from taskfit.prompting.prompt import Message, Prompt, continuation_for
+
+IGNORE = -100  # label of tokens without loss (prompt, padding)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One supervised example: what the model reads and what it must answer."""
+
+    prompt: Prompt
+    answer: str
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A multi-turn example: every assistant turn is a target."""
+
+    messages: tuple[Message, ...]
+
+
+Sample = Pair | Conversation
+
+
+def pairs_from_task(task, examples: Sequence[Any]) -> list[Pair]:
+    """The zero-shot prompt of each example and its gold answer, as the hf backend would score it."""
+    from taskfit.prompting.strategies import StrategyContext, make_strategy
+
+    strategy = make_strategy("zero_shot", StrategyContext(task=task, mode="loglikelihood", render=lambda p: ""))
+    pairs = []
+    for example in examples:
+        prompt = Prompt((*strategy.system_messages(), Message("user", strategy.user_text(example))),
+                        strategy.answer_prefix())
+        pairs.append(Pair(prompt, continuation_for(prompt, task.space.word(example))))
+    return pairs
+
+
+def read_training_file(path: str | Path) -> list[Sample]:
+    """Samples of a text2text / conversation file (JSON document or JSONL); errors name the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"training file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        items = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                items.append((f"{path}:{number}", json.loads(line)))
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}:{number}: not valid JSON ({exc.msg}, column {exc.colno}); "
+                                'each line must be {"input": ..., "output": ...} or {"messages": [...]}') from None
+        return [_sample(item, where) for where, item in items]
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}, column {exc.colno})") from None
+    if not isinstance(document, dict) or "instances" not in document:
+        raise UserError(f'{path}: expected {{"type": "text2text" or "conversation", "instances": [...]}}')
+    kind = document.get("type")
+    if kind not in ("text2text", "conversation"):
+        raise UserError(f"{path}: type {kind!r} is not supported; use text2text or conversation")
+    instances = document["instances"]
+    if not isinstance(instances, list) or not instances:
+        raise UserError(f"{path}: 'instances' must be a non-empty list")
+    lines = _instance_lines(text, len(instances))
+    return [_sample(item, f"{path}:{lines[i]} (instance {i + 1})", kind) for i, item in enumerate(instances)]
+
+
+def _instance_lines(text: str, count: int) -> list[int]:
+    """Line where each top-level instance of the ``instances`` list starts (for error messages)."""
+    decoder = json.JSONDecoder()
+    start = text.index("[", text.index('"instances"')) + 1
+    lines, pos = [], start
+    for _ in range(count):
+        while pos < len(text) and text[pos] in " \t\r\n,":
+            pos += 1
+        lines.append(text.count("\n", 0, pos) + 1)
+        try:
+            _, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            break
+    return lines + [lines[-1] if lines else 1] * (count - len(lines))
+
+
+def _sample(item: Any, where: str, kind: str | None = None) -> Sample:
+    if not isinstance(item, dict):
+        raise UserError(f"{where}: expected an object, got {type(item).__name__}")
+    if "messages" in item and kind != "text2text":
+        messages = item["messages"]
+        if not isinstance(messages, list) or not messages:
+            raise UserError(f"{where}: 'messages' must be a non-empty list of {{role, content}}")
+        parsed = []
+        for turn in messages:
+            role, content = (turn.get("role"), turn.get("content")) if isinstance(turn, dict) else (None, None)
+            if role not in ("system", "user", "assistant") or not isinstance(content, str):
+                raise UserError(f"{where}: each message needs role system/user/assistant and a string content, "
+                                f"got {turn!r}")
+            parsed.append(Message(role, content))
+        if not any(m.role == "assistant" for m in parsed):
+            raise UserError(f"{where}: a conversation needs at least one assistant turn to learn from")
+        return Conversation(tuple(parsed))
+    if kind == "conversation":
+        raise UserError(f"{where}: a conversation instance needs 'messages'")
+    missing = [key for key in ("input", "output") if not isinstance(item.get(key), str)]
+    if missing:
+        raise UserError(f"{where}: missing or non-string {', '.join(missing)}; expected "
+                        '{"input": "...", "output": "..."}')
+    if not item["output"].strip():
+        raise UserError(f"{where}: empty output (nothing to learn)")
+    return Pair(Prompt((Message("user", item["input"]),)), item["output"])
+
+
+@dataclass
+class Tokenized:
+    input_ids: list[int]
+    labels: list[int]
+
+
+class Tokenizer:
+    """Renders and tokenizes samples exactly as the hf backend does (chat template or plain text)."""
+
+    def __init__(self, tokenizer, chat_template: bool = True):
+        self.tok = tokenizer
+        self.chat = bool(chat_template and tokenizer.chat_template)
+        self.eos = tokenizer.eos_token_id
+
+    def render(self, prompt: Prompt) -> str:
+        if not self.chat:
+            from taskfit.prompting.prompt import render_plain
+
+            return render_plain(prompt)
+        text = self.tok.apply_chat_template(prompt.as_dicts(), tokenize=False, add_generation_prompt=True)
+        return text + prompt.answer_prefix
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok(text, add_special_tokens=not self.chat).input_ids
+
+    def bare(self, text: str) -> list[int]:
+        return self.tok(text, add_special_tokens=False).input_ids
+
+    def __call__(self, sample: Sample, max_length: int) -> Tokenized:
+        if isinstance(sample, Pair):
+            ctx, answer = encode_pair(self.encode, self.bare, self.render(sample.prompt), sample.answer)
+            answer = answer + ([self.eos] if self.eos is not None else [])  # learn to stop after the answer
+            ids, labels = ctx + answer, [IGNORE] * len(ctx) + answer
+        else:
+            ids, labels = self._conversation(sample)
+        if len(ids) > max_length:  # keep the end: the answer is what matters
+            ids, labels = ids[-max_length:], labels[-max_length:]
+        return Tokenized(ids, labels)
+
+    def _conversation(self, sample: Conversation) -> tuple[list[int], list[int]]:
+        ids: list[int] = []
+        labels: list[int] = []
+        messages = list(sample.messages)
+        for i, message in enumerate(messages):
+            if message.role != "assistant":
+                continue
+            context = self.encode(self.render(Prompt(tuple(messages[:i]))))
+            if context[: len(ids)] != ids:
+                raise UserError("the chat template does not render conversations prefix by prefix; "
+                                "split the conversation into text2text pairs")
+            ids, labels = ids + context[len(ids):], labels + [IGNORE] * (len(context) - len(ids))
+            answer = self.bare(message.content) + ([self.eos] if self.eos is not None else [])
+            ids, labels = ids + answer, labels + answer
+        return ids, labels
+
+
+def collate(batch: Sequence[Tokenized], pad_id: int, make_tensor: Callable) -> dict[str, Any]:
+    """Right-padded input ids, attention mask and labels (padding gets no loss)."""
+    width = max(len(item.input_ids) for item in batch)
+    ids = [item.input_ids + [pad_id] * (width - len(item.input_ids)) for item in batch]
+    labels = [item.labels + [IGNORE] * (width - len(item.labels)) for item in batch]
+    mask = [[1] * len(item.input_ids) + [0] * (width - len(item.input_ids)) for item in batch]
+    return {"input_ids": make_tensor(ids), "attention_mask": make_tensor(mask), "labels": make_tensor(labels)}
