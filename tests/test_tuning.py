@@ -1,0 +1,172 @@
+"""Tuning on a tiny random Llama built in the test: the loss goes down, adapters reload and merge to the same logits,
+training resumes from a checkpoint, every method runs, and bad training files are refused naming the line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from taskfit.errors import UserError
+from taskfit.tuning.data import IGNORE, Pair, Tokenizer, read_training_file
+from taskfit.tuning.train import TuneConfig, load_tune_config, merge, tune
+
+PAIRS = [("the movie was great", "positive"), ("a terrible film", "negative"), ("great and positive", "positive"),
+         ("negative, terrible", "negative")]
+
+
+@pytest.fixture
+def train_file(tmp_path):
+    path = tmp_path / "train.json"
+    instances = [{"input": f"Review: {text}", "output": label} for text, label in PAIRS * 4]
+    path.write_text(json.dumps({"type": "text2text", "instances": instances}, indent=1))
+    return path
+
+
+def config(tiny_model_dir, train_file, out, **overrides) -> TuneConfig:
+    base = {"model": f"hf:{tiny_model_dir}", "train_file": train_file, "output": out, "batch_size": 4,
+            "max_steps": 12, "lr": 5e-3, "logging_steps": 1, "save_steps": 6, "progress": False, "threads": 1,
+            "warmup_ratio": 0.0}
+    return TuneConfig(**(base | overrides))
+
+
+def logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([ids])).logits[0]
+
+
+def test_lora_reduces_loss_reloads_and_merges_to_the_same_logits(tmp_path, tiny_model_dir, train_file):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "lora"
+    result = tune(config(tiny_model_dir, train_file, out, max_steps=30))
+    card = result.card
+    assert card["final_loss"] < card["first_loss"] - 0.25  # a random tiny model: from ~ln(vocab) down
+    assert 0 < card["trainable_share"] < 0.5 and card["steps"] == 30
+    for name in ("adapter_config.json", "adapter_model.safetensors", "loss.png", "run_card.json", "RUN_CARD.md"):
+        assert (out / name).is_file(), name
+    ids = list(range(5, 40))
+    trained = logits(result.model.eval(), ids)
+    reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out).eval()
+    assert torch.allclose(logits(reloaded, ids), trained, atol=1e-5)
+    base = logits(AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval(), ids)
+    assert not torch.allclose(base, trained, atol=1e-3)  # training changed the model
+    merged_dir = merge(out, tmp_path / "merged")
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
+    assert (logits(merged, ids) - trained).abs().max() < 1e-4
+
+
+def test_eval_with_adapter_uses_the_merged_weights(tmp_path, tiny_model_dir, train_file):
+    from taskfit.models.hf import HFBackend
+
+    out = tmp_path / "lora"
+    result = tune(config(tiny_model_dir, train_file, out, max_steps=4))
+    backend = HFBackend(tiny_model_dir, adapter=out, threads=1)
+    ids = list(range(5, 30))
+    assert (logits(backend.model, ids) - logits(result.model.eval(), ids)).abs().max() < 1e-4
+    assert backend.describe()["adapter"] == str(out)
+
+
+def test_resume_continues_the_step_count(tmp_path, tiny_model_dir, train_file):
+    out = tmp_path / "run"
+    tune(config(tiny_model_dir, train_file, out))
+    # a crash after the first checkpoint: only checkpoint-6 is left
+    for path in out.iterdir():
+        if path.name != "checkpoint-6":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    with pytest.raises(UserError, match="--resume"):
+        tune(config(tiny_model_dir, train_file, out))
+    card = tune(config(tiny_model_dir, train_file, out), resume=True).card
+    assert card["resumed_from_step"] == 6 and card["steps"] == 12
+    assert (out / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("method", ["ia3", "prefix", "prompt", "full"])
+def test_every_method_trains(tmp_path, tiny_model_dir, train_file, method):
+    card = tune(config(tiny_model_dir, train_file, tmp_path / method, method=method, max_steps=3)).card
+    assert card["steps"] == 3 and card["final_loss"] > 0
+    saved = "model.safetensors" if method == "full" else "adapter_model.safetensors"
+    assert (tmp_path / method / saved).is_file()
+    if method == "full":
+        assert card["trainable_share"] == 1.0
+    else:
+        assert card["trainable_share"] < 0.2
+
+
+def test_loss_only_on_answer_tokens(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from taskfit.prompting.prompt import Message, Prompt
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    encode = Tokenizer(tok)
+    item = encode(Pair(Prompt((Message("user", "Review: great"),), "The sentiment is"), " positive"), 512)
+    answer = [t for t, label in zip(item.input_ids, item.labels) if label != IGNORE]
+    assert tok.decode(answer) == " positive<|im_end|>"
+    prompt_part = [t for t, label in zip(item.input_ids, item.labels) if label == IGNORE]
+    assert tok.decode(prompt_part).endswith("<|im_start|>assistant\nThe sentiment is")
+
+
+def test_task_pairs_use_the_evaluation_prompt(tmp_path, tiny_model_dir):
+    from taskfit.models.hf import HFBackend
+    from taskfit.tasks.task import load_task
+    from taskfit.tuning.data import pairs_from_task
+
+    task = load_task("demo")
+    pairs = pairs_from_task(task, task.examples()[:3])
+    backend = HFBackend(tiny_model_dir, threads=1)
+    from transformers import AutoTokenizer
+
+    encode = Tokenizer(AutoTokenizer.from_pretrained(tiny_model_dir))
+    for pair, example in zip(pairs, task.examples()[:3]):
+        assert encode.render(pair.prompt) == backend.render(pair.prompt)
+        assert pair.answer.strip() == task.space.word(example)
+        assert pair.prompt.answer_prefix == task.config.prompt.answer_prefix
+
+
+def test_malformed_training_files_name_the_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"input": "a", "output": "b"}\n{"input": "c", "output": "d"}\n{"input": "e", "output": \n')
+    with pytest.raises(UserError, match=r"bad\.jsonl:3: not valid JSON"):
+        read_training_file(bad)
+    missing = tmp_path / "missing.jsonl"
+    missing.write_text('{"input": "a", "output": "b"}\n\n{"input": "c"}\n')
+    with pytest.raises(UserError, match=r"missing\.jsonl:3: missing or non-string output"):
+        read_training_file(missing)
+    doc = tmp_path / "doc.json"
+    doc.write_text('{"type": "text2text", "instances": [\n  {"input": "a", "output": "b"},\n  {"input": "c"}\n]}\n')
+    with pytest.raises(UserError, match=r"doc\.json:3 \(instance 2\): missing or non-string output"):
+        read_training_file(doc)
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"type": "text2text",\n "instances": [\n  {"input": "a" "output": "b"}\n]}\n')
+    with pytest.raises(UserError, match=r"broken\.json:3: not valid JSON"):
+        read_training_file(broken)
+    conversation = tmp_path / "conv.jsonl"
+    conversation.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    with pytest.raises(UserError, match=r"conv\.jsonl:1: a conversation needs at least one assistant turn"):
+        read_training_file(conversation)
+
+
+def test_conversations_learn_every_assistant_turn(tmp_path, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    path = tmp_path / "conv.json"
+    path.write_text(json.dumps({"type": "conversation", "instances": [{"messages": [
+        {"role": "user", "content": "the movie"}, {"role": "assistant", "content": "positive"},
+        {"role": "user", "content": "a film"}, {"role": "assistant", "content": "negative"}]}]}))
+    (sample,) = read_training_file(path)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    item = Tokenizer(tok)(sample, 512)
+    learned = tok.decode([t for t, label in zip(item.input_ids, item.labels) if label != IGNORE])
+    assert learned == "positive<|im_end|>negative<|im_end|>"
+
+
+def test_config_needs_one_data_source(tmp_path):
+    with pytest.raises(UserError, match="exactly one of --task"):
+        load_tune_config(None, {})
+    with pytest.raises(UserError, match="unknown key 'rnak'"):
+        (tmp_path / "t.yaml").write_text("task: sst2\nrnak: 4\n")
+        load_tune_config(tmp_path / "t.yaml", {})
