@@ -140,3 +140,24 @@ def encode_pair(encode: Callable[[str], list[int]], encode_bare: Callable[[str],
     if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
         return ctx, whole[len(ctx) :]
     return ctx, encode_bare(continuation)
+
+
+def map_in_threads(work: Callable[[Any], Any], items: Sequence[Any], workers: int, desc: str, progress: bool,
+                   weight: Callable[[Any], int] = lambda item: 1) -> list[Any]:
+    """``work`` over ``items`` on ``workers`` threads (requests to a server), results in item order, with a
+    progress bar counting ``weight`` per item."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=sum(weight(item) for item in items), desc=desc, disable=not progress, leave=False)
+
+    def run(item):
+        result = work(item)
+        bar.update(weight(item))
+        return result
+
+    with ThreadPoolExecutor(workers) as pool:
+        results = list(pool.map(run, items))
+    bar.close()
+    return results

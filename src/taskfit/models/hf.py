@@ -39,6 +39,21 @@ SHARED_PREFIX_MIN_TOKENS = 8  # a batch's contexts sharing this many leading tok
 CONTINUATION_CACHE_TOKENS = 16384  # context-cache tokens copied per continuation pass (~0.75 GB for SmolLM2-135M)
 
 
+def render_with(tokenizer, prompt: Prompt, use_chat_template: bool) -> str:
+    """The text a transformers model sees for ``prompt``: its chat template (generation prompt added) and the
+    answer prefix, or plain text. Evaluation and training (:mod:`taskfit.tuning.data`) both render with this."""
+    if not use_chat_template:
+        return render_plain(prompt)
+    text = tokenizer.apply_chat_template(prompt.as_dicts(), tokenize=False, add_generation_prompt=True)
+    return text + prompt.answer_prefix
+
+
+def encode_with(tokenizer, text: str, use_chat_template: bool) -> list[int]:
+    """Token ids of a rendered prompt: a chat template writes its own special tokens; plain text gets whatever
+    the tokenizer adds."""
+    return tokenizer(text, add_special_tokens=not use_chat_template).input_ids
+
+
 @register_backend("hf")
 class HFBackend(Backend):
     """A causal LM loaded with transformers from a local folder or a hub id."""
@@ -85,14 +100,10 @@ class HFBackend(Backend):
 
     # ------------------------------------------------------------------ rendering and encoding
     def render(self, prompt: Prompt) -> str:
-        if not self.use_chat_template:
-            return render_plain(prompt)
-        text = self.tokenizer.apply_chat_template(prompt.as_dicts(), tokenize=False, add_generation_prompt=True)
-        return text + prompt.answer_prefix
+        return render_with(self.tokenizer, prompt, self.use_chat_template)
 
     def _encode(self, text: str) -> list[int]:
-        # A chat template writes its own special tokens; plain text gets whatever the tokenizer adds.
-        return self.tokenizer(text, add_special_tokens=not self.use_chat_template).input_ids
+        return encode_with(self.tokenizer, text, self.use_chat_template)
 
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         return encode_pair(self._encode, lambda text: self.tokenizer(text, add_special_tokens=False).input_ids,

@@ -27,11 +27,8 @@ import os
 import threading
 from collections import defaultdict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-
-from tqdm.auto import tqdm
 
 from taskfit.errors import ServerError, UserError
 from taskfit.models.base import (
@@ -42,6 +39,7 @@ from taskfit.models.base import (
     LoglikelihoodResult,
     cut_at_stop,
     encode_pair,
+    map_in_threads,
     register_backend,
 )
 from taskfit.models.http import post_json
@@ -178,17 +176,7 @@ class LlamaCppBackend(Backend):
 
     def _pool(self, work, items: Sequence[Any], desc: str, weight=lambda item: 1) -> list[Any]:
         """``work`` over ``items`` on ``parallel`` threads (one per server slot), results in item order."""
-        bar = tqdm(total=sum(weight(i) for i in items), desc=desc, disable=not self.progress, leave=False)
-
-        def run(item):
-            result = work(item)
-            bar.update(weight(item))
-            return result
-
-        with ThreadPoolExecutor(self.parallel) as pool:
-            results = list(pool.map(run, items))
-        bar.close()
-        return results
+        return map_in_threads(work, items, self.parallel, desc, self.progress, weight)
 
     # ------------------------------------------------------------------ the backend protocol
     def render(self, prompt: Prompt) -> str:

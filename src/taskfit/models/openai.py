@@ -24,11 +24,8 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlparse
-
-from tqdm.auto import tqdm
 
 from taskfit.errors import ServerError, UserError
 from taskfit.models.base import (
@@ -38,6 +35,7 @@ from taskfit.models.base import (
     LoglikelihoodRequest,
     LoglikelihoodResult,
     cut_at_stop,
+    map_in_threads,
     register_backend,
 )
 from taskfit.models.http import RetryPolicy, post_with_retries
@@ -114,17 +112,7 @@ class OpenAIBackend(Backend):
         return choices[0], usage
 
     def _map(self, work, items: Sequence[Any], desc: str) -> list[Any]:
-        bar = tqdm(total=len(items), desc=desc, disable=not self.progress, leave=False)
-
-        def run(item):
-            result = work(item)
-            bar.update(1)
-            return result
-
-        with ThreadPoolExecutor(self.concurrency) as pool:
-            results = list(pool.map(run, items))
-        bar.close()
-        return results
+        return map_in_threads(work, items, self.concurrency, desc, self.progress)
 
     # ------------------------------------------------------------------ the backend protocol
     def render(self, prompt: Prompt) -> str:

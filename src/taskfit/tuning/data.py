@@ -22,6 +22,7 @@ from typing import Any
 
 from taskfit.errors import UserError
 from taskfit.models.base import encode_pair
+from taskfit.models.hf import encode_with, render_with
 from taskfit.prompting.prompt import Message, Prompt, continuation_for
 
 IGNORE = -100  # label of tokens without loss (prompt, padding)
@@ -150,15 +151,10 @@ class Tokenizer:
         self.eos = tokenizer.eos_token_id
 
     def render(self, prompt: Prompt) -> str:
-        if not self.chat:
-            from taskfit.prompting.prompt import render_plain
-
-            return render_plain(prompt)
-        text = self.tok.apply_chat_template(prompt.as_dicts(), tokenize=False, add_generation_prompt=True)
-        return text + prompt.answer_prefix
+        return render_with(self.tok, prompt, self.chat)
 
     def encode(self, text: str) -> list[int]:
-        return self.tok(text, add_special_tokens=not self.chat).input_ids
+        return encode_with(self.tok, text, self.chat)
 
     def bare(self, text: str) -> list[int]:
         return self.tok(text, add_special_tokens=False).input_ids

@@ -288,10 +288,10 @@ def _card_markdown(card: dict[str, Any]) -> str:
         f"# Run card: {card['method']} on {source}",
         "",
         f"- base model: {card['base_model']['name']} ({card['base_model']['path']})",
-        f"- data: {data['n']} samples, {data['tokens']} tokens, {data['answer_tokens']} answer tokens with loss; "
-        f"chat template {'on' if data['chat_template'] else 'off'}",
-        f"- trainable parameters: {card['trainable_parameters']:,} of {card['total_parameters']:,} "
-        f"({100 * card['trainable_share']:.3f}%)",
+        (f"- data: {data['n']} samples, {data['tokens']} tokens, {data['answer_tokens']} answer tokens with loss; "
+         f"chat template {'on' if data['chat_template'] else 'off'}"),
+        (f"- trainable parameters: {card['trainable_parameters']:,} of {card['total_parameters']:,} "
+         f"({100 * card['trainable_share']:.3f}%)"),
         f"- steps: {card['steps']}, loss {card['first_loss']} -> {card['final_loss']}",
         f"- time: {card['train_s']} s training, {card['tokens_per_s']} tokens/s, peak RSS {card['peak_rss_mib']} MiB",
         "",
