@@ -194,9 +194,10 @@ def test_loglikelihood_from_echoed_prompt_logprobs(scripted):
     # prompt "Review: great film\nThe sentiment is positive": the continuation is the token " positive"
     assert results[0].logprob == -len(" positive") and results[0].n_tokens == 1 and results[0].is_greedy
     assert results[1].logprob == -(len(" very") + len(" good")) and results[1].n_tokens == 2
-    body = server.requests[0]["body"]
-    assert body["echo"] is True and body["logprobs"] == 1
-    assert body["prompt"] == "Review: great film\nThe sentiment is positive"
+    bodies = [r["body"] for r in server.requests]  # concurrent requests: any arrival order
+    assert all(body["echo"] is True and body["logprobs"] == 1 for body in bodies)
+    assert sorted(body["prompt"] for body in bodies) == ["Review: great film\nThe sentiment is positive",
+                                                          "Review: great film\nThe sentiment is very good"]
 
 
 def test_loglikelihood_without_echo_support_is_a_clear_error(scripted):
