@@ -170,3 +170,23 @@ def test_config_needs_one_data_source(tmp_path):
     with pytest.raises(UserError, match="unknown key 'rnak'"):
         (tmp_path / "t.yaml").write_text("task: sst2\nrnak: 4\n")
         load_tune_config(tmp_path / "t.yaml", {})
+
+
+def test_answer_only_loss_equals_the_models_own_loss(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer
+
+    from taskfit.prompting.prompt import Message, Prompt
+    from taskfit.tuning.data import collate
+    from taskfit.tuning.train import _answer_only_trainer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    encode = Tokenizer(tok)
+    items = [encode(Pair(Prompt((Message("user", text),), "The sentiment is"), f" {label}"), 512)
+             for text, label in PAIRS]
+    batch = collate(items, tok.pad_token_id, lambda x: torch.tensor(x, dtype=torch.long))
+    with torch.no_grad():
+        reference = model(**batch).loss
+        trainer = _answer_only_trainer(Trainer).__new__(_answer_only_trainer(Trainer))
+        ours = trainer.compute_loss(model, dict(batch))
+    assert ours.item() == pytest.approx(reference.item(), abs=1e-5)

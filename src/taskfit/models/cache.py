@@ -88,8 +88,8 @@ class ResponseCache:
 
 
 def weights_fingerprint(location: str) -> str:
-    """Names, sizes and modification times of a local model folder's files (or of one weights file) (cheap; changes when weights do).
-    A hub id (no local folder) is its own fingerprint."""
+    """Names, sizes and modification times of a local model folder's files, or of one weights file (cheap;
+    changes when weights do). A hub id (no local folder) is its own fingerprint."""
     folder = Path(location)
     if folder.is_file():  # a single weights file (GGUF)
         files = [folder]

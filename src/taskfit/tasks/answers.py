@@ -118,7 +118,7 @@ class AnswerSpace:
 
     def json_value_schema(self, example: Example) -> dict[str, Any]:
         """JSON schema of the answer value, for backends with constrained decoding; default any string."""
-        return {"type": "string", "minLength": 1}
+        return {"type": "string"}
 
     def json_schema(self, example: Example) -> dict[str, Any]:
         """JSON schema of the whole reply object ``{"<json_key>": value}`` and nothing else."""

@@ -202,7 +202,8 @@ def tune(config: TuneConfig, resume: bool = False) -> TuneResult:
         report_to=config.report_to, use_cpu=True, disable_tqdm=not config.progress, remove_unused_columns=False,
         dataloader_num_workers=0,
     )
-    trainer = Trainer(model=model, args=args, train_dataset=_ListDataset(tokenized),
+    trainer_class = Trainer if peft is not None and peft.is_prompt_learning else _answer_only_trainer(Trainer)
+    trainer = trainer_class(model=model, args=args, train_dataset=_ListDataset(tokenized),
                       data_collator=lambda batch: collate(batch, pad_id, lambda x: torch.tensor(x, dtype=torch.long)))
     start_step = _last_checkpoint_step(out) if resume else 0
     if resume and start_step == 0:
@@ -243,6 +244,32 @@ def tune(config: TuneConfig, resume: bool = False) -> TuneResult:
     (out / "RUN_CARD.md").write_text(_card_markdown(card), encoding="utf-8")
     log.info("wrote %s (loss %.4f -> %.4f)", out, card["first_loss"] or 0, card["final_loss"] or 0)
     return TuneResult(card, model)
+
+
+def _answer_only_trainer(trainer_class):
+    """A Trainer whose loss computes the output layer only at positions that predict an answer token.
+
+    Answers are a few tokens of each sample, and the output layer (hidden size x vocabulary, 49k words for
+    SmolLM2) is the largest single matrix product per position; the model's own loss would run it, forward and
+    backward, on every position. The positions kept are the union over the batch (``logits_to_keep`` as indices),
+    so the loss is the same mean over answer tokens. Not for prefix / prompt tuning, which shift positions.
+    """
+    import torch
+
+    class AnswerOnlyTrainer(trainer_class):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            labels = inputs.pop("labels")
+            targets = labels[:, 1:]
+            keep = (targets != -100).any(dim=0).nonzero().squeeze(-1)
+            outputs = model(**inputs, logits_to_keep=keep)
+            chosen = targets[:, keep]
+            loss = torch.nn.functional.cross_entropy(outputs.logits.float().flatten(0, 1), chosen.flatten(),
+                                                     ignore_index=-100, reduction="sum")
+            count = num_items_in_batch if num_items_in_batch is not None else (chosen != -100).sum()
+            loss = loss / count
+            return (loss, outputs) if return_outputs else loss
+
+    return AnswerOnlyTrainer
 
 
 def _last_checkpoint_step(out: Path) -> int:
