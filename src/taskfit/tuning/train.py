@@ -88,7 +88,8 @@ def peft_config(config: TuneConfig, model_path: str, instruction: str | None):
 
     if config.method == "lora":
         return LoraConfig(task_type=TaskType.CAUSAL_LM, r=config.rank, lora_alpha=config.alpha,
-                          lora_dropout=config.dropout, target_modules=config.target_modules or LLAMA_ATTENTION + LLAMA_MLP)
+                          lora_dropout=config.dropout,
+                          target_modules=config.target_modules or LLAMA_ATTENTION + LLAMA_MLP)
     if config.method == "ia3":
         targets = config.target_modules or ["k_proj", "v_proj", "down_proj"]
         return IA3Config(task_type=TaskType.CAUSAL_LM, target_modules=targets,
@@ -197,14 +198,16 @@ def tune(config: TuneConfig, resume: bool = False) -> TuneResult:
         output_dir=str(out), per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.gradient_accumulation, learning_rate=config.learning_rate(),
         num_train_epochs=config.epochs, max_steps=config.max_steps, weight_decay=config.weight_decay,
-        warmup_steps=int(config.warmup_ratio * total_steps), lr_scheduler_type="linear", logging_steps=config.logging_steps,
+        warmup_steps=int(config.warmup_ratio * total_steps), lr_scheduler_type="linear",
+        logging_steps=config.logging_steps,
         save_steps=config.save_steps, save_total_limit=3, seed=config.seed, data_seed=config.seed,
         report_to=config.report_to, use_cpu=True, disable_tqdm=not config.progress, remove_unused_columns=False,
         dataloader_num_workers=0,
     )
     trainer_class = Trainer if peft is not None and peft.is_prompt_learning else _answer_only_trainer(Trainer)
     trainer = trainer_class(model=model, args=args, train_dataset=_ListDataset(tokenized),
-                      data_collator=lambda batch: collate(batch, pad_id, lambda x: torch.tensor(x, dtype=torch.long)))
+                            data_collator=lambda batch: collate(batch, pad_id,
+                                                                lambda x: torch.tensor(x, dtype=torch.long)))
     start_step = _last_checkpoint_step(out) if resume else 0
     if resume and start_step == 0:
         raise UserError(f"--resume: no checkpoint-* folder in {out}")
@@ -217,14 +220,14 @@ def tune(config: TuneConfig, resume: bool = False) -> TuneResult:
     history = [entry for entry in trainer.state.log_history if "loss" in entry]
     _plot_loss(history, out / "loss.png", f"{config.method} on {data_info.get('task') or data_info.get('file')}")
     steps_done = trainer.state.global_step
-    tokens_per_step = sum(len(item.input_ids) for item in tokenized) / max(1, len(tokenized)) * config.batch_size \
-        * config.gradient_accumulation
+    mean_length = sum(len(item.input_ids) for item in tokenized) / len(tokenized)
+    tokens_per_step = mean_length * config.batch_size * config.gradient_accumulation
     card = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "method": config.method,
         "base_model": {"name": name, "path": model_path},
-        "data": {**data_info, "tokens": sum(len(item.input_ids) for item in tokenized), "answer_tokens": answer_tokens,
-                 "chat_template": encode.chat},
+        "data": {**data_info, "tokens": sum(len(item.input_ids) for item in tokenized),
+                 "answer_tokens": answer_tokens, "chat_template": encode.chat},
         "config": json.loads(config.model_dump_json()),
         "trainable_parameters": trainable,
         "total_parameters": total,
@@ -235,7 +238,7 @@ def tune(config: TuneConfig, resume: bool = False) -> TuneResult:
         "train_loss": result.training_loss,
         "train_s": round(train_s, 2),
         "total_s": round(time.perf_counter() - started, 2),
-        "tokens_per_s": round(steps_done * tokens_per_step / train_s, 1) if train_s > 0 else None,
+        "tokens_per_s": round((steps_done - start_step) * tokens_per_step / train_s, 1) if train_s > 0 else None,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "resumed_from_step": start_step,
         "output": str(out),
