@@ -42,13 +42,14 @@ from taskfit.models.base import (
     map_in_threads,
     register_backend,
 )
-from taskfit.models.http import post_json
+from taskfit.models.http import RetryPolicy, post_with_retries
 from taskfit.prompting.prompt import Prompt, render_plain
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PARALLEL = 4  # server slots answering requests at once (continuous batching)
 DEFAULT_SLOT_CONTEXT = 4096  # tokens of context per slot
+LOCAL_SERVER = RetryPolicy(timeout=3600, max_retries=0)
 
 
 def resolve_gguf(spec: str) -> tuple[str, str]:
@@ -130,7 +131,6 @@ class LlamaCppBackend(Backend):
         if chat_template and not self.has_chat_template:
             log.warning("%s has no chat template; prompts are rendered as plain text", self.display_name)
         self.meta = (self._get("/v1/models").get("data") or [{}])[0].get("meta") or {}
-        self.add_bos = bool(not self.use_chat_template)
         self._rendered: dict[Prompt, str] = {}
         self._lock = threading.Lock()
         self.stats = {"input_tokens": 0, "cached_tokens": 0, "generated_tokens": 0, "requests": 0}
@@ -143,13 +143,8 @@ class LlamaCppBackend(Backend):
             return json.loads(response.read())
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        import urllib.error
-
-        try:
-            return post_json(self.url + path, body, timeout=3600)
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode("utf-8", "replace")[:300]
-            raise ServerError(f"llama.cpp server {path} answered HTTP {exc.code}: {detail}", exc.code) from None
+        # The server is in this process: no retries, and the HTTP error handling of models/http.py.
+        return post_with_retries(self.url + path, body, policy=LOCAL_SERVER)
 
     def _tokenize(self, text: str, add_special: bool) -> list[int]:
         return self._post("/tokenize", {"content": text, "add_special": add_special, "parse_special": True})["tokens"]
@@ -232,7 +227,7 @@ class LlamaCppBackend(Backend):
     def _generate_one(self, request: GenerateRequest) -> GenerateResult:
         prompt = self._fit(self._encode(self.render(request.prompt)), request.max_tokens)
         body: dict[str, Any] = {
-            "n_predict": request.max_tokens, "temperature": request.temperature, "top_p": request.top_p,
+            "temperature": request.temperature, "top_p": request.top_p,
             "top_k": 0, "min_p": 0.0, "typical_p": 1.0, "repeat_penalty": 1.0, "seed": request.seed,
             "stop": list(request.stop), "n_probs": 1, "post_sampling_probs": False, "cache_prompt": True,
         }

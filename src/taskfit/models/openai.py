@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlparse
@@ -93,6 +94,7 @@ class OpenAIBackend(Backend):
         self.official = urlparse(self.base_url).hostname == "api.openai.com"
         self.supports_loglikelihood = api == "completions"
         self.stats = {"requests": 0, "prompt_tokens": 0, "generated_tokens": 0}
+        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ plumbing
     def _headers(self) -> dict[str, str]:
@@ -103,9 +105,10 @@ class OpenAIBackend(Backend):
         response = post_with_retries(f"{self.base_url}/{endpoint}", {"model": self.model, **body}, self._headers(),
                                      self.policy)
         usage = response.get("usage") or {}
-        self.stats["requests"] += 1
-        self.stats["prompt_tokens"] += int(usage.get("prompt_tokens") or 0)
-        self.stats["generated_tokens"] += int(usage.get("completion_tokens") or 0)
+        with self._lock:  # requests run on several threads
+            self.stats["requests"] += 1
+            self.stats["prompt_tokens"] += int(usage.get("prompt_tokens") or 0)
+            self.stats["generated_tokens"] += int(usage.get("completion_tokens") or 0)
         choices = response.get("choices")
         if not choices:
             raise ServerError(f"{self.base_url}/{endpoint} answered without choices: {json.dumps(response)[:300]}")
@@ -183,15 +186,15 @@ class OpenAIBackend(Backend):
         if server_stops:
             body["stop"] = server_stops
         schema = json.loads(request.json_schema) if request.json_schema else None
+        if schema:
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": "answer", "schema": schema, "strict": True}}
         usage: dict[str, Any]
         if self.api == "chat":
             body["messages"] = self._messages(request.prompt)
             body["logprobs"] = True
             if request.prompt.answer_prefix and not self.official:
                 body |= {"continue_final_message": True, "add_generation_prompt": False}
-            if schema:
-                body["response_format"] = {"type": "json_schema",
-                                           "json_schema": {"name": "answer", "schema": schema, "strict": True}}
             choice, usage = self._post("chat/completions", body)
             text = (choice.get("message") or {}).get("content") or ""
             prefix = request.prompt.answer_prefix
@@ -199,11 +202,8 @@ class OpenAIBackend(Backend):
                 text = text[len(prefix):]
         else:
             body |= {"prompt": render_plain(request.prompt), "logprobs": 1}
-            if schema:
-                body["response_format"] = {"type": "json_schema",
-                                           "json_schema": {"name": "answer", "schema": schema, "strict": True}}
-                if not self.official:
-                    body["json_schema"] = schema  # llama.cpp's name for it on /completions
+            if schema and not self.official:
+                body["json_schema"] = schema  # llama.cpp's name for it on /completions
             choice, usage = self._post("completions", body)
             text = choice.get("text") or ""
         values = _token_logprobs(choice.get("logprobs"))

@@ -169,6 +169,9 @@ def tune(config: TuneConfig, resume: bool = False) -> TuneResult:
             raise UserError(f"{out} is not empty; choose another --output")
         raise UserError(f"{out} holds checkpoints of an earlier run; pass --resume to continue it, or choose "
                         "another --output")
+    start_step = _last_checkpoint_step(out) if resume else 0
+    if resume and start_step == 0:  # before any loading: nothing to resume from
+        raise UserError(f"--resume: no checkpoint-* folder in {out}")
     samples, data_info, instruction = training_samples(config)
     if not samples:
         raise UserError("no training samples")
@@ -208,9 +211,6 @@ def tune(config: TuneConfig, resume: bool = False) -> TuneResult:
     trainer = trainer_class(model=model, args=args, train_dataset=_ListDataset(tokenized),
                             data_collator=lambda batch: collate(batch, pad_id,
                                                                 lambda x: torch.tensor(x, dtype=torch.long)))
-    start_step = _last_checkpoint_step(out) if resume else 0
-    if resume and start_step == 0:
-        raise UserError(f"--resume: no checkpoint-* folder in {out}")
     train_start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=True if resume else None)
     train_s = time.perf_counter() - train_start
