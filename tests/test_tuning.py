@@ -84,7 +84,7 @@ def test_resume_continues_the_step_count(tmp_path, tiny_model_dir, train_file):
     assert (out / "adapter_model.safetensors").is_file()
 
 
-@pytest.mark.parametrize("method", ["ia3", "prefix", "prompt", "full"])
+@pytest.mark.parametrize("method", ["ia3", "prefix", "prompt", "adapter", "full"])
 def test_every_method_trains(tmp_path, tiny_model_dir, train_file, method):
     card = tune(config(tiny_model_dir, train_file, tmp_path / method, method=method, max_steps=3)).card
     assert card["steps"] == 3 and card["final_loss"] > 0
@@ -94,6 +94,75 @@ def test_every_method_trains(tmp_path, tiny_model_dir, train_file, method):
         assert card["trainable_share"] == 1.0
     else:
         assert card["trainable_share"] < 0.2
+
+
+def test_bottleneck_adapter_trains_saves_only_itself_and_evaluates(tmp_path, tiny_model_dir, train_file):
+    from transformers import AutoModelForCausalLM
+
+    from taskfit.models.hf import HFBackend
+    from taskfit.tuning.bottleneck import WEIGHTS_FILE, is_bottleneck
+
+    out = tmp_path / "adapter"
+    result = tune(config(tiny_model_dir, train_file, out, method="adapter", adapter_size=8, max_steps=30, lr=3e-2,
+                         target_modules=["self_attn", "mlp"]))
+    card = result.card
+    # a random tiny model's sub-module outputs are near zero, so the adapters mostly learn a shift: a smaller drop
+    assert card["final_loss"] < card["first_loss"] - 0.1
+    # 2 layers x 2 places x (32*8 + 8 + 8*32 + 32) parameters, nothing else trainable
+    assert card["trainable_parameters"] == 2 * 2 * (32 * 8 + 8 + 8 * 32 + 32)
+    assert is_bottleneck(out) and (out / WEIGHTS_FILE).stat().st_size < 20_000
+    ids = list(range(5, 40))
+    trained = logits(result.model.eval(), ids)
+    base = logits(AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval(), ids)
+    assert not torch.allclose(base, trained, atol=1e-3)
+    backend = HFBackend(tiny_model_dir, adapter=out, threads=1)
+    assert (logits(backend.model, ids) - trained).abs().max() < 1e-5
+    with pytest.raises(UserError, match="cannot be merged"):
+        merge(out, tmp_path / "merged")
+
+
+def _reference_logprob(peft_model, ctx: list[int], cont: list[int]) -> float:
+    """log p(cont | ctx) from PEFT's own forward pass (virtual tokens prepended by PEFT), one row, no padding."""
+    with torch.no_grad():
+        out = peft_model(input_ids=torch.tensor([ctx + cont]), attention_mask=torch.ones(1, len(ctx) + len(cont),
+                                                                                          dtype=torch.long))
+    logprobs = torch.log_softmax(out.logits[0, -len(cont) - 1 : -1].float(), dim=-1)
+    return float(logprobs.gather(-1, torch.tensor(cont)[:, None]).sum())
+
+
+@pytest.mark.parametrize("method", ["prefix", "prompt"])
+def test_prefix_and_prompt_adapters_evaluate_as_peft_runs_them(tmp_path, tiny_model_dir, train_file, method):
+    """Every scoring path of the backend (one context; contexts sharing a prefix; multi-token continuations;
+    greedy decoding) gives what PEFT's own forward pass gives with the virtual tokens."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from taskfit.models.base import GenerateRequest, LoglikelihoodRequest
+    from taskfit.models.hf import HFBackend
+    from taskfit.prompting.prompt import Message, Prompt
+
+    out = tmp_path / method
+    tune(config(tiny_model_dir, train_file, out, method=method, virtual_tokens=5, max_steps=3))
+    peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out).eval()
+    backend = HFBackend(tiny_model_dir, adapter=out, threads=1, batch_size=4)
+    assert backend.virtual_tokens == 5
+    system = Message("system", "Answer with one word: positive or negative.")
+    prompts = [Prompt((system, Message("user", f"Review: {text}")), "The sentiment is") for text, _ in PAIRS]
+    conts = [" positive", " negative", " great and positive"]
+    requests = [LoglikelihoodRequest(prompt, cont) for prompt in prompts for cont in conts]
+    lone = [LoglikelihoodRequest(prompts[0], " terrible film")]
+    for batch in (requests, lone):
+        for request, result in zip(batch, backend.loglikelihood(batch)):
+            ctx, cont = backend._encode_pair(backend.render(request.context), request.continuation)
+            assert result.logprob == pytest.approx(_reference_logprob(peft_model, ctx, cont), abs=1e-4)
+    assert backend.stats["forward_passes"] > 0
+    (generated,) = backend.generate([GenerateRequest(prompts[1], max_tokens=6, temperature=0.0)])
+    ids = backend._encode(backend.render(prompts[1]))
+    with torch.no_grad():
+        for _ in range(generated.n_tokens):
+            ids.append(int(peft_model(input_ids=torch.tensor([ids])).logits[0, -1].argmax()))
+    assert generated.n_tokens > 0
+    assert generated.text == backend._text(ids[-generated.n_tokens :])
 
 
 def test_loss_only_on_answer_tokens(tiny_model_dir):

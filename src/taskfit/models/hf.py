@@ -86,8 +86,12 @@ class HFBackend(Backend):
         except Exception as exc:  # transformers raises OSError, ValueError, hub errors ...
             raise _load_error(self.model_id, exc) from None
         self.adapter = str(adapter) if adapter else None
+        # Prefix / prompt tuning: a KV cache of the virtual tokens that every forward pass continues.
+        self.virtual = None
+        self.virtual_tokens = 0
         if adapter:
-            self.model = _merged_adapter(self.model, Path(adapter))
+            self.model, self.virtual = _with_adapter(self.model, Path(adapter))
+            self.virtual_tokens = self.virtual.get_seq_length() if self.virtual is not None else 0
         self.model.eval()
         self.use_chat_template = bool(chat_template and self.tokenizer.chat_template)
         if chat_template and not self.tokenizer.chat_template:
@@ -95,7 +99,7 @@ class HFBackend(Backend):
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
-        self.max_length = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
+        self.max_length = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048) - self.virtual_tokens
         self.stats = {"input_tokens": 0, "generated_tokens": 0, "forward_passes": 0}
 
     # ------------------------------------------------------------------ rendering and encoding
@@ -145,10 +149,12 @@ class HFBackend(Backend):
             first, cache, mask = self._contexts_after_shared_prefix(contexts, shared, longest > 1)
         else:
             input_ids, mask, positions = self._left_pad(contexts)
-            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                             use_cache=longest > 1, logits_to_keep=1)
             self.stats["input_tokens"] += int(mask.sum())
             self.stats["forward_passes"] += 1
+            mask, positions = self._after_virtual(mask), positions + self.virtual_tokens
+            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                             past_key_values=self._virtual_cache(len(contexts)), use_cache=longest > 1,
+                             logits_to_keep=1)
             first, cache = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1), out.past_key_values
         items = [(row, index, cont) for row, group in enumerate(members) for index, cont in group]
         multi = [item for item in items if len(item[2]) > 1]
@@ -172,12 +178,14 @@ class HFBackend(Backend):
         context, the cache, and the attention mask (prefix + suffix, pads inside)."""
         torch = self.torch
         rows = len(contexts)
+        virtual = self.virtual_tokens
         prefix = torch.tensor([list(contexts[0][:shared])])
-        prefix_out = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1)
+        prefix_out = self.model(input_ids=prefix, position_ids=virtual + torch.arange(shared)[None, :],
+                                past_key_values=self._virtual_cache(1), use_cache=True, logits_to_keep=1)
         cache = _map_cache(prefix_out.past_key_values, lambda t: t.expand(rows, -1, -1, -1))
         ids, suffix_mask, suffix_positions = self._left_pad([ctx[shared:] for ctx in contexts])
-        mask = torch.cat([torch.ones((rows, shared), dtype=torch.long), suffix_mask], dim=1)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=shared + suffix_positions,
+        mask = torch.cat([torch.ones((rows, virtual + shared), dtype=torch.long), suffix_mask], dim=1)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=virtual + shared + suffix_positions,
                          past_key_values=cache, use_cache=keep_cache, logits_to_keep=1)
         self.stats["input_tokens"] += shared + int(suffix_mask.sum())
         self.stats["forward_passes"] += 2
@@ -221,6 +229,18 @@ class HFBackend(Backend):
             mask[row, width - len(ids) :] = 1
         return input_ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
 
+    def _virtual_cache(self, rows: int):
+        """A fresh KV cache holding the adapter's virtual tokens for ``rows`` rows (None without them)."""
+        if self.virtual is None:
+            return None
+        return _map_cache(self.virtual, lambda t: t.expand(rows, -1, -1, -1))
+
+    def _after_virtual(self, mask):
+        """The attention mask with the virtual tokens (always attended) in front."""
+        if not self.virtual_tokens:
+            return mask
+        return self.torch.cat([self.torch.ones((mask.shape[0], self.virtual_tokens), dtype=mask.dtype), mask], dim=1)
+
     # ------------------------------------------------------------------ generation
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         results: list[GenerateResult | None] = [None] * len(requests)
@@ -249,9 +269,10 @@ class HFBackend(Backend):
         done = [False] * rows
         reasons = ["length"] * rows
         budget = max(s.max_tokens for s in settings)
-        cache = None
-        step_ids, step_pos = input_ids, positions
         self.stats["input_tokens"] += int(mask.sum())
+        cache = self._virtual_cache(rows)
+        mask = self._after_virtual(mask)
+        step_ids, step_pos = input_ids, positions + self.virtual_tokens
         with torch.inference_mode():
             for _ in range(budget):
                 out = self.model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
@@ -321,16 +342,42 @@ class HFBackend(Backend):
         }
 
 
-def _merged_adapter(model, adapter: Path):
-    """``model`` with a LoRA / IA3 adapter from ``taskfit tune`` merged into its weights (no added latency)."""
+def _with_adapter(model, adapter: Path):
+    """``model`` with an adapter from ``taskfit tune`` applied, and the KV cache of its virtual tokens (or None).
+
+    LoRA / IA3 are merged into the weights (no added latency); bottleneck adapters hang on the layers; prefix and
+    prompt tuning leave the weights as they are and give virtual tokens that every forward pass continues, at the
+    positions training gave them (0..n-1), so the backend's batching and cache sharing apply unchanged.
+    """
+    import torch
     from peft import PeftConfig, PeftModel
+
+    from taskfit.tuning.bottleneck import is_bottleneck, load_adapters
 
     if not (adapter / "adapter_config.json").is_file():
         raise UserError(f"--adapter {adapter}: no adapter_config.json there; give a `taskfit tune` output folder")
-    if PeftConfig.from_pretrained(adapter).is_prompt_learning:
-        raise UserError(f"--adapter {adapter} is a prefix/prompt-tuning adapter; the hf backend evaluates lora and "
-                        "ia3 adapters (merged into the weights) and full fine-tunes (--model hf:<folder>)")
-    return PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    if is_bottleneck(adapter):
+        load_adapters(model, adapter)
+        return model, None
+    try:
+        config = PeftConfig.from_pretrained(adapter)
+        peft_model = PeftModel.from_pretrained(model, adapter)
+    except Exception as exc:  # peft raises ValueError, KeyError, RuntimeError (shape mismatch) ...
+        raise UserError(f"--adapter {adapter} could not be applied to this model: "
+                        f"{(str(exc).strip().splitlines() or [type(exc).__name__])[-1]}") from None
+    if not config.is_prompt_learning:
+        return peft_model.merge_and_unload(), None
+    if config.peft_type not in ("PREFIX_TUNING", "PROMPT_TUNING"):
+        raise UserError(f"--adapter {adapter}: {config.peft_type} adapters are not supported; use lora, ia3, "
+                        "adapter, prefix or prompt")
+    peft_model.eval()
+    base = peft_model.get_base_model()
+    with torch.inference_mode():
+        prompt = peft_model.get_prompt(batch_size=1)
+        if config.peft_type == "PROMPT_TUNING":  # virtual token embeddings: run them once
+            prompt = base(inputs_embeds=prompt.to(base.dtype), use_cache=True, logits_to_keep=1).past_key_values
+        virtual = _map_cache(prompt, lambda t: t.detach().clone())
+    return base, virtual
 
 
 def _check_reachable(model_id: str) -> None:

@@ -1,6 +1,8 @@
 """``taskfit tune``: supervised fine-tuning of a causal LM on a task or a training file, with PEFT or in full.
 
-Methods: ``lora``, ``ia3``, ``prefix``, ``prompt`` (PEFT) and ``full``. Training runs in the transformers
+Methods: ``lora``, ``ia3``, ``prefix``, ``prompt`` (PEFT), ``adapter`` (bottleneck adapters,
+:mod:`taskfit.tuning.bottleneck`) and ``full``; ``head`` (a classifier on a sentence encoder) is in
+:mod:`taskfit.tuning.head`. Training runs in the transformers
 ``Trainer`` (progress bar with the loss, checkpoints every ``save_steps``, ``--resume`` from the last checkpoint,
 ``report_to`` TensorBoard / W&B / MLflow), on the pairs of :mod:`taskfit.tuning.data` with the loss on answer
 tokens only. The output folder holds the adapter (PEFT format) or the full model, the tokenizer, ``loss.png``,
@@ -27,7 +29,7 @@ from taskfit.errors import UserError
 
 log = logging.getLogger(__name__)
 
-METHODS = ("lora", "ia3", "prefix", "prompt", "full")
+METHODS = ("lora", "ia3", "prefix", "prompt", "adapter", "full", "head")
 LLAMA_ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
 LLAMA_MLP = ["gate_proj", "up_proj", "down_proj"]
 
@@ -35,7 +37,7 @@ LLAMA_MLP = ["gate_proj", "up_proj", "down_proj"]
 class TuneConfig(StrictModel):
     """Everything ``taskfit tune`` needs; every CLI flag is also a YAML key (``--config tune.yaml``)."""
 
-    method: Literal["lora", "ia3", "prefix", "prompt", "full"] = "lora"
+    method: Literal["lora", "ia3", "prefix", "prompt", "adapter", "full", "head"] = "lora"
     model: str = "smollm2-135m-instruct"
     task: str | None = Field(None, description="task whose train split (zero-shot prompts) is the data")
     train_file: Path | None = Field(None, description="text2text / conversation JSON or JSONL instead of a task")
@@ -50,7 +52,8 @@ class TuneConfig(StrictModel):
     max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: run the epochs)")
     batch_size: int = Field(8, gt=0)
     gradient_accumulation: int = Field(1, gt=0)
-    lr: float | None = Field(None, gt=0, description="default: 2e-4 (lora, ia3), 1e-2 (prefix, prompt), 2e-5 (full)")
+    lr: float | None = Field(None, gt=0, description="default: 2e-4 (lora), 2e-3 (ia3), 1e-2 (prefix, prompt), "
+                                                    "5e-4 (adapter), 2e-5 (full), 5e-5 (head)")
     weight_decay: float = 0.0
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     max_length: int = Field(512, gt=8)
@@ -59,8 +62,12 @@ class TuneConfig(StrictModel):
     alpha: int = Field(16, gt=0, description="lora alpha")
     dropout: float = Field(0.05, ge=0, lt=1, description="lora dropout")
     target_modules: list[str] | None = Field(None, description="lora / ia3 modules (default: attention + MLP "
-                                                               "projections for lora, k/v/down for ia3)")
+                                                               "projections for lora, k/v/down for ia3); adapter: "
+                                                               "decoder-layer modules (default [mlp])")
     virtual_tokens: int = Field(20, gt=0, description="prefix / prompt tuning")
+    adapter_size: int = Field(64, gt=0, description="bottleneck width of each adapter")
+    adapter_non_linearity: Literal["relu", "gelu", "silu"] = "relu"
+    encoder: str = Field("all-minilm-l6-v2", description="head: the sentence encoder under the head")
     # bookkeeping
     save_steps: int = Field(200, gt=0, description="checkpoint every N steps")
     logging_steps: int = Field(5, gt=0)
@@ -70,7 +77,8 @@ class TuneConfig(StrictModel):
     progress: bool = True
 
     def learning_rate(self) -> float:
-        return self.lr or {"lora": 2e-4, "ia3": 2e-3, "prefix": 1e-2, "prompt": 1e-2, "full": 2e-5}[self.method]
+        return self.lr or {"lora": 2e-4, "ia3": 2e-3, "prefix": 1e-2, "prompt": 1e-2, "adapter": 5e-4, "full": 2e-5,
+                           "head": 5e-5}[self.method]
 
 
 def load_tune_config(path: str | Path | None, overrides: dict[str, Any]) -> TuneConfig:
@@ -130,9 +138,14 @@ def merge(adapter: str | Path, output: str | Path) -> Path:
     from peft import AutoPeftModelForCausalLM, PeftConfig
     from transformers import AutoTokenizer
 
+    from taskfit.tuning.bottleneck import is_bottleneck
+
     adapter, output = Path(adapter), Path(output)
     if not (adapter / "adapter_config.json").is_file():
         raise UserError(f"{adapter} holds no PEFT adapter (adapter_config.json); give a `taskfit tune` output folder")
+    if is_bottleneck(adapter):
+        raise UserError(f"{adapter} holds bottleneck adapters: they are non-linear and cannot be merged into the "
+                        "weights; evaluate them with `taskfit eval --adapter` instead")
     if PeftConfig.from_pretrained(adapter).is_prompt_learning:
         raise UserError(f"{adapter} is a prefix/prompt-tuning adapter: it adds virtual tokens and cannot be merged "
                         "into the weights; only lora and ia3 adapters can")
@@ -186,10 +199,18 @@ def tune(config: TuneConfig, resume: bool = False) -> TuneResult:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     peft = peft_config(config, model_path, instruction)
+    bottleneck = None
     if peft is not None:
         from peft import get_peft_model
 
         model = get_peft_model(model, peft)
+    elif config.method == "adapter":
+        from taskfit.tuning.bottleneck import BottleneckConfig, add_adapters
+
+        bottleneck = BottleneckConfig(size=config.adapter_size, non_linearity=config.adapter_non_linearity,
+                                      target_modules=config.target_modules or ["mlp"],
+                                      base_model_name_or_path=model_path)
+        add_adapters(model, bottleneck)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     log.info("%s on %d samples: %d trainable parameters of %d (%.3f%%)", config.method, len(samples), trainable,
@@ -215,7 +236,12 @@ def tune(config: TuneConfig, resume: bool = False) -> TuneResult:
     result = trainer.train(resume_from_checkpoint=True if resume else None)
     train_s = time.perf_counter() - train_start
 
-    model.save_pretrained(out)  # PEFT: adapter_config.json + adapter weights; full: the whole model
+    if bottleneck is not None:
+        from taskfit.tuning.bottleneck import save_adapters
+
+        save_adapters(model, bottleneck, out)
+    else:
+        model.save_pretrained(out)  # PEFT: adapter_config.json + adapter weights; full: the whole model
     tokenizer.save_pretrained(out)
     history = [entry for entry in trainer.state.log_history if "loss" in entry]
     _plot_loss(history, out / "loss.png", f"{config.method} on {data_info.get('task') or data_info.get('file')}")
