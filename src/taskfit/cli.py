@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="evaluate a model on a task with a prompting strategy")
     ev.add_argument("--config", help="run YAML; any flag below can be a key there, flags override it")
-    ev.add_argument("--model", help="known model (see `taskfit models`) or hf:<folder or hub id>")
+    ev.add_argument("--model", help="known model (see `taskfit models`), hf:<folder or hub id>, or head:<folder> "
+                    "(a specialist from `taskfit tune --method head`)")
     ev.add_argument("--backend", choices=["hf", "llamacpp", "openai"],
                     help="hf (transformers, default), llamacpp (GGUF in process) or openai (OpenAI-compatible server)")
     ev.add_argument("--task", help="built-in task (see `taskfit tasks`) or path to a task YAML")
@@ -60,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--concurrency", type=int, help="requests in flight (openai) or llama.cpp server slots (default 4)")
     ev.add_argument("--request-timeout", type=float, help="openai backend: seconds per request (default 120)")
     ev.add_argument("--max-retries", type=int, help="openai backend: retries on timeouts, 429 and 5xx (default 5)")
-    ev.add_argument("--adapter", help="hf backend: LoRA / IA3 adapter folder from `taskfit tune` (merged at load)")
+    ev.add_argument("--adapter", help="hf backend: adapter folder from `taskfit tune` (LoRA / IA3 merged at load; "
+                    "bottleneck adapters; prefix / prompt virtual tokens)")
     ev.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
 
     cmp = sub.add_parser("compare-results", help="paired comparison of two runs on the same examples")
@@ -69,9 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--bootstrap-samples", type=int, default=2000)
     cmp.add_argument("--seed", type=int, default=0)
 
-    tu = sub.add_parser("tune", help="fine-tune a model on a task or a training file (LoRA, IA3, prefix, prompt, full)")
+    tu = sub.add_parser("tune", help="fine-tune a model on a task or a training file (LoRA, IA3, prefix, prompt, "
+                        "bottleneck adapters, full) or train a specialist encoder + head")
     tu.add_argument("--config", help="tune YAML; any flag below can be a key there, flags override it")
-    tu.add_argument("--method", choices=["lora", "ia3", "prefix", "prompt", "full"], help="default lora")
+    tu.add_argument("--method", choices=["lora", "ia3", "prefix", "prompt", "adapter", "full", "head"],
+                    help="default lora; adapter = bottleneck adapters; head = sentence encoder + classifier/regressor")
     tu.add_argument("--model", help="known model or hf:<folder> (default smollm2-135m-instruct)")
     tu.add_argument("--task", help="train on this task's split, with the prompts its zero-shot evaluation uses")
     tu.add_argument("--train-file", help="text2text / conversation JSON (LMFlow format) or JSONL instead of --task")
@@ -86,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--rank", type=int)
     tu.add_argument("--alpha", type=int)
     tu.add_argument("--virtual-tokens", type=int)
+    tu.add_argument("--adapter-size", type=int, help="bottleneck width of each adapter (default 64)")
+    tu.add_argument("--adapter-non-linearity", choices=["relu", "gelu", "silu"])
+    tu.add_argument("--encoder", help="head: sentence encoder (default all-minilm-l6-v2, shipped in a package)")
     tu.add_argument("--max-length", type=int)
     tu.add_argument("--save-steps", type=int)
     tu.add_argument("--seed", type=int)
@@ -108,8 +115,8 @@ EVAL_KEYS = ("model", "backend", "task", "strategy", "pool_split", "mode", "data
              "seed", "output", "batch_size", "max_tokens", "chat_template", "bootstrap_samples", "threads", "cache",
              "cache_path", "base_url", "api_key", "api", "concurrency", "request_timeout", "max_retries", "adapter")
 TUNE_KEYS = ("method", "model", "task", "train_file", "data_dir", "split", "limit", "output", "epochs", "max_steps",
-             "batch_size", "lr", "rank", "alpha", "virtual_tokens", "max_length", "save_steps", "seed", "threads",
-             "report_to", "chat_template", "progress")
+             "batch_size", "lr", "rank", "alpha", "virtual_tokens", "adapter_size", "adapter_non_linearity", "encoder",
+             "max_length", "save_steps", "seed", "threads", "report_to", "chat_template", "progress")
 
 
 def parse_strategy_args(items: Sequence[str]) -> dict:
@@ -191,10 +198,18 @@ def cmd_tune(args: argparse.Namespace) -> int:
     card = tune(config, resume=args.resume).card
     sys.stdout.write(f"{card['method']}: {card['steps']} steps, loss {card['first_loss']} -> {card['final_loss']}, "
                      f"{card['trainable_parameters']:,} trainable parameters ({100 * card['trainable_share']:.3f}%), "
-                     f"{card['train_s']} s\noutput: {card['output']} (evaluate with `taskfit eval --adapter "
-                     f"{card['output']}`" + (")\n" if card["method"] != "full" else
-                                               f" or --model hf:{card['output']})\n"))
+                     f"{card['train_s']} s\noutput: {card['output']} (evaluate with {_evaluate_hint(card)})\n")
     return 0
+
+
+def _evaluate_hint(card: dict) -> str:
+    """How to evaluate what ``taskfit tune`` produced."""
+    out = card["output"]
+    if card["method"] == "head":
+        return f"`taskfit eval --task {card['data']['task']} --model head:{out}`"
+    if card["method"] == "full":
+        return f"`taskfit eval --model hf:{out}`"
+    return f"`taskfit eval --adapter {out}`"
 
 
 def cmd_merge(args: argparse.Namespace) -> int:

@@ -35,6 +35,7 @@ from taskfit.tasks.task import Example, Task, load_task
 log = logging.getLogger(__name__)
 
 VERSIONED_PACKAGES = ("torch", "transformers", "numpy", "scipy", "scikit-learn", "pydantic")
+HEAD_PREFIX = "head:"  # --model head:<folder>: a specialist classifier from `taskfit tune --method head`
 
 
 def default_output(config: RunConfig) -> Path:
@@ -50,6 +51,10 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
     ``config.cache`` is off); a ``backend`` passed in is used as it is (wrap it in
     :class:`~taskfit.models.cache.CachedBackend` to cache it).
     """
+    if config.model.startswith(HEAD_PREFIX):
+        from taskfit.tuning.head import evaluate_head
+
+        return evaluate_head(config, progress)
     started = time.perf_counter()
     task = load_task(config.task)
     task.override_prompt(config.prompt.model_dump(exclude_unset=True))
@@ -95,6 +100,29 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
     records = _run_chunks(strategy, examples, backend, task, out_dir / "samples.jsonl", chunk, done, progress)
     eval_s = time.perf_counter() - eval_start
 
+    timings = {
+        "load_model_s": round(load_s, 3),
+        "prepare_s": round(prepare_s, 3),
+        "eval_s": round(eval_s, 3),
+        "total_s": round(time.perf_counter() - started, 3),
+        "examples_per_s": round((len(records) - len(done)) / eval_s, 3) if eval_s > 0 else None,
+        "resumed_after": len(done),
+    }
+    results = write_results(config, task, records, backend.describe(), timings, out_dir,
+                            strategy_info=strategy.info,
+                            **({"knowledge_base": task.space.kb_info} if getattr(task.space, "kb_info", None) else {}),
+                            backend_stats=dict(getattr(backend, "stats", {})))
+    hits = results["backend_stats"].get("cache_hits", 0)
+    if hits:
+        log.info("%d of %d model requests were answered from the response cache (--no-cache to recompute)",
+                 hits, hits + results["backend_stats"].get("cache_misses", 0))
+    return results
+
+
+def write_results(config: RunConfig, task: Task, records: list[dict[str, Any]], model: dict[str, Any],
+                  timings: dict[str, Any], out_dir: Path, **extra: Any) -> dict[str, Any]:
+    """Metrics with CIs and counts from the sample records, written with the run's config, task, model, versions
+    and timings to ``results.json`` (every way of answering a task reports through here)."""
     metrics = compute_metrics(task.config.metrics, records, task.label_values,
                               n_resamples=config.bootstrap_samples, seed=config.seed)
     failures = sum(not r["parse_ok"] for r in records)
@@ -106,28 +134,15 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": json.loads(config.model_dump_json()),
         "task": json.loads(task.config.model_dump_json()),
-        "model": backend.describe(),
+        "model": model,
         "versions": _versions(),
         "git_hash": _git_hash(),
         "metrics": {name: value.as_dict() for name, value in metrics.items()},
         "counts": counts,
-        "timings": {
-            "load_model_s": round(load_s, 3),
-            "prepare_s": round(prepare_s, 3),
-            "eval_s": round(eval_s, 3),
-            "total_s": round(time.perf_counter() - started, 3),
-            "examples_per_s": round((len(records) - len(done)) / eval_s, 3) if eval_s > 0 else None,
-            "resumed_after": len(done),
-        },
-        "strategy_info": strategy.info,
-        **({"knowledge_base": task.space.kb_info} if getattr(task.space, "kb_info", None) else {}),
-        "backend_stats": dict(getattr(backend, "stats", {})),
+        "timings": timings,
+        **extra,
         "output_dir": str(out_dir),
     }
-    hits = results["backend_stats"].get("cache_hits", 0)
-    if hits:
-        log.info("%d of %d model requests were answered from the response cache (--no-cache to recompute)",
-                 hits, hits + results["backend_stats"].get("cache_misses", 0))
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     log.info("wrote %s and %s", out_dir / "results.json", out_dir / "samples.jsonl")
     return results

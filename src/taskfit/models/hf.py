@@ -362,7 +362,7 @@ def _with_adapter(model, adapter: Path):
     try:
         config = PeftConfig.from_pretrained(adapter)
         peft_model = PeftModel.from_pretrained(model, adapter)
-    except Exception as exc:  # peft raises ValueError, KeyError, RuntimeError (shape mismatch) ...
+    except Exception as exc:  # noqa: BLE001 - peft raises ValueError, KeyError, RuntimeError (shape mismatch) ...
         raise UserError(f"--adapter {adapter} could not be applied to this model: "
                         f"{(str(exc).strip().splitlines() or [type(exc).__name__])[-1]}") from None
     if not config.is_prompt_learning:

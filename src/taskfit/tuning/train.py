@@ -120,15 +120,22 @@ def training_samples(config: TuneConfig):
         if config.limit:
             samples = samples[: config.limit]
         return samples, {"file": str(config.train_file), "n": len(samples)}, None
+    task, examples = task_examples(config)
+    info = {"task": task.name, "split": config.split, "n": len(examples)}
+    return pairs_from_task(task, examples), info, task.config.prompt.instruction
+
+
+def task_examples(config: TuneConfig):
+    """The task and the examples of its split to train on: all, or a seeded random sample of ``limit`` rows (several
+    data files are sorted by label, so the first rows can be one class)."""
     from taskfit.tasks.task import load_task
 
     task = load_task(config.task)
     examples = task.examples(config.split, config.data_dir)
-    if config.limit and config.limit < len(examples):  # a seeded sample: several data files are sorted by label
+    if config.limit and config.limit < len(examples):
         chosen = sorted(random.Random(config.seed).sample(range(len(examples)), config.limit))
         examples = [examples[i] for i in chosen]
-    info = {"task": task.name, "split": config.split, "n": len(examples)}
-    return pairs_from_task(task, examples), info, task.config.prompt.instruction
+    return task, examples
 
 
 def merge(adapter: str | Path, output: str | Path) -> Path:
@@ -172,6 +179,10 @@ def tune(config: TuneConfig, resume: bool = False) -> TuneResult:
     from taskfit.models.registry import resolve_model
     from taskfit.tuning.data import Tokenizer, collate
 
+    if config.method == "head":
+        from taskfit.tuning.head import train_head
+
+        return train_head(config, resume)
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     if config.threads:
