@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-retries", type=int, help="openai backend: retries on timeouts, 429 and 5xx (default 5)")
     ev.add_argument("--adapter", help="hf backend: adapter folder from `taskfit tune` (LoRA / IA3 merged at load; "
                     "bottleneck adapters; prefix / prompt virtual tokens)")
+    ev.add_argument("--quantize", choices=["none", "int8"],
+                    help="hf backend: int8 dynamic quantization of the linear layers (output layer fp32)")
     ev.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
 
     cmp = sub.add_parser("compare-results", help="paired comparison of two runs on the same examples")
@@ -113,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 EVAL_KEYS = ("model", "backend", "task", "strategy", "pool_split", "mode", "data_dir", "kb", "split", "limit", "sample",
              "seed", "output", "batch_size", "max_tokens", "chat_template", "bootstrap_samples", "threads", "cache",
-             "cache_path", "base_url", "api_key", "api", "concurrency", "request_timeout", "max_retries", "adapter")
+             "cache_path", "base_url", "api_key", "api", "concurrency", "request_timeout", "max_retries", "adapter",
+             "quantize")
 TUNE_KEYS = ("method", "model", "task", "train_file", "data_dir", "split", "limit", "output", "epochs", "max_steps",
              "batch_size", "lr", "rank", "alpha", "virtual_tokens", "adapter_size", "adapter_non_linearity", "encoder",
              "max_length", "save_steps", "seed", "threads", "report_to", "chat_template", "progress")

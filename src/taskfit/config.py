@@ -71,8 +71,10 @@ class RunConfig(StrictModel):
     concurrency: int = Field(4, gt=0, description="requests in flight (openai) or server slots (llamacpp)")
     request_timeout: float = Field(120.0, gt=0, description="openai backend: seconds per request")
     max_retries: int = Field(5, ge=0, description="openai backend: retries of a failed request")
-    adapter: Path | None = Field(None, description="hf backend: a LoRA / IA3 adapter folder from `taskfit tune`, "
-                                 "merged into the model's weights")
+    adapter: Path | None = Field(None, description="hf backend: an adapter folder from `taskfit tune` (LoRA / IA3 "
+                                 "merged into the weights, bottleneck adapters, prefix / prompt virtual tokens)")
+    quantize: Literal["none", "int8"] = Field("none", description="hf backend: int8 dynamic quantization of the "
+                                              "linear layers (output layer kept in fp32)")
 
     def backend_options(self) -> dict[str, Any]:
         """Constructor options of the chosen backend."""
@@ -83,6 +85,11 @@ class RunConfig(StrictModel):
                 raise UserError("--adapter works with the hf backend; merge it first (`taskfit merge`) to serve "
                                 "the merged model elsewhere")
             options["adapter"] = self.adapter
+        if self.quantize != "none":
+            if self.backend != "hf":
+                raise UserError("--quantize works with the hf backend; the llamacpp backend runs quantized GGUF "
+                                "files as they are")
+            options["quantize"] = self.quantize
         if self.backend == "llamacpp":
             options["parallel"] = self.concurrency
         elif self.backend == "openai":

@@ -68,6 +68,7 @@ class HFBackend(Backend):
         threads: int | None = None,
         progress: bool = False,
         adapter: str | Path | None = None,
+        quantize: str = "none",
     ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -92,6 +93,11 @@ class HFBackend(Backend):
         if adapter:
             self.model, self.virtual = _with_adapter(self.model, Path(adapter))
             self.virtual_tokens = self.virtual.get_seq_length() if self.virtual is not None else 0
+        self.quantize = quantize
+        if quantize == "int8":
+            self.model = quantize_int8(self.model)
+        elif quantize != "none":
+            raise UserError(f"quantize={quantize!r}: use none or int8")
         self.model.eval()
         self.use_chat_template = bool(chat_template and self.tokenizer.chat_template)
         if chat_template and not self.tokenizer.chat_template:
@@ -335,11 +341,29 @@ class HFBackend(Backend):
             "model": self.display_name,
             "path": self.model_id,
             "parameters": sum(p.numel() for p in self.model.parameters()),
-            "dtype": str(self.model.dtype).replace("torch.", ""),
+            # the response cache keys on dtype: a quantized model is another model
+            "dtype": str(self.model.dtype).replace("torch.", "") + ("+int8-linear" if self.quantize == "int8" else ""),
             "chat_template": self.use_chat_template,
             "threads": self.torch.get_num_threads(),
             **({"adapter": self.adapter} if self.adapter else {}),
         }
+
+
+def quantize_int8(model):
+    """``model`` with every linear layer but the output layer replaced by torch's dynamic int8 version: weights
+    stored as int8 per output channel, activations quantized per batch. The output layer (tied to the embeddings in
+    small models, and the layer whose errors move log-probabilities most directly) stays fp32."""
+    import warnings
+
+    import torch
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    output = model.get_output_embeddings()
+    spec = {name: per_channel_dynamic_qconfig for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and module is not output}
+    with warnings.catch_warnings():  # torch marks its quantized tensor types deprecated (in favour of torchao)
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, spec, dtype=torch.qint8)
 
 
 def _with_adapter(model, adapter: Path):

@@ -270,8 +270,8 @@ def evaluate_head(config, progress: bool = True) -> dict[str, Any]:
 
     if config.strategy != "zero_shot":
         raise UserError(f"a head model answers directly; --strategy {config.strategy} needs a language model")
-    if config.adapter:
-        raise UserError("--adapter applies to language models, not to --model head:<folder>")
+    if config.adapter or config.quantize != "none":
+        raise UserError("--adapter and --quantize apply to language models, not to --model head:<folder>")
     started = time.perf_counter()
     task = load_task(config.task)
     examples = select_examples(task, config)
