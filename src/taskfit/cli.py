@@ -108,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("adapter", help="adapter folder from `taskfit tune`")
     mg.add_argument("output", help="folder for the merged model (use it as --model hf:<folder>)")
 
+    ex = sub.add_parser("export", help="write a tuned model as a GGUF file (Q8_0, F16, F32) for the llamacpp backend")
+    ex.add_argument("output", help="the .gguf file to write")
+    ex.add_argument("--model", default="smollm2-135m-instruct", help="base model, or hf:<folder> of a full fine-tune")
+    ex.add_argument("--adapter", help="LoRA / IA3 adapter folder from `taskfit tune`, merged before export")
+    ex.add_argument("--type", dest="qtype", default="q8_0", choices=["q8_0", "f16", "f32"])
+    ex.add_argument("--template", help="a GGUF of the base model to copy tokenizer and metadata from "
+                    "(default: the embedded model's own file)")
+
     sub.add_parser("tasks", help="list built-in tasks")
     sub.add_parser("models", help="list known models")
     return parser
@@ -215,6 +223,15 @@ def _evaluate_hint(card: dict) -> str:
     return f"`taskfit eval --adapter {out}`"
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from taskfit.tuning.export import export_gguf
+
+    summary = export_gguf(args.model, args.output, adapter=args.adapter, qtype=args.qtype, template=args.template)
+    sys.stdout.write(f"wrote {summary['output']} ({summary['bytes'] / 2**20:.1f} MiB, {summary['type']}); evaluate "
+                     f"with `taskfit eval --backend llamacpp --model gguf:{summary['output']}`\n")
+    return 0
+
+
 def cmd_merge(args: argparse.Namespace) -> int:
     from taskfit.tuning.train import merge
 
@@ -223,8 +240,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"eval": cmd_eval, "tune": cmd_tune, "merge": cmd_merge, "compare-results": cmd_compare,
-            "tasks": cmd_tasks, "models": cmd_models}
+COMMANDS = {"eval": cmd_eval, "tune": cmd_tune, "merge": cmd_merge, "export": cmd_export,
+            "compare-results": cmd_compare, "tasks": cmd_tasks, "models": cmd_models}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
