@@ -26,6 +26,7 @@ from taskfit.report.table import markdown_table
 log = logging.getLogger("sst2_methods")
 
 TRAIN_ROWS = 1000
+LORA_Q8 = "runs/bench-table-lora-q8_0.gguf"
 # name, label, tune method (None: no training), tune flags, eval settings
 ROWS = [
     ("zero-shot", "zero-shot (untuned)", None, [], {}),
@@ -38,6 +39,7 @@ ROWS = [
     ("adapter", "bottleneck adapters (64)", "adapter", [], {}),
     ("head", "specialist: MiniLM-L6 + head", "head", ["--epochs", "3"], {}),
     ("lora-int8", "LoRA merged, torch int8 (dynamic)", None, [], {"quantize": "int8"}),
+    ("lora-q8", "LoRA merged, GGUF Q8_0 on llamacpp", None, [], {"backend": "llamacpp", "model": f"gguf:{LORA_Q8}"}),
 ]
 # Folders an earlier run already filled with the same settings: the LoRA adapter of lora_sst2.py, and the few-shot
 # evaluation started from the command line (`taskfit eval --task sst2 --data-dir ../shared/data --split dev --strategy
@@ -110,6 +112,10 @@ def main() -> None:
                 settings = {**settings, "adapter": card["output"]}
         if name == "lora-int8":
             settings = {**settings, "adapter": REUSE["lora"]}
+        if name == "lora-q8" and not Path(LORA_Q8).is_file():
+            subprocess.run([str(Path(sys.executable).parent / "taskfit"), "export", LORA_Q8, "--adapter", REUSE["lora"],
+                            "--type", "q8_0"], check=True)
+        if name.startswith("lora-"):
             card = json.loads((Path(REUSE["lora"]) / "run_card.json").read_text())
         log.info("evaluating %s", label)
         results = evaluate_row(name, settings, args.data_dir, args.eval_limit, name in args.only)
@@ -127,11 +133,11 @@ def main() -> None:
             record["paired_vs_zero_shot"] = d
             diff = f"{100 * d['diff']:+.2f} [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}], p={d['p_mcnemar']:.2g}"
         trainable = (f"{card['trainable_parameters']:,} ({100 * card['trainable_share']:.2f}%)"
-                     if card and name != "lora-int8" else "-")
+                     if card and not name.startswith("lora-") else "-")
         rows.append([record["label"], res["counts"]["n"], f"{acc['value']:.4f} [{acc['ci_low']:.4f}, {acc['ci_high']:.4f}]",
                      diff, trainable,
-                     f"{card['train_s']:.0f}" if card and name != "lora-int8" else "-",
-                     f"{card['peak_rss_mib']:.0f}" if card and name != "lora-int8" else "-",
+                     f"{card['train_s']:.0f}" if card and not name.startswith("lora-") else "-",
+                     f"{card['peak_rss_mib']:.0f}" if card and not name.startswith("lora-") else "-",
                      f"{res['timings']['eval_s']:.0f}",
                      f"{res['peak_rss_mib']:.0f}" if res["peak_rss_mib"] else "not recorded"])
     table = markdown_table(["method", "n", "accuracy [95% CI]", "vs zero-shot, points [95% CI], McNemar p",
