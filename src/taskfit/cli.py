@@ -217,7 +217,7 @@ def _evaluate_hint(card: dict) -> str:
     """How to evaluate what ``taskfit tune`` produced."""
     out = card["output"]
     if card["method"] == "head":
-        return f"`taskfit eval --task {card['data']['task']} --model head:{out}`"
+        return f"`taskfit eval --task {card['config']['task']} --model head:{out}`"
     if card["method"] == "full":
         return f"`taskfit eval --model hf:{out}`"
     return f"`taskfit eval --adapter {out}`"
