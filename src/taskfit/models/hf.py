@@ -352,13 +352,13 @@ class HFBackend(Backend):
 INT8_KEEP_FP32 = ("down_proj",)  # linear layers left in fp32 by --quantize int8, besides the output layer
 
 
-def quantize_int8(model):
+def quantize_int8(model, keep_fp32: tuple[str, ...] = INT8_KEEP_FP32):
     """``model`` with its linear layers replaced by torch's dynamic int8 version (weights int8 per output channel,
     activations quantized per tensor on the fly), except two kinds kept in fp32: the output layer (tied to the
     embeddings in small models; its errors move log-probabilities directly) and the MLP output projection
     (``down_proj``), whose input, the gated product, has outlier activations that per-tensor int8 destroys. Measured
     on SST-2 dev (100 rows, SmolLM2-135M): quantizing every layer but the output fell from 0.81 to 0.52 accuracy;
-    keeping ``down_proj`` in fp32 gave 0.80 (benchmarks/sst2_methods.py)."""
+    keeping ``down_proj`` in fp32 gave 0.80 (benchmarks/int8_layers.py)."""
     import warnings
 
     import torch
@@ -367,10 +367,10 @@ def quantize_int8(model):
     output = model.get_output_embeddings()
     spec = {name: per_channel_dynamic_qconfig for name, module in model.named_modules()
             if isinstance(module, torch.nn.Linear) and module is not output
-            and not name.endswith(INT8_KEEP_FP32)}
+            and not name.endswith(keep_fp32)}
     with warnings.catch_warnings():  # torch marks its quantized tensor types deprecated (in favour of torchao)
         warnings.simplefilter("ignore")
-        return quantize_dynamic(model, spec, dtype=torch.qint8)
+        return quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)  # no second copy of the weights
 
 
 def _with_adapter(model, adapter: Path):
