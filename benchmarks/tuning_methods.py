@@ -3,6 +3,8 @@ prompt, the embedded model, the same batch size and number of steps; each method
 that process's).
 
     .venv/bin/python benchmarks/tuning_methods.py --data-dir ../shared/data [--steps 12] [--methods lora full ...]
+    .venv/bin/python benchmarks/tuning_methods.py --task r8 --max-length 256 --steps 6 --methods lora full \
+        --out benchmarks/results/tuning_methods_r8       # long samples (news articles cut at 256 tokens)
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from taskfit.report.table import markdown_table
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--task", default="sst2")
+    parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--methods", nargs="+", default=["lora", "full", "ia3", "prefix", "prompt"])
@@ -27,11 +31,12 @@ def main() -> None:
     args = parser.parse_args()
     cards = {}
     for method in args.methods:
-        out = Path(f"runs/bench-tune-{method}")
+        out = Path(f"runs/bench-tune-{args.task}-{method}")
         shutil.rmtree(out, ignore_errors=True)
-        subprocess.run([str(Path(sys.executable).parent / "taskfit"), "tune", "--method", method, "--task", "sst2",
+        subprocess.run([str(Path(sys.executable).parent / "taskfit"), "tune", "--method", method, "--task", args.task,
                         "--data-dir", args.data_dir, "--limit", str(args.steps * args.batch_size), "--max-steps",
                         str(args.steps), "--batch-size", str(args.batch_size), "--save-steps", "1000",
+                        "--max-length", str(args.max_length),
                         "--no-progress", "--output", str(out)], check=True, stdout=subprocess.DEVNULL)
         cards[method] = json.loads((out / "run_card.json").read_text())
     rows = []
@@ -45,7 +50,9 @@ def main() -> None:
     table = markdown_table(["method", "trainable params", "share", "steps", "train s", "tokens/s", "vs full",
                             "peak RSS MiB", "vs full", "loss"], rows)
     Path(args.out + ".md").write_text(
-        f"SST-2 train, {args.steps * args.batch_size} rows, {args.steps} steps of batch {args.batch_size}, the "
+        f"{args.task} train, {args.steps * args.batch_size} rows (max {args.max_length} tokens, mean "
+        f"{next(iter(cards.values()))['data']['tokens'] / (args.steps * args.batch_size):.0f}), {args.steps} steps "
+        f"of batch {args.batch_size}, the "
         "evaluation prompt, embedded model fp32, 2-core CPU, one method per process.\n\n" + table + "\n")
     Path(args.out + ".json").write_text(json.dumps(cards, indent=2) + "\n")
     print(table)
