@@ -148,7 +148,7 @@ def train_head(config, resume: bool = False):
                 scheduler.step()
                 optimizer.zero_grad()
                 step += 1
-                running.append(float(loss))
+                running.append(float(loss.detach()))
                 if step % config.logging_steps == 0 or step == total_steps:
                     history.append({"step": step, "loss": sum(running) / len(running)})
                     running = []
