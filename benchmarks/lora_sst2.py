@@ -33,7 +33,7 @@ def main() -> None:
         shutil.rmtree(adapter, ignore_errors=True)
         subprocess.run([str(Path(sys.executable).parent / "taskfit"), "tune", "--method", "lora", "--task", "sst2",
                         "--data-dir", args.data_dir, "--limit", str(args.train_limit), "--epochs", "1", "--batch-size",
-                        "8", "--lr", str(args.lr), "--save-steps", "50", "--no-progress", "--output", str(adapter)],
+                        "8", "--lr", str(args.lr), "--dropout", "0.05", "--save-steps", "50", "--no-progress", "--output", str(adapter)],
                        check=True)
     card = json.loads((adapter / "run_card.json").read_text())
     rows, results = [], {}

@@ -32,7 +32,7 @@ ROWS = [
     ("zero-shot", "zero-shot (untuned)", None, [], {}),
     ("few-shot", "few-shot kNN k=4", None, [], {"strategy": "few_shot",
                                                "strategy_args": {"selector": "knn", "k": 4, "pool_limit": 20000}}),
-    ("lora", "LoRA r=8", "lora", ["--lr", "3e-4"], {}),
+    ("lora", "LoRA r=8", "lora", ["--lr", "3e-4", "--dropout", "0.05"], {}),
     ("prefix", "prefix tuning (20 virtual tokens)", "prefix", [], {}),
     ("prompt", "prompt tuning (20 virtual tokens)", "prompt", [], {}),
     ("ia3", "IA3", "ia3", [], {}),

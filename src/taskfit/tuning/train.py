@@ -60,7 +60,8 @@ class TuneConfig(StrictModel):
     # method options
     rank: int = Field(8, gt=0, description="lora rank")
     alpha: int = Field(16, gt=0, description="lora alpha")
-    dropout: float = Field(0.05, ge=0, lt=1, description="lora dropout")
+    dropout: float = Field(0.0, ge=0, lt=1, description="lora dropout (0: PEFT skips the dropout layer, which "
+                                                         "otherwise keeps a copy of every projection's input)")
     target_modules: list[str] | None = Field(None, description="lora / ia3 modules (default: attention + MLP "
                                                                "projections for lora, k/v/down for ia3); adapter: "
                                                                "decoder-layer modules (default [mlp])")
