@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--adapter", help="hf backend: adapter folder from `taskfit tune` (LoRA / IA3 merged at load; "
                     "bottleneck adapters; prefix / prompt virtual tokens)")
     ev.add_argument("--quantize", choices=["none", "int8"],
-                    help="hf backend: int8 dynamic quantization of the linear layers (output layer fp32)")
+                    help="hf backend: int8 dynamic quantization of the linear layers (output and MLP down "
+                    "projections stay fp32)")
     ev.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
 
     cmp = sub.add_parser("compare-results", help="paired comparison of two runs on the same examples")

@@ -74,7 +74,7 @@ class RunConfig(StrictModel):
     adapter: Path | None = Field(None, description="hf backend: an adapter folder from `taskfit tune` (LoRA / IA3 "
                                  "merged into the weights, bottleneck adapters, prefix / prompt virtual tokens)")
     quantize: Literal["none", "int8"] = Field("none", description="hf backend: int8 dynamic quantization of the "
-                                              "linear layers (output layer kept in fp32)")
+                                              "linear layers (output layer and MLP down projections kept fp32)")
 
     def backend_options(self) -> dict[str, Any]:
         """Constructor options of the chosen backend."""
