@@ -58,15 +58,16 @@ def export_gguf(model: str, output: str | Path, *, adapter: str | Path | None = 
     template = Path(template)
     if not template.is_file():
         raise UserError(f"template GGUF {template} does not exist")
+    if adapter is not None:
+        from taskfit.tuning.train import check_mergeable
+
+        check_mergeable(Path(adapter))
     _, path = resolve_model(model)
     weights = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     if adapter is not None:
         from taskfit.models.hf import _with_adapter
 
-        weights, virtual = _with_adapter(weights, Path(adapter))
-        if virtual is not None or any(".bottleneck." in name for name, _ in weights.named_parameters()):
-            raise UserError(f"{adapter}: prefix / prompt tuning and bottleneck adapters add parts a GGUF Llama has "
-                            "no place for; export works for lora, ia3 and full fine-tunes")
+        weights, _ = _with_adapter(weights, Path(adapter))  # LoRA / IA3: merged into the weights
     config = weights.config
     if config.model_type != "llama":
         raise UserError(f"export writes Llama-family models; this one is {config.model_type!r}")

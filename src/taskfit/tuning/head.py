@@ -88,7 +88,7 @@ def train_head(config, resume: bool = False):
     from transformers import AutoModel, AutoTokenizer, get_linear_schedule_with_warmup
 
     from taskfit.prompting.embeddings import encoder_location
-    from taskfit.tuning.train import TuneResult, _card_markdown, _plot_loss, task_examples
+    from taskfit.tuning.train import TuneResult, _plot_loss, task_examples, write_run_card
 
     if resume:
         raise UserError("--method head trains in minutes and keeps no checkpoints; run it again without --resume")
@@ -103,8 +103,9 @@ def train_head(config, resume: bool = False):
         torch.set_num_threads(config.threads)
     from taskfit.tasks.task import load_task
 
-    _check_task(load_task(config.task))  # before reading any data
-    task, examples = task_examples(config)
+    task = load_task(config.task)
+    _check_task(task)  # before reading any data
+    task, examples = task_examples(config, task)
     if not examples:
         raise UserError("no training samples")
     location = encoder_location(config.encoder)
@@ -188,9 +189,7 @@ def train_head(config, resume: bool = False):
         "resumed_from_step": 0,
         "output": str(out),
     }
-    (out / "run_card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    (out / "RUN_CARD.md").write_text(_card_markdown(card), encoding="utf-8")
-    log.info("wrote %s (loss %.4f -> %.4f)", out, card["first_loss"] or 0, card["final_loss"] or 0)
+    write_run_card(out, card)
     return TuneResult(card, model.eval())
 
 
@@ -215,7 +214,6 @@ class HeadPredictor:
 
     def check(self, task) -> None:
         """Refuse a task whose answers differ from those the head was trained to give."""
-        _check_task(task)
         if task.space.type != self.config["task_type"]:
             raise UserError(f"head {self.folder} was trained for a {self.config['task_type']} task; "
                             f"{task.name!r} is {task.space.type}")
@@ -223,10 +221,13 @@ class HeadPredictor:
             raise UserError(f"head {self.folder} predicts the labels {self.config['labels']}; task {task.name!r} "
                             f"has {task.space.values}")
 
-    def predict(self, task, examples, batch_size: int = 32, progress: bool = False) -> list[tuple[Any, dict]]:
-        """(prediction, extras) per example: a label value with the label probabilities, or a score."""
-        sep = self.tokenizer.sep_token or "|"
-        texts = [encoder_texts(example, sep) for example in examples]
+    def texts(self, examples) -> list[tuple[str, ...]]:
+        """What the encoder reads for each example."""
+        return [encoder_texts(example, self.tokenizer.sep_token or "|") for example in examples]
+
+    def predict(self, task, texts: list[tuple[str, ...]], batch_size: int = 32,
+                progress: bool = False) -> list[tuple[Any, dict]]:
+        """(prediction, extras) per encoder input: a label value with the label probabilities, or a score."""
         order = sorted(range(len(texts)), key=lambda i: sum(len(t) for t in texts[i]), reverse=True)
         found: list[Any] = [None] * len(texts)
         with torch.inference_mode(), tqdm(total=len(texts), desc="head", disable=not progress, leave=False) as bar:
@@ -287,12 +288,11 @@ def evaluate_head(config, progress: bool = True) -> dict[str, Any]:
     # Same folder rules as any run (a foreign run is refused); prediction is cheap, so it is always redone whole.
     _resume_point(out_dir, _fingerprint(config, task, examples), len(examples) + 1, [ex.index for ex in examples])
     eval_start = time.perf_counter()
-    answers = predictor.predict(task, examples, batch_size=config.batch_size, progress=progress)
+    texts = predictor.texts(examples)
+    answers = predictor.predict(task, texts, batch_size=config.batch_size, progress=progress)
     records = []
-    sep = predictor.tokenizer.sep_token or "|"
-    for example, (prediction, extra) in zip(examples, answers):
-        outcome = Outcome(prediction, True, " || ".join(encoder_texts(example, sep)), extra.get("probs", prediction),
-                          extra)
+    for example, text, (prediction, extra) in zip(examples, texts, answers):
+        outcome = Outcome(prediction, True, " || ".join(text), extra.get("probs", prediction), extra)
         records.append(outcome_record(task, example, outcome))
     with (out_dir / "samples.jsonl").open("w", encoding="utf-8") as handle:
         handle.write("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))

@@ -126,12 +126,12 @@ def training_samples(config: TuneConfig):
     return pairs_from_task(task, examples), info, task.config.prompt.instruction
 
 
-def task_examples(config: TuneConfig):
-    """The task and the examples of its split to train on: all, or a seeded random sample of ``limit`` rows (several
-    data files are sorted by label, so the first rows can be one class)."""
+def task_examples(config: TuneConfig, task=None):
+    """The task (loaded unless given) and the examples of its split to train on: all, or a seeded random sample of
+    ``limit`` rows (several data files are sorted by label, so the first rows can be one class)."""
     from taskfit.tasks.task import load_task
 
-    task = load_task(config.task)
+    task = task or load_task(config.task)
     examples = task.examples(config.split, config.data_dir)
     if config.limit and config.limit < len(examples):
         chosen = sorted(random.Random(config.seed).sample(range(len(examples)), config.limit))
@@ -139,16 +139,13 @@ def task_examples(config: TuneConfig):
     return task, examples
 
 
-def merge(adapter: str | Path, output: str | Path) -> Path:
-    """Merge a LoRA / IA3 adapter into its base model and save the result as a plain model folder (no added
-    latency at inference; ``--model hf:<output>``)."""
-    import torch
-    from peft import AutoPeftModelForCausalLM, PeftConfig
-    from transformers import AutoTokenizer
+def check_mergeable(adapter: Path) -> None:
+    """Refuse, before anything loads, an adapter that cannot be folded into the weights (``merge``, ``export``):
+    only LoRA and IA3 can."""
+    from peft import PeftConfig
 
     from taskfit.tuning.bottleneck import is_bottleneck
 
-    adapter, output = Path(adapter), Path(output)
     if not (adapter / "adapter_config.json").is_file():
         raise UserError(f"{adapter} holds no PEFT adapter (adapter_config.json); give a `taskfit tune` output folder")
     if is_bottleneck(adapter):
@@ -157,6 +154,17 @@ def merge(adapter: str | Path, output: str | Path) -> Path:
     if PeftConfig.from_pretrained(adapter).is_prompt_learning:
         raise UserError(f"{adapter} is a prefix/prompt-tuning adapter: it adds virtual tokens and cannot be merged "
                         "into the weights; only lora and ia3 adapters can")
+
+
+def merge(adapter: str | Path, output: str | Path) -> Path:
+    """Merge a LoRA / IA3 adapter into its base model and save the result as a plain model folder (no added
+    latency at inference; ``--model hf:<output>``)."""
+    import torch
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoTokenizer
+
+    adapter, output = Path(adapter), Path(output)
+    check_mergeable(adapter)
     if output.exists() and any(output.iterdir()):
         raise UserError(f"{output} is not empty; choose another output folder")
     model = AutoPeftModelForCausalLM.from_pretrained(adapter, dtype=torch.float32)
@@ -281,10 +289,15 @@ def tune(config: TuneConfig, resume: bool = False) -> TuneResult:
         "resumed_from_step": start_step,
         "output": str(out),
     }
+    write_run_card(out, card)
+    return TuneResult(card, model)
+
+
+def write_run_card(out: Path, card: dict[str, Any]) -> None:
+    """``run_card.json`` and ``RUN_CARD.md`` of a training run (every method, the head included)."""
     (out / "run_card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     (out / "RUN_CARD.md").write_text(_card_markdown(card), encoding="utf-8")
     log.info("wrote %s (loss %.4f -> %.4f)", out, card["first_loss"] or 0, card["final_loss"] or 0)
-    return TuneResult(card, model)
 
 
 def _answer_only_trainer(trainer_class):
