@@ -231,3 +231,22 @@ def test_api_key_never_reaches_results(tmp_path, scripted):
     config = RunConfig(task="demo", backend="openai", api_key="sk-secret", base_url="http://127.0.0.1:1/v1")
     assert "sk-secret" not in config.model_dump_json()
     assert config.backend_options()["api_key"] == "sk-secret"
+
+
+def test_rerun_of_a_finished_run_after_the_server_went_away_keeps_everything(tmp_path, scripted):
+    """Issue 16, defect 1, as reported: 5 rows against a server, server stopped, same command again with
+    --max-retries 1. It used to exit 3 with samples.jsonl emptied; a complete run now needs no server."""
+    from taskfit.cli import main
+
+    server = scripted([], default=chat_ok("positive"))
+    out = tmp_path / "run"
+    argv = ["eval", "--task", "demo", "--backend", "openai", "--base-url", server.url, "--api-key", "k",
+            "--model", "m", "--mode", "generate", "--limit", "5", "--no-cache", "--no-progress",
+            "--bootstrap-samples", "0", "--output", str(out)]
+    assert main(argv) == 0
+    samples = (out / "samples.jsonl").read_text()
+    assert samples.count("\n") == 5
+    server.close()
+    assert main([*argv, "--max-retries", "1"]) == 0
+    assert (out / "samples.jsonl").read_text() == samples
+    assert json.loads((out / "results.json").read_text())["counts"]["n"] == 5

@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from taskfit.errors import UserError
 from taskfit.metrics.paired import paired_compare
-
-
-def load_run(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """results.json and samples.jsonl of a run, given the run folder or its results.json."""
-    path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    results_path, samples_path = folder / "results.json", folder / "samples.jsonl"
-    for needed in (results_path, samples_path):
-        if not needed.is_file():
-            raise UserError(f"{needed} not found; give a run folder (or its results.json) written by taskfit eval")
-    try:
-        results = json.loads(results_path.read_text(encoding="utf-8"))
-        samples = [json.loads(line) for line in samples_path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{folder}: unreadable run files ({exc.msg} at line {exc.lineno})") from None
-    return results, samples
+from taskfit.runs import read_run
 
 
 def _label(results: dict[str, Any]) -> str:
@@ -34,8 +18,8 @@ def _label(results: dict[str, Any]) -> str:
 
 def compare_runs(a: str | Path, b: str | Path, n_resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Paired comparison of runs A and B on the examples both evaluated (matched by index and input)."""
-    res_a, samples_a = load_run(a)
-    res_b, samples_b = load_run(b)
+    run_a, run_b = read_run(a), read_run(b)
+    res_a, samples_a, res_b, samples_b = run_a.results, run_a.samples, run_b.results, run_b.samples
     if res_a["task"]["name"] != res_b["task"]["name"]:
         raise UserError(f"the runs are on different tasks ({res_a['task']['name']} vs {res_b['task']['name']})")
     by_index = {s["index"]: s for s in samples_b}

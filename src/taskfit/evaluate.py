@@ -8,10 +8,8 @@ Outputs in the run folder:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import platform
 import subprocess
 import time
@@ -30,6 +28,7 @@ from taskfit.metrics import compute_metrics
 from taskfit.models.base import Backend
 from taskfit.prompting.driver import drive
 from taskfit.prompting.strategies import StrategyContext, make_strategy, outcome_record
+from taskfit.runs import RESULTS, SAMPLES, RunFolder, fingerprint, write_json
 from taskfit.tasks.task import Example, Task, load_task
 
 log = logging.getLogger(__name__)
@@ -66,6 +65,13 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
     task.space.check_mode(config.mode)
     task.space.setup(examples, data_dir=config.data_dir, split=eval_split, kb=config.kb,
                      load_split=lambda split: task.rows(split, config.data_dir)[:2])
+    out_dir = config.output or default_output(config)
+    # The folder is checked before the model loads: another run there is refused at once, and a complete run
+    # needs no model at all.
+    folder = RunFolder.open(out_dir, run_fingerprint(config, task, examples), [ex.index for ex in examples])
+    if folder.complete and (previous := folder.read_results()) is not None:
+        log.info("%s is complete (%d examples); nothing to do", out_dir, len(folder.done))
+        return previous
     load_start = time.perf_counter()
     if backend is None:
         from taskfit.models import load_backend
@@ -78,10 +84,7 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
 
             backend = CachedBackend(backend, ResponseCache(config.cache_path or default_cache_path()))
     load_s = time.perf_counter() - load_start
-    out_dir = config.output or default_output(config)
-    out_dir.mkdir(parents=True, exist_ok=True)
     chunk = max(4 * config.batch_size, 32)
-    done = _resume_point(out_dir, _fingerprint(config, task, examples), chunk, [ex.index for ex in examples])
 
     context = StrategyContext(task=task, mode=config.mode, render=backend.render, seed=config.seed,
                               max_tokens=config.max_tokens, progress=progress,
@@ -93,11 +96,13 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
         if pool_split == eval_split:
             log.warning("demonstrations come from the evaluated split %r; an example never sees itself, "
                         "but results are optimistic", pool_split)
+    resumed = len(folder.done)
     prepare_start = time.perf_counter()
-    strategy.prepare(examples, backend)
+    if not folder.complete:
+        strategy.prepare(examples, backend)
     prepare_s = time.perf_counter() - prepare_start
     eval_start = time.perf_counter()
-    records = _run_chunks(strategy, examples, backend, task, out_dir / "samples.jsonl", chunk, done, progress)
+    records = _run_chunks(strategy, examples, backend, task, folder, chunk, progress)
     eval_s = time.perf_counter() - eval_start
 
     timings = {
@@ -105,8 +110,8 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
         "prepare_s": round(prepare_s, 3),
         "eval_s": round(eval_s, 3),
         "total_s": round(time.perf_counter() - started, 3),
-        "examples_per_s": round((len(records) - len(done)) / eval_s, 3) if eval_s > 0 else None,
-        "resumed_after": len(done),
+        "examples_per_s": round((len(records) - resumed) / eval_s, 3) if eval_s > 0 else None,
+        "resumed_after": resumed,
     }
     results = write_results(config, task, records, backend.describe(), timings, out_dir,
                             strategy_info=strategy.info,
@@ -143,8 +148,8 @@ def write_results(config: RunConfig, task: Task, records: list[dict[str, Any]], 
         **extra,
         "output_dir": str(out_dir),
     }
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    log.info("wrote %s and %s", out_dir / "results.json", out_dir / "samples.jsonl")
+    write_json(out_dir / RESULTS, results)
+    log.info("wrote %s and %s", out_dir / RESULTS, out_dir / SAMPLES)
     return results
 
 
@@ -166,76 +171,31 @@ OPERATIONAL_KEYS = {"output", "base_url", "api_key", "concurrency", "request_tim
                     "cache_path"}
 
 
-def _fingerprint(config: RunConfig, task: Task, examples: list[Example]) -> str:
+def run_fingerprint(config: RunConfig, task: Task, examples: list[Example]) -> str:
     """What must match for a run folder to be resumed: taskfit's version, the config (operational keys aside),
     the task and the examples."""
     settings = json.loads(config.model_dump_json(exclude=OPERATIONAL_KEYS))
     items = [[ex.index, ex.fields, ex.gold] for ex in examples]
-    blob = json.dumps([__version__, settings, json.loads(task.config.model_dump_json()), items], sort_keys=True,
-                      ensure_ascii=False)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+    return fingerprint(__version__, settings, json.loads(task.config.model_dump_json()), items)
 
 
-def _resume_point(out_dir: Path, fingerprint: str, chunk: int, indices: list[int]) -> list[dict[str, Any]]:
-    """Records already done by an earlier, interrupted run of the same configuration in ``out_dir``.
+def _run_chunks(strategy, examples: list[Example], backend, task: Task, folder: RunFolder, chunk: int,
+                progress: bool) -> list[dict[str, Any]]:
+    """Drive the strategy over the chunks not yet on disk, appending each finished chunk to the run folder.
 
-    Only whole chunks are kept (a chunk cut by a crash is redone), so the resumed run sends the backend
-    exactly the batches an uninterrupted run would, and samples.jsonl comes out byte-identical.
+    A chunk cut by a crash is recomputed from its start (the same batches as an uninterrupted run), and only
+    its records missing from disk are appended.
     """
-    marker, samples = out_dir / "run.json", out_dir / "samples.jsonl"
-    if samples.exists():
-        if not marker.is_file():
-            raise UserError(f"{out_dir} already holds samples.jsonl from another run; choose another --output")
-        previous = json.loads(marker.read_text(encoding="utf-8")).get("fingerprint")
-        if previous != fingerprint:
-            raise UserError(f"{out_dir} holds a run with a different configuration, task or data; "
-                            "choose another --output (or delete the folder to start over)")
-    marker.write_text(json.dumps({"fingerprint": fingerprint}) + "\n", encoding="utf-8")
-    if not samples.exists():
-        return []
-    done: list[dict[str, Any]] = []
-    sizes: list[int] = []
-    for line in samples.read_text(encoding="utf-8").split("\n"):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            break  # a line cut by the crash, and everything after it, is redone
-        if len(done) >= len(indices) or record.get("index") != indices[len(done)]:
-            break
-        done.append(record)
-        sizes.append(len(line.encode("utf-8")) + 1)
-    keep = len(done) // chunk * chunk
-    # Cut the file after the last whole chunk in place (never rewrite it: a crash now must lose nothing).
-    os.truncate(samples, sum(sizes[:keep]))
-    if keep:
-        log.info("resuming %s: %d examples already done", out_dir, keep)
-    return done[:keep]
-
-
-def _run_chunks(strategy, examples: list[Example], backend, task: Task, path: Path, chunk: int,
-                done: list[dict[str, Any]], progress: bool) -> list[dict[str, Any]]:
-    """Drive the strategy over chunks of examples after ``done``, appending each finished chunk to ``path``.
-
-    The file already holds exactly ``done``; each chunk is appended, flushed and fsynced in one piece, so a
-    kill at any moment leaves whole chunks plus at most one cut line.
-    """
-    records = list(done)
-    with path.open("a", encoding="utf-8") as handle, tqdm(
-        total=len(examples), initial=len(done), desc=f"{task.name} {strategy.name}", unit="ex",
-        disable=not progress,
-    ) as bar:
-        for start in range(len(done), len(examples), chunk):
-            part = examples[start : start + chunk]
-            lines = []
-            for example, outcome in zip(part, drive(strategy, part, backend)):
-                record = outcome_record(task, example, outcome)
-                records.append(record)
-                lines.append(json.dumps(record, ensure_ascii=False) + "\n")
-            handle.write("".join(lines))
-            handle.flush()
-            os.fsync(handle.fileno())
+    start = folder.restart_point(chunk)
+    with tqdm(total=len(examples), initial=start, desc=f"{task.name} {strategy.name}", unit="ex",
+              disable=not progress) as bar:
+        for begin in range(start, len(examples), chunk):
+            part = examples[begin : begin + chunk]
+            records = [outcome_record(task, example, outcome)
+                       for example, outcome in zip(part, drive(strategy, part, backend))]
+            folder.append(records, begin)
             bar.update(len(part))
-    return records
+    return list(folder.done)
 
 
 def _versions() -> dict[str, str]:

@@ -258,14 +258,8 @@ class HeadPredictor:
 def evaluate_head(config, progress: bool = True) -> dict[str, Any]:
     """``taskfit eval --model head:<folder>``: predict every selected example and report exactly as a prompting
     run does (samples.jsonl, results.json, metrics with CIs)."""
-    from taskfit.evaluate import (
-        HEAD_PREFIX,
-        _fingerprint,
-        _resume_point,
-        default_output,
-        select_examples,
-        write_results,
-    )
+    from taskfit.evaluate import HEAD_PREFIX, default_output, run_fingerprint, select_examples, write_results
+    from taskfit.runs import RunFolder
     from taskfit.prompting.strategies import Outcome, outcome_record
     from taskfit.tasks.task import load_task
 
@@ -279,14 +273,14 @@ def evaluate_head(config, progress: bool = True) -> dict[str, Any]:
     if not examples:
         raise UserError(f"task {task.name!r} split {config.split or task.config.eval_split!r} has no rows")
     _check_task(task)
+    out_dir = config.output or default_output(config)
+    folder = RunFolder.open(out_dir, run_fingerprint(config, task, examples), [ex.index for ex in examples])
+    if folder.complete and (previous := folder.read_results()) is not None:
+        return previous
     load_start = time.perf_counter()
     predictor = HeadPredictor(config.model[len(HEAD_PREFIX):], threads=config.threads)
     predictor.check(task)
     load_s = time.perf_counter() - load_start
-    out_dir = config.output or default_output(config)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # Same folder rules as any run (a foreign run is refused); prediction is cheap, so it is always redone whole.
-    _resume_point(out_dir, _fingerprint(config, task, examples), len(examples) + 1, [ex.index for ex in examples])
     eval_start = time.perf_counter()
     texts = predictor.texts(examples)
     answers = predictor.predict(task, texts, batch_size=config.batch_size, progress=progress)
@@ -294,8 +288,7 @@ def evaluate_head(config, progress: bool = True) -> dict[str, Any]:
     for example, text, (prediction, extra) in zip(examples, texts, answers):
         outcome = Outcome(prediction, True, " || ".join(text), extra.get("probs", prediction), extra)
         records.append(outcome_record(task, example, outcome))
-    with (out_dir / "samples.jsonl").open("w", encoding="utf-8") as handle:
-        handle.write("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
+    folder.append(records, 0)
     eval_s = time.perf_counter() - eval_start
     timings = {"load_model_s": round(load_s, 3), "prepare_s": 0.0, "eval_s": round(eval_s, 3),
                "total_s": round(time.perf_counter() - started, 3),

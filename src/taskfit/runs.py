@@ -1,0 +1,179 @@
+"""The run folder: the files of one run, written, resumed and read back in one place.
+
+Every way of producing answers (a strategy on a backend, a trained head) and everything that reads results
+(``compare-results``, the report, RAFT, the assistant's export) goes through this module, so the format has one
+owner:
+
+- ``run.json`` — the run's fingerprint (what must match for a rerun to continue it);
+- ``samples.jsonl`` — one record per example in data order, appended chunk by chunk, each chunk flushed and
+  fsynced, so a crash leaves whole records plus at most one cut line;
+- ``results.json`` — config, task, model, versions, metrics with CIs, counts, timings;
+- ``run_card.json`` + ``RUN_CARD.md`` — what a training run did (tuning writes them).
+
+A rerun of the same configuration keeps every whole record already written (nothing whole is ever discarded: a
+cut trailing line is the only thing removed, and only when new records are about to be appended); a run whose
+records are all there is complete and needs no model at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from taskfit.errors import UserError
+
+log = logging.getLogger(__name__)
+
+SAMPLES = "samples.jsonl"
+RESULTS = "results.json"
+MARKER = "run.json"
+RUN_CARD = "run_card.json"
+RUN_CARD_MD = "RUN_CARD.md"
+
+
+def fingerprint(*parts: Any) -> str:
+    """A stable hash of JSON-serialisable parts (config, task, examples ...)."""
+    blob = json.dumps(list(parts), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class RunFolder:
+    """An opened run folder: the whole records already on disk and the means to append more.
+
+    Open it with :meth:`open` before loading any model, so a folder holding another run is refused at once.
+    """
+
+    path: Path
+    indices: list[int]  # the example indices this run covers, in order
+    done: list[dict[str, Any]] = field(default_factory=list)  # whole records on disk, matching ``indices``
+    _valid_bytes: int = 0  # samples.jsonl up to here holds exactly ``done``
+
+    @classmethod
+    def open(cls, path: Path, run_fingerprint: str, indices: Sequence[int]) -> RunFolder:
+        """Create or reopen ``path`` for the run with ``run_fingerprint`` over examples ``indices``."""
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise UserError(f"--output {path} is a file; give a folder for the run")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create the run folder {path}: {exc.strerror or exc}; choose another --output") \
+                from None
+        marker, samples = path / MARKER, path / SAMPLES
+        if samples.exists():
+            if not marker.is_file():
+                raise UserError(f"{path} already holds {SAMPLES} from another run; choose another --output")
+            try:
+                previous = json.loads(marker.read_text(encoding="utf-8")).get("fingerprint")
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+                previous = None
+            if previous != run_fingerprint:
+                raise UserError(f"{path} holds a run with a different configuration, task or data; "
+                                "choose another --output (or delete the folder to start over)")
+        try:
+            marker.write_text(json.dumps({"fingerprint": run_fingerprint}) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"cannot write to the run folder {path}: {exc.strerror or exc}; choose another --output") \
+                from None
+        folder = cls(path, list(indices))
+        if samples.exists():
+            folder._read_done()
+        return folder
+
+    def _read_done(self) -> None:
+        """Whole records in data order, up to the first cut or foreign line."""
+        data = (self.path / SAMPLES).read_bytes()
+        offset = 0
+        for raw in data.split(b"\n")[:-1]:  # the part after the last newline is never a whole record
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                break
+            position = len(self.done)
+            if position >= len(self.indices) or not isinstance(record, dict) \
+                    or record.get("index") != self.indices[position]:
+                break
+            self.done.append(record)
+            offset += len(raw) + 1
+        self._valid_bytes = offset
+        if self.done:
+            log.info("resuming %s: %d of %d examples already done", self.path, len(self.done), len(self.indices))
+
+    @property
+    def complete(self) -> bool:
+        return len(self.done) == len(self.indices)
+
+    def restart_point(self, chunk: int) -> int:
+        """Where computing resumes: the start of the chunk the first missing record belongs to.
+
+        Recomputing a cut chunk from its start sends the model exactly the batches an uninterrupted run sent,
+        so the records come out identical; the records of that chunk already on disk are kept, not rewritten.
+        """
+        if self.complete:
+            return len(self.done)
+        return len(self.done) // chunk * chunk
+
+    def append(self, records: Sequence[dict[str, Any]], first_position: int) -> None:
+        """Append the records for positions ``first_position`` onwards that are not on disk yet (fsynced)."""
+        new = [r for pos, r in enumerate(records, first_position) if pos >= len(self.done)]
+        if not new:
+            return
+        samples = self.path / SAMPLES
+        if samples.exists() and samples.stat().st_size != self._valid_bytes:
+            os.truncate(samples, self._valid_bytes)  # only a cut line or foreign tail goes: every whole record stays
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in new)
+        with samples.open("a", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        self._valid_bytes += len(text.encode("utf-8"))
+        self.done.extend(new)
+
+    def write_results(self, results: dict[str, Any]) -> None:
+        write_json(self.path / RESULTS, results)
+        log.info("wrote %s and %s", self.path / RESULTS, self.path / SAMPLES)
+
+    def read_results(self) -> dict[str, Any] | None:
+        """The results.json of a finished run, or ``None`` if missing or unreadable."""
+        try:
+            return json.loads((self.path / RESULTS).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            return None
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished run read back: its results and its per-example records."""
+
+    folder: Path
+    results: dict[str, Any]
+    samples: list[dict[str, Any]]
+
+
+def read_run(path: str | Path) -> Run:
+    """results.json and samples.jsonl of a run, given the run folder or its results.json."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    results_path, samples_path = folder / RESULTS, folder / SAMPLES
+    for needed in (results_path, samples_path):
+        if not needed.is_file():
+            raise UserError(f"{needed} not found; give a run folder (or its results.json) written by taskfit eval")
+    try:
+        results = json.loads(results_path.read_text(encoding="utf-8"))
+        samples = [json.loads(line) for line in samples_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{folder}: unreadable run files ({exc.msg} at line {exc.lineno})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{folder}: run files are not UTF-8 text; give a run folder written by taskfit eval") from None
+    return Run(folder, results, samples)
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
