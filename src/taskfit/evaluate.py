@@ -28,7 +28,7 @@ from taskfit.metrics import compute_metrics
 from taskfit.models.base import Backend
 from taskfit.prompting.driver import drive
 from taskfit.prompting.strategies import StrategyContext, make_strategy, outcome_record
-from taskfit.runs import RESULTS, SAMPLES, RunFolder, fingerprint, write_json
+from taskfit.runs import RunFolder, fingerprint
 from taskfit.tasks.task import Example, Task, load_task
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
         "examples_per_s": round((len(records) - resumed) / eval_s, 3) if eval_s > 0 else None,
         "resumed_after": resumed,
     }
-    results = write_results(config, task, records, backend.describe(), timings, out_dir,
+    results = write_results(config, task, records, backend.describe(), timings, folder,
                             strategy_info=strategy.info,
                             **({"knowledge_base": task.space.kb_info} if getattr(task.space, "kb_info", None) else {}),
                             backend_stats=dict(getattr(backend, "stats", {})))
@@ -125,7 +125,7 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
 
 
 def write_results(config: RunConfig, task: Task, records: list[dict[str, Any]], model: dict[str, Any],
-                  timings: dict[str, Any], out_dir: Path, **extra: Any) -> dict[str, Any]:
+                  timings: dict[str, Any], folder: RunFolder, **extra: Any) -> dict[str, Any]:
     """Metrics with CIs and counts from the sample records, written with the run's config, task, model, versions
     and timings to ``results.json`` (every way of answering a task reports through here)."""
     metrics = compute_metrics(task.config.metrics, records, task.label_values,
@@ -146,10 +146,9 @@ def write_results(config: RunConfig, task: Task, records: list[dict[str, Any]], 
         "counts": counts,
         "timings": timings,
         **extra,
-        "output_dir": str(out_dir),
+        "output_dir": str(folder.path),
     }
-    write_json(out_dir / RESULTS, results)
-    log.info("wrote %s and %s", out_dir / RESULTS, out_dir / SAMPLES)
+    folder.write_results(results)
     return results
 
 

@@ -47,11 +47,13 @@ def fingerprint(*parts: Any) -> str:
 class RunFolder:
     """An opened run folder: the whole records already on disk and the means to append more.
 
-    Open it with :meth:`open` before loading any model, so a folder holding another run is refused at once.
+    Open it with :meth:`open` before loading any model, so a folder holding another run is refused at once;
+    nothing is written until the first records (or the results) are.
     """
 
     path: Path
     indices: list[int]  # the example indices this run covers, in order
+    fingerprint: str = ""
     done: list[dict[str, Any]] = field(default_factory=list)  # whole records on disk, matching ``indices``
     _valid_bytes: int = 0  # samples.jsonl up to here holds exactly ``done``
 
@@ -61,11 +63,6 @@ class RunFolder:
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise UserError(f"--output {path} is a file; give a folder for the run")
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"cannot create the run folder {path}: {exc.strerror or exc}; choose another --output") \
-                from None
         marker, samples = path / MARKER, path / SAMPLES
         if samples.exists():
             if not marker.is_file():
@@ -77,15 +74,22 @@ class RunFolder:
             if previous != run_fingerprint:
                 raise UserError(f"{path} holds a run with a different configuration, task or data; "
                                 "choose another --output (or delete the folder to start over)")
-        try:
-            marker.write_text(json.dumps({"fingerprint": run_fingerprint}) + "\n", encoding="utf-8")
-        except OSError as exc:
-            raise UserError(f"cannot write to the run folder {path}: {exc.strerror or exc}; choose another --output") \
-                from None
-        folder = cls(path, list(indices))
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise UserError(f"cannot write the run folder {path} ({existing} is not writable); choose another --output")
+        folder = cls(path, list(indices), fingerprint=run_fingerprint)
         if samples.exists():
             folder._read_done()
         return folder
+
+    def _create(self) -> None:
+        """Make the folder and its marker when the first file is written (a run that fails before leaves none)."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            (self.path / MARKER).write_text(json.dumps({"fingerprint": self.fingerprint}) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"cannot write the run folder {self.path}: {exc.strerror or exc}; choose another --output") \
+                from None
 
     def _read_done(self) -> None:
         """Whole records in data order, up to the first cut or foreign line."""
@@ -125,6 +129,7 @@ class RunFolder:
         new = [r for pos, r in enumerate(records, first_position) if pos >= len(self.done)]
         if not new:
             return
+        self._create()
         samples = self.path / SAMPLES
         if samples.exists() and samples.stat().st_size != self._valid_bytes:
             os.truncate(samples, self._valid_bytes)  # only a cut line or foreign tail goes: every whole record stays
@@ -137,6 +142,7 @@ class RunFolder:
         self.done.extend(new)
 
     def write_results(self, results: dict[str, Any]) -> None:
+        self._create()
         write_json(self.path / RESULTS, results)
         log.info("wrote %s and %s", self.path / RESULTS, self.path / SAMPLES)
 

@@ -293,5 +293,5 @@ def evaluate_head(config, progress: bool = True) -> dict[str, Any]:
     timings = {"load_model_s": round(load_s, 3), "prepare_s": 0.0, "eval_s": round(eval_s, 3),
                "total_s": round(time.perf_counter() - started, 3),
                "examples_per_s": round(len(records) / eval_s, 3) if eval_s > 0 else None, "resumed_after": 0}
-    return write_results(config, task, records, predictor.describe(), timings, out_dir,
+    return write_results(config, task, records, predictor.describe(), timings, folder,
                          strategy_info={"head": predictor.config})
