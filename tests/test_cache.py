@@ -5,11 +5,10 @@ import sqlite3
 
 import pytest
 
+from taskfit.api import GenerateRequest, LoglikelihoodRequest, Message, Prompt
 from taskfit.cli import main
-from taskfit.models.base import GenerateRequest, LoglikelihoodRequest
 from taskfit.models.cache import CachedBackend, ResponseCache
 from taskfit.models.hf import HFBackend
-from taskfit.prompting.prompt import Message, Prompt
 
 
 class Counting:

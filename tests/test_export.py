@@ -31,9 +31,8 @@ def test_export_refuses_bad_requests_before_loading(tmp_path):
 
 @pytest.mark.slow
 def test_exported_gguf_scores_like_the_hf_model(tmp_path):
+    from taskfit.api import LoglikelihoodRequest, Message, Prompt
     from taskfit.models import load_backend
-    from taskfit.models.base import LoglikelihoodRequest
-    from taskfit.prompting.prompt import Message, Prompt
 
     system = Message("system", "You are a sentiment classifier.")
     requests = [LoglikelihoodRequest(Prompt((system, Message("user", f"Review: {text}")),

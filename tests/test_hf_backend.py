@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from taskfit.models.base import GenerateRequest, LoglikelihoodRequest, cut_at_stop
+from taskfit.api import GenerateRequest, LoglikelihoodRequest, Message, Prompt
+from taskfit.models.base import cut_at_stop
 from taskfit.models.hf import HFBackend
-from taskfit.prompting.prompt import Message, Prompt
 
 
 def prompt(text: str, prefix: str = "") -> Prompt:

@@ -4,9 +4,10 @@ import json
 
 import pytest
 
+from taskfit.api import Example
 from taskfit.errors import UserError
 from taskfit.tasks.retrieval import BM25Index, Triple, load_kb_file, triples_from_rows
-from taskfit.tasks.task import Example, load_task
+from taskfit.tasks.task import load_task
 
 KB = [Triple("高等数学", "出版社", "武汉大学出版社"), Triple("高等数学", "作者", "同济大学"),
       Triple("机械设计基础", "作者", "杨可桢"), Triple("机械设计基础", "出版社", "高等教育出版社"),

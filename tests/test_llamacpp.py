@@ -13,9 +13,8 @@ import time
 
 import pytest
 
+from taskfit.api import GenerateRequest, LoglikelihoodRequest, Message, Prompt
 from taskfit.models import load_backend
-from taskfit.models.base import GenerateRequest, LoglikelihoodRequest
-from taskfit.prompting.prompt import Message, Prompt
 
 REVIEW = Prompt((Message("user", "Classify the sentiment: I loved this movie."),), "The sentiment of the review is")
 OTHER = Prompt((Message("user", "Classify the sentiment: a dull, lifeless film."),), "The sentiment of the review is")

@@ -11,11 +11,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from taskfit.api import GenerateRequest, LoglikelihoodRequest, Message, Prompt
 from taskfit.errors import ServerError, UserError
-from taskfit.models.base import GenerateRequest, LoglikelihoodRequest
 from taskfit.models.http import RetryPolicy, post_with_retries
 from taskfit.models.openai import EchoUnsupported, OpenAIBackend
-from taskfit.prompting.prompt import Message, Prompt
 
 
 class Scripted:

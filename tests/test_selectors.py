@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from taskfit.api import Example
 from taskfit.errors import UserError
 from taskfit.prompting.selectors import FixedSelector, KNNSelector, RandomSelector
-from taskfit.tasks.task import Example
 
 
 def ex(i: int, text: str, gold: str = "positive") -> Example:

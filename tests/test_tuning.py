@@ -137,9 +137,8 @@ def test_prefix_and_prompt_adapters_evaluate_as_peft_runs_them(tmp_path, tiny_mo
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from taskfit.models.base import GenerateRequest, LoglikelihoodRequest
+    from taskfit.api import GenerateRequest, LoglikelihoodRequest, Message, Prompt
     from taskfit.models.hf import HFBackend
-    from taskfit.prompting.prompt import Message, Prompt
 
     out = tmp_path / method
     tune(config(tiny_model_dir, train_file, out, method=method, virtual_tokens=5, max_steps=3))
@@ -168,7 +167,7 @@ def test_prefix_and_prompt_adapters_evaluate_as_peft_runs_them(tmp_path, tiny_mo
 def test_loss_only_on_answer_tokens(tiny_model_dir):
     from transformers import AutoTokenizer
 
-    from taskfit.prompting.prompt import Message, Prompt
+    from taskfit.api import Message, Prompt
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     encode = Tokenizer(tok)
@@ -244,7 +243,7 @@ def test_config_needs_one_data_source(tmp_path):
 def test_answer_only_loss_equals_the_models_own_loss(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer
 
-    from taskfit.prompting.prompt import Message, Prompt
+    from taskfit.api import Message, Prompt
     from taskfit.tuning.data import collate
     from taskfit.tuning.train import _answer_only_trainer
 

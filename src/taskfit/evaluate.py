@@ -22,6 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from taskfit import __version__
+from taskfit.api import Example
 from taskfit.config import RunConfig
 from taskfit.errors import UserError
 from taskfit.metrics import compute_metrics
@@ -29,7 +30,7 @@ from taskfit.models.base import Backend
 from taskfit.prompting.driver import drive
 from taskfit.prompting.strategies import StrategyContext, make_strategy, outcome_record
 from taskfit.runs import RunFolder, fingerprint
-from taskfit.tasks.task import Example, Task, load_task
+from taskfit.tasks.task import Task, load_task
 
 log = logging.getLogger(__name__)
 

@@ -1,12 +1,7 @@
 """Model backends answering batches of log-likelihood and generation requests."""
 
-from taskfit.models.base import (
-    Backend,
-    GenerateRequest,
-    GenerateResult,
-    LoglikelihoodRequest,
-    LoglikelihoodResult,
-)
+from taskfit.api import GenerateRequest, GenerateResult, LoglikelihoodRequest, LoglikelihoodResult
+from taskfit.models.base import Backend
 from taskfit.models.registry import KNOWN_MODELS, load_backend
 
 __all__ = [

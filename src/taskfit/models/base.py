@@ -11,61 +11,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from taskfit.prompting.prompt import Prompt
-
-
-@dataclass(frozen=True)
-class LoglikelihoodRequest:
-    """Score ``continuation`` right after the rendered ``context`` (answer prefix included)."""
-
-    context: Prompt
-    continuation: str
-
-
-@dataclass(frozen=True)
-class LoglikelihoodResult:
-    """Sum of log-probabilities of the continuation tokens, and whether greedy decoding would produce them."""
-
-    logprob: float
-    is_greedy: bool
-    n_tokens: int
-
-
-@dataclass(frozen=True)
-class GenerateRequest:
-    """Continue ``prompt`` for at most ``max_tokens`` tokens, cutting at the first stop string.
-
-    ``temperature == 0`` is greedy decoding. Sampled requests are reproducible per request: the same
-    ``seed`` gives the same text whatever else is in the batch.
-    """
-
-    prompt: Prompt
-    stop: tuple[str, ...] = ()
-    max_tokens: int = 64
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int = 0
-    json_schema: str | None = None  # JSON text of a schema the reply must match (backends with supports_json_schema)
-
-
-@dataclass(frozen=True)
-class GenerateResult:
-    """Generated text (stop string excluded), how many tokens the model produced, and their log-probability.
-
-    ``logprob`` is the sum over produced tokens of the model's own (temperature 1) log-probability, the
-    sequence probability that weighted self-consistency votes use; ``None`` where a backend cannot say.
-    """
-
-    text: str
-    n_tokens: int
-    finish_reason: str  # "stop" (stop string or end of turn) or "length"
-    logprob: float | None = None
-
-
-Request = LoglikelihoodRequest | GenerateRequest
+from taskfit.api import (
+    GenerateRequest,
+    GenerateResult,
+    LoglikelihoodRequest,
+    LoglikelihoodResult,
+    Prompt,
+)
 
 
 class Backend(ABC):

@@ -21,14 +21,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from taskfit.models.base import (
-    Backend,
-    GenerateRequest,
-    GenerateResult,
-    LoglikelihoodRequest,
-    LoglikelihoodResult,
-)
-from taskfit.prompting.prompt import Prompt
+from taskfit.api import GenerateRequest, GenerateResult, LoglikelihoodRequest, LoglikelihoodResult, Prompt
+from taskfit.models.base import Backend
+from taskfit.paths import taskfit_home
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +40,6 @@ _LOOKUP_CHUNK = 500  # SQLite's default limit on bound parameters is far above t
 
 def default_cache_path() -> Path:
     """``$TASKFIT_CACHE`` if set, else ``$TASKFIT_HOME/cache/responses.sqlite``."""
-    from taskfit.models.embedded import taskfit_home
-
     return Path(os.environ.get("TASKFIT_CACHE") or taskfit_home() / "cache" / "responses.sqlite")
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from taskfit.errors import UserError
+from taskfit.paths import taskfit_home
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +52,6 @@ class EmbeddedModel:
     def hf_folder(self) -> Path:
         """The converted fp32 HF folder, converting on first use."""
         return ensure_converted(self, taskfit_home() / "models" / f"{self.name}-fp32")
-
-
-def taskfit_home() -> Path:
-    """Cache root: ``$TASKFIT_HOME`` or ``~/.cache/taskfit``."""
-    return Path(os.environ.get("TASKFIT_HOME") or Path.home() / ".cache" / "taskfit")
 
 
 def ensure_converted(model: EmbeddedModel, target: Path) -> Path:

@@ -20,18 +20,16 @@ from urllib.parse import urlparse
 
 from tqdm.auto import tqdm
 
-from taskfit.errors import UserError
-from taskfit.models.base import (
-    Backend,
+from taskfit.api import (
     GenerateRequest,
     GenerateResult,
     LoglikelihoodRequest,
     LoglikelihoodResult,
-    cut_at_stop,
-    encode_pair,
-    register_backend,
+    Prompt,
+    render_plain,
 )
-from taskfit.prompting.prompt import Prompt, render_plain
+from taskfit.errors import UserError
+from taskfit.models.base import Backend, cut_at_stop, encode_pair, register_backend
 
 log = logging.getLogger(__name__)
 

@@ -28,19 +28,17 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlparse
 
-from taskfit.errors import ServerError, UserError
-from taskfit.models.base import (
-    Backend,
+from taskfit.api import (
     GenerateRequest,
     GenerateResult,
     LoglikelihoodRequest,
     LoglikelihoodResult,
-    cut_at_stop,
-    map_in_threads,
-    register_backend,
+    Prompt,
+    render_plain,
 )
+from taskfit.errors import ServerError, UserError
+from taskfit.models.base import Backend, cut_at_stop, map_in_threads, register_backend
 from taskfit.models.http import RetryPolicy, post_with_retries
-from taskfit.prompting.prompt import Prompt, render_plain
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from taskfit.models.base import GenerateRequest, LoglikelihoodRequest, Request
+from taskfit.api import GenerateRequest, LoglikelihoodRequest, Request
 
 
 def drive(strategy, examples: Sequence, backend) -> list:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from taskfit.errors import UserError
-from taskfit.models.embedded import taskfit_home
+from taskfit.paths import taskfit_home
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from typing import Literal
 
 import numpy as np
 
+from taskfit.api import Example
 from taskfit.errors import UserError
-from taskfit.tasks.task import Example
 
 Order = Literal["as_selected", "similar_last", "shuffled"]
 

@@ -18,35 +18,33 @@ import json
 import logging
 import math
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 
+from taskfit.api import (
+    Example,
+    GenerateRequest,
+    LoglikelihoodRequest,
+    Message,
+    Outcome,
+    Prompt,
+    Request,
+    continuation_for,
+)
 from taskfit.config import StrictModel, validate
 from taskfit.errors import UserError
-from taskfit.models.base import GenerateRequest, LoglikelihoodRequest, Request
+from taskfit.paths import taskfit_home
 from taskfit.prompting import json_answers
-from taskfit.prompting.prompt import Message, Prompt, continuation_for
 from taskfit.prompting.selectors import Selector, make_selector
 from taskfit.prompting.templates import default, fill
-from taskfit.tasks.task import Example, Task
+from taskfit.tasks.task import Task
 
 log = logging.getLogger(__name__)
 
 StrategyRun = Generator[list[Request], list[Any], "Outcome"]
-
-
-@dataclass
-class Outcome:
-    """What a strategy concluded for one example, with everything needed to audit it."""
-
-    prediction: str | None
-    parse_ok: bool
-    prompt: str
-    response: Any
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -541,7 +539,6 @@ class CARP(SelfConsistency):
 
     def _annotate(self, demos: Sequence[Example], backend) -> dict[int, str]:
         """Clues and reasoning for each demo given its gold label, from the disk cache or generated now."""
-        from taskfit.models.embedded import taskfit_home
 
         describe = backend.describe()
         key_base = json.dumps([describe.get("model"), describe.get("path"), self.opts.annotate_instruction,

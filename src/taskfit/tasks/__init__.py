@@ -1,5 +1,6 @@
 """Tasks: a data source, prompt fields, an answer parser and metrics, defined in YAML."""
 
-from taskfit.tasks.task import Example, Task, TaskConfig, list_tasks, load_task
+from taskfit.api import Example
+from taskfit.tasks.task import Task, TaskConfig, list_tasks, load_task
 
 __all__ = ["Example", "Task", "TaskConfig", "list_tasks", "load_task"]

@@ -34,8 +34,9 @@ from taskfit.prompting.parsers import normalize_number, parse_final_number, pars
 from taskfit.prompting.voting import Vote, vote
 
 if TYPE_CHECKING:
+    from taskfit.api import Example
     from taskfit.tasks.retrieval import BM25Index
-    from taskfit.tasks.task import Example, TaskConfig
+    from taskfit.tasks.task import TaskConfig
 
 
 def _softmax(scores: Sequence[float]) -> list[float]:

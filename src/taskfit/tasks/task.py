@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from taskfit.api import Example
 from taskfit.config import StrictModel, read_yaml, validate
 from taskfit.data.loading import load_hf_rows, load_rows
 from taskfit.errors import UserError
@@ -177,20 +177,6 @@ class TaskConfig(StrictModel):
                 f"prompt.input_template uses {{{exc.args[0]}}}, which is not in fields {sorted(self.fields)}"
             ) from None
         return self
-
-
-@dataclass(frozen=True)
-class Example:
-    """One evaluation item: its position in the data, the template fields, the gold answer (a label value,
-    a score, true choice positions, gold spans ... see :mod:`taskfit.tasks.answers`), and per-example data
-    the prompt needs (``meta``: shuffled choices)."""
-
-    index: int
-    fields: dict[str, str]
-    gold: Any
-    row: dict[str, Any] = field(repr=False, default_factory=dict)
-    rationale: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 class Task:

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from taskfit.api import Message, Prompt, continuation_for
 from taskfit.errors import UserError
 from taskfit.models.base import encode_pair
 from taskfit.models.hf import encode_with, render_with
-from taskfit.prompting.prompt import Message, Prompt, continuation_for
 
 IGNORE = -100  # label of tokens without loss (prompt, padding)
 

@@ -258,9 +258,10 @@ class HeadPredictor:
 def evaluate_head(config, progress: bool = True) -> dict[str, Any]:
     """``taskfit eval --model head:<folder>``: predict every selected example and report exactly as a prompting
     run does (samples.jsonl, results.json, metrics with CIs)."""
+    from taskfit.api import Outcome
     from taskfit.evaluate import HEAD_PREFIX, default_output, run_fingerprint, select_examples, write_results
+    from taskfit.prompting.strategies import outcome_record
     from taskfit.runs import RunFolder
-    from taskfit.prompting.strategies import Outcome, outcome_record
     from taskfit.tasks.task import load_task
 
     if config.strategy != "zero_shot":
