@@ -5,9 +5,9 @@ import math
 import pytest
 
 from taskfit.api import Example
-from taskfit.prompting.parsers import normalize_number, parse_final_number, parse_first_number
 from taskfit.tasks.answers import ANSWER_SPACES
-from taskfit.tasks.task import TaskConfig
+from taskfit.tasks.answers.parsing import normalize_number, parse_final_number, parse_first_number
+from taskfit.tasks.schema import TaskConfig
 
 
 def space_for(type_, **extra):

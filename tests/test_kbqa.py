@@ -59,7 +59,7 @@ def test_kbqa_space_ranks_and_scores(tmp_path):
     task = load_task("nlpcc_kbqa")
     space = task.space
     ex = Example(0, {"question": "《高等数学》是哪个出版社出版的？"}, "武汉大学出版社")
-    space.setup([ex], data_dir=None, split="x", kb=kb, load_split=None)
+    space.setup([ex], kb=kb)
     assert space.kb_info["triples"] == 5
     assert "高等数学 | 出版社 | 武汉大学出版社" in space.prompt_extra(ex, "generate", False)
     candidates = space.candidates(ex, False)

@@ -1,7 +1,7 @@
 import pytest
 
-from taskfit.prompting.parsers import parse_label
-from taskfit.tasks.task import LabelSpec
+from taskfit.tasks.answers.parsing import parse_label
+from taskfit.tasks.schema import LabelSpec
 
 LABELS = [LabelSpec(value="negative", aliases=["neg", "负面"]), LabelSpec(value="positive", aliases=["pos", "正面"])]
 

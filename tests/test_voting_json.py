@@ -1,10 +1,14 @@
 import pytest
 
-from taskfit.prompting.json_answers import label_schema, parse_json_label
-from taskfit.prompting.voting import vote
-from taskfit.tasks.task import LabelSpec
+from taskfit.api import Example
+from taskfit.tasks.answers.classification import ClassificationSpace
+from taskfit.tasks.answers.voting import vote
+from taskfit.tasks.schema import TaskConfig
 
-LABELS = [LabelSpec(value="negative", aliases=["neg"]), LabelSpec(value="positive")]
+SPACE = ClassificationSpace(TaskConfig(
+    name="t", dataset="t", fields={"text": "text"}, prompt={"input_template": "{text}"},
+    labels=[{"value": "negative", "aliases": ["neg"]}, {"value": "positive"}]))
+EXAMPLE = Example(index=0, fields={"text": "x"}, gold="positive")
 
 
 def test_majority_vote_and_distribution():
@@ -48,8 +52,7 @@ def test_all_unparsed_gives_no_winner():
     ],
 )
 def test_messy_json_parses(text, label):
-    parsed = parse_json_label(text, LABELS)
-    assert parsed.label == label and parsed.error is None
+    assert SPACE.parse_json(text, EXAMPLE) == (label, None)
 
 
 @pytest.mark.parametrize(
@@ -63,11 +66,11 @@ def test_messy_json_parses(text, label):
     ],
 )
 def test_json_failures_say_why(text, reason):
-    parsed = parse_json_label(text, LABELS)
-    assert parsed.label is None and reason in parsed.error
+    prediction, error = SPACE.parse_json(text, EXAMPLE)
+    assert prediction is None and reason in error
 
 
 def test_schema_lists_label_words():
-    schema = label_schema(LABELS)
+    schema = SPACE.json_schema(EXAMPLE)
     assert schema["properties"]["label"]["enum"] == ["negative", "positive"]
-    assert schema["required"] == ["label"]
+    assert schema["required"] == ["label"] and schema["additionalProperties"] is False

@@ -64,8 +64,7 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
         raise UserError(f"task {task.name!r} split {config.split or task.config.eval_split!r} has no rows")
     eval_split = config.split or task.config.eval_split
     task.space.check_mode(config.mode)
-    task.space.setup(examples, data_dir=config.data_dir, split=eval_split, kb=config.kb,
-                     load_split=lambda split: task.rows(split, config.data_dir)[:2])
+    task.prepare_answers(examples, eval_split, config.data_dir, config.kb)
     out_dir = config.output or default_output(config)
     # The folder is checked before the model loads: another run there is refused at once, and a complete run
     # needs no model at all.

@@ -37,9 +37,9 @@ from taskfit.api import (
 from taskfit.config import StrictModel, validate
 from taskfit.errors import UserError
 from taskfit.paths import taskfit_home
-from taskfit.prompting import json_answers
 from taskfit.prompting.selectors import Selector, make_selector
 from taskfit.prompting.templates import default, fill
+from taskfit.tasks.answers import json_values
 from taskfit.tasks.task import Task
 
 log = logging.getLogger(__name__)
@@ -215,7 +215,7 @@ class Strategy:
     def final_answer(self, example: Example) -> str:
         """The gold answer as the model should write it: the answer word, or the JSON object in json mode."""
         if self.json:
-            return json_answers.render_answer(self.space.json_word(example), self.space.json_key)
+            return json_values.render_answer(self.space.json_word(example), self.space.json_key)
         return self.space.word(example)
 
     # -- the two answer modes

@@ -1,6 +1,7 @@
 """Tasks: a data source, prompt fields, an answer parser and metrics, defined in YAML."""
 
 from taskfit.api import Example
-from taskfit.tasks.task import Task, TaskConfig, list_tasks, load_task
+from taskfit.tasks.schema import TaskConfig
+from taskfit.tasks.task import Task, list_tasks, load_task
 
 __all__ = ["Example", "Task", "TaskConfig", "list_tasks", "load_task"]

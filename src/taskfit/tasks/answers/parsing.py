@@ -6,12 +6,10 @@ A ``None`` is a parse failure; the evaluator counts it (never hides it) and scor
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 
-from taskfit.tasks.task import LabelSpec
-
-Parser = Callable[[str, Sequence[LabelSpec]], "str | None"]
+from taskfit.tasks.schema import LabelSpec
 
 
 def parse_label(text: str, labels: Sequence[LabelSpec]) -> str | None:
@@ -40,9 +38,6 @@ def _pattern(name: str) -> re.Pattern[str]:
     if name.isascii():
         return re.compile(rf"(?<![\w]){escaped}(?![\w])")
     return re.compile(escaped)
-
-
-PARSERS: dict[str, Parser] = {"label": parse_label}
 
 
 # ------------------------------------------------------------------------------------------------ numbers
@@ -98,3 +93,9 @@ def parse_first_number(text: str) -> float | None:
     """The first number in the text as a float (a score such as "3.5 out of 5" -> 3.5)."""
     numbers = _numbers(text)
     return float(numbers[0]) if numbers else None
+
+
+def first_line(text: str) -> str:
+    """The first non-empty line of a reply, without surrounding quotes."""
+    line = text.strip().split("\n", 1)[0].strip()
+    return line.strip('"“”\'').strip()

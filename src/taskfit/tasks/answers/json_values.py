@@ -15,19 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from taskfit.tasks.task import LabelSpec
+from taskfit.tasks.schema import LabelSpec
 
 ANSWER_KEY = "label"
-
-
-def label_schema(labels: Sequence[LabelSpec]) -> dict[str, Any]:
-    """JSON schema of a classification answer: one required string from the label words."""
-    return {
-        "type": "object",
-        "properties": {ANSWER_KEY: {"type": "string", "enum": [label.word for label in labels]}},
-        "required": [ANSWER_KEY],
-        "additionalProperties": False,
-    }
 
 
 def example_answer() -> str:
@@ -93,18 +83,6 @@ def parse_json_value(text: str, key: str) -> JSONParse:
     if value is None:
         return JSONParse(None, f"no {key!r} key", data)
     return JSONParse(value, None, data)
-
-
-def parse_json_label(text: str, labels: Sequence[LabelSpec]) -> JSONParse:
-    """Parse a JSON answer into a label; a missing object, key, or an unknown label is a failure."""
-    found = parse_json_value(text, ANSWER_KEY)
-    if found.error:
-        return found
-    value, data = found.label, found.data
-    label = exact_label(str(value), labels)
-    if label is None:
-        return JSONParse(None, f"{value!r} is not one of the labels", data)
-    return JSONParse(label, None, data)
 
 
 def exact_label(value: str, labels: Sequence[LabelSpec]) -> str | None:
