@@ -17,7 +17,8 @@ import torch
 
 from taskfit.config import RunConfig
 from taskfit.evaluate import evaluate
-from taskfit.models.hf import HFBackend, quantize_int8
+from taskfit.models.hf import HFBackend
+from taskfit.models.loading import quantize_int8
 from taskfit.models.registry import resolve_model
 from taskfit.report.table import markdown_table
 

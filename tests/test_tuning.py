@@ -99,8 +99,8 @@ def test_every_method_trains(tmp_path, tiny_model_dir, train_file, method):
 def test_bottleneck_adapter_trains_saves_only_itself_and_evaluates(tmp_path, tiny_model_dir, train_file):
     from transformers import AutoModelForCausalLM
 
+    from taskfit.adapters.bottleneck import WEIGHTS_FILE, is_bottleneck
     from taskfit.models.hf import HFBackend
-    from taskfit.tuning.bottleneck import WEIGHTS_FILE, is_bottleneck
 
     out = tmp_path / "adapter"
     result = tune(config(tiny_model_dir, train_file, out, method="adapter", adapter_size=8, max_steps=30, lr=3e-2,

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from tqdm.auto import tqdm
 
+from taskfit.adapters.apply import map_cache
 from taskfit.api import (
     GenerateRequest,
     GenerateResult,
@@ -30,6 +29,7 @@ from taskfit.api import (
 )
 from taskfit.errors import UserError
 from taskfit.models.base import Backend, cut_at_stop, encode_pair, register_backend
+from taskfit.models.loading import load_causal_lm
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,6 @@ class HFBackend(Backend):
         quantize: str = "none",
     ):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         torch.set_num_threads(threads or os.cpu_count() or 1)
         self.torch = torch
@@ -78,24 +77,13 @@ class HFBackend(Backend):
         self.batch_size = batch_size
         self.progress = progress
         self.shared_prefix_min_tokens = SHARED_PREFIX_MIN_TOKENS
-        _check_reachable(self.model_id)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.model_id)
-            self.model = AutoModelForCausalLM.from_pretrained(self.model_id, dtype=torch.float32)
-        except Exception as exc:  # transformers raises OSError, ValueError, hub errors ...
-            raise _load_error(self.model_id, exc) from None
+        loaded = load_causal_lm(self.model_id, adapter, quantize)
+        self.model, self.tokenizer = loaded.model, loaded.tokenizer
         self.adapter = str(adapter) if adapter else None
         # Prefix / prompt tuning: a KV cache of the virtual tokens that every forward pass continues.
-        self.virtual = None
-        self.virtual_tokens = 0
-        if adapter:
-            self.model, self.virtual = _with_adapter(self.model, Path(adapter))
-            self.virtual_tokens = self.virtual.get_seq_length() if self.virtual is not None else 0
+        self.virtual = loaded.virtual
+        self.virtual_tokens = self.virtual.get_seq_length() if self.virtual is not None else 0
         self.quantize = quantize
-        if quantize == "int8":
-            self.model = quantize_int8(self.model)
-        elif quantize != "none":
-            raise UserError(f"quantize={quantize!r}: use none or int8")
         self.model.eval()
         self.use_chat_template = bool(chat_template and self.tokenizer.chat_template)
         if chat_template and not self.tokenizer.chat_template:
@@ -186,7 +174,7 @@ class HFBackend(Backend):
         prefix = torch.tensor([list(contexts[0][:shared])])
         prefix_out = self.model(input_ids=prefix, position_ids=virtual + torch.arange(shared)[None, :],
                                 past_key_values=self._virtual_cache(1), use_cache=True, logits_to_keep=1)
-        cache = _map_cache(prefix_out.past_key_values, lambda t: t.expand(rows, -1, -1, -1))
+        cache = map_cache(prefix_out.past_key_values, lambda t: t.expand(rows, -1, -1, -1))
         ids, suffix_mask, suffix_positions = self._left_pad([ctx[shared:] for ctx in contexts])
         mask = torch.cat([torch.ones((rows, virtual + shared), dtype=torch.long), suffix_mask], dim=1)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=virtual + shared + suffix_positions,
@@ -201,7 +189,7 @@ class HFBackend(Backend):
         rows = torch.tensor([row for row, _, _ in items])
         ids, cont_mask = self._right_pad([cont[:-1] for _, _, cont in items])
         width = ids.shape[1]
-        selected = _map_cache(cache, lambda t: t.index_select(0, rows))
+        selected = map_cache(cache, lambda t: t.index_select(0, rows))
         mask = torch.cat([ctx_mask.index_select(0, rows), cont_mask], dim=1)
         start = ctx_mask.sum(-1).index_select(0, rows)[:, None]
         positions = start + torch.arange(width)[None, :]
@@ -237,7 +225,7 @@ class HFBackend(Backend):
         """A fresh KV cache holding the adapter's virtual tokens for ``rows`` rows (None without them)."""
         if self.virtual is None:
             return None
-        return _map_cache(self.virtual, lambda t: t.expand(rows, -1, -1, -1))
+        return map_cache(self.virtual, lambda t: t.expand(rows, -1, -1, -1))
 
     def _after_virtual(self, mask):
         """The attention mask with the virtual tokens (always attended) in front."""
@@ -347,109 +335,6 @@ class HFBackend(Backend):
         }
 
 
-INT8_KEEP_FP32 = ("down_proj",)  # linear layers left in fp32 by --quantize int8, besides the output layer
-
-
-def quantize_int8(model, keep_fp32: tuple[str, ...] = INT8_KEEP_FP32):
-    """``model`` with its linear layers replaced by torch's dynamic int8 version (weights int8 per output channel,
-    activations quantized per tensor on the fly), except two kinds kept in fp32: the output layer (tied to the
-    embeddings in small models; its errors move log-probabilities directly) and the MLP output projection
-    (``down_proj``), whose input, the gated product, has outlier activations that per-tensor int8 destroys. Measured
-    on SST-2 dev (100 rows, SmolLM2-135M): quantizing every layer but the output fell from 0.81 to 0.52 accuracy;
-    keeping ``down_proj`` in fp32 gave 0.80 (benchmarks/int8_layers.py)."""
-    import warnings
-
-    import torch
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    output = model.get_output_embeddings()
-    spec = {name: per_channel_dynamic_qconfig for name, module in model.named_modules()
-            if isinstance(module, torch.nn.Linear) and module is not output
-            and not name.endswith(keep_fp32)}
-    with warnings.catch_warnings():  # torch marks its quantized tensor types deprecated (in favour of torchao)
-        warnings.simplefilter("ignore")
-        return quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)  # no second copy of the weights
-
-
-def _with_adapter(model, adapter: Path):
-    """``model`` with an adapter from ``taskfit tune`` applied, and the KV cache of its virtual tokens (or None).
-
-    LoRA / IA3 are merged into the weights (no added latency); bottleneck adapters hang on the layers; prefix and
-    prompt tuning leave the weights as they are and give virtual tokens that every forward pass continues, at the
-    positions training gave them (0..n-1), so the backend's batching and cache sharing apply unchanged.
-    """
-    import torch
-    from peft import PeftConfig, PeftModel
-
-    from taskfit.tuning.bottleneck import is_bottleneck, load_adapters
-
-    if not (adapter / "adapter_config.json").is_file():
-        raise UserError(f"--adapter {adapter}: no adapter_config.json there; give a `taskfit tune` output folder")
-    if is_bottleneck(adapter):
-        load_adapters(model, adapter)
-        return model, None
-    try:
-        config = PeftConfig.from_pretrained(adapter)
-        peft_model = PeftModel.from_pretrained(model, adapter)
-    except Exception as exc:  # noqa: BLE001 - peft raises ValueError, KeyError, RuntimeError (shape mismatch) ...
-        raise UserError(f"--adapter {adapter} could not be applied to this model: "
-                        f"{(str(exc).strip().splitlines() or [type(exc).__name__])[-1]}") from None
-    if not config.is_prompt_learning:
-        return peft_model.merge_and_unload(), None
-    if config.peft_type not in ("PREFIX_TUNING", "PROMPT_TUNING"):
-        raise UserError(f"--adapter {adapter}: {config.peft_type} adapters are not supported; use lora, ia3, "
-                        "adapter, prefix or prompt")
-    peft_model.eval()
-    base = peft_model.get_base_model()
-    with torch.inference_mode():
-        prompt = peft_model.get_prompt(batch_size=1)
-        if config.peft_type == "PROMPT_TUNING":  # virtual token embeddings: run them once
-            prompt = base(inputs_embeds=prompt.to(base.dtype), use_cache=True, logits_to_keep=1).past_key_values
-        virtual = _map_cache(prompt, lambda t: t.detach().clone())
-    return base, virtual
-
-
-def _check_reachable(model_id: str) -> None:
-    """Fail in seconds, not after minutes of retries, for a hub id that is neither cached nor reachable."""
-    if Path(model_id).exists():
-        return
-    if _looks_local(model_id):
-        raise _load_error(model_id, FileNotFoundError(model_id))
-    try:
-        from huggingface_hub import constants, try_to_load_from_cache
-    except ImportError:  # pragma: no cover - transformers depends on huggingface_hub
-        return
-    if isinstance(try_to_load_from_cache(model_id, "config.json"), str):
-        return  # in the local hub cache: transformers can load it offline
-    if constants.HF_HUB_OFFLINE:
-        raise _load_error(model_id, OSError("HF_HUB_OFFLINE is set and the model is not in the local cache"))
-    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=5).close()
-    except OSError as exc:
-        raise _load_error(model_id, OSError(f"cannot reach {host}: {exc}")) from None
-
-
-def _looks_local(model_id: str) -> bool:
-    """A path rather than a hub id ("owner/name")."""
-    return model_id.startswith((".", "/", "~")) or model_id.count("/") > 1
-
-
-def _load_error(model_id: str, exc: Exception) -> UserError:
-    """Explain a failed load: a missing local folder, an unreachable hub, or a folder that is no model."""
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    path = Path(model_id)
-    if path.exists():
-        return UserError(f"could not load a causal LM from {path}: {first}")
-    if _looks_local(model_id):
-        return UserError(f"model folder {model_id} does not exist; give an existing folder or a hub id")
-    return UserError(
-        f"model {model_id!r} is not a local folder and could not be fetched from the Hugging Face Hub "
-        f"(no network, or no such repo): {first}. Download it on a machine with network and pass "
-        "--model hf:<local folder>, or use the embedded model smollm2-135m-instruct"
-    )
-
-
 def _common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
     """How many leading tokens all ``sequences`` share."""
     first = sequences[0]
@@ -459,14 +344,3 @@ def _common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
         if any(seq[i] != token for seq in sequences):
             return i
     return n
-
-
-def _map_cache(cache, fn):
-    """A new KV cache whose every layer's keys and values are ``fn`` of the given cache's (row selection,
-    expansion)."""
-    from transformers import DynamicCache
-
-    mapped = DynamicCache()
-    for layer, cached in enumerate(cache.layers):
-        mapped.update(fn(cached.keys), fn(cached.values), layer)
-    return mapped

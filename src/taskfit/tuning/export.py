@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from taskfit.adapters.apply import check_mergeable
 from taskfit.errors import UserError
+from taskfit.models.loading import load_causal_lm
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +39,6 @@ def export_gguf(model: str, output: str | Path, *, adapter: str | Path | None = 
                 template: str | Path | None = None) -> dict[str, Any]:
     """Write ``model`` (with ``adapter`` merged in) to ``output`` as GGUF; returns a summary."""
     import gguf
-    import torch
-    from transformers import AutoModelForCausalLM
 
     from taskfit.models.llamacpp import resolve_gguf
     from taskfit.models.registry import KNOWN_MODELS, resolve_model
@@ -59,15 +59,9 @@ def export_gguf(model: str, output: str | Path, *, adapter: str | Path | None = 
     if not template.is_file():
         raise UserError(f"template GGUF {template} does not exist")
     if adapter is not None:
-        from taskfit.tuning.train import check_mergeable
-
         check_mergeable(Path(adapter))
     _, path = resolve_model(model)
-    weights = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    if adapter is not None:
-        from taskfit.models.hf import _with_adapter
-
-        weights, _ = _with_adapter(weights, Path(adapter))  # LoRA / IA3: merged into the weights
+    weights = load_causal_lm(path, adapter=adapter).model  # LoRA / IA3: merged into the weights
     config = weights.config
     if config.model_type != "llama":
         raise UserError(f"export writes Llama-family models; this one is {config.model_type!r}")

@@ -1,7 +1,7 @@
 """``taskfit tune``: supervised fine-tuning of a causal LM on a task or a training file, with PEFT or in full.
 
 Methods: ``lora``, ``ia3``, ``prefix``, ``prompt`` (PEFT), ``adapter`` (bottleneck adapters,
-:mod:`taskfit.tuning.bottleneck`) and ``full``; ``head`` (a classifier on a sentence encoder) is in
+:mod:`taskfit.adapters.bottleneck`) and ``full``; ``head`` (a classifier on a sentence encoder) is in
 :mod:`taskfit.tuning.head`. Training runs in the transformers
 ``Trainer`` (progress bar with the loss, checkpoints every ``save_steps``, ``--resume`` from the last checkpoint,
 ``report_to`` TensorBoard / W&B / MLflow), on the pairs of :mod:`taskfit.tuning.data` with the loss on answer
@@ -24,8 +24,11 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from taskfit.adapters.apply import check_mergeable
+from taskfit.adapters.bottleneck import BottleneckConfig, add_adapters, save_adapters
 from taskfit.config import StrictModel, read_yaml, validate
 from taskfit.errors import UserError
+from taskfit.models.loading import load_causal_lm
 
 log = logging.getLogger(__name__)
 
@@ -139,38 +142,18 @@ def task_examples(config: TuneConfig, task=None):
     return task, examples
 
 
-def check_mergeable(adapter: Path) -> None:
-    """Refuse, before anything loads, an adapter that cannot be folded into the weights (``merge``, ``export``):
-    only LoRA and IA3 can."""
-    from peft import PeftConfig
-
-    from taskfit.tuning.bottleneck import is_bottleneck
-
-    if not (adapter / "adapter_config.json").is_file():
-        raise UserError(f"{adapter} holds no PEFT adapter (adapter_config.json); give a `taskfit tune` output folder")
-    if is_bottleneck(adapter):
-        raise UserError(f"{adapter} holds bottleneck adapters: they are non-linear and cannot be merged into the "
-                        "weights; evaluate them with `taskfit eval --adapter` instead")
-    if PeftConfig.from_pretrained(adapter).is_prompt_learning:
-        raise UserError(f"{adapter} is a prefix/prompt-tuning adapter: it adds virtual tokens and cannot be merged "
-                        "into the weights; only lora and ia3 adapters can")
-
-
 def merge(adapter: str | Path, output: str | Path) -> Path:
     """Merge a LoRA / IA3 adapter into its base model and save the result as a plain model folder (no added
     latency at inference; ``--model hf:<output>``)."""
-    import torch
-    from peft import AutoPeftModelForCausalLM
-    from transformers import AutoTokenizer
+    from peft import PeftConfig
 
     adapter, output = Path(adapter), Path(output)
     check_mergeable(adapter)
     if output.exists() and any(output.iterdir()):
         raise UserError(f"{output} is not empty; choose another output folder")
-    model = AutoPeftModelForCausalLM.from_pretrained(adapter, dtype=torch.float32)
-    merged = model.merge_and_unload()
-    merged.save_pretrained(output)
-    AutoTokenizer.from_pretrained(adapter).save_pretrained(output)
+    loaded = load_causal_lm(PeftConfig.from_pretrained(adapter).base_model_name_or_path, adapter=adapter)
+    loaded.model.save_pretrained(output)
+    loaded.tokenizer.save_pretrained(output)
     return output
 
 
@@ -183,7 +166,7 @@ class TuneResult:
 def tune(config: TuneConfig, resume: bool = False) -> TuneResult:
     """Train, save the adapter or model, and write the loss curve and run card."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+    from transformers import Trainer, TrainingArguments
 
     from taskfit.models.registry import resolve_model
     from taskfit.tuning.data import Tokenizer, collate
@@ -209,8 +192,8 @@ def tune(config: TuneConfig, resume: bool = False) -> TuneResult:
     if not samples:
         raise UserError("no training samples")
     name, model_path = resolve_model(config.model)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    loaded = load_causal_lm(model_path)
+    model, tokenizer = loaded.model, loaded.tokenizer
     encode = Tokenizer(tokenizer, config.chat_template)
     tokenized = [encode(sample, config.max_length) for sample in samples]
     answer_tokens = sum(sum(label != -100 for label in item.labels) for item in tokenized)
@@ -225,8 +208,6 @@ def tune(config: TuneConfig, resume: bool = False) -> TuneResult:
 
         model = get_peft_model(model, peft)
     elif config.method == "adapter":
-        from taskfit.tuning.bottleneck import BottleneckConfig, add_adapters
-
         bottleneck = BottleneckConfig(size=config.adapter_size, non_linearity=config.adapter_non_linearity,
                                       target_modules=config.target_modules or ["mlp"],
                                       base_model_name_or_path=model_path)
@@ -257,8 +238,6 @@ def tune(config: TuneConfig, resume: bool = False) -> TuneResult:
     train_s = time.perf_counter() - train_start
 
     if bottleneck is not None:
-        from taskfit.tuning.bottleneck import save_adapters
-
         save_adapters(model, bottleneck, out)
     else:
         model.save_pretrained(out)  # PEFT: adapter_config.json + adapter weights; full: the whole model

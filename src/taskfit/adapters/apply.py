@@ -1,0 +1,74 @@
+"""Applying an adapter folder to a loaded causal LM, and telling whether it can be merged into the weights.
+
+LoRA / IA3 are merged into the weights (no added latency); bottleneck adapters hang on the layers; prefix and
+prompt tuning leave the weights as they are and give a KV cache of their virtual tokens that every forward pass
+continues, at the positions training gave them (0..n-1), so a backend's batching and cache sharing apply unchanged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from taskfit.adapters.bottleneck import is_bottleneck, load_adapters
+from taskfit.errors import UserError
+
+CONFIG_FILE = "adapter_config.json"
+
+
+def apply_adapter(model, adapter: Path):
+    """``model`` with an adapter from ``taskfit tune`` applied, and the KV cache of its virtual tokens (or None).
+
+    (See the module docstring for what each kind becomes.)"""
+    import torch
+    from peft import PeftConfig, PeftModel
+
+    if not (adapter / CONFIG_FILE).is_file():
+        raise UserError(f"--adapter {adapter}: no adapter_config.json there; give a `taskfit tune` output folder")
+    if is_bottleneck(adapter):
+        load_adapters(model, adapter)
+        return model, None
+    try:
+        config = PeftConfig.from_pretrained(adapter)
+        peft_model = PeftModel.from_pretrained(model, adapter)
+    except Exception as exc:  # noqa: BLE001 - peft raises ValueError, KeyError, RuntimeError (shape mismatch) ...
+        raise UserError(f"--adapter {adapter} could not be applied to this model: "
+                        f"{(str(exc).strip().splitlines() or [type(exc).__name__])[-1]}") from None
+    if not config.is_prompt_learning:
+        return peft_model.merge_and_unload(), None
+    if config.peft_type not in ("PREFIX_TUNING", "PROMPT_TUNING"):
+        raise UserError(f"--adapter {adapter}: {config.peft_type} adapters are not supported; use lora, ia3, "
+                        "adapter, prefix or prompt")
+    peft_model.eval()
+    base = peft_model.get_base_model()
+    with torch.inference_mode():
+        prompt = peft_model.get_prompt(batch_size=1)
+        if config.peft_type == "PROMPT_TUNING":  # virtual token embeddings: run them once
+            prompt = base(inputs_embeds=prompt.to(base.dtype), use_cache=True, logits_to_keep=1).past_key_values
+        virtual = map_cache(prompt, lambda t: t.detach().clone())
+    return base, virtual
+
+
+def check_mergeable(adapter: Path) -> None:
+    """Refuse, before anything loads, an adapter that cannot be folded into the weights (``merge``, ``export``):
+    only LoRA and IA3 can."""
+    from peft import PeftConfig
+
+    if not (adapter / CONFIG_FILE).is_file():
+        raise UserError(f"{adapter} holds no PEFT adapter ({CONFIG_FILE}); give a `taskfit tune` output folder")
+    if is_bottleneck(adapter):
+        raise UserError(f"{adapter} holds bottleneck adapters: they are non-linear and cannot be merged into the "
+                        "weights; evaluate them with `taskfit eval --adapter` instead")
+    if PeftConfig.from_pretrained(adapter).is_prompt_learning:
+        raise UserError(f"{adapter} is a prefix/prompt-tuning adapter: it adds virtual tokens and cannot be merged "
+                        "into the weights; only lora and ia3 adapters can")
+
+
+def map_cache(cache, fn):
+    """A new KV cache whose every layer's keys and values are ``fn`` of the given cache's (row selection,
+    expansion)."""
+    from transformers import DynamicCache
+
+    mapped = DynamicCache()
+    for layer, cached in enumerate(cache.layers):
+        mapped.update(fn(cached.keys), fn(cached.values), layer)
+    return mapped
