@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from taskfit.config import RunConfig
-from taskfit.evaluate import evaluate
+from taskfit.evaluation import evaluate
 from taskfit.models import load_backend
 from taskfit.models.hf import SHARED_PREFIX_MIN_TOKENS
 from taskfit.report.table import markdown_table

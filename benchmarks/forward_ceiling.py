@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from taskfit.config import RunConfig
-from taskfit.evaluate import evaluate
+from taskfit.evaluation import evaluate
 from taskfit.models import load_backend
 from taskfit.report.table import markdown_table
 

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from taskfit.config import RunConfig
-from taskfit.evaluate import evaluate
+from taskfit.evaluation import evaluate
+from taskfit.models.catalog import resolve_model
 from taskfit.models.hf import HFBackend
 from taskfit.models.loading import quantize_int8
-from taskfit.models.registry import resolve_model
 from taskfit.report.table import markdown_table
 
 

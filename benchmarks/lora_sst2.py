@@ -15,7 +15,7 @@ from pathlib import Path
 
 from taskfit.compare import compare_runs
 from taskfit.config import RunConfig
-from taskfit.evaluate import evaluate
+from taskfit.evaluation import evaluate
 from taskfit.report.table import markdown_table
 
 

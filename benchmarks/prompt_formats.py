@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from taskfit.config import RunConfig
-from taskfit.evaluate import evaluate
+from taskfit.evaluation import evaluate
 from taskfit.models import load_backend
 from taskfit.report.table import markdown_table
 from taskfit.tasks.task import _builtin_dir

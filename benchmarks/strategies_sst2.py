@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 
 from taskfit.config import RunConfig
-from taskfit.evaluate import evaluate
+from taskfit.evaluation import evaluate
 from taskfit.models import load_backend
 from taskfit.report.table import markdown_table
 

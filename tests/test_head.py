@@ -11,8 +11,8 @@ import pytest
 
 from taskfit.config import RunConfig
 from taskfit.errors import UserError
-from taskfit.evaluate import evaluate
-from taskfit.tuning.train import TuneConfig, tune
+from taskfit.evaluation import evaluate
+from taskfit.tuning import TuneConfig, tune
 
 GOOD = ["great", "wonderful", "loved", "delightful", "superb", "charming"]
 BAD = ["awful", "boring", "hated", "dreadful", "tedious", "clumsy"]
@@ -71,9 +71,14 @@ def test_head_learns_a_classification_task_and_reports_like_any_run(tmp_path, se
         assert record["correct"] == (record["prediction"] == record["gold"])
         assert sum(record["probs"].values()) == pytest.approx(1.0, abs=1e-5)
         assert record["prediction"] == max(record["probs"], key=record["probs"].get)
-    # evaluating again into the same folder redoes it and gives the same records
-    evaluate(RunConfig(task=sentiment_task, model=f"head:{tmp_path / 'head'}", output=tmp_path / "eval",
-                       bootstrap_samples=200), progress=False)
+    # a head run resumes like any run: cut after 10 records and a partial line, the rerun completes it
+    samples = (tmp_path / "eval" / "samples.jsonl").read_text()
+    lines = samples.splitlines(keepends=True)
+    (tmp_path / "eval" / "samples.jsonl").write_text("".join(lines[:10]) + lines[10][:20])
+    (tmp_path / "eval" / "results.json").unlink()
+    resumed = evaluate(RunConfig(task=sentiment_task, model=f"head:{tmp_path / 'head'}", output=tmp_path / "eval",
+                                 bootstrap_samples=200), progress=False)
+    assert resumed["timings"]["resumed_after"] == 10 and resumed["counts"] == res["counts"]
     again = [json.loads(line) for line in (tmp_path / "eval" / "samples.jsonl").read_text().splitlines()]
     assert [r["prediction"] for r in again] == [r["prediction"] for r in records]
 

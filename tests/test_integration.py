@@ -5,7 +5,7 @@ import json
 import pytest
 
 from taskfit.config import RunConfig
-from taskfit.evaluate import evaluate
+from taskfit.evaluation import evaluate
 from taskfit.metrics import compute_metrics
 
 pytestmark = pytest.mark.slow

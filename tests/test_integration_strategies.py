@@ -5,7 +5,7 @@ import json
 import pytest
 
 from taskfit.config import RunConfig
-from taskfit.evaluate import evaluate
+from taskfit.evaluation import evaluate
 
 pytestmark = pytest.mark.slow
 

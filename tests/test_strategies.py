@@ -6,7 +6,7 @@ import pytest
 
 from taskfit.config import RunConfig
 from taskfit.errors import UserError
-from taskfit.evaluate import evaluate
+from taskfit.evaluation import evaluate
 from taskfit.models.hf import HFBackend
 
 TASK = """

@@ -7,7 +7,7 @@ import pytest
 
 from taskfit.config import RunConfig
 from taskfit.errors import UserError
-from taskfit.evaluate import evaluate
+from taskfit.evaluation import evaluate
 from taskfit.metrics.registry import compute_metrics
 from taskfit.models.hf import HFBackend
 from taskfit.tasks import list_tasks, load_task

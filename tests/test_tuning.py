@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from taskfit.errors import UserError
+from taskfit.tuning import TuneConfig, load_tune_config, merge, tune
 from taskfit.tuning.data import IGNORE, Pair, Tokenizer, read_training_file
-from taskfit.tuning.train import TuneConfig, load_tune_config, merge, tune
 
 PAIRS = [("the movie was great", "positive"), ("a terrible film", "negative"), ("great and positive", "positive"),
          ("negative, terrible", "negative")]
@@ -245,7 +245,7 @@ def test_answer_only_loss_equals_the_models_own_loss(tiny_model_dir):
 
     from taskfit.api import Message, Prompt
     from taskfit.tuning.data import collate
-    from taskfit.tuning.train import _answer_only_trainer
+    from taskfit.tuning.sft import _answer_only_trainer
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
@@ -274,3 +274,11 @@ def test_int8_quantization_keeps_output_and_down_projections_and_stays_close(tin
     assert 0 < (exact - approx).abs().max() < 0.05
     # another model for the response cache
     assert int8.describe()["dtype"] != fp32.describe()["dtype"]
+
+
+def test_stage_and_method_axes():
+    assert TuneConfig(stage="head", task="demo").method == "head"
+    assert TuneConfig(method="head", task="demo").stage == "head"
+    assert TuneConfig(task="demo").stage == "sft"
+    with pytest.raises(ValueError, match="sft method"):
+        TuneConfig(stage="head", method="lora", task="demo")

@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="strategy option (repeatable), e.g. k=4, selector=knn, n=5; values are YAML")
     ev.add_argument("--pool-split", help="split demonstrations come from (default: the task's pool split)")
     ev.add_argument("--instruction", help="replace the task's instruction (e.g. the one APE found)")
-    ev.add_argument("--mode", choices=["loglikelihood", "generate"], help="answer mode (default loglikelihood)")
+    ev.add_argument("--mode", choices=["loglikelihood", "generate"], help="answer mode (default: generate for span and number tasks, else loglikelihood)")
     ev.add_argument("--data-dir", help="folder laid out as D/<dataset>/<split>.jsonl")
     ev.add_argument("--split", help="split to evaluate (default: the task's eval split)")
     ev.add_argument("--kb", help="KBQA tasks: knowledge-base file (JSONL triples or 's ||| p ||| o' lines)")
@@ -77,8 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     tu = sub.add_parser("tune", help="fine-tune a model on a task or a training file (LoRA, IA3, prefix, prompt, "
                         "bottleneck adapters, full) or train a specialist encoder + head")
     tu.add_argument("--config", help="tune YAML; any flag below can be a key there, flags override it")
+    tu.add_argument("--stage", choices=["sft", "head"],
+                    help="sft (default): fine-tune the language model; head: a sentence encoder + classifier/regressor")
     tu.add_argument("--method", choices=["lora", "ia3", "prefix", "prompt", "adapter", "full", "head"],
-                    help="default lora; adapter = bottleneck adapters; head = sentence encoder + classifier/regressor")
+                    help="sft: default lora; adapter = bottleneck adapters; head = --stage head")
     tu.add_argument("--model", help="known model or hf:<folder> (default smollm2-135m-instruct)")
     tu.add_argument("--task", help="train on this task's split, with the prompts its zero-shot evaluation uses")
     tu.add_argument("--train-file", help="text2text / conversation JSON (LMFlow format) or JSONL instead of --task")
@@ -127,7 +129,7 @@ EVAL_KEYS = ("model", "backend", "task", "strategy", "pool_split", "mode", "data
              "seed", "output", "batch_size", "max_tokens", "chat_template", "bootstrap_samples", "threads", "cache",
              "cache_path", "base_url", "api_key", "api", "concurrency", "request_timeout", "max_retries", "adapter",
              "quantize")
-TUNE_KEYS = ("method", "model", "task", "train_file", "data_dir", "split", "limit", "output", "epochs", "max_steps",
+TUNE_KEYS = ("stage", "method", "model", "task", "train_file", "data_dir", "split", "limit", "output", "epochs", "max_steps",
              "batch_size", "lr", "rank", "alpha", "dropout", "virtual_tokens", "adapter_size", "adapter_non_linearity", "encoder",
              "max_length", "save_steps", "seed", "threads", "report_to", "chat_template", "progress")
 
@@ -150,7 +152,7 @@ def parse_strategy_args(items: Sequence[str]) -> dict:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from taskfit.config import load_run_config
-    from taskfit.evaluate import evaluate
+    from taskfit.evaluation import evaluate
     from taskfit.report.table import results_table
 
     overrides = {key: getattr(args, key) for key in EVAL_KEYS}
@@ -177,7 +179,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from taskfit.models.registry import KNOWN_MODELS
+    from taskfit.models.catalog import KNOWN_MODELS
     from taskfit.report.table import markdown_table
 
     rows = [[m.name, "hf, llamacpp", m.package, m.description] for m in KNOWN_MODELS.values()]
@@ -207,7 +209,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from taskfit.tuning.train import load_tune_config, tune
+    from taskfit.tuning import load_tune_config, tune
 
     config = load_tune_config(args.config, {key: getattr(args, key) for key in TUNE_KEYS})
     card = tune(config, resume=args.resume).card
@@ -228,7 +230,7 @@ def _evaluate_hint(card: dict) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from taskfit.tuning.export import export_gguf
+    from taskfit.tuning import export_gguf
 
     summary = export_gguf(args.model, args.output, adapter=args.adapter, qtype=args.qtype, template=args.template)
     sys.stdout.write(f"wrote {summary['output']} ({summary['bytes'] / 2**20:.1f} MiB, {summary['type']}); evaluate "
@@ -237,7 +239,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from taskfit.tuning.train import merge
+    from taskfit.tuning import merge
 
     out = merge(args.adapter, args.output)
     sys.stdout.write(f"merged model: {out} (use --model hf:{out})\n")

@@ -183,3 +183,10 @@ def read_run(path: str | Path) -> Run:
 
 def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def write_run_card(folder: Path, card: dict[str, Any], markdown: str) -> None:
+    """``run_card.json`` and ``RUN_CARD.md`` of a training run (every stage writes one)."""
+    write_json(folder / RUN_CARD, card)
+    (folder / RUN_CARD_MD).write_text(markdown, encoding="utf-8")
+    log.info("wrote %s (loss %.4f -> %.4f)", folder, card.get("first_loss") or 0, card.get("final_loss") or 0)

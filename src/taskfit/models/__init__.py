@@ -2,7 +2,8 @@
 
 from taskfit.api import GenerateRequest, GenerateResult, LoglikelihoodRequest, LoglikelihoodResult
 from taskfit.models.base import Backend
-from taskfit.models.registry import KNOWN_MODELS, load_backend
+from taskfit.models.catalog import KNOWN_MODELS
+from taskfit.models.registry import load_backend
 
 __all__ = [
     "KNOWN_MODELS",

@@ -20,6 +20,7 @@ from taskfit.api import (
     LoglikelihoodResult,
     Prompt,
 )
+from taskfit.models.catalog import resolve_model
 
 
 class Backend(ABC):
@@ -31,8 +32,6 @@ class Backend(ABC):
     @classmethod
     def resolve(cls, spec: str) -> tuple[str, str]:
         """Map ``--model`` to (display name, what the constructor loads). Default: known models' HF folders."""
-        from taskfit.models.registry import resolve_model
-
         return resolve_model(spec)
 
     @abstractmethod

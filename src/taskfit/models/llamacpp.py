@@ -40,6 +40,7 @@ from taskfit.api import (
 )
 from taskfit.errors import ServerError, UserError
 from taskfit.models.base import Backend, cut_at_stop, encode_pair, map_in_threads, register_backend
+from taskfit.models.catalog import KNOWN_MODELS
 from taskfit.models.http import RetryPolicy, post_with_retries
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,6 @@ LOCAL_SERVER = RetryPolicy(timeout=3600, max_retries=0)
 
 def resolve_gguf(spec: str) -> tuple[str, str]:
     """``--model`` for GGUF backends: a known model (its embedded GGUF), ``gguf:<file>`` or a ``.gguf`` path."""
-    from taskfit.models.registry import KNOWN_MODELS
-
     if spec in KNOWN_MODELS:
         return spec, str(KNOWN_MODELS[spec].gguf_path())
     path = spec.removeprefix("gguf:")

@@ -13,6 +13,7 @@ import numpy as np
 
 from taskfit.api import Example
 from taskfit.errors import UserError
+from taskfit.prompting.embeddings import embed
 
 Order = Literal["as_selected", "similar_last", "shuffled"]
 
@@ -81,8 +82,6 @@ class KNNSelector(Selector):
     def __init__(self, pool: Sequence[Example], k: int, seed: int, order: Order = "similar_last",
                  field: str = "text", encoder: str = "all-minilm-l6-v2", progress: bool = False):
         super().__init__(pool, k, seed, order)
-        from taskfit.prompting.embeddings import embed
-
         self.field, self.encoder = field, encoder
         self._embed = embed
         self.pool_vectors = embed([ex.fields[field] for ex in self.pool], encoder, progress=progress)

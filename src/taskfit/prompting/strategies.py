@@ -36,7 +36,10 @@ from taskfit.api import (
 )
 from taskfit.config import StrictModel, validate
 from taskfit.errors import UserError
+from taskfit.metrics import metric_value
 from taskfit.paths import taskfit_home
+from taskfit.prompting import prompts
+from taskfit.prompting.driver import drive
 from taskfit.prompting.selectors import Selector, make_selector
 from taskfit.prompting.templates import default, fill
 from taskfit.tasks.answers import json_values
@@ -59,22 +62,6 @@ class StrategyContext:
     pool: list[Example] | None = None
     progress: bool = False
     json_schema: bool = False  # the backend can constrain generation to a JSON schema
-
-
-def outcome_record(task: Task, example: Example, outcome: Outcome) -> dict[str, Any]:
-    """One line of samples.jsonl: the example, what the strategy did, and the per-example metric inputs."""
-    return {
-        "index": example.index,
-        "input": example.fields,
-        **({"choices": example.meta["choices"]} if "choices" in example.meta else {}),
-        "prompt": outcome.prompt,
-        "response": outcome.response,
-        "prediction": outcome.prediction,
-        "gold": example.gold,
-        "parse_ok": outcome.parse_ok,
-        **outcome.extra,
-        **task.space.score(example, outcome.prediction, outcome.extra),
-    }
 
 
 def derive_seed(*parts: int) -> int:
@@ -183,22 +170,17 @@ class Strategy:
         return self.opts.answer_format == "json"
 
     def user_text(self, example: Example, instruction: str | None = None) -> str:
-        """Instruction, the rendered input, what the task type adds (choices, retrieved facts) and the output
-        format (JSON shape in json mode), one per line."""
-        spec = self.task.config.prompt
-        output = self.json_format() if self.json else spec.output_format
-        parts = (spec.instruction if instruction is None else instruction,
-                 spec.input_template.format(**example.fields),
-                 self.space.prompt_extra(example, self.ctx.mode, self.json), output)
-        return "\n".join(p for p in parts if p)
+        """The task's user turn (:func:`~taskfit.prompting.prompts.user_text`), with the JSON shape as the output
+        format in json mode."""
+        return prompts.user_text(self.task, example, self.ctx.mode, self.json,
+                                 self.json_format() if self.json else None, instruction)
 
     def json_format(self) -> str:
         """The output-format line of json mode for this task type (naming the labels, the score range ...)."""
         return fill(self.opts.json_output_format or default("json", self.space.type), **self.space.json_fill())
 
     def system_messages(self) -> list[Message]:
-        system = self.task.config.prompt.system
-        return [Message("system", system)] if system else []
+        return prompts.system_messages(self.task)
 
     def answer_prefix(self) -> str:
         """Text the assistant's direct answer starts with (none in json mode: the answer is the object)."""
@@ -595,9 +577,6 @@ class APE(Strategy):
         self.instruction = self.task.config.prompt.instruction
 
     def prepare(self, examples: Sequence[Example], backend) -> None:
-        from taskfit.metrics import metric_value
-        from taskfit.prompting.driver import drive
-
         pool = list(self.ctx.pool or [])
         rng = np.random.default_rng([self.ctx.seed, 7])
         order = [pool[i] for i in rng.permutation(len(pool))]
@@ -620,7 +599,7 @@ class APE(Strategy):
         for candidate in candidates:
             self.instruction = candidate
             outcomes = drive(self, scoring, backend)
-            records = [outcome_record(self.task, e, o) for e, o in zip(scoring, outcomes)]
+            records = [self.task.sample_record(e, o) for e, o in zip(scoring, outcomes)]
             value = metric_value(metric, records, self.task.label_values)
             scored.append({"instruction": candidate, metric: value})
             log.info("APE candidate %s %.3f  %s", metric, value, candidate)

@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from taskfit.api import Example
+from taskfit.api import Example, Outcome
 from taskfit.config import read_yaml, validate
 from taskfit.data.loading import load_hf_rows, load_rows
 from taskfit.errors import UserError
@@ -39,6 +39,21 @@ class Task:
         if overrides:
             self.config = self.config.model_copy(update={"prompt": self.config.prompt.model_copy(update=overrides)})
             self.space.config = self.config
+
+    def sample_record(self, example: Example, outcome: Outcome) -> dict[str, Any]:
+        """One line of samples.jsonl: the example, what the answerer did, and the per-example metric inputs."""
+        return {
+            "index": example.index,
+            "input": example.fields,
+            **({"choices": example.meta["choices"]} if "choices" in example.meta else {}),
+            "prompt": outcome.prompt,
+            "response": outcome.response,
+            "prediction": outcome.prediction,
+            "gold": example.gold,
+            "parse_ok": outcome.parse_ok,
+            **outcome.extra,
+            **self.space.score(example, outcome.prediction, outcome.extra),
+        }
 
     @property
     def label_values(self) -> list[str]:

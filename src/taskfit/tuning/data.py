@@ -1,7 +1,7 @@
 """Training data for supervised fine-tuning: (context, answer) pairs tokenized with the loss on the answer only.
 
-Pairs come from a task — the exact prompt the zero-shot strategy builds (system prompt, instruction, input, answer
-prefix), rendered with the model's chat template by the same code the hf backend evaluates with, and the gold
+Pairs come from a task — the exact prompt zero-shot evaluation builds (:func:`taskfit.prompting.prompts.task_prompt`:
+system prompt, instruction, input, answer prefix), rendered with the model's chat template by the same code the hf backend evaluates with, and the gold
 answer as the continuation the backend scores — so training and evaluation prompts cannot drift apart. Or from
 files:
 
@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from taskfit.api import Message, Prompt, continuation_for
+from taskfit.api import Message, Prompt
 from taskfit.errors import UserError
 from taskfit.models.base import encode_pair
 from taskfit.models.hf import encode_with, render_with
+from taskfit.prompting.prompts import gold_continuation, task_prompt
 
 IGNORE = -100  # label of tokens without loss (prompt, padding)
 
@@ -48,14 +49,10 @@ Sample = Pair | Conversation
 
 def pairs_from_task(task, examples: Sequence[Any]) -> list[Pair]:
     """The zero-shot prompt of each example and its gold answer, as the hf backend would score it."""
-    from taskfit.prompting.strategies import StrategyContext, make_strategy
-
-    strategy = make_strategy("zero_shot", StrategyContext(task=task, mode="loglikelihood", render=lambda p: ""))
     pairs = []
     for example in examples:
-        prompt = Prompt((*strategy.system_messages(), Message("user", strategy.user_text(example))),
-                        strategy.answer_prefix())
-        pairs.append(Pair(prompt, continuation_for(prompt, task.space.word(example))))
+        prompt = task_prompt(task, example)
+        pairs.append(Pair(prompt, gold_continuation(task, example, prompt)))
     return pairs
 
 

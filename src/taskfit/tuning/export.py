@@ -20,6 +20,8 @@ import numpy as np
 
 from taskfit.adapters.apply import check_mergeable
 from taskfit.errors import UserError
+from taskfit.models.catalog import KNOWN_MODELS, resolve_model
+from taskfit.models.llamacpp import resolve_gguf
 from taskfit.models.loading import load_causal_lm
 
 log = logging.getLogger(__name__)
@@ -39,9 +41,6 @@ def export_gguf(model: str, output: str | Path, *, adapter: str | Path | None = 
                 template: str | Path | None = None) -> dict[str, Any]:
     """Write ``model`` (with ``adapter`` merged in) to ``output`` as GGUF; returns a summary."""
     import gguf
-
-    from taskfit.models.llamacpp import resolve_gguf
-    from taskfit.models.registry import KNOWN_MODELS, resolve_model
 
     if qtype not in TYPES:
         raise UserError(f"--type {qtype}: use one of {', '.join(TYPES)}")
@@ -115,3 +114,18 @@ def export_gguf(model: str, output: str | Path, *, adapter: str | Path | None = 
                "bytes": output.stat().st_size, "adapter": str(adapter) if adapter else None}
     log.info("wrote %s (%.1f MiB, %s)", output, summary["bytes"] / 2**20, counts)
     return summary
+
+
+def merge(adapter: str | Path, output: str | Path) -> Path:
+    """Merge a LoRA / IA3 adapter into its base model and save the result as a plain model folder (no added
+    latency at inference; ``--model hf:<output>``)."""
+    from peft import PeftConfig
+
+    adapter, output = Path(adapter), Path(output)
+    check_mergeable(adapter)
+    if output.exists() and any(output.iterdir()):
+        raise UserError(f"{output} is not empty; choose another output folder")
+    loaded = load_causal_lm(PeftConfig.from_pretrained(adapter).base_model_name_or_path, adapter=adapter)
+    loaded.model.save_pretrained(output)
+    loaded.tokenizer.save_pretrained(output)
+    return output

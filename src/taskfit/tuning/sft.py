@@ -1,7 +1,7 @@
-"""``taskfit tune``: supervised fine-tuning of a causal LM on a task or a training file, with PEFT or in full.
+"""The ``sft`` stage of ``taskfit tune``: supervised fine-tuning of a causal LM on a task or a training file, with PEFT or in full.
 
 Methods: ``lora``, ``ia3``, ``prefix``, ``prompt`` (PEFT), ``adapter`` (bottleneck adapters,
-:mod:`taskfit.adapters.bottleneck`) and ``full``; ``head`` (a classifier on a sentence encoder) is in
+:mod:`taskfit.adapters.bottleneck`) and ``full``; the ``head`` stage (a classifier on a sentence encoder) is
 :mod:`taskfit.tuning.head`. Training runs in the transformers
 ``Trainer`` (progress bar with the loss, checkpoints every ``save_steps``, ``--resume`` from the last checkpoint,
 ``report_to`` TensorBoard / W&B / MLflow), on the pairs of :mod:`taskfit.tuning.data` with the loss on answer
@@ -14,84 +14,29 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import resource
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
 
-from pydantic import Field
-
-from taskfit.adapters.apply import check_mergeable
 from taskfit.adapters.bottleneck import BottleneckConfig, add_adapters, save_adapters
-from taskfit.config import StrictModel, read_yaml, validate
 from taskfit.errors import UserError
+from taskfit.models.catalog import resolve_model
 from taskfit.models.loading import load_causal_lm
+from taskfit.runs import write_run_card
+from taskfit.tuning.common import (
+    LLAMA_ATTENTION,
+    LLAMA_MLP,
+    TuneConfig,
+    TuneResult,
+    card_markdown,
+    plot_loss,
+    task_examples,
+)
+from taskfit.tuning.data import Tokenizer, collate, pairs_from_task, read_training_file
 
 log = logging.getLogger(__name__)
 
-METHODS = ("lora", "ia3", "prefix", "prompt", "adapter", "full", "head")
-LLAMA_ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
-LLAMA_MLP = ["gate_proj", "up_proj", "down_proj"]
-
-
-class TuneConfig(StrictModel):
-    """Everything ``taskfit tune`` needs; every CLI flag is also a YAML key (``--config tune.yaml``)."""
-
-    method: Literal["lora", "ia3", "prefix", "prompt", "adapter", "full", "head"] = "lora"
-    model: str = "smollm2-135m-instruct"
-    task: str | None = Field(None, description="task whose train split (zero-shot prompts) is the data")
-    train_file: Path | None = Field(None, description="text2text / conversation JSON or JSONL instead of a task")
-    data_dir: Path | None = None
-    split: str = "train"
-    limit: int | None = Field(None, gt=0)
-    output: Path | None = None
-    chat_template: bool = True
-    seed: int = 1234
-    # optimisation
-    epochs: float = Field(1.0, gt=0)
-    max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: run the epochs)")
-    batch_size: int = Field(8, gt=0)
-    gradient_accumulation: int = Field(1, gt=0)
-    lr: float | None = Field(None, gt=0, description="default: 2e-4 (lora), 2e-3 (ia3), 1e-2 (prefix, prompt), "
-                                                    "5e-4 (adapter), 2e-5 (full), 5e-5 (head)")
-    weight_decay: float = 0.0
-    warmup_ratio: float = Field(0.03, ge=0, lt=1)
-    max_length: int = Field(512, gt=8)
-    # method options
-    rank: int = Field(8, gt=0, description="lora rank")
-    alpha: int = Field(16, gt=0, description="lora alpha")
-    dropout: float = Field(0.0, ge=0, lt=1, description="lora dropout (0: PEFT skips the dropout layer, which "
-                                                         "otherwise keeps a copy of every projection's input)")
-    target_modules: list[str] | None = Field(None, description="lora / ia3 modules (default: attention + MLP "
-                                                               "projections for lora, k/v/down for ia3); adapter: "
-                                                               "decoder-layer modules (default [mlp])")
-    virtual_tokens: int = Field(20, gt=0, description="prefix / prompt tuning")
-    adapter_size: int = Field(64, gt=0, description="bottleneck width of each adapter")
-    adapter_non_linearity: Literal["relu", "gelu", "silu"] = "relu"
-    encoder: str = Field("all-minilm-l6-v2", description="head: the sentence encoder under the head")
-    # bookkeeping
-    save_steps: int = Field(200, gt=0, description="checkpoint every N steps")
-    logging_steps: int = Field(5, gt=0)
-    report_to: list[str] = Field(default_factory=lambda: ["none"],
-                                 description="tensorboard, wandb, mlflow (the Trainer's report_to)")
-    threads: int | None = Field(None, gt=0)
-    progress: bool = True
-
-    def learning_rate(self) -> float:
-        return self.lr or {"lora": 2e-4, "ia3": 2e-3, "prefix": 1e-2, "prompt": 1e-2, "adapter": 5e-4, "full": 2e-5,
-                           "head": 5e-5}[self.method]
-
-
-def load_tune_config(path: str | Path | None, overrides: dict[str, Any]) -> TuneConfig:
-    data = read_yaml(path) if path else {}
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    config = validate(TuneConfig, data, str(path) if path else "command line")
-    if (config.task is None) == (config.train_file is None):
-        raise UserError("give exactly one of --task (train on a task's split) or --train-file FILE")
-    return config
 
 
 def peft_config(config: TuneConfig, model_path: str, instruction: str | None):
@@ -117,8 +62,6 @@ def peft_config(config: TuneConfig, model_path: str, instruction: str | None):
 
 def training_samples(config: TuneConfig):
     """The samples to train on and a description of where they came from."""
-    from taskfit.tuning.data import pairs_from_task, read_training_file
-
     if config.train_file is not None:
         samples = read_training_file(config.train_file)
         if config.limit:
@@ -129,52 +72,11 @@ def training_samples(config: TuneConfig):
     return pairs_from_task(task, examples), info, task.config.prompt.instruction
 
 
-def task_examples(config: TuneConfig, task=None):
-    """The task (loaded unless given) and the examples of its split to train on: all, or a seeded random sample of
-    ``limit`` rows (several data files are sorted by label, so the first rows can be one class)."""
-    from taskfit.tasks.task import load_task
-
-    task = task or load_task(config.task)
-    examples = task.examples(config.split, config.data_dir)
-    if config.limit and config.limit < len(examples):
-        chosen = sorted(random.Random(config.seed).sample(range(len(examples)), config.limit))
-        examples = [examples[i] for i in chosen]
-    return task, examples
-
-
-def merge(adapter: str | Path, output: str | Path) -> Path:
-    """Merge a LoRA / IA3 adapter into its base model and save the result as a plain model folder (no added
-    latency at inference; ``--model hf:<output>``)."""
-    from peft import PeftConfig
-
-    adapter, output = Path(adapter), Path(output)
-    check_mergeable(adapter)
-    if output.exists() and any(output.iterdir()):
-        raise UserError(f"{output} is not empty; choose another output folder")
-    loaded = load_causal_lm(PeftConfig.from_pretrained(adapter).base_model_name_or_path, adapter=adapter)
-    loaded.model.save_pretrained(output)
-    loaded.tokenizer.save_pretrained(output)
-    return output
-
-
-@dataclass
-class TuneResult:
-    card: dict[str, Any]
-    model: Any  # the trained model in memory (PEFT-wrapped for adapter methods)
-
-
-def tune(config: TuneConfig, resume: bool = False) -> TuneResult:
-    """Train, save the adapter or model, and write the loss curve and run card."""
+def train_sft(config: TuneConfig, resume: bool = False) -> TuneResult:
+    """The sft stage: train, save the adapter or model, and write the loss curve and run card."""
     import torch
     from transformers import Trainer, TrainingArguments
 
-    from taskfit.models.registry import resolve_model
-    from taskfit.tuning.data import Tokenizer, collate
-
-    if config.method == "head":
-        from taskfit.tuning.head import train_head
-
-        return train_head(config, resume)
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     if config.threads:
@@ -243,7 +145,7 @@ def tune(config: TuneConfig, resume: bool = False) -> TuneResult:
         model.save_pretrained(out)  # PEFT: adapter_config.json + adapter weights; full: the whole model
     tokenizer.save_pretrained(out)
     history = [entry for entry in trainer.state.log_history if "loss" in entry]
-    _plot_loss(history, out / "loss.png", f"{config.method} on {data_info.get('task') or data_info.get('file')}")
+    plot_loss(history, out / "loss.png", f"{config.method} on {data_info.get('task') or data_info.get('file')}")
     steps_done = trainer.state.global_step
     mean_length = sum(len(item.input_ids) for item in tokenized) / len(tokenized)
     tokens_per_step = mean_length * config.batch_size * config.gradient_accumulation
@@ -268,15 +170,8 @@ def tune(config: TuneConfig, resume: bool = False) -> TuneResult:
         "resumed_from_step": start_step,
         "output": str(out),
     }
-    write_run_card(out, card)
+    write_run_card(out, card, card_markdown(card))
     return TuneResult(card, model)
-
-
-def write_run_card(out: Path, card: dict[str, Any]) -> None:
-    """``run_card.json`` and ``RUN_CARD.md`` of a training run (every method, the head included)."""
-    (out / "run_card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    (out / "RUN_CARD.md").write_text(_card_markdown(card), encoding="utf-8")
-    log.info("wrote %s (loss %.4f -> %.4f)", out, card["first_loss"] or 0, card["final_loss"] or 0)
 
 
 def _answer_only_trainer(trainer_class):
@@ -323,44 +218,3 @@ class _ListDataset:
         return self.items[index]
 
 
-def _plot_loss(history: list[dict[str, Any]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    if history:
-        ax.plot([h["step"] for h in history], [h["loss"] for h in history], marker="o", markersize=3)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("training loss (answer tokens)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def _card_markdown(card: dict[str, Any]) -> str:
-    data = card["data"]
-    source = f"task {data['task']} ({data['split']})" if "task" in data else f"file {data['file']}"
-    return "\n".join([
-        f"# Run card: {card['method']} on {source}",
-        "",
-        f"- base model: {card['base_model']['name']} ({card['base_model']['path']})",
-        (f"- data: {data['n']} samples, {data['tokens']} tokens, {data['answer_tokens']} answer tokens with loss; "
-         f"chat template {'on' if data['chat_template'] else 'off'}"),
-        (f"- trainable parameters: {card['trainable_parameters']:,} of {card['total_parameters']:,} "
-         f"({100 * card['trainable_share']:.3f}%)"),
-        f"- steps: {card['steps']}, loss {card['first_loss']} -> {card['final_loss']}",
-        f"- time: {card['train_s']} s training, {card['tokens_per_s']} tokens/s, peak RSS {card['peak_rss_mib']} MiB",
-        "",
-        "![loss](loss.png)",
-        "",
-        "Config:",
-        "",
-        "```json",
-        json.dumps(card["config"], indent=2),
-        "```",
-        "",
-    ])

@@ -1,9 +1,9 @@
-"""One evaluation run: examples -> strategy -> batched backend calls -> parsed answers -> metrics -> files.
+"""One evaluation run: examples -> an answerer (a strategy on a backend, or a trained head) -> records -> metrics.
 
-Outputs in the run folder:
-- ``samples.jsonl``: one line per example in data order, appended chunk by chunk as examples finish, so
-  an error later in the run never loses what was computed;
-- ``results.json``: config, task, model, package versions, git hash, metrics with CIs, counts, timings.
+The run folder (:mod:`taskfit.runs`) is opened before any model loads, so another run there is refused at once and
+a complete run needs no model; records are appended chunk by chunk, so an error later never loses computed work.
+Outputs: ``samples.jsonl`` (one record per example, in data order) and ``results.json`` (config, task, model,
+package versions, git hash, metrics with CIs, counts, timings).
 """
 
 from __future__ import annotations
@@ -25,10 +25,13 @@ from taskfit import __version__
 from taskfit.api import Example
 from taskfit.config import RunConfig
 from taskfit.errors import UserError
+from taskfit.evaluation.answerers import Answerer, HeadAnswerer, StrategyAnswerer
 from taskfit.metrics import compute_metrics
 from taskfit.models.base import Backend
-from taskfit.prompting.driver import drive
-from taskfit.prompting.strategies import StrategyContext, make_strategy, outcome_record
+from taskfit.models.cache import CachedBackend, ResponseCache, default_cache_path
+from taskfit.models.head import HeadPredictor
+from taskfit.models.registry import load_backend
+from taskfit.prompting.strategies import StrategyContext, make_strategy
 from taskfit.runs import RunFolder, fingerprint
 from taskfit.tasks.task import Task, load_task
 
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 
 VERSIONED_PACKAGES = ("torch", "transformers", "numpy", "scipy", "scikit-learn", "pydantic")
 HEAD_PREFIX = "head:"  # --model head:<folder>: a specialist classifier from `taskfit tune --method head`
+HEAD_TYPES = ("classification", "regression")
 
 
 def default_output(config: RunConfig) -> Path:
@@ -51,13 +55,14 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
     ``config.cache`` is off); a ``backend`` passed in is used as it is (wrap it in
     :class:`~taskfit.models.cache.CachedBackend` to cache it).
     """
-    if config.model.startswith(HEAD_PREFIX):
-        from taskfit.tuning.head import evaluate_head
-
-        return evaluate_head(config, progress)
     started = time.perf_counter()
     task = load_task(config.task)
     task.override_prompt(config.prompt.model_dump(exclude_unset=True))
+    if config.mode is None:  # the task type's default: generate where there are no candidates to score
+        config = config.model_copy(update={"mode": task.space.modes[0]})
+    head = config.model.startswith(HEAD_PREFIX)
+    if head:
+        _check_head_run(config, task)
     # All rows are loaded and validated before the model loads: a bad row fails fast and costs nothing.
     examples = select_examples(task, config)
     if not examples:
@@ -66,43 +71,24 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
     task.space.check_mode(config.mode)
     task.prepare_answers(examples, eval_split, config.data_dir, config.kb)
     out_dir = config.output or default_output(config)
-    # The folder is checked before the model loads: another run there is refused at once, and a complete run
-    # needs no model at all.
     folder = RunFolder.open(out_dir, run_fingerprint(config, task, examples), [ex.index for ex in examples])
     if folder.complete and (previous := folder.read_results()) is not None:
         log.info("%s is complete (%d examples); nothing to do", out_dir, len(folder.done))
         return previous
+
     load_start = time.perf_counter()
-    if backend is None:
-        from taskfit.models import load_backend
-
-        backend = load_backend(config.backend, config.model, **config.backend_options())
-        if config.mode == "loglikelihood" and not getattr(backend, "supports_loglikelihood", True):
-            raise UserError(backend.loglikelihood_refusal())
-        if config.cache:
-            from taskfit.models.cache import CachedBackend, ResponseCache, default_cache_path
-
-            backend = CachedBackend(backend, ResponseCache(config.cache_path or default_cache_path()))
+    if head:
+        answerer: Answerer = _head_answerer(config, task, progress)
+    else:
+        answerer = _strategy_answerer(config, task, backend or _load_backend(config), eval_split, progress)
     load_s = time.perf_counter() - load_start
-    chunk = max(4 * config.batch_size, 32)
-
-    context = StrategyContext(task=task, mode=config.mode, render=backend.render, seed=config.seed,
-                              max_tokens=config.max_tokens, progress=progress,
-                              json_schema=bool(getattr(backend, "supports_json_schema", False)))
-    strategy = make_strategy(config.strategy, context, config.strategy_args)
-    if strategy.uses_pool():
-        pool_split = config.pool_split or task.config.pool_split
-        context.pool = task.examples(pool_split, config.data_dir, getattr(strategy.opts, "pool_limit", None))
-        if pool_split == eval_split:
-            log.warning("demonstrations come from the evaluated split %r; an example never sees itself, "
-                        "but results are optimistic", pool_split)
     resumed = len(folder.done)
     prepare_start = time.perf_counter()
     if not folder.complete:
-        strategy.prepare(examples, backend)
+        answerer.prepare(examples)
     prepare_s = time.perf_counter() - prepare_start
     eval_start = time.perf_counter()
-    records = _run_chunks(strategy, examples, backend, task, folder, chunk, progress)
+    records = _run_chunks(answerer, examples, task, folder, max(4 * config.batch_size, 32), progress)
     eval_s = time.perf_counter() - eval_start
 
     timings = {
@@ -113,15 +99,59 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
         "examples_per_s": round((len(records) - resumed) / eval_s, 3) if eval_s > 0 else None,
         "resumed_after": resumed,
     }
-    results = write_results(config, task, records, backend.describe(), timings, folder,
-                            strategy_info=strategy.info,
+    stats = answerer.stats()
+    results = write_results(config, task, records, answerer.describe(), timings, folder,
+                            strategy_info=answerer.info,
                             **({"knowledge_base": task.space.kb_info} if getattr(task.space, "kb_info", None) else {}),
-                            backend_stats=dict(getattr(backend, "stats", {})))
-    hits = results["backend_stats"].get("cache_hits", 0)
-    if hits:
+                            backend_stats=stats)
+    if hits := stats.get("cache_hits", 0):
         log.info("%d of %d model requests were answered from the response cache (--no-cache to recompute)",
-                 hits, hits + results["backend_stats"].get("cache_misses", 0))
+                 hits, hits + stats.get("cache_misses", 0))
     return results
+
+
+def _load_backend(config: RunConfig) -> Backend:
+    """The configured backend, behind the response cache unless ``--no-cache``."""
+    backend = load_backend(config.backend, config.model, **config.backend_options())
+    if config.mode == "loglikelihood" and not getattr(backend, "supports_loglikelihood", True):
+        raise UserError(backend.loglikelihood_refusal())
+    if config.cache:
+        backend = CachedBackend(backend, ResponseCache(config.cache_path or default_cache_path()))
+    return backend
+
+
+def _strategy_answerer(config: RunConfig, task: Task, backend: Backend, eval_split: str,
+                       progress: bool) -> StrategyAnswerer:
+    """The configured strategy on ``backend``, with its demonstration pool loaded when it uses one."""
+    context = StrategyContext(task=task, mode=config.mode, render=backend.render, seed=config.seed,
+                              max_tokens=config.max_tokens, progress=progress,
+                              json_schema=bool(getattr(backend, "supports_json_schema", False)))
+    strategy = make_strategy(config.strategy, context, config.strategy_args)
+    if strategy.uses_pool():
+        pool_split = config.pool_split or task.config.pool_split
+        context.pool = task.examples(pool_split, config.data_dir, getattr(strategy.opts, "pool_limit", None))
+        if pool_split == eval_split:
+            log.warning("demonstrations come from the evaluated split %r; an example never sees itself, "
+                        "but results are optimistic", pool_split)
+    return StrategyAnswerer(strategy, backend)
+
+
+def _check_head_run(config: RunConfig, task: Task) -> None:
+    """What a head run refuses before reading any data."""
+    if config.strategy != "zero_shot":
+        raise UserError(f"a head model answers directly; --strategy {config.strategy} needs a language model")
+    if config.adapter or config.quantize != "none":
+        raise UserError("--adapter and --quantize apply to language models, not to --model head:<folder>")
+    if task.space.type not in HEAD_TYPES:
+        raise UserError(f"a head answers classification or regression tasks; {task.name!r} is {task.space.type} "
+                        "(use a language model for it)")
+
+
+def _head_answerer(config: RunConfig, task: Task, progress: bool) -> HeadAnswerer:
+    predictor = HeadPredictor(config.model[len(HEAD_PREFIX):], threads=config.threads)
+    space = task.space
+    predictor.check(task.name, space.type, task.label_values, tuple(task.config.score_range))
+    return HeadAnswerer(predictor, config.batch_size, progress)
 
 
 def write_results(config: RunConfig, task: Task, records: list[dict[str, Any]], model: dict[str, Any],
@@ -178,21 +208,20 @@ def run_fingerprint(config: RunConfig, task: Task, examples: list[Example]) -> s
     return fingerprint(__version__, settings, json.loads(task.config.model_dump_json()), items)
 
 
-def _run_chunks(strategy, examples: list[Example], backend, task: Task, folder: RunFolder, chunk: int,
+def _run_chunks(answerer: Answerer, examples: list[Example], task: Task, folder: RunFolder, chunk: int,
                 progress: bool) -> list[dict[str, Any]]:
-    """Drive the strategy over the chunks not yet on disk, appending each finished chunk to the run folder.
+    """Answer the chunks not yet on disk, appending each finished chunk to the run folder.
 
     A chunk cut by a crash is recomputed from its start (the same batches as an uninterrupted run), and only
     its records missing from disk are appended.
     """
     start = folder.restart_point(chunk)
-    with tqdm(total=len(examples), initial=start, desc=f"{task.name} {strategy.name}", unit="ex",
+    with tqdm(total=len(examples), initial=start, desc=f"{task.name} {answerer.name}", unit="ex",
               disable=not progress) as bar:
         for begin in range(start, len(examples), chunk):
             part = examples[begin : begin + chunk]
-            records = [outcome_record(task, example, outcome)
-                       for example, outcome in zip(part, drive(strategy, part, backend))]
-            folder.append(records, begin)
+            folder.append([task.sample_record(example, outcome)
+                           for example, outcome in zip(part, answerer.answer(part))], begin)
             bar.update(len(part))
     return list(folder.done)
 

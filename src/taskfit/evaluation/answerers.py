@@ -1,0 +1,79 @@
+"""Answerers: what evaluation drives. Anything that turns examples into :class:`~taskfit.api.Outcome` s is one —
+a prompting strategy on a language model, or a trained predictor such as the specialist head — so chunks, resume,
+timings and results are written once, in :mod:`taskfit.evaluation.run`, for every way of answering a task."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from taskfit.api import Example, Outcome
+from taskfit.models.base import Backend
+from taskfit.models.head import HeadPredictor
+from taskfit.prompting.driver import drive
+from taskfit.prompting.strategies import Strategy
+
+
+class Answerer(Protocol):
+    """Answers examples; says what it is (results.json ``model``), what it found (``strategy_info``) and counted."""
+
+    name: str
+    info: dict[str, Any]
+
+    def prepare(self, examples: Sequence[Example]) -> None: ...
+
+    def answer(self, examples: Sequence[Example]) -> list[Outcome]: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+
+class StrategyAnswerer:
+    """A prompting strategy on a backend: every example's request generator driven side by side, in batches."""
+
+    def __init__(self, strategy: Strategy, backend: Backend):
+        self.strategy, self.backend = strategy, backend
+        self.name = strategy.name
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return self.strategy.info
+
+    def prepare(self, examples: Sequence[Example]) -> None:
+        self.strategy.prepare(examples, self.backend)
+
+    def answer(self, examples: Sequence[Example]) -> list[Outcome]:
+        return drive(self.strategy, examples, self.backend)
+
+    def describe(self) -> dict[str, Any]:
+        return self.backend.describe()
+
+    def stats(self) -> dict[str, Any]:
+        return dict(getattr(self.backend, "stats", {}))
+
+
+class HeadAnswerer:
+    """A trained encoder + head: one forward pass per batch of examples, no prompt. The ``prompt`` recorded is what
+    the encoder read (the example's fields, joined by ``||``)."""
+
+    name = "head"
+
+    def __init__(self, predictor: HeadPredictor, batch_size: int, progress: bool):
+        self.predictor, self.batch_size, self.progress = predictor, batch_size, progress
+        self.info = {"head": predictor.config}
+
+    def prepare(self, examples: Sequence[Example]) -> None:
+        """Nothing to prepare: the head was trained beforehand."""
+
+    def answer(self, examples: Sequence[Example]) -> list[Outcome]:
+        texts = self.predictor.texts(examples)
+        answers = self.predictor.predict(texts, batch_size=self.batch_size, progress=self.progress)
+        return [Outcome(prediction, True, " || ".join(text), extra.get("probs", prediction), extra)
+                for text, (prediction, extra) in zip(texts, answers)]
+
+    def describe(self) -> dict[str, Any]:
+        return self.predictor.describe()
+
+    def stats(self) -> dict[str, Any]:
+        return {}

@@ -1,0 +1,21 @@
+"""Model names users type: the known (embedded) models and ``hf:<folder or hub id>``, resolved to what a backend
+loads. ``taskfit models`` lists them."""
+
+from __future__ import annotations
+
+from taskfit.errors import UserError
+from taskfit.models.embedded import SMOLLM2_135M, EmbeddedModel
+
+KNOWN_MODELS: dict[str, EmbeddedModel] = {SMOLLM2_135M.name: SMOLLM2_135M}
+
+
+def resolve_model(spec: str) -> tuple[str, str]:
+    """Map ``--model`` to (display name, path or hub id for the backend)."""
+    if spec in KNOWN_MODELS:
+        return spec, str(KNOWN_MODELS[spec].hf_folder())
+    if spec.startswith("hf:") and len(spec) > 3:
+        return spec[3:], spec[3:]
+    raise UserError(
+        f"unknown model {spec!r}; known models: {', '.join(sorted(KNOWN_MODELS))}, "
+        "or hf:<local folder or hub id>"
+    )
