@@ -25,14 +25,16 @@ $(STAMP): pyproject.toml Makefile
 demo: setup
 	$(VENV)/bin/taskfit eval --model smollm2-135m-instruct --task demo
 
-test: setup
+test: setup lint
 	$(PY) -m pytest -q
 
 test-fast: setup
 	$(PY) -m pytest -q -m 'not slow'
 
+# ruff (line length 120) and the import contracts of pyproject.toml (layers point down, no circles)
 lint: setup
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info

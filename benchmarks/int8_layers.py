@@ -30,7 +30,8 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/int8_layers")
     args = parser.parse_args()
     _, path = resolve_model("smollm2-135m-instruct")
-    variants = [("fp32", None), ("int8, all but the output layer", ()), ("int8, down_proj and output fp32", ("down_proj",))]
+    variants = [("fp32", None), ("int8, all but the output layer", ()),
+                ("int8, down_proj and output fp32", ("down_proj",))]
     probs, rows, records = {}, [], {}
     for label, keep in variants:
         backend = HFBackend(path)
@@ -47,7 +48,8 @@ def main() -> None:
         probs[label] = np.array([json.loads(line)["probs"]["positive"] for line in lines])
         diff = np.abs(probs[label] - probs["fp32"])
         acc = res["metrics"]["accuracy"]
-        rows.append([label, quantized, res["counts"]["n"], f"{acc['value']:.4f} [{acc['ci_low']:.4f}, {acc['ci_high']:.4f}]",
+        accuracy = f"{acc['value']:.4f} [{acc['ci_low']:.4f}, {acc['ci_high']:.4f}]"
+        rows.append([label, quantized, res["counts"]["n"], accuracy,
                      f"{diff.mean():.4f}", f"{diff.max():.4f}", f"{seconds:.1f}"])
         records[label] = {"quantized_layers": quantized, "metrics": res["metrics"], "seconds": seconds,
                           "mean_abs_prob_diff": float(diff.mean()), "max_abs_prob_diff": float(diff.max())}

@@ -33,7 +33,8 @@ def main() -> None:
         shutil.rmtree(adapter, ignore_errors=True)
         subprocess.run([str(Path(sys.executable).parent / "taskfit"), "tune", "--method", "lora", "--task", "sst2",
                         "--data-dir", args.data_dir, "--limit", str(args.train_limit), "--epochs", "1", "--batch-size",
-                        "8", "--lr", str(args.lr), "--dropout", "0.05", "--save-steps", "50", "--no-progress", "--output", str(adapter)],
+                        "8", "--lr", str(args.lr), "--dropout", "0.05", "--save-steps", "50", "--no-progress",
+                        "--output", str(adapter)],
                        check=True)
     card = json.loads((adapter / "run_card.json").read_text())
     rows, results = [], {}
@@ -49,7 +50,8 @@ def main() -> None:
     paired = compare_runs("runs/bench-lora-eval-base", "runs/bench-lora-eval-lora", n_resamples=2000, seed=0)
     diff = next(c for c in paired["comparisons"] if c["metric"] == "accuracy")
     table = markdown_table(["model", "n", "accuracy [95% CI]", "macro-F1", "eval s"], rows)
-    summary = (f"LoRA r={card['config']['rank']} alpha={card['config']['alpha']} on {card['data']['n']} SST-2 train rows "
+    summary = (f"LoRA r={card['config']['rank']} alpha={card['config']['alpha']} "
+               f"on {card['data']['n']} SST-2 train rows "
                f"(1 epoch, batch 8, lr {args.lr}, {card['steps']} steps): {card['train_s']:.0f} s, "
                f"{card['tokens_per_s']} tokens/s, peak RSS {card['peak_rss_mib']:.0f} MiB, trainable "
                f"{card['trainable_parameters']:,} parameters ({100 * card['trainable_share']:.2f}%), loss "

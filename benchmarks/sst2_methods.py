@@ -132,10 +132,12 @@ def main() -> None:
             paired = compare_runs(str(base), res["output_dir"], n_resamples=2000, seed=0)
             d = next(c for c in paired["comparisons"] if c["metric"] == "accuracy")
             record["paired_vs_zero_shot"] = d
-            diff = f"{100 * d['diff']:+.2f} [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}], p={d['p_mcnemar']:.2g}"
+            diff = (f"{100 * d['diff']:+.2f} [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}], "
+                    f"p={d['p_mcnemar']:.2g}")
         trainable = (f"{card['trainable_parameters']:,} ({100 * card['trainable_share']:.2f}%)"
                      if card and not name.startswith("lora-") else "-")
-        rows.append([record["label"], res["counts"]["n"], f"{acc['value']:.4f} [{acc['ci_low']:.4f}, {acc['ci_high']:.4f}]",
+        accuracy = f"{acc['value']:.4f} [{acc['ci_low']:.4f}, {acc['ci_high']:.4f}]"
+        rows.append([record["label"], res["counts"]["n"], accuracy,
                      diff, trainable,
                      f"{card['train_s']:.0f}" if card and not name.startswith("lora-") else "-",
                      f"{card['peak_rss_mib']:.0f}" if card and not name.startswith("lora-") else "-",
@@ -143,7 +145,8 @@ def main() -> None:
                      f"{res['peak_rss_mib']:.0f}" if res["peak_rss_mib"] else "not recorded"])
     table = markdown_table(["method", "n", "accuracy [95% CI]", "vs zero-shot, points [95% CI], McNemar p",
                             "trainable params", "train s", "train peak RSS MiB", "eval s", "eval peak RSS MiB"], rows)
-    note = (f"SST-2 dev, {args.eval_limit or 'all 872'} rows, embedded SmolLM2-135M-Instruct (fp32 unless stated), 2-core CPU, "
+    note = (f"SST-2 dev, {args.eval_limit or 'all 872'} rows, embedded SmolLM2-135M-Instruct (fp32 unless stated), "
+            "2-core CPU, "
             f"no response cache. Tuned rows: the same {TRAIN_ROWS} seeded SST-2 train rows with the evaluation prompt, "
             "1 epoch of batch 8 (the head: 3 epochs; one more head row uses 10,000 rows), each method's default "
             "learning rate (LoRA 3e-4, dropout 0.05). Each training "

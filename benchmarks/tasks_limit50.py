@@ -118,7 +118,8 @@ def main() -> None:
     records.sort(key=lambda r: order.get(r["label"], len(order)))
     out_json.write_text(json.dumps(records, indent=2, ensure_ascii=False) + "\n")
     text = (f"Embedded smollm2-135m-instruct (hf backend, fp32, 2-core CPU), {args.limit} rows per task.\n"
-            "Rows: a seeded random sample (`--limit 50 --sample random`, seed 1234), the same rows for every run of a task.\n"
+            "Rows: a seeded random sample (`--limit 50 --sample random`, seed 1234), "
+            "the same rows for every run of a task.\n"
             "Command: `.venv/bin/python benchmarks/tasks_limit50.py --data-dir ../shared/data`\n\n"
             + markdown_table(HEADERS, [table_row(r) for r in records]) + "\n")
     Path(args.out + ".md").write_text(text, encoding="utf-8")

@@ -27,7 +27,8 @@ def test_tasks_and_models_list(capsys):
     [
         (["--task", "nope"], "unknown task 'nope'"),
         (["--task", "demo", "--model", "gpt-17"], "unknown model 'gpt-17'"),
-        (["--task", "sst2", "--data-dir", "/nonexistent", "--split", "dev"], "data file not found: /nonexistent/sst2/dev.jsonl"),
+        (["--task", "sst2", "--data-dir", "/nonexistent", "--split", "dev"],
+         "data file not found: /nonexistent/sst2/dev.jsonl"),
         (["--task", "demo", "--model", "hf:/no/such/folder"], "model folder /no/such/folder does not exist"),
     ],
 )
@@ -48,7 +49,8 @@ def test_bad_config_key_exits_2(capsys, tmp_path):
 
 
 def test_console_script_reports_error_without_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "taskfit.cli", "eval", "--task", "nope"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "taskfit.cli", "eval", "--task", "nope"], capture_output=True,
+                          text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("taskfit: error: unknown task 'nope'")
     assert "Traceback" not in proc.stderr
@@ -66,7 +68,8 @@ def test_eval_demo_end_to_end_through_cli(capsys, tmp_path):
     code, out, _ = run_cli(capsys, "eval", "--task", "demo", "--limit", "8", "--output", str(tmp_path / "run"),
                            "--bootstrap-samples", "50", "--no-progress")
     assert code == 0
-    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in out.splitlines() if line.startswith("| demo")]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")]
+            for line in out.splitlines() if line.startswith("| demo")]
     assert [row[:4] for row in rows] == [["demo", "zero_shot", "loglikelihood", "accuracy"],
                                          ["demo", "zero_shot", "loglikelihood", "macro_f1"]]
     results = json.loads((tmp_path / "run" / "results.json").read_text())

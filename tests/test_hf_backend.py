@@ -19,7 +19,8 @@ def backend(tiny_model_dir):
 
 def test_render_uses_chat_template_and_switch(tiny_model_dir, backend):
     p = Prompt((Message("system", "sys"), Message("user", "hi")), "Answer:")
-    assert backend.render(p) == "<|im_start|>system\nsys<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nAnswer:"
+    assert backend.render(p) == ("<|im_start|>system\nsys<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
+                                 "<|im_start|>assistant\nAnswer:")
     plain = HFBackend(tiny_model_dir, chat_template=False, threads=1)
     assert plain.render(p) == "sys\n\nhi\nAnswer:"
 

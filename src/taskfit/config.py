@@ -46,7 +46,9 @@ class RunConfig(StrictModel):
     pool_split: str | None = Field(None, description="split demonstrations come from (default: the task's)")
     prompt: PromptOverride = Field(default_factory=lambda: PromptOverride(),
                                      description="replace prompt fields of the task")
-    mode: Literal["loglikelihood", "generate"] | None = Field(None, description="answer mode; default: the task type's (generate for span and number tasks, else loglikelihood)")
+    mode: Literal["loglikelihood", "generate"] | None = Field(
+        None, description="answer mode; default: the task type's (generate for span and number tasks, "
+                          "else loglikelihood)")
     data_dir: Path | None = None
     kb: Path | None = Field(None, description="KBQA: knowledge-base file (default: the evaluated split's triples)")
     split: str | None = None

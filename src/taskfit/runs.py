@@ -88,8 +88,8 @@ class RunFolder:
             self.path.mkdir(parents=True, exist_ok=True)
             (self.path / MARKER).write_text(json.dumps({"fingerprint": self.fingerprint}) + "\n", encoding="utf-8")
         except OSError as exc:
-            raise UserError(f"cannot write the run folder {self.path}: {exc.strerror or exc}; choose another --output") \
-                from None
+            raise UserError(f"cannot write the run folder {self.path}: {exc.strerror or exc}; "
+                            "choose another --output") from None
 
     def _read_done(self) -> None:
         """Whole records in data order, up to the first cut or foreign line."""

@@ -52,7 +52,8 @@ def _load_jsonl(path: Path, limit: int | None) -> list[dict[str, Any]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{line_no}: not valid JSON ({exc.msg}); each line must be one JSON object") from None
+                raise UserError(f"{path}:{line_no}: not valid JSON ({exc.msg}); each line must be one JSON object") \
+                    from None
             if not isinstance(row, dict):
                 raise UserError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
             rows.append(row)

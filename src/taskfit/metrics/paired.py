@@ -65,7 +65,8 @@ def paired_compare(
         arrays_a, arrays_b = metric.columns(records_a, labels), metric.columns(records_b, labels)
         fn = metric_fn(metric, labels)
         a, b = fn(*arrays_a), fn(*arrays_b)
-        diffs = resampled_values(metric, arrays_b, indices, labels) - resampled_values(metric, arrays_a, indices, labels)
+        diffs = (resampled_values(metric, arrays_b, indices, labels)
+                 - resampled_values(metric, arrays_a, indices, labels))
         low, high = np.quantile(diffs, [(1 - level) / 2, 1 - (1 - level) / 2])
         # two-sided: how often the resampled difference falls on the other side of zero
         p = min(1.0, 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0)))

@@ -115,7 +115,8 @@ def metric_fn(metric: Metric, labels: Sequence[str]) -> Callable[..., float]:
     return metric.fn
 
 
-def metric_inputs(name: str, records: Sequence[Mapping[str, Any]], labels: Sequence[str] = ()) -> tuple[np.ndarray, ...]:
+def metric_inputs(name: str, records: Sequence[Mapping[str, Any]],
+                  labels: Sequence[str] = ()) -> tuple[np.ndarray, ...]:
     """The arrays metric ``name`` is computed from (public so tests can recompute from samples.jsonl)."""
     return METRICS[name].columns(records, labels)
 

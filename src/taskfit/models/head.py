@@ -93,7 +93,8 @@ class HeadPredictor:
         with torch.inference_mode(), tqdm(total=len(texts), desc="head", disable=not progress, leave=False) as bar:
             for begin in range(0, len(order), batch_size):
                 rows = order[begin : begin + batch_size]
-                outputs = self.model(**encoder_batch(self.tokenizer, [texts[i] for i in rows], self.config["max_length"]))
+                batch = encoder_batch(self.tokenizer, [texts[i] for i in rows], self.config["max_length"])
+                outputs = self.model(**batch)
                 for row, output in zip(rows, outputs):
                     found[row] = self._answer(output)
                 bar.update(len(rows))

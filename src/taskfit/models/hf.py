@@ -282,7 +282,8 @@ class HFBackend(Backend):
                     next_tokens.append(token)
                     produced[row].append(token)
                     logprobs[row] += float(log_probs[row, token])
-                    if token in eos_ids or settings[row].stop and cut_at_stop(self._text(produced[row]), settings[row].stop)[1]:
+                    stop = settings[row].stop
+                    if token in eos_ids or stop and cut_at_stop(self._text(produced[row]), stop)[1]:
                         done[row], reasons[row] = True, "stop"
                     elif len(produced[row]) >= settings[row].max_tokens:
                         done[row] = True

@@ -82,7 +82,8 @@ class OpenAIBackend(Backend):
         self.display_name = display_name or model
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         if urlparse(self.base_url).scheme not in ("http", "https"):
-            raise UserError(f"--base-url must be an http(s) URL such as http://127.0.0.1:8000/v1, not {self.base_url!r}")
+            raise UserError("--base-url must be an http(s) URL such as http://127.0.0.1:8000/v1, "
+                            f"not {self.base_url!r}")
         self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
         self.api = api
         self.chat_template = api == "chat" and chat_template

@@ -47,10 +47,12 @@ def load_encoder(name: str = DEFAULT_ENCODER):
     try:
         return SentenceTransformer(location, device="cpu")
     except Exception as exc:
-        raise UserError(f"could not load sentence encoder {name!r}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+        first = str(exc).splitlines()[0] if str(exc) else exc
+        raise UserError(f"could not load sentence encoder {name!r}: {first}") from None
 
 
-def embed(texts: Sequence[str], encoder: str = DEFAULT_ENCODER, cache: bool = True, progress: bool = False) -> np.ndarray:
+def embed(texts: Sequence[str], encoder: str = DEFAULT_ENCODER, cache: bool = True,
+          progress: bool = False) -> np.ndarray:
     """Unit-normalized float32 embeddings, one row per text, read from / written to the disk cache."""
     key = hashlib.sha256(("\x00".join([encoder, *texts])).encode("utf-8")).hexdigest()[:32]
     path = taskfit_home() / "embeddings" / f"{key}.npy"

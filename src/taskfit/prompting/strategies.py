@@ -535,7 +535,8 @@ class CARP(SelfConsistency):
                     cache[item["key"]] = item["text"]
                 except (json.JSONDecodeError, KeyError):
                     continue  # a line cut by a crash: regenerate that one
-        keys = {d.index: hashlib.sha256(json.dumps([d.fields, d.gold], sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+        keys = {d.index: hashlib.sha256(json.dumps([d.fields, d.gold], sort_keys=True,
+                                                   ensure_ascii=False).encode()).hexdigest()
                 for d in demos}
         missing = [d for d in demos if keys[d.index] not in cache]
         if missing:
@@ -554,7 +555,8 @@ class CARP(SelfConsistency):
             with path.open("a", encoding="utf-8") as handle:
                 for d, result in zip(missing, backend.generate(requests)):
                     cache[keys[d.index]] = result.text.strip()
-                    handle.write(json.dumps({"key": keys[d.index], "text": result.text.strip()}, ensure_ascii=False) + "\n")
+                    line = json.dumps({"key": keys[d.index], "text": result.text.strip()}, ensure_ascii=False)
+                    handle.write(line + "\n")
         self.info["carp_annotations"] = {"cache": str(path), "generated": len(missing), "used": len(demos)}
         return {d.index: cache[keys[d.index]] for d in demos}
 

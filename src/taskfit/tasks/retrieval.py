@@ -65,7 +65,8 @@ def triples_from_rows(rows: Sequence[dict], column: str, where: str) -> list[Tri
     for i, row in enumerate(rows):
         value = row.get(column)
         if not (isinstance(value, list | tuple) and len(value) == 3):
-            raise UserError(f"{where} row {i + 1}: field {column!r} must be [subject, predicate, object], got {value!r}")
+            raise UserError(f"{where} row {i + 1}: field {column!r} must be [subject, predicate, object], "
+                            f"got {value!r}")
         out.append(Triple(*(str(v).strip() for v in value)))
     return out
 

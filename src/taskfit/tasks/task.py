@@ -59,12 +59,14 @@ class Task:
     def label_values(self) -> list[str]:
         return [label.value for label in self.config.labels]
 
-    def examples(self, split: str | None = None, data_dir: Path | None = None, limit: int | None = None) -> list[Example]:
+    def examples(self, split: str | None = None, data_dir: Path | None = None,
+                 limit: int | None = None) -> list[Example]:
         """Load and map the rows of ``split`` (default: the task's eval split), validating every row."""
         split = split or self.config.eval_split
         if split == DEMOS_SPLIT:
             if not self.config.demos:
-                raise UserError(f"task {self.name!r} has no 'demos:' written in its YAML for --pool-split {DEMOS_SPLIT}")
+                raise UserError(f"task {self.name!r} has no 'demos:' written in its YAML "
+                                f"for --pool-split {DEMOS_SPLIT}")
             demos = self.config.demos[:limit] if limit else self.config.demos
             where = f"task {self.name!r} demos"
             out = []
@@ -88,7 +90,8 @@ class Task:
         fields, target, label_map = self.config.fields, self.config.target, self.config.label_map
         if data_dir is not None:
             if not self.config.dataset:
-                raise UserError(f"task {self.name!r} has no 'dataset' folder name, so --data-dir cannot be used with it")
+                raise UserError(f"task {self.name!r} has no 'dataset' folder name, "
+                                "so --data-dir cannot be used with it")
             path = Path(data_dir) / self.config.dataset / f"{split}.jsonl"
             if not path.is_file() and path.parent.is_dir():
                 have = sorted(p.stem for p in path.parent.glob("*.jsonl"))
@@ -125,7 +128,8 @@ class Task:
             value = lookup(row, column, None)
             if value is None:
                 raise UserError(
-                    f"{where} row {index + 1}: missing field {column!r} (mapped to {name if name != '__target__' else 'target'}); "
+                    f"{where} row {index + 1}: missing field {column!r} "
+                    f"(mapped to {name if name != '__target__' else 'target'}); "
                     f"the row has {sorted(row)}"
                 )
             mapped[name] = value

@@ -1,7 +1,8 @@
 """Training data for supervised fine-tuning: (context, answer) pairs tokenized with the loss on the answer only.
 
 Pairs come from a task — the exact prompt zero-shot evaluation builds (:func:`taskfit.prompting.prompts.task_prompt`:
-system prompt, instruction, input, answer prefix), rendered with the model's chat template by the same code the hf backend evaluates with, and the gold
+system prompt, instruction, input, answer prefix), rendered with the model's chat template by the same code the hf
+backend evaluates with, and the gold
 answer as the continuation the backend scores — so training and evaluation prompts cannot drift apart. Or from
 files:
 

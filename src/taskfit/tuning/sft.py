@@ -1,4 +1,5 @@
-"""The ``sft`` stage of ``taskfit tune``: supervised fine-tuning of a causal LM on a task or a training file, with PEFT or in full.
+"""The ``sft`` stage of ``taskfit tune``: supervised fine-tuning of a causal LM on a task or a training file, with
+PEFT or in full.
 
 Methods: ``lora``, ``ia3``, ``prefix``, ``prompt`` (PEFT), ``adapter`` (bottleneck adapters,
 :mod:`taskfit.adapters.bottleneck`) and ``full``; the ``head`` stage (a classifier on a sentence encoder) is

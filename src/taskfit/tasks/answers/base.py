@@ -73,7 +73,8 @@ class AnswerSpace:
     # -- log-likelihood mode
     def candidates(self, example: Example, json: bool) -> list[str]:
         """The answers scored in log-likelihood mode (JSON values in json mode)."""
-        raise UserError(f"task {self.config.name!r} ({self.type}) has no candidate answers to score; use --mode generate")
+        raise UserError(f"task {self.config.name!r} ({self.type}) has no candidate answers to score; "
+                        "use --mode generate")
 
     def from_scores(self, example: Example, words: Sequence[str], logprobs: Sequence[float]) -> tuple[Any, dict]:
         """Prediction and audit fields from the candidates' log-probabilities (in ``candidates`` order)."""
