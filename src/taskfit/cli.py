@@ -18,6 +18,7 @@ log = logging.getLogger("taskfit")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every subcommand and flag, in one list a user can read (flags are also keys of the run / tune YAML)."""
     parser = argparse.ArgumentParser(prog="taskfit", description="Fit an LLM to your task and measure every way.")
     parser.add_argument("--version", action="version", version=f"taskfit {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

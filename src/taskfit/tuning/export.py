@@ -39,7 +39,9 @@ def interleave_rope_rows(weight: np.ndarray, heads: int) -> np.ndarray:
 
 def export_gguf(model: str, output: str | Path, *, adapter: str | Path | None = None, qtype: str = "q8_0",
                 template: str | Path | None = None) -> dict[str, Any]:
-    """Write ``model`` (with ``adapter`` merged in) to ``output`` as GGUF; returns a summary."""
+    """Write ``model`` (with ``adapter`` merged in) to ``output`` as GGUF; returns a summary.
+
+    One pass read top to bottom: checks, load, copy the template's metadata, convert each tensor, write."""
     import gguf
 
     if qtype not in TYPES:

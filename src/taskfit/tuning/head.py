@@ -58,10 +58,8 @@ def _targets(task, examples) -> torch.Tensor:
 
 
 def train_head(config: TuneConfig, resume: bool = False) -> TuneResult:
-    """Fine-tune encoder + head on the task's split; save the folder and the run card (``TuneResult``)."""
-    from safetensors.torch import save_file
-    from transformers import AutoModel, AutoTokenizer, get_linear_schedule_with_warmup
-
+    """The head stage: check, load the encoder, fit encoder + head on the task's split, save the folder and the run
+    card (``TuneResult``)."""
     if resume:
         raise UserError("--method head trains in minutes and keeps no checkpoints; run it again without --resume")
     if config.task is None:
@@ -78,64 +76,20 @@ def train_head(config: TuneConfig, resume: bool = False) -> TuneResult:
     task, examples = task_examples(config, task)
     if not examples:
         raise UserError("no training samples")
-    location = encoder_location(config.encoder)
-    if Path(location).exists():
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(location)
-        encoder = AutoModel.from_pretrained(location, dtype=torch.float32)
-    except Exception as exc:  # noqa: BLE001 - transformers raises OSError, ValueError, hub errors ...
-        raise UserError(f"could not load encoder {config.encoder!r}: {(str(exc).splitlines() or [exc])[0]}") from None
+    location, tokenizer, encoder = _load_encoder(config.encoder)
     outputs = len(task.space.values) if task.space.type == "classification" else 1
     model = HeadModel(encoder, outputs)
     max_length = min(config.max_length, ENCODER_MAX_TOKENS)
     texts = [encoder_texts(example, tokenizer.sep_token or "|") for example in examples]
-    targets = _targets(task, examples)
-    per_epoch = math.ceil(len(texts) / config.batch_size)
-    total_steps = config.max_steps if config.max_steps > 0 else math.ceil(per_epoch * config.epochs)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate(), weight_decay=config.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
-    loss_fn = nn.CrossEntropyLoss() if outputs > 1 else nn.MSELoss()
-    rng = random.Random(config.seed)
-    history: list[dict[str, Any]] = []
-    seen_tokens, step, running = 0, 0, []
-    model.train()
     train_start = time.perf_counter()
-    with tqdm(total=total_steps, desc="head", disable=not config.progress) as bar:
-        while step < total_steps:
-            order = list(range(len(texts)))
-            rng.shuffle(order)
-            for begin in range(0, len(order), config.batch_size):
-                if step >= total_steps:
-                    break
-                rows = order[begin : begin + config.batch_size]
-                inputs = encoder_batch(tokenizer, [texts[i] for i in rows], max_length)
-                seen_tokens += int(inputs["attention_mask"].sum())
-                predicted = model(**inputs)
-                loss = loss_fn(predicted.squeeze(-1) if outputs == 1 else predicted, targets[rows])
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-                step += 1
-                running.append(float(loss.detach()))
-                if step % config.logging_steps == 0 or step == total_steps:
-                    history.append({"step": step, "loss": sum(running) / len(running)})
-                    running = []
-                    bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
-                bar.update(1)
+    history, seen_tokens, step = _fit(model, tokenizer, texts, _targets(task, examples), max_length, config)
     train_s = time.perf_counter() - train_start
 
-    out.mkdir(parents=True, exist_ok=True)
-    encoder.save_pretrained(out / "encoder")
-    tokenizer.save_pretrained(out / "encoder")
-    save_file({name: tensor.contiguous() for name, tensor in model.head.state_dict().items()}, str(out / HEAD_WEIGHTS))
     head_config = {"task_type": task.space.type, "task": task.name, "encoder": config.encoder, "fields":
                    list(examples[0].fields), "max_length": max_length, "outputs": outputs,
                    **({"labels": task.space.values} if outputs > 1 else
                       {"score_range": [task.space.low, task.space.high]})}
-    (out / CONFIG_FILE).write_text(json.dumps(head_config, indent=2) + "\n", encoding="utf-8")
+    _save(out, model, tokenizer, head_config)
     plot_loss(history, out / "loss.png", f"head on {task.name}")
     parameters = sum(p.numel() for p in model.parameters())
     card = {
@@ -161,3 +115,72 @@ def train_head(config: TuneConfig, resume: bool = False) -> TuneResult:
     }
     write_run_card(out, card, card_markdown(card))
     return TuneResult(card, model.eval())
+
+
+def _load_encoder(name: str):
+    """(location, tokenizer, encoder) of a sentence encoder: a packaged name, a folder or a hub id."""
+    from transformers import AutoModel, AutoTokenizer
+
+    location = encoder_location(name)
+    if Path(location).exists():
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location)
+        encoder = AutoModel.from_pretrained(location, dtype=torch.float32)
+    except Exception as exc:  # noqa: BLE001 - transformers raises OSError, ValueError, hub errors ...
+        raise UserError(f"could not load encoder {name!r}: {(str(exc).splitlines() or [exc])[0]}") from None
+    return location, tokenizer, encoder
+
+
+def _fit(model: HeadModel, tokenizer, texts: list[tuple[str, ...]], targets: torch.Tensor, max_length: int,
+         config: TuneConfig) -> tuple[list[dict[str, Any]], int, int]:
+    """AdamW with linear warm-up and decay over seeded shuffled batches; returns the loss history, the tokens seen
+    and the steps taken."""
+    from transformers import get_linear_schedule_with_warmup
+
+    outputs = model.head.out_features
+    per_epoch = math.ceil(len(texts) / config.batch_size)
+    total_steps = config.max_steps if config.max_steps > 0 else math.ceil(per_epoch * config.epochs)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate(), weight_decay=config.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+    loss_fn = nn.CrossEntropyLoss() if outputs > 1 else nn.MSELoss()
+    rng = random.Random(config.seed)
+    history: list[dict[str, Any]] = []
+    seen_tokens, step, running = 0, 0, []
+    model.train()
+    with tqdm(total=total_steps, desc="head", disable=not config.progress) as bar:
+        while step < total_steps:
+            order = list(range(len(texts)))
+            rng.shuffle(order)
+            for begin in range(0, len(order), config.batch_size):
+                if step >= total_steps:
+                    break
+                rows = order[begin : begin + config.batch_size]
+                inputs = encoder_batch(tokenizer, [texts[i] for i in rows], max_length)
+                seen_tokens += int(inputs["attention_mask"].sum())
+                predicted = model(**inputs)
+                loss = loss_fn(predicted.squeeze(-1) if outputs == 1 else predicted, targets[rows])
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+                step += 1
+                running.append(float(loss.detach()))
+                if step % config.logging_steps == 0 or step == total_steps:
+                    history.append({"step": step, "loss": sum(running) / len(running)})
+                    running = []
+                    bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
+                bar.update(1)
+    return history, seen_tokens, step
+
+
+def _save(out: Path, model: HeadModel, tokenizer, head_config: dict[str, Any]) -> None:
+    """The encoder and its tokenizer, the head's weights and its config: what :class:`HeadPredictor` loads."""
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    model.encoder.save_pretrained(out / "encoder")
+    tokenizer.save_pretrained(out / "encoder")
+    save_file({name: tensor.contiguous() for name, tensor in model.head.state_dict().items()}, str(out / HEAD_WEIGHTS))
+    (out / CONFIG_FILE).write_text(json.dumps(head_config, indent=2) + "\n", encoding="utf-8")

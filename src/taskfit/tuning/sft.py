@@ -74,7 +74,10 @@ def training_samples(config: TuneConfig):
 
 
 def train_sft(config: TuneConfig, resume: bool = False) -> TuneResult:
-    """The sft stage: train, save the adapter or model, and write the loss curve and run card."""
+    """The sft stage: train, save the adapter or model, and write the loss curve and run card.
+
+    One recipe read top to bottom (checks -> data -> model + method -> Trainer -> train -> save -> card), as
+    LLaMA-Factory's workflows are; its phases share many locals, so it stays one function."""
     import torch
     from transformers import Trainer, TrainingArguments
 
