@@ -56,6 +56,7 @@ class RunFolder:
     fingerprint: str = ""
     done: list[dict[str, Any]] = field(default_factory=list)  # whole records on disk, matching ``indices``
     _valid_bytes: int = 0  # samples.jsonl up to here holds exactly ``done``
+    _created: bool = False  # the folder and its marker are written
 
     @classmethod
     def open(cls, path: Path, run_fingerprint: str, indices: Sequence[int]) -> RunFolder:
@@ -84,9 +85,12 @@ class RunFolder:
 
     def _create(self) -> None:
         """Make the folder and its marker when the first file is written (a run that fails before leaves none)."""
+        if self._created:
+            return
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             (self.path / MARKER).write_text(json.dumps({"fingerprint": self.fingerprint}) + "\n", encoding="utf-8")
+            self._created = True
         except OSError as exc:
             raise UserError(f"cannot write the run folder {self.path}: {exc.strerror or exc}; "
                             "choose another --output") from None

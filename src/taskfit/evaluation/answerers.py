@@ -5,13 +5,15 @@ timings and results are written once, in :mod:`taskfit.evaluation.run`, for ever
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from taskfit.api import Example, Outcome
 from taskfit.models.base import Backend
-from taskfit.models.head import HeadPredictor
 from taskfit.prompting.driver import drive
 from taskfit.prompting.strategies import Strategy
+
+if TYPE_CHECKING:  # imported with torch, only when a head is evaluated (models.registry.load_head)
+    from taskfit.models.head import HeadPredictor
 
 
 class Answerer(Protocol):

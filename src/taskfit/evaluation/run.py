@@ -29,8 +29,8 @@ from taskfit.evaluation.answerers import Answerer, HeadAnswerer, StrategyAnswere
 from taskfit.metrics import compute_metrics
 from taskfit.models.base import Backend
 from taskfit.models.cache import CachedBackend, ResponseCache, default_cache_path
-from taskfit.models.head import HeadPredictor
-from taskfit.models.registry import load_backend
+from taskfit.models.catalog import HEAD_PREFIX, HEAD_TASK_TYPES
+from taskfit.models.registry import load_backend, load_head
 from taskfit.prompting.strategies import StrategyContext, make_strategy
 from taskfit.runs import RunFolder, fingerprint
 from taskfit.tasks.task import Task, load_task
@@ -38,8 +38,6 @@ from taskfit.tasks.task import Task, load_task
 log = logging.getLogger(__name__)
 
 VERSIONED_PACKAGES = ("torch", "transformers", "numpy", "scipy", "scikit-learn", "pydantic")
-HEAD_PREFIX = "head:"  # --model head:<folder>: a specialist classifier from `taskfit tune --method head`
-HEAD_TYPES = ("classification", "regression")
 
 
 def default_output(config: RunConfig) -> Path:
@@ -142,15 +140,14 @@ def _check_head_run(config: RunConfig, task: Task) -> None:
         raise UserError(f"a head model answers directly; --strategy {config.strategy} needs a language model")
     if config.adapter or config.quantize != "none":
         raise UserError("--adapter and --quantize apply to language models, not to --model head:<folder>")
-    if task.space.type not in HEAD_TYPES:
+    if task.space.type not in HEAD_TASK_TYPES:
         raise UserError(f"a head answers classification or regression tasks; {task.name!r} is {task.space.type} "
                         "(use a language model for it)")
 
 
 def _head_answerer(config: RunConfig, task: Task, progress: bool) -> HeadAnswerer:
-    predictor = HeadPredictor(config.model[len(HEAD_PREFIX):], threads=config.threads)
-    space = task.space
-    predictor.check(task.name, space.type, task.label_values, tuple(task.config.score_range))
+    predictor = load_head(config.model[len(HEAD_PREFIX):], threads=config.threads)
+    predictor.check(task.name, task.space.type, task.label_values, tuple(task.config.score_range))
     return HeadAnswerer(predictor, config.batch_size, progress)
 
 

@@ -7,6 +7,8 @@ from taskfit.errors import UserError
 from taskfit.models.embedded import SMOLLM2_135M, EmbeddedModel
 
 KNOWN_MODELS: dict[str, EmbeddedModel] = {SMOLLM2_135M.name: SMOLLM2_135M}
+HEAD_PREFIX = "head:"  # --model head:<folder>: a specialist encoder + head from `taskfit tune --stage head`
+HEAD_TASK_TYPES = ("classification", "regression")  # the task types a head answers
 
 
 def resolve_model(spec: str) -> tuple[str, str]:

@@ -1,4 +1,5 @@
-"""Backends by ``--backend`` name, imported only when chosen (the hf backend needs torch, the others do not).
+"""Backends by ``--backend`` name, and the specialist head, imported only when chosen (the hf backend and the head
+need torch, the other backends do not, so ``taskfit eval --backend openai`` never pays torch's import).
 
 A backend module registers its class with :func:`~taskfit.models.base.register_backend` when imported; adding a
 backend is one class in one module, plus its line in :data:`BACKEND_MODULES`.
@@ -27,3 +28,8 @@ def load_backend(backend: str, model: str, **options) -> Backend:
     cls = backend_class(backend)
     name, location = cls.resolve(model)
     return cls(location, display_name=name, **options)
+
+
+def load_head(folder: str, threads: int | None = None):
+    """The specialist head saved in ``folder`` (a :class:`~taskfit.models.head.HeadPredictor`)."""
+    return import_module("taskfit.models.head").HeadPredictor(folder, threads=threads)

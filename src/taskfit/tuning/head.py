@@ -31,6 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from taskfit.errors import UserError
+from taskfit.models.catalog import HEAD_TASK_TYPES
 from taskfit.models.head import CONFIG_FILE, HEAD_WEIGHTS, HeadModel, encoder_batch, encoder_texts
 from taskfit.prompting.embeddings import encoder_location
 from taskfit.runs import write_run_card
@@ -39,12 +40,11 @@ from taskfit.tuning.common import TuneConfig, TuneResult, card_markdown, plot_lo
 
 log = logging.getLogger(__name__)
 
-TYPES = ("classification", "regression")
 ENCODER_MAX_TOKENS = 256  # all-MiniLM-L6-v2 was trained on inputs cut at 256 word pieces
 
 
 def _check_task(task) -> None:
-    if task.space.type not in TYPES:
+    if task.space.type not in HEAD_TASK_TYPES:
         raise UserError(f"--method head needs a classification or regression task; {task.name!r} is "
                         f"{task.space.type} (use an LM method for it)")
 
