@@ -26,8 +26,17 @@ for side in base new; do
   ev cot --limit 20 --mode generate --strategy cot
   ev lora --limit 100 --adapter lora
   ev head --limit 300 --model head:head
+  ev sc --limit 8 --mode generate --strategy self_consistency --strategy-arg n=3
+  ev carp --limit 8 --mode generate --strategy carp --strategy-arg k=2
+  ev carp-vote --limit 6 --mode generate --strategy carp --strategy-arg n=3
+  ev ape --limit 20 --strategy ape --strategy-arg m=2 --strategy-arg score_n=10
+  ev calibrate --limit 50 --strategy few_shot --strategy-arg k=2 --strategy-arg calibrate=true
+  ev json-ll --limit 50 --strategy-arg answer_format=json
+  ev json-gen --limit 20 --mode generate --strategy few_shot --strategy-arg k=2 --strategy-arg answer_format=json
+  ev sc-answers --limit 10 --mode generate --strategy self_consistency --strategy-arg n=3 \
+    --strategy-arg reasoning=false
 done
-for name in zero knn cot lora head; do
+for name in zero knn cot lora head sc carp carp-vote ape calibrate json-ll json-gen sc-answers; do
   $PY - "base-$name/samples.jsonl" "new-$name/samples.jsonl" "$name" <<'PY'
 import json, sys
 a = [json.loads(line) for line in open(sys.argv[1])]

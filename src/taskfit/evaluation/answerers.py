@@ -46,7 +46,7 @@ class StrategyAnswerer:
         self.strategy.prepare(examples, self.backend)
 
     def answer(self, examples: Sequence[Example]) -> list[Outcome]:
-        return drive(self.strategy, examples, self.backend)
+        return drive([self.strategy.run(ex) for ex in examples], self.backend)
 
     def describe(self) -> dict[str, Any]:
         return self.backend.describe()

@@ -1,1 +1,1 @@
-"""Prompts, answer parsers and strategies (ways of asking a model)."""
+"""Prompt building, answer formats, demonstrations, reasoning, instruction search and the strategies made of them."""

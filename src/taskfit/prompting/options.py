@@ -1,0 +1,85 @@
+"""Strategy options: one pydantic model per strategy (unknown keys rejected), grouped by the part they configure.
+
+Wording defaults come from ``templates.yaml`` (prompts are data). ``answer_format: json`` makes any strategy ask
+for ``{"label": ...}``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from taskfit.config import StrictModel
+from taskfit.prompting.templates import default
+
+
+class BaseOptions(StrictModel):
+    """The answer format, shared by every strategy."""
+
+    answer_format: Literal["text", "json"] = "text"
+    json_output_format: str | None = Field(None, description="default: templates.yaml json.<task type>")
+    json_prefill: bool = Field(True, description='json mode, generate: start the reply with {"key": so the model '
+                                                 "writes only the value")
+    constrained: bool = Field(True, description="json mode, generate: on backends with constrained decoding "
+                                                "(llamacpp), make the reply match the answer's JSON schema")
+
+
+class DemoOptions(BaseOptions):
+    """Where demonstrations come from and how they are laid out."""
+
+    selector: Literal["random", "fixed", "knn"] = "random"
+    k: int = Field(4, ge=0)
+    order: Literal["as_selected", "similar_last", "shuffled"] | None = None
+    indices: list[int] = Field(default_factory=list)
+    demo_style: Literal["multi_turn", "single_prompt"] = "multi_turn"
+    pool_limit: int | None = Field(None, gt=0, description="use only the first N pool rows")
+    encoder: str = "all-minilm-l6-v2"
+    knn_field: str | None = None
+    calibrate: bool = Field(False, description="contextual calibration of label scores (loglikelihood mode)")
+    demos_header: str = Field(default_factory=lambda: default("few_shot", "demos_header"))
+    query_header: str = Field(default_factory=lambda: default("few_shot", "query_header"))
+
+
+class SamplingOptions(StrictModel):
+    """Sampled paths and their vote."""
+
+    n: int = Field(1, ge=1)
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    vote: Literal["majority", "weighted"] = "majority"
+
+
+class CoTOptions(DemoOptions, SamplingOptions):
+    k: int = Field(0, ge=0)
+    reasoning_trigger: str = Field(default_factory=lambda: default("cot", "reasoning_trigger"))
+    answer_trigger: str = Field(default_factory=lambda: default("cot", "answer_trigger"))
+    max_reasoning_tokens: int = Field(default_factory=lambda: default("cot", "max_reasoning_tokens"), gt=0)
+
+
+class SelfConsistencyOptions(CoTOptions):
+    n: int = Field(5, ge=1)
+    reasoning: bool = True
+
+
+class CARPOptions(DemoOptions, SamplingOptions):
+    k: int = Field(0, ge=0)
+    selector: Literal["random", "fixed", "knn"] = "knn"
+    instruction: str = Field(default_factory=lambda: default("carp", "instruction"))
+    clues_prefix: str = Field(default_factory=lambda: default("carp", "clues_prefix"))
+    reasoning_prefix: str = Field(default_factory=lambda: default("carp", "reasoning_prefix"))
+    decision_prefix: str = Field(default_factory=lambda: default("carp", "decision_prefix"))
+    annotate_instruction: str = Field(default_factory=lambda: default("carp", "annotate_instruction"))
+    max_reasoning_tokens: int = Field(default_factory=lambda: default("carp", "max_reasoning_tokens"), gt=0)
+
+
+class APEOptions(BaseOptions):
+    m: int = Field(8, ge=1, description="candidate instructions to propose")
+    n_pairs: int = Field(5, ge=1, description="input/output pairs shown to the proposer")
+    score_n: int = Field(50, ge=1, description="pool examples each candidate is scored on")
+    temperature: float = Field(0.9, gt=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    include_task_instruction: bool = True
+    proposal: str = Field(default_factory=lambda: default("ape", "proposal"))
+    proposal_prefix: str = Field(default_factory=lambda: default("ape", "proposal_prefix"))
+    max_instruction_tokens: int = Field(default_factory=lambda: default("ape", "max_instruction_tokens"), gt=0)
