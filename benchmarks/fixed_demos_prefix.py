@@ -11,11 +11,11 @@ import json
 import shutil
 from pathlib import Path
 
-from taskfit.config import RunConfig
 from taskfit.evaluation import evaluate
 from taskfit.models import load_backend
 from taskfit.models.hf import SHARED_PREFIX_MIN_TOKENS
 from taskfit.report.table import markdown_table
+from taskfit.settings import RunConfig
 
 
 def main() -> None:

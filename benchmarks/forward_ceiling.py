@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from taskfit.config import RunConfig
 from taskfit.evaluation import evaluate
 from taskfit.models import load_backend
 from taskfit.report.table import markdown_table
+from taskfit.settings import RunConfig
 
 
 def ceiling(model, batch: int, length: int, repeats: int = 5) -> float:

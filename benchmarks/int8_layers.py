@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from taskfit.config import RunConfig
 from taskfit.evaluation import evaluate
 from taskfit.models.catalog import resolve_model
 from taskfit.models.hf import HFBackend
 from taskfit.models.loading import quantize_int8
 from taskfit.report.table import markdown_table
+from taskfit.settings import RunConfig
 
 
 def main() -> None:

@@ -12,10 +12,10 @@ import json
 import shutil
 from pathlib import Path
 
-from taskfit.config import RunConfig
 from taskfit.evaluation import evaluate
 from taskfit.models import load_backend
 from taskfit.report.table import markdown_table
+from taskfit.settings import RunConfig
 
 RUNS = [
     ("cot", {"max_reasoning_tokens": 96}),

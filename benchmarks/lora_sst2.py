@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 from taskfit.compare import compare_runs
-from taskfit.config import RunConfig
 from taskfit.evaluation import evaluate
 from taskfit.report.table import markdown_table
+from taskfit.settings import RunConfig
 
 
 def main() -> None:

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import yaml
 
-from taskfit.config import RunConfig
 from taskfit.evaluation import evaluate
 from taskfit.models import load_backend
 from taskfit.report.table import markdown_table
+from taskfit.settings import RunConfig
 from taskfit.tasks.task import _builtin_dir
 
 LM_EVAL = {"instruction": "", "input_template": "{text}\nQuestion: Is this sentence positive or negative?",

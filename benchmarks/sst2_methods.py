@@ -62,8 +62,8 @@ def train(name: str, method: str, flags: list[str], data_dir: str) -> dict:
 
 def evaluate_in_process(spec: dict) -> None:
     """Child process: one evaluation; writes its peak RSS next to results.json."""
-    from taskfit.config import RunConfig
     from taskfit.evaluation import evaluate
+    from taskfit.settings import RunConfig
 
     evaluate(RunConfig(**spec), progress=False)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

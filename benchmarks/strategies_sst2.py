@@ -16,10 +16,10 @@ import json
 import logging
 from pathlib import Path
 
-from taskfit.config import RunConfig
 from taskfit.evaluation import evaluate
 from taskfit.models import load_backend
 from taskfit.report.table import markdown_table
+from taskfit.settings import RunConfig
 
 POOL = {"pool_limit": 20000}
 RUNS = [

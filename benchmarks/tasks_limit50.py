@@ -21,10 +21,10 @@ import logging
 import shutil
 from pathlib import Path
 
-from taskfit.config import RunConfig
 from taskfit.evaluation import evaluate
 from taskfit.models import load_backend
 from taskfit.report.table import markdown_table
+from taskfit.settings import RunConfig
 
 log = logging.getLogger("benchmarks.tasks_limit50")
 LL, GEN = "loglikelihood", "generate"

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from taskfit.config import RunConfig, load_run_config
 from taskfit.errors import UserError
+from taskfit.settings import RunConfig, TuneConfig, load_run_config, load_tune_config
 from taskfit.tasks import load_task
 
 
@@ -54,10 +54,68 @@ def test_invalid_yaml_names_line(tmp_path):
         load_run_config(cfg, {})
 
 
-def test_every_cli_flag_is_a_config_key():
-    from taskfit.cli import EVAL_KEYS
+def _subparser(command):
+    from taskfit.cli import build_parser
 
-    assert set(EVAL_KEYS) <= set(RunConfig.model_fields)
+    parser = build_parser()
+    return next(a for a in parser._subparsers._group_actions[0].choices.items() if a[0] == command)[1]
+
+
+@pytest.mark.parametrize("command, model", [("eval", RunConfig), ("tune", TuneConfig)])
+def test_every_setting_is_a_flag(command, model):
+    dests = {action.dest for action in _subparser(command)._actions}
+    for name in model.model_fields:
+        assert f"setting:{name}" in dests or any(d.startswith(f"setting:{name}.") for d in dests), name
+
+
+def test_flags_become_the_same_keys_a_yaml_sets(tmp_path):
+    from taskfit.cli import build_parser, settings_from
+
+    args = build_parser().parse_args([
+        "eval", "--task", "sst2", "--no-cache", "--strategy", "few_shot", "--strategy-arg", "k=2",
+        "--strategy-arg", "selector=knn", "--instruction", "Judge it.", "--request-timeout", "7.5",
+        "--no-chat-template", "--backend", "openai"])
+    cfg = write(tmp_path, "run.yaml", "task: sst2\nstrategy_args: {order: shuffled}\nprompt: {system: Be brief.}\n")
+    config = load_run_config(cfg, settings_from(args))
+    assert config.cache is False and config.chat_template is False and config.request_timeout == 7.5
+    assert config.strategy_args == {"order": "shuffled", "k": 2, "selector": "knn"}  # merged key by key
+    assert config.prompt.instruction == "Judge it." and config.prompt.system == "Be brief."
+    assert config.backend_options()["request_timeout"] == 7.5 and "adapter" not in config.backend_options()
+
+
+def test_tune_flags_that_used_to_be_yaml_only():
+    from taskfit.cli import build_parser, settings_from
+
+    args = build_parser().parse_args(["tune", "--task", "sst2", "--gradient-accumulation", "4", "--weight-decay",
+                                      "0.1", "--target-modules", "q_proj", "--target-modules", "v_proj",
+                                      "--warmup-ratio", "0.1", "--logging-steps", "2"])
+    config = load_tune_config(None, settings_from(args))
+    assert (config.gradient_accumulation, config.weight_decay, config.warmup_ratio, config.logging_steps) == \
+        (4, 0.1, 0.1, 2)
+    assert config.target_modules == ["q_proj", "v_proj"]
+
+
+def test_bad_strategy_args_are_refused_before_any_model_loads():
+    with pytest.raises(UserError, match=r"strategy_args of few_shot: unknown key 'kk'.*\bk\b"):
+        load_run_config(None, {"task": "sst2", "strategy": "few_shot", "strategy_args": {"kk": 3}})
+    with pytest.raises(UserError, match=r"unknown strategy; available: zero_shot, few_shot"):
+        load_run_config(None, {"task": "sst2", "strategy": "tree_of_thought"})
+
+
+def test_an_option_of_another_backend_is_refused():
+    with pytest.raises(UserError, match=r"--adapter works with the hf backend, not llamacpp; merge it first"):
+        load_run_config(None, {"task": "sst2", "backend": "llamacpp", "adapter": "runs/lora"})
+
+
+def test_registries_and_their_declared_options_agree():
+    from taskfit.models.options import BACKEND_OPTIONS
+    from taskfit.models.registry import BACKEND_MODULES, backend_class
+    from taskfit.prompting.options import STRATEGY_OPTIONS
+    from taskfit.prompting.strategies import STRATEGIES
+
+    assert {name: cls.Options for name, cls in STRATEGIES.items()} == STRATEGY_OPTIONS
+    assert set(BACKEND_MODULES) == set(BACKEND_OPTIONS)
+    assert backend_class("openai").Options is BACKEND_OPTIONS["openai"]
 
 
 TASK_YAML = """

@@ -2,9 +2,9 @@
 
 import json
 
-from taskfit.config import RunConfig
 from taskfit.evaluation import evaluate
 from taskfit.models.hf import HFBackend
+from taskfit.settings import RunConfig
 
 SPAN_TASK = """
 name: mini_span

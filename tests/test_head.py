@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from taskfit.config import RunConfig
 from taskfit.errors import UserError
 from taskfit.evaluation import evaluate
+from taskfit.settings import RunConfig
 from taskfit.tuning import TuneConfig, tune
 
 GOOD = ["great", "wonderful", "loved", "delightful", "superb", "charming"]

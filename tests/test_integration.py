@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from taskfit.config import RunConfig
 from taskfit.evaluation import evaluate
 from taskfit.metrics import compute_metrics
+from taskfit.settings import RunConfig
 
 pytestmark = pytest.mark.slow
 N = 40

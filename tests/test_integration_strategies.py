@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from taskfit.config import RunConfig
 from taskfit.evaluation import evaluate
+from taskfit.settings import RunConfig
 
 pytestmark = pytest.mark.slow
 

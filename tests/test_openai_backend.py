@@ -79,7 +79,7 @@ def chat_ok(text, logprobs=(-0.5, -0.25)):
                   "usage": {"prompt_tokens": 10, "completion_tokens": len(logprobs)}}, {})
 
 
-FAST = {"timeout": 2.0, "max_retries": 3}
+FAST = {"request_timeout": 2.0, "max_retries": 3}
 PROMPT = Prompt((Message("user", "Review: great film"),), "The sentiment is")
 
 
@@ -119,7 +119,7 @@ def test_client_errors_are_not_retried(scripted):
 
 def test_timeout_is_retried(scripted):
     server = scripted([("hang", 1.5), chat_ok(" negative")])
-    backend = OpenAIBackend("m", base_url=server.url, timeout=0.5, max_retries=2)
+    backend = OpenAIBackend("m", base_url=server.url, request_timeout=0.5, max_retries=2)
     (result,) = backend.generate([GenerateRequest(PROMPT, max_tokens=4)])
     assert result.text == " negative"
     assert len(server.requests) == 2
@@ -129,7 +129,7 @@ def test_refused_connection_is_retried_then_reported(scripted):
     server = scripted([])
     url = server.url
     server.close()  # nothing listens there any more
-    backend = OpenAIBackend("m", base_url=url, timeout=1, max_retries=1)
+    backend = OpenAIBackend("m", base_url=url, request_timeout=1, max_retries=1)
     backend.policy = RetryPolicy(timeout=1, max_retries=1, base_delay=0.01)
     with pytest.raises(ServerError, match="failed 2 times"):
         backend.generate([GenerateRequest(PROMPT, max_tokens=4)])
@@ -225,7 +225,7 @@ def test_bad_base_url_and_api_are_user_errors():
 
 
 def test_api_key_never_reaches_results(tmp_path, scripted):
-    from taskfit.config import RunConfig
+    from taskfit.settings import RunConfig
 
     config = RunConfig(task="demo", backend="openai", api_key="sk-secret", base_url="http://127.0.0.1:1/v1")
     assert "sk-secret" not in config.model_dump_json()

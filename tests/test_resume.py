@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from taskfit.config import RunConfig
 from taskfit.errors import ServerError, UserError
 from taskfit.evaluation import evaluate
 from taskfit.models.hf import HFBackend
+from taskfit.settings import RunConfig
 
 TASK = """
 name: mini

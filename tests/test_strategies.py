@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from taskfit.config import RunConfig
 from taskfit.errors import UserError
 from taskfit.evaluation import evaluate
 from taskfit.models.hf import HFBackend
+from taskfit.settings import RunConfig
 
 TASK = """
 name: mini

@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-from taskfit.config import RunConfig
 from taskfit.errors import UserError
 from taskfit.evaluation import evaluate
 from taskfit.metrics.registry import compute_metrics
 from taskfit.models.hf import HFBackend
+from taskfit.settings import RunConfig
 from taskfit.tasks import list_tasks, load_task
 
 # (task, split in ../shared/data, mode, strategy args)

@@ -10,15 +10,24 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 
 from taskfit import __version__
 from taskfit.errors import ServerError, UserError
+from taskfit.settings import RUN_SECTIONS, TUNE_SECTIONS, load_run_config, load_tune_config
 
 log = logging.getLogger("taskfit")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Every subcommand and flag, in one list a user can read (flags are also keys of the run / tune YAML)."""
+    """Every subcommand and flag. The flags of ``eval`` and ``tune`` are generated from their settings models
+    (:mod:`taskfit.settings`), so each is also a YAML key with the same help."""
     parser = argparse.ArgumentParser(prog="taskfit", description="Fit an LLM to your task and measure every way.")
     parser.add_argument("--version", action="version", version=f"taskfit {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -26,49 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="evaluate a model on a task with a prompting strategy")
     ev.add_argument("--config", help="run YAML; any flag below can be a key there, flags override it")
-    ev.add_argument("--model", help="known model (see `taskfit models`), hf:<folder or hub id>, or head:<folder> "
-                    "(a specialist from `taskfit tune --method head`)")
-    ev.add_argument("--backend", choices=["hf", "llamacpp", "openai"],
-                    help="hf (transformers, default), llamacpp (GGUF in process) or openai (OpenAI-compatible server)")
-    ev.add_argument("--task", help="built-in task (see `taskfit tasks`) or path to a task YAML")
-    ev.add_argument("--strategy", help="prompting strategy (default zero_shot)")
-    ev.add_argument("--strategy-arg", action="append", default=[], metavar="KEY=VALUE",
-                    help="strategy option (repeatable), e.g. k=4, selector=knn, n=5; values are YAML")
-    ev.add_argument("--pool-split", help="split demonstrations come from (default: the task's pool split)")
-    ev.add_argument("--instruction", help="replace the task's instruction (e.g. the one APE found)")
-    ev.add_argument("--mode", choices=["loglikelihood", "generate"],
-                    help="answer mode (default: generate for span and number tasks, else loglikelihood)")
-    ev.add_argument("--data-dir", help="folder laid out as D/<dataset>/<split>.jsonl")
-    ev.add_argument("--split", help="split to evaluate (default: the task's eval split)")
-    ev.add_argument("--kb", help="KBQA tasks: knowledge-base file (JSONL triples or 's ||| p ||| o' lines)")
-    ev.add_argument("--limit", type=int, help="evaluate only N examples (the first N, or see --sample)")
-    ev.add_argument("--sample", choices=["first", "random"],
-                    help="with --limit: the first N rows (default) or a random sample seeded by --seed")
-    ev.add_argument("--seed", type=int, help="seed for sampling and bootstrap (default 1234)")
-    ev.add_argument("--output", help="run folder for results.json and samples.jsonl (default runs/<task>/...)")
-    ev.add_argument("--batch-size", type=int, help="requests per forward pass (default 16)")
-    ev.add_argument("--max-tokens", type=int, help="generation budget (default: the task's)")
-    ev.add_argument("--no-chat-template", dest="chat_template", action="store_const", const=False,
-                    help="render prompts as plain text even if the model has a chat template")
-    ev.add_argument("--bootstrap-samples", type=int, help="bootstrap resamples for CIs (default 1000; 0 = off)")
-    ev.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
-    ev.add_argument("--no-cache", dest="cache", action="store_const", const=False,
-                    help="compute every request even if the response cache has it")
-    ev.add_argument("--cache-path", help="response cache file (default $TASKFIT_HOME/cache/responses.sqlite)")
-    ev.add_argument("--base-url", help="openai backend: server URL such as http://127.0.0.1:8000/v1 "
-                    "(default $OPENAI_BASE_URL, else https://api.openai.com/v1)")
-    ev.add_argument("--api-key", help="openai backend: API key (default $OPENAI_API_KEY)")
-    ev.add_argument("--api", choices=["chat", "completions"], help="openai backend: endpoint family (default chat; "
-                    "log-likelihood needs completions with echo support)")
-    ev.add_argument("--concurrency", type=int, help="requests in flight (openai) or llama.cpp server slots (default 4)")
-    ev.add_argument("--request-timeout", type=float, help="openai backend: seconds per request (default 120)")
-    ev.add_argument("--max-retries", type=int, help="openai backend: retries on timeouts, 429 and 5xx (default 5)")
-    ev.add_argument("--adapter", help="hf backend: adapter folder from `taskfit tune` (LoRA / IA3 merged at load; "
-                    "bottleneck adapters; prefix / prompt virtual tokens)")
-    ev.add_argument("--quantize", choices=["none", "int8"],
-                    help="hf backend: int8 dynamic quantization of the linear layers (output and MLP down "
-                    "projections stay fp32)")
     ev.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    add_flags(ev, RUN_SECTIONS)
 
     cmp = sub.add_parser("compare-results", help="paired comparison of two runs on the same examples")
     cmp.add_argument("a", help="results.json (or run folder) of run A")
@@ -79,36 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     tu = sub.add_parser("tune", help="fine-tune a model on a task or a training file (LoRA, IA3, prefix, prompt, "
                         "bottleneck adapters, full) or train a specialist encoder + head")
     tu.add_argument("--config", help="tune YAML; any flag below can be a key there, flags override it")
-    tu.add_argument("--stage", choices=["sft", "head"],
-                    help="sft (default): fine-tune the language model; head: a sentence encoder + classifier/regressor")
-    tu.add_argument("--method", choices=["lora", "ia3", "prefix", "prompt", "adapter", "full", "head"],
-                    help="sft: default lora; adapter = bottleneck adapters; head = --stage head")
-    tu.add_argument("--model", help="known model or hf:<folder> (default smollm2-135m-instruct)")
-    tu.add_argument("--task", help="train on this task's split, with the prompts its zero-shot evaluation uses")
-    tu.add_argument("--train-file", help="text2text / conversation JSON (LMFlow format) or JSONL instead of --task")
-    tu.add_argument("--data-dir", help="folder laid out as D/<dataset>/<split>.jsonl")
-    tu.add_argument("--split", help="split to train on (default train)")
-    tu.add_argument("--limit", type=int, help="train on a seeded random sample of N rows")
-    tu.add_argument("--output", help="output folder (default runs/tune/<method>-<time>)")
-    tu.add_argument("--epochs", type=float)
-    tu.add_argument("--max-steps", type=int)
-    tu.add_argument("--batch-size", type=int)
-    tu.add_argument("--lr", type=float)
-    tu.add_argument("--rank", type=int)
-    tu.add_argument("--alpha", type=int)
-    tu.add_argument("--dropout", type=float, help="lora dropout")
-    tu.add_argument("--virtual-tokens", type=int)
-    tu.add_argument("--adapter-size", type=int, help="bottleneck width of each adapter (default 64)")
-    tu.add_argument("--adapter-non-linearity", choices=["relu", "gelu", "silu"])
-    tu.add_argument("--encoder", help="head: sentence encoder (default all-minilm-l6-v2, shipped in a package)")
-    tu.add_argument("--max-length", type=int)
-    tu.add_argument("--save-steps", type=int)
-    tu.add_argument("--seed", type=int)
-    tu.add_argument("--threads", type=int)
-    tu.add_argument("--report-to", action="append", help="tensorboard, wandb or mlflow (repeatable)")
-    tu.add_argument("--no-chat-template", dest="chat_template", action="store_const", const=False)
     tu.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output")
-    tu.add_argument("--no-progress", dest="progress", action="store_const", const=False)
+    add_flags(tu, TUNE_SECTIONS)
 
     mg = sub.add_parser("merge", help="merge a LoRA / IA3 adapter into its base model (a plain model folder)")
     mg.add_argument("adapter", help="adapter folder from `taskfit tune`")
@@ -127,25 +67,90 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-EVAL_KEYS = ("model", "backend", "task", "strategy", "pool_split", "mode", "data_dir", "kb", "split", "limit", "sample",
-             "seed", "output", "batch_size", "max_tokens", "chat_template", "bootstrap_samples", "threads", "cache",
-             "cache_path", "base_url", "api_key", "api", "concurrency", "request_timeout", "max_retries", "adapter",
-             "quantize")
-TUNE_KEYS = ("stage", "method", "model", "task", "train_file", "data_dir", "split", "limit", "output", "epochs",
-             "max_steps", "batch_size", "lr", "rank", "alpha", "dropout", "virtual_tokens", "adapter_size",
-             "adapter_non_linearity", "encoder",
-             "max_length", "save_steps", "seed", "threads", "report_to", "chat_template", "progress")
+# ------------------------------------------------------------------------------------ flags from settings models
+FLAG_NAMES = {"strategy_args": "strategy-arg"}  # a mapping field's repeatable KEY=VALUE flag
+DEST = "setting:"  # argparse dests of generated flags: "setting:<field>" or "setting:<field>.<subfield>"
 
 
-def parse_strategy_args(items: Sequence[str]) -> dict:
+def add_flags(parser: argparse.ArgumentParser, sections: Sequence[tuple[str, type[BaseModel]]]) -> None:
+    """One flag per settings field (``--batch-size`` for ``batch_size``), a group per section; a field shared by
+    two sections is listed once. Defaults stay ``None``, so an unset flag leaves the YAML's value alone."""
+    seen: set[str] = set()
+    for title, section in sections:
+        group = parser.add_argument_group(f"{title} options")
+        for name, field in section.model_fields.items():
+            if name in seen:
+                continue
+            seen.add(name)
+            nested = _model_class(field.annotation)
+            if nested is not None:  # a mapping of known keys: one flag per key (--instruction for prompt.instruction)
+                for sub_name, sub_field in nested.model_fields.items():
+                    _add_flag(group, sub_name, sub_field, f"{DEST}{name}.{sub_name}")
+            else:
+                _add_flag(group, FLAG_NAMES.get(name, name), field, f"{DEST}{name}")
+
+
+def _add_flag(group, name: str, field: FieldInfo, dest: str) -> None:
+    flag = "--" + name.replace("_", "-")
+    help_text = (field.description or "").replace("%", "%%")
+    if field.default not in (None, PydanticUndefined) and not isinstance(field.default, bool):
+        help_text += f" (default {field.default})"
+    kind, choices = _plain_type(field.annotation)
+    if kind is bool:
+        group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, help=help_text)
+    elif kind is dict:
+        group.add_argument(flag, dest=dest, action="append", metavar="KEY=VALUE",
+                           help=help_text + "; repeatable, values are YAML, e.g. k=4")
+    elif kind is list:
+        group.add_argument(flag, dest=dest, action="append", metavar=name.upper(), help=help_text + " (repeatable)")
+    else:
+        group.add_argument(flag, dest=dest, type=kind, choices=choices, help=help_text,
+                           metavar=None if choices else name.upper())
+
+
+def _plain_type(annotation: Any) -> tuple[Any, list[Any] | None]:
+    """The argparse type of an annotation (``X | None`` unwrapped; Literal -> choices; paths and secrets as str)."""
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) in (Union, UnionType) and len(args) == 1:
+        annotation = args[0]
+    origin = get_origin(annotation)
+    if origin is Literal:
+        values = list(get_args(annotation))
+        return type(values[0]), values
+    if origin in (list, dict):
+        return origin, None
+    if annotation in (bool, int, float):
+        return annotation, None
+    return str, None
+
+
+def _model_class(annotation: Any) -> type[BaseModel] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def settings_from(args: argparse.Namespace) -> dict[str, Any]:
+    """The generated flags' values as settings keys (mappings as dicts; flags not given are left out)."""
+    values: dict[str, Any] = {}
+    for dest, value in vars(args).items():
+        if not dest.startswith(DEST) or value is None:
+            continue
+        name, _, sub = dest[len(DEST):].partition(".")
+        if sub:
+            values.setdefault(name, {})[sub] = value
+        elif name in FLAG_NAMES:
+            values[name] = parse_key_values(value, FLAG_NAMES[name])
+        else:
+            values[name] = value
+    return values
+
+
+def parse_key_values(items: Sequence[str], flag: str = "strategy-arg") -> dict:
     """``["k=4", "selector=knn"]`` -> ``{"k": 4, "selector": "knn"}`` (values parsed as YAML scalars)."""
-    import yaml
-
     parsed = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise UserError(f"--strategy-arg {item!r} must look like KEY=VALUE, e.g. k=4")
+            raise UserError(f"--{flag} {item!r} must look like KEY=VALUE, e.g. k=4")
         try:
             parsed[key.strip()] = yaml.safe_load(value) if value else ""
         except yaml.YAMLError:
@@ -154,13 +159,10 @@ def parse_strategy_args(items: Sequence[str]) -> dict:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from taskfit.config import load_run_config
     from taskfit.evaluation import evaluate
     from taskfit.report.table import results_table
 
-    overrides = {key: getattr(args, key) for key in EVAL_KEYS}
-    config = load_run_config(args.config, overrides, parse_strategy_args(args.strategy_arg),
-                             {"instruction": args.instruction} if args.instruction is not None else {})
+    config = load_run_config(args.config, settings_from(args))
     results = evaluate(config, progress=args.progress)
     sys.stdout.write(results_table([results]) + "\n")
     ape = results.get("strategy_info", {}).get("ape")
@@ -213,9 +215,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from taskfit.tuning import load_tune_config, tune
+    from taskfit.tuning import tune
 
-    config = load_tune_config(args.config, {key: getattr(args, key) for key in TUNE_KEYS})
+    config = load_tune_config(args.config, settings_from(args))
     card = tune(config, resume=args.resume).card
     sys.stdout.write(f"{card['method']}: {card['steps']} steps, loss {card['first_loss']} -> {card['final_loss']}, "
                      f"{card['trainable_parameters']:,} trainable parameters ({100 * card['trainable_share']:.3f}%), "

@@ -1,17 +1,16 @@
-"""Run configuration: YAML files and CLI flags validated into one :class:`RunConfig`.
+"""Config machinery: the strict base model, YAML reading and one-line validation errors.
 
-Every CLI flag of ``taskfit eval`` is a field here, so a YAML config can set it; flags given on the
-command line override the YAML. Unknown keys and wrong types are rejected with a message that names the
-file, the key and what is allowed (:func:`validate`).
+The settings themselves (``taskfit eval`` / ``taskfit tune``) are in :mod:`taskfit.settings`. Unknown keys and wrong
+types are rejected with a message that names the file, the key and what is allowed (:func:`validate`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from taskfit.errors import UserError
 
@@ -27,78 +26,12 @@ class StrictModel(BaseModel):
 class PromptOverride(StrictModel):
     """Prompt fields a run may replace without editing the task YAML (e.g. an APE-found instruction)."""
 
-    system: str | None = None
-    instruction: str | None = None
-    input_template: str | None = None
-    output_format: str | None = None
-    answer_prefix: str | None = None
-
-
-class RunConfig(StrictModel):
-    """Everything ``taskfit eval`` needs to run one evaluation."""
-
-    model: str = Field("smollm2-135m-instruct", description="known model name or hf:<path or hub id>")
-    backend: Literal["hf", "llamacpp", "openai"] = Field("hf", description="hf (transformers), llamacpp (GGUF in "
-                                                         "process) or openai (an OpenAI-compatible server)")
-    task: str = Field(description="built-in task name or path to a task YAML")
-    strategy: Literal["zero_shot", "few_shot", "cot", "self_consistency", "carp", "ape"] = "zero_shot"
-    strategy_args: dict[str, Any] = Field(default_factory=dict, description="options of the strategy")
-    pool_split: str | None = Field(None, description="split demonstrations come from (default: the task's)")
-    prompt: PromptOverride = Field(default_factory=lambda: PromptOverride(),
-                                     description="replace prompt fields of the task")
-    mode: Literal["loglikelihood", "generate"] | None = Field(
-        None, description="answer mode; default: the task type's (generate for span and number tasks, "
-                          "else loglikelihood)")
-    data_dir: Path | None = None
-    kb: Path | None = Field(None, description="KBQA: knowledge-base file (default: the evaluated split's triples)")
-    split: str | None = None
-    limit: int | None = Field(None, gt=0)
-    sample: Literal["first", "random"] = Field("first", description="which --limit rows: the first ones, or a "
-                                               "random sample (seeded by --seed, kept in data order)")
-    seed: int = 1234
-    output: Path | None = None
-    batch_size: int = Field(16, gt=0)
-    chat_template: bool = True
-    max_tokens: int | None = Field(None, gt=0, description="generation budget; default from the task")
-    bootstrap_samples: int = Field(1000, ge=0, description="bootstrap resamples for CIs; 0 disables them")
-    threads: int | None = Field(None, gt=0, description="torch CPU threads; default: all cores")
-    cache: bool = Field(True, description="answer repeated requests from the SQLite response cache")
-    cache_path: Path | None = Field(None, description="response cache file "
-                                    "(default $TASKFIT_HOME/cache/responses.sqlite)")
-    base_url: str | None = Field(None, description="openai backend: server URL, e.g. http://127.0.0.1:8000/v1 "
-                                 "(default $OPENAI_BASE_URL, else OpenAI's)")
-    api_key: SecretStr | None = Field(None, description="openai backend: API key (default $OPENAI_API_KEY); "
-                                      "never written to results")
-    api: Literal["chat", "completions"] = Field("chat", description="openai backend: endpoint family")
-    concurrency: int = Field(4, gt=0, description="requests in flight (openai) or server slots (llamacpp)")
-    request_timeout: float = Field(120.0, gt=0, description="openai backend: seconds per request")
-    max_retries: int = Field(5, ge=0, description="openai backend: retries of a failed request")
-    adapter: Path | None = Field(None, description="hf backend: an adapter folder from `taskfit tune` (LoRA / IA3 "
-                                 "merged into the weights, bottleneck adapters, prefix / prompt virtual tokens)")
-    quantize: Literal["none", "int8"] = Field("none", description="hf backend: int8 dynamic quantization of the "
-                                              "linear layers (output layer and MLP down projections kept fp32)")
-
-    def backend_options(self) -> dict[str, Any]:
-        """Constructor options of the chosen backend."""
-        options: dict[str, Any] = {"chat_template": self.chat_template, "batch_size": self.batch_size,
-                                   "threads": self.threads}
-        if self.adapter is not None:
-            if self.backend != "hf":
-                raise UserError("--adapter works with the hf backend; merge it first (`taskfit merge`) to serve "
-                                "the merged model elsewhere")
-            options["adapter"] = self.adapter
-        if self.quantize != "none":
-            if self.backend != "hf":
-                raise UserError("--quantize works with the hf backend; the llamacpp backend runs quantized GGUF "
-                                "files as they are")
-            options["quantize"] = self.quantize
-        if self.backend == "llamacpp":
-            options["parallel"] = self.concurrency
-        elif self.backend == "openai":
-            options |= {"base_url": self.base_url, "api": self.api, "concurrency": self.concurrency,
-                        "timeout": self.request_timeout, "max_retries": self.max_retries,
-                        "api_key": self.api_key.get_secret_value() if self.api_key else None}
-        return options
+    system: str | None = Field(None, description="replace the task's system prompt")
+    instruction: str | None = Field(None, description="replace the task's instruction (e.g. the one APE found)")
+    input_template: str | None = Field(None, description="replace the task's input template, e.g. 'Review: "
+                                                         "{sentence}'")
+    output_format: str | None = Field(None, description="replace the task's output-format line")
+    answer_prefix: str | None = Field(None, description="replace the text the assistant's answer starts with")
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -166,26 +99,3 @@ def _model_in(annotation: Any) -> Any:
         if found is not None:
             return found
     return None
-
-
-def load_run_config(config_path: str | Path | None, overrides: dict[str, Any],
-                    strategy_args: dict[str, Any] | None = None, prompt: dict[str, Any] | None = None) -> RunConfig:
-    """Merge a YAML config file (if any) with CLI overrides (flags win) into a validated RunConfig.
-
-    ``strategy_args`` and ``prompt`` are merged key by key into the YAML's mappings of the same name.
-    """
-    data: dict[str, Any] = {}
-    source = "command line"
-    if config_path is not None:
-        data = read_yaml(config_path)
-        source = str(config_path)
-    data.update({key: value for key, value in overrides.items() if value is not None})
-    for key, extra in (("strategy_args", strategy_args), ("prompt", prompt)):
-        if extra:
-            base = data.get(key) or {}
-            if not isinstance(base, dict):
-                raise UserError(f"{source}: key '{key}' must be a mapping")
-            data[key] = {**base, **extra}
-    if "task" not in data:
-        raise UserError(f"{source}: no task given; pass --task NAME (see `taskfit tasks`) or set 'task:' in the config")
-    return validate(RunConfig, data, source)

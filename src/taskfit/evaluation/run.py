@@ -18,12 +18,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from taskfit import __version__
 from taskfit.api import Example
-from taskfit.config import RunConfig
+from taskfit.data.sampling import sample_indices
 from taskfit.errors import UserError
 from taskfit.evaluation.answerers import Answerer, HeadAnswerer, StrategyAnswerer
 from taskfit.metrics import compute_metrics
@@ -33,6 +32,7 @@ from taskfit.models.catalog import HEAD_PREFIX, HEAD_TASK_TYPES
 from taskfit.models.registry import load_backend, load_head
 from taskfit.prompting.strategies import StrategyContext, make_strategy
 from taskfit.runs import RunFolder, fingerprint
+from taskfit.settings import RunConfig, operational_keys
 from taskfit.tasks.task import Task, load_task
 
 log = logging.getLogger(__name__)
@@ -185,16 +185,12 @@ def select_examples(task: Task, config: RunConfig) -> list[Example]:
     if config.sample == "first" or config.limit is None:
         return task.examples(config.split, config.data_dir, config.limit)
     everything = task.examples(config.split, config.data_dir)
-    if config.limit >= len(everything):
-        return everything
-    chosen = np.random.default_rng([config.seed, 0x5A]).choice(len(everything), config.limit, replace=False)
-    return [everything[i] for i in sorted(chosen)]
+    return [everything[i] for i in sample_indices(len(everything), config.limit, config.seed)]
 
 
-# How a run reaches its model, not what it computes: a run may resume with another server address, key,
-# concurrency, retry policy or cache setting.
-OPERATIONAL_KEYS = {"output", "base_url", "api_key", "concurrency", "request_timeout", "max_retries", "cache",
-                    "cache_path"}
+# How a run reaches its model, not what it computes (fields marked operational in the settings): a run may resume
+# with another folder path, server address, key, concurrency, retry policy or cache setting.
+OPERATIONAL_KEYS = operational_keys(RunConfig)
 
 
 def run_fingerprint(config: RunConfig, task: Task, examples: list[Example]) -> str:

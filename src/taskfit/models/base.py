@@ -21,12 +21,14 @@ from taskfit.api import (
     Prompt,
 )
 from taskfit.models.catalog import resolve_model
+from taskfit.models.options import BackendOptions
 
 
 class Backend(ABC):
     """A model that answers batches of requests. Subclasses register with :func:`register_backend`."""
 
     name: ClassVar[str]
+    Options: ClassVar[type[BackendOptions]]  # its options (models/options.py): config keys, CLI flags, keywords
     supports_json_schema: ClassVar[bool] = False  # honours GenerateRequest.json_schema (constrained decoding)
 
     @classmethod

@@ -30,6 +30,7 @@ from taskfit.api import (
 from taskfit.errors import UserError
 from taskfit.models.base import Backend, cut_at_stop, encode_pair, register_backend
 from taskfit.models.loading import load_causal_lm
+from taskfit.models.options import HFOptions
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ def encode_with(tokenizer, text: str, use_chat_template: bool) -> list[int]:
 @register_backend("hf")
 class HFBackend(Backend):
     """A causal LM loaded with transformers from a local folder or a hub id."""
+
+    Options = HFOptions
 
     def __init__(
         self,

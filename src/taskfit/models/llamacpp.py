@@ -42,6 +42,7 @@ from taskfit.errors import ServerError, UserError
 from taskfit.models.base import Backend, cut_at_stop, encode_pair, map_in_threads, register_backend
 from taskfit.models.catalog import KNOWN_MODELS
 from taskfit.models.http import RetryPolicy, post_with_retries
+from taskfit.models.options import LlamaCppOptions
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,8 @@ def start_server(gguf: str | Path, *, parallel: int = DEFAULT_PARALLEL, slot_con
 class LlamaCppBackend(Backend):
     """A GGUF model run by llama.cpp in this process."""
 
+    Options = LlamaCppOptions
+
     supports_json_schema = True
 
     @classmethod
@@ -108,18 +111,18 @@ class LlamaCppBackend(Backend):
         batch_size: int = 16,
         threads: int | None = None,
         progress: bool = False,
-        parallel: int = DEFAULT_PARALLEL,
+        concurrency: int = DEFAULT_PARALLEL,
         slot_context: int = DEFAULT_SLOT_CONTEXT,
     ):
         self.path = str(model)
         if not Path(self.path).is_file():
             raise UserError(f"GGUF file {self.path} does not exist")
         self.display_name = display_name or Path(self.path).name
-        self.parallel = parallel
+        self.parallel = concurrency  # llama.cpp's server slots
         self.slot_context = slot_context
         self.progress = progress
         self.threads = threads or os.cpu_count() or 1
-        self.server = start_server(self.path, parallel=parallel, slot_context=slot_context, threads=threads)
+        self.server = start_server(self.path, parallel=concurrency, slot_context=slot_context, threads=threads)
         self.url = self.server.listening_address.rstrip("/")
         props = self._get("/props")
         self.has_chat_template = bool(props.get("chat_template"))

@@ -39,6 +39,7 @@ from taskfit.api import (
 from taskfit.errors import ServerError, UserError
 from taskfit.models.base import Backend, cut_at_stop, map_in_threads, register_backend
 from taskfit.models.http import RetryPolicy, post_with_retries
+from taskfit.models.options import OpenAIOptions
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ class EchoUnsupported(UserError):
 @register_backend("openai")
 class OpenAIBackend(Backend):
     """Requests sent to an OpenAI-compatible server."""
+
+    Options = OpenAIOptions
 
     supports_json_schema = True
 
@@ -73,7 +76,7 @@ class OpenAIBackend(Backend):
         api_key: str | None = None,
         api: str = "chat",
         concurrency: int = 4,
-        timeout: float = 120.0,
+        request_timeout: float = 120.0,
         max_retries: int = 5,
     ):
         if api not in ("chat", "completions"):
@@ -88,7 +91,7 @@ class OpenAIBackend(Backend):
         self.api = api
         self.chat_template = api == "chat" and chat_template
         self.concurrency = concurrency
-        self.policy = RetryPolicy(timeout=timeout, max_retries=max_retries)
+        self.policy = RetryPolicy(timeout=request_timeout, max_retries=max_retries)
         self.progress = progress
         self.official = urlparse(self.base_url).hostname == "api.openai.com"
         self.supports_loglikelihood = api == "completions"

@@ -83,3 +83,11 @@ class APEOptions(BaseOptions):
     proposal: str = Field(default_factory=lambda: default("ape", "proposal"))
     proposal_prefix: str = Field(default_factory=lambda: default("ape", "proposal_prefix"))
     max_instruction_tokens: int = Field(default_factory=lambda: default("ape", "max_instruction_tokens"), gt=0)
+
+
+STRATEGY_OPTIONS: dict[str, type[BaseOptions]] = {
+    "zero_shot": BaseOptions, "few_shot": DemoOptions, "cot": CoTOptions, "self_consistency": SelfConsistencyOptions,
+    "carp": CARPOptions, "ape": APEOptions}
+"""Strategy names and their option models, light enough for the CLI and the run config to check ``--strategy`` and
+``strategy_args`` before any model loads; each strategy class in :mod:`~taskfit.prompting.strategies` declares the
+same model as its ``Options`` (a test holds the two together)."""

@@ -188,3 +188,4 @@ class SplitRows:
     fields: dict[str, str]
     target: str
     label_map: dict[str, str]
+    choices: ChoicesSpec | None = None  # multiple_choice: the task's spec, or its Hugging Face source's

@@ -85,9 +85,10 @@ class Task:
     def rows(self, split: str, data_dir: Path | None = None, limit: int | None = None) -> SplitRows:
         """The raw rows of ``split``, where they came from, and the field mapping that applies to them.
 
-        A Hugging Face source may describe multiple-choice columns of its own (``hf.choices``); they replace the
-        task's for this loaded task."""
+        A Hugging Face source may describe multiple-choice columns of its own (``hf.choices``); they apply to its
+        rows (the task's config is never changed)."""
         fields, target, label_map = self.config.fields, self.config.target, self.config.label_map
+        choices = self.config.choices
         if data_dir is not None:
             if not self.config.dataset:
                 raise UserError(f"task {self.name!r} has no 'dataset' folder name, "
@@ -110,20 +111,19 @@ class Task:
             fields = {**fields, **hf.fields}
             target = hf.target or target
             label_map = {**label_map, **hf.label_map}
-            if hf.choices is not None:
-                self.config.choices = hf.choices
+            choices = hf.choices or choices
         else:
             known = sorted(self.config.data_files)
             raise UserError(
                 f"task {self.name!r} has no data for split {split!r} without --data-dir; "
                 f"its built-in splits are {known or 'none'}"
             )
-        return SplitRows(rows, where, fields, target, label_map)
+        return SplitRows(rows, where, fields, target, label_map, choices)
 
     def _map_row(self, index: int, row: dict[str, Any], found: SplitRows) -> Example:
         where, fields, target, label_map = found.where, found.fields, found.target, found.label_map
         mapped = {}
-        needs_target = not (self.config.type == "multiple_choice" and self.config.choices.labels_column)
+        needs_target = not (found.choices is not None and found.choices.labels_column)
         for name, column in {**fields, **({"__target__": target} if needs_target else {})}.items():
             value = lookup(row, column, None)
             if value is None:
@@ -136,7 +136,7 @@ class Task:
         raw_gold = mapped.pop("__target__", None)
         if label_map and self.config.type == "classification":
             raw_gold = label_map.get(str(raw_gold), raw_gold)
-        gold, meta = self.space.gold(raw_gold, row, index, where)
+        gold, meta = self.space.gold(raw_gold, row, index, where, found.choices)
         rationale = None
         if self.config.rationale is not None:
             if self.config.rationale not in row:

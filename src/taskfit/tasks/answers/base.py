@@ -10,7 +10,7 @@ from taskfit.api import Example
 from taskfit.errors import UserError
 from taskfit.tasks.answers.json_values import parse_json_value
 from taskfit.tasks.answers.voting import Vote, vote
-from taskfit.tasks.schema import SplitRows, TaskConfig
+from taskfit.tasks.schema import ChoicesSpec, SplitRows, TaskConfig
 
 
 def softmax(scores: Sequence[float]) -> list[float]:
@@ -33,7 +33,8 @@ class AnswerSpace:
         self.config = config
 
     # -- data
-    def gold(self, raw: Any, row: dict[str, Any], index: int, where: str) -> tuple[Any, dict[str, Any]]:
+    def gold(self, raw: Any, row: dict[str, Any], index: int, where: str,
+             choices: ChoicesSpec | None = None) -> tuple[Any, dict[str, Any]]:
         """The gold answer of a data row and per-example data the prompt needs (``Example.meta``)."""
         raise NotImplementedError
 

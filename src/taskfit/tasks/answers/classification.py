@@ -22,7 +22,7 @@ class ClassificationSpace(AnswerSpace):
     def values(self) -> list[str]:
         return [label.value for label in self.labels]
 
-    def gold(self, raw, row, index, where):
+    def gold(self, raw, row, index, where, choices=None):
         gold = str(raw)  # label_map was applied by the task
         if gold not in self.values:
             raise UserError(f"{where} row {index + 1}: label {raw!r} is not one of {self.values}; "

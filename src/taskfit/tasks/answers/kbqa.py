@@ -40,7 +40,7 @@ class KBQASpace(AnswerSpace):
         self._retrieved: dict[str, list[Any]] = {}
         self.kb_info: dict[str, Any] = {}
 
-    def gold(self, raw, row, index, where):
+    def gold(self, raw, row, index, where, choices=None):
         # An empty gold answer occurs in the published data (NLPCC train has one); it is kept, and can only be
         # matched by an empty answer, rather than failing a whole run over one row.
         return str(raw).strip(), {}

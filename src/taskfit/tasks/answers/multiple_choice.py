@@ -24,8 +24,8 @@ class MultipleChoiceSpace(AnswerSpace):
     metrics = TYPE_METRICS["multiple_choice"]
     json_quoted = False
 
-    def gold(self, raw, row, index, where):
-        spec = self.config.choices
+    def gold(self, raw, row, index, where, choices=None):
+        spec = choices or self.config.choices
         choices = lookup(row, spec.column, None)
         if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
             raise UserError(f"{where} row {index + 1}: field {spec.column!r} must be a list of at least 2 strings")
@@ -47,7 +47,7 @@ class MultipleChoiceSpace(AnswerSpace):
             order = [int(i) for i in np.random.default_rng([spec.shuffle_seed, index]).permutation(len(choices))]
         shuffled = [choices[i] for i in order]
         gold = sorted(order.index(t) for t in true)
-        return gold, {"choices": shuffled, "order": order}
+        return gold, {"choices": shuffled, "order": order, "header": spec.header}
 
     def check_mode(self, mode):
         super().check_mode(mode)
@@ -59,7 +59,7 @@ class MultipleChoiceSpace(AnswerSpace):
         if mode == "loglikelihood" and not json:
             return ""  # the choice texts are the scored continuations (lm-evaluation-harness style)
         lines = [f"{i}. {c}" for i, c in enumerate(example.meta["choices"], start=1)]
-        return self.config.choices.header + "\n" + "\n".join(lines)
+        return example.meta.get("header", self.config.choices.header) + "\n" + "\n".join(lines)
 
     def word(self, example):
         return example.meta["choices"][example.gold[0]]

@@ -16,7 +16,7 @@ class NumberSpace(AnswerSpace):
     modes = ("generate",)
     json_quoted = False
 
-    def gold(self, raw, row, index, where):
+    def gold(self, raw, row, index, where, choices=None):
         value = normalize_number(str(raw))
         if value is None:  # a worked solution ending in "#### 72" (GSM8K as published)
             value = parse_final_number(str(raw)) if "####" in str(raw) else None

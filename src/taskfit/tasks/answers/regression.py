@@ -35,7 +35,7 @@ class RegressionSpace(AnswerSpace):
     def high(self) -> float:
         return float(self.config.score_range[1])
 
-    def gold(self, raw, row, index, where):
+    def gold(self, raw, row, index, where, choices=None):
         try:
             value = float(raw)
         except (TypeError, ValueError):

@@ -16,7 +16,7 @@ class SpanSpace(AnswerSpace):
     metrics = TYPE_METRICS["span"]
     modes = ("generate",)
 
-    def gold(self, raw, row, index, where):
+    def gold(self, raw, row, index, where, choices=None):
         answers = raw if isinstance(raw, list) else [raw]
         answers = [str(a) for a in answers if str(a).strip()]
         if not answers:

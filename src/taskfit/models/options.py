@@ -1,0 +1,65 @@
+"""Each backend's options, declared once: the run config, the CLI flags (``taskfit eval --help`` groups them by
+backend) and the backend's constructor keywords all come from these models. Light on purpose (pydantic only), so the
+CLI can build its flags without importing a backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+
+from taskfit.config import StrictModel
+
+OPERATIONAL = {"operational": True}
+"""Field marker: how a run reaches its model, not what it computes (a run may resume with another value)."""
+
+
+class BackendOptions(StrictModel):
+    """What every backend takes."""
+
+    batch_size: int = Field(16, gt=0, description="requests per forward pass")
+    chat_template: bool = Field(True, description="render prompts with the model's chat template "
+                                                  "(--no-chat-template: plain text)")
+    threads: int | None = Field(None, gt=0, description="CPU threads (default: all cores)")
+
+
+class HFOptions(BackendOptions):
+    """The hf backend (transformers in process)."""
+
+    adapter: Path | None = Field(None, description="hf backend: an adapter folder from `taskfit tune` (LoRA / IA3 "
+                                 "merged into the weights, bottleneck adapters, prefix / prompt virtual tokens)",
+                                 json_schema_extra={"elsewhere": "merge it first (`taskfit merge`) to serve the "
+                                                                 "merged model elsewhere"})
+    quantize: Literal["none", "int8"] = Field("none", description="hf backend: int8 dynamic quantization of the "
+                                              "linear layers (output layer and MLP down projections kept fp32)",
+                                              json_schema_extra={"elsewhere": "the llamacpp backend runs quantized "
+                                                                              "GGUF files as they are"})
+
+
+class ConcurrencyOption(StrictModel):
+    concurrency: int = Field(4, gt=0, description="requests in flight (openai) or llama.cpp server slots",
+                             json_schema_extra=OPERATIONAL)
+
+
+class LlamaCppOptions(BackendOptions, ConcurrencyOption):
+    """The llamacpp backend (a GGUF file in process)."""
+
+
+class OpenAIOptions(BackendOptions, ConcurrencyOption):
+    """The openai backend (any OpenAI-compatible server)."""
+
+    base_url: str | None = Field(None, description="openai backend: server URL, e.g. http://127.0.0.1:8000/v1 "
+                                 "(default $OPENAI_BASE_URL, else OpenAI's)", json_schema_extra=OPERATIONAL)
+    api_key: SecretStr | None = Field(None, description="openai backend: API key (default $OPENAI_API_KEY); "
+                                      "never written to results", json_schema_extra=OPERATIONAL)
+    api: Literal["chat", "completions"] = Field("chat", description="openai backend: endpoint family "
+                                                "(log-likelihood needs completions with echo support)")
+    request_timeout: float = Field(120.0, gt=0, description="openai backend: seconds per request",
+                                   json_schema_extra=OPERATIONAL)
+    max_retries: int = Field(5, ge=0, description="openai backend: retries on timeouts, 429 and 5xx",
+                             json_schema_extra=OPERATIONAL)
+
+
+BACKEND_OPTIONS: dict[str, type[BackendOptions]] = {
+    "hf": HFOptions, "llamacpp": LlamaCppOptions, "openai": OpenAIOptions}

