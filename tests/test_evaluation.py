@@ -32,3 +32,37 @@ def test_default_mode_follows_the_task_type(tmp_path, tiny_model_dir):
     assert results["config"]["mode"] == "generate" and results["counts"]["n"] == 3
     assert all("generated_tokens" in json.loads(line)
                for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines())
+
+
+CLASSIFY_TASK = """
+name: mini_cls
+dataset: mini
+eval_split: dev
+fields: {text: text}
+labels: [{value: neg}, {value: pos}]
+prompt:
+  system: "SYSTEM-RULES"
+  instruction: "INSTRUCTION-LINE"
+  input_template: "Text: {text}"
+"""
+
+
+def test_a_row_longer_than_the_window_loses_input_not_instruction(tmp_path, tiny_model_dir):
+    """Issue 16 defect 4: a 100,000-character row used to be cut from the left, dropping the system prompt and the
+    instruction while samples.jsonl recorded the whole prompt."""
+    (tmp_path / "data" / "mini").mkdir(parents=True)
+    rows = [{"text": "short one", "label": "pos"}, {"text": "word " * 20000, "label": "neg"}]
+    (tmp_path / "data" / "mini" / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "cls.yaml").write_text(CLASSIFY_TASK)
+    backend = HFBackend(tiny_model_dir, threads=1)
+    config = RunConfig(task=str(tmp_path / "cls.yaml"), data_dir=tmp_path / "data", output=tmp_path / "run",
+                       bootstrap_samples=0, cache=False)
+    results = evaluate(config, backend=backend, progress=False)
+    short, long = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    assert "truncated" not in short
+    assert long["truncated"]["field"] == "text" and long["truncated"]["chars"] == 100000
+    assert 0 < long["truncated"]["kept_chars"] < 1000
+    assert "SYSTEM-RULES" in long["prompt"] and "INSTRUCTION-LINE" in long["prompt"] and " …" in long["prompt"]
+    assert backend.count_tokens(long["prompt"]) <= backend.context_window()  # what is recorded is what was scored
+    assert results["counts"]["truncated_inputs"] == 1
+    assert backend.stats.get("prompts_cut_left", 0) == 0  # the backend's last-resort cut was never needed

@@ -60,3 +60,16 @@ def test_compare_results_refuses_different_examples(tmp_path, capsys):
     write_run(tmp_path / "b", ["pos", "neg"], ["neg", "neg"])
     assert main(["compare-results", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
     assert "differs between the runs" in capsys.readouterr().err
+
+
+def test_compare_results_on_overlapping_sets_refuses_unless_asked_to_intersect(tmp_path, capsys):
+    """Issue 16 defect 6: runs of 40 and 30 examples used to be compared silently on the 30 shared ones."""
+    golds = ["pos", "neg"] * 20
+    write_run(tmp_path / "a", ["pos"] * 40, golds)
+    write_run(tmp_path / "b", golds[:30], golds[:30])
+    assert main(["compare-results", str(tmp_path / "a"), str(tmp_path / "b"), "--bootstrap-samples", "100"]) == 2
+    err = capsys.readouterr().err
+    assert "10 only in A, 0 only in B, 30 in both" in err and "--intersect" in err and "Traceback" not in err
+    assert main(["compare-results", str(tmp_path / "a"), str(tmp_path / "b"), "--bootstrap-samples", "100",
+                 "--intersect"]) == 0
+    assert "n = 30 paired examples (10 only in A and 0 only in B left out: --intersect)" in capsys.readouterr().out

@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("b", help="results.json (or run folder) of run B")
     cmp.add_argument("--bootstrap-samples", type=int, default=2000)
     cmp.add_argument("--seed", type=int, default=0)
+    cmp.add_argument("--intersect", action="store_true",
+                     help="runs on different example sets: compare only the shared examples (default: refuse)")
 
     tu = sub.add_parser("tune", help="fine-tune a model on a task or a training file (LoRA, IA3, prefix, prompt, "
                         "bottleneck adapters, full) or train a specialist encoder + head")
@@ -202,13 +204,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from taskfit.compare import compare_runs
     from taskfit.report.table import markdown_table
 
-    report = compare_runs(args.a, args.b, n_resamples=args.bootstrap_samples, seed=args.seed)
+    report = compare_runs(args.a, args.b, n_resamples=args.bootstrap_samples, seed=args.seed,
+                          intersect=args.intersect)
     rows = []
     for r in report["comparisons"]:
         mcnemar = "" if r["p_mcnemar"] is None else f"{r['p_mcnemar']:.4f} ({r['b_only_right']}/{r['a_only_right']})"
         rows.append([r["metric"], r["a"], r["b"], f"{r['diff']:+.4f}", f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]",
                      f"{r['p_bootstrap']:.4f}", mcnemar])
-    sys.stdout.write(f"A: {report['a']['label']}\nB: {report['b']['label']}\nn = {report['n']} paired examples\n")
+    dropped = report["dropped"]
+    left_out = (f" ({dropped['a_only']} only in A and {dropped['b_only']} only in B left out: --intersect)"
+                if dropped["a_only"] or dropped["b_only"] else "")
+    sys.stdout.write(f"A: {report['a']['label']}\nB: {report['b']['label']}\nn = {report['n']} paired examples"
+                     f"{left_out}\n")
     sys.stdout.write(markdown_table(["metric", "A", "B", "B - A", "95% CI of B - A", "p (paired bootstrap)",
                                      "p McNemar (B-only/A-only right)"], rows) + "\n")
     return 0

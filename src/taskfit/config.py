@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from taskfit.errors import UserError
+from taskfit.paths import read_utf8
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -40,7 +41,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_utf8(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
@@ -63,8 +64,11 @@ def validate(model_cls: type[M], data: dict[str, Any], source: str) -> M:
 def _describe(exc: ValidationError, model_cls: type[BaseModel], source: str) -> str:
     """Turn the first pydantic error into one line a user can act on."""
     err = exc.errors()[0]
-    loc = ".".join(str(part) for part in err["loc"]) or "(top level)"
+    loc = ".".join(str(part) for part in err["loc"])
     more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+    message = err["msg"].removeprefix("Value error, ")
+    if not loc:  # a check across several keys (a model validator): its own message says what is wrong
+        return f"{source}: {message}{more}"
     if err["type"] == "extra_forbidden":
         allowed = _allowed_keys(model_cls, err["loc"][:-1])
         return f"{source}: unknown key '{loc}'; allowed keys: {', '.join(allowed)}{more}"
@@ -72,7 +76,9 @@ def _describe(exc: ValidationError, model_cls: type[BaseModel], source: str) -> 
         return f"{source}: missing required key '{loc}'{more}"
     value = err.get("input")
     shown = repr(value) if not isinstance(value, dict) else "a mapping"
-    return f"{source}: key '{loc}' has invalid value {shown}: {err['msg']}{more}"
+    if value is None:
+        return f"{source}: key '{loc}' is empty (null): {message}{more}"
+    return f"{source}: key '{loc}' has invalid value {shown}: {message}{more}"
 
 
 def _allowed_keys(model_cls: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

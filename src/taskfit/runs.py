@@ -21,12 +21,14 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from taskfit.errors import UserError
+from taskfit.paths import read_utf8
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +78,7 @@ class RunFolder:
                 raise UserError(f"{path} holds a run with a different configuration, task or data; "
                                 "choose another --output (or delete the folder to start over)")
         existing = next(p for p in (path, *path.parents) if p.exists())
-        if not os.access(existing, os.W_OK | os.X_OK):
+        if not _can_write_in(existing):
             raise UserError(f"cannot write the run folder {path} ({existing} is not writable); choose another --output")
         folder = cls(path, list(indices), fingerprint=run_fingerprint)
         if samples.exists():
@@ -175,14 +177,29 @@ def read_run(path: str | Path) -> Run:
     for needed in (results_path, samples_path):
         if not needed.is_file():
             raise UserError(f"{needed} not found; give a run folder (or its results.json) written by taskfit eval")
-    try:
-        results = json.loads(results_path.read_text(encoding="utf-8"))
-        samples = [json.loads(line) for line in samples_path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{folder}: unreadable run files ({exc.msg} at line {exc.lineno})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{folder}: run files are not UTF-8 text; give a run folder written by taskfit eval") from None
+    results = _read_json(results_path, read_utf8(results_path), 1)
+    lines = read_utf8(samples_path).splitlines()
+    samples = [_read_json(samples_path, line, number) for number, line in enumerate(lines, 1) if line.strip()]
     return Run(folder, results, samples)
+
+
+def _read_json(path: Path, text: str, first_line: int) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}:{first_line + exc.lineno - 1}: not valid JSON ({exc.msg}); give a run folder "
+                        "written by taskfit eval") from None
+
+
+def _can_write_in(folder: Path) -> bool:
+    """Whether a folder can be made in ``folder`` (tried, not guessed from permission bits, which say yes to root on
+    read-only filesystems and /proc); the probe is removed at once."""
+    try:
+        probe = tempfile.mkdtemp(prefix=".taskfit-probe-", dir=folder)
+    except OSError:
+        return False
+    os.rmdir(probe)
+    return True
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -6,12 +6,14 @@ file and line so a user can fix the data, not guess.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from taskfit.errors import UserError
+from taskfit.paths import decode_utf8
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +29,7 @@ def load_rows(path: str | Path, limit: int | None = None) -> list[dict[str, Any]
     if suffix in (".jsonl", ".json"):
         return _load_jsonl(path, limit)
     if suffix == ".csv":
-        import pandas as pd
-
-        frame = pd.read_csv(path, nrows=limit, keep_default_na=False)
-        return frame.to_dict(orient="records")
+        return _load_csv(path, limit)
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -41,12 +40,28 @@ def load_rows(path: str | Path, limit: int | None = None) -> list[dict[str, Any]
     raise UserError(f"unsupported data file type {suffix!r} for {path}; use one of {', '.join(SUPPORTED_SUFFIXES)}")
 
 
+def _load_csv(path: Path, limit: int | None) -> list[dict[str, Any]]:
+    """A CSV file with a header row; the delimiter (``,`` ``;`` tab ``|``) is detected from the file."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path, nrows=limit, keep_default_na=False, sep=None, engine="python",
+                            encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                        "save the file as UTF-8") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error) as exc:
+        raise UserError(f"{path}: not a readable CSV file with a header row ({str(exc).splitlines()[0]})") from None
+    return frame.to_dict(orient="records")
+
+
 def _load_jsonl(path: Path, limit: int | None) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
             if limit is not None and len(rows) >= limit:
                 break
+            line = decode_utf8(raw, path, line_no)
             if not line.strip():
                 continue
             try:

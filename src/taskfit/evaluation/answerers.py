@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from taskfit.api import Example, Outcome
 from taskfit.models.base import Backend
 from taskfit.prompting.driver import drive
+from taskfit.prompting.fitting import fit_examples
 from taskfit.prompting.strategies import Strategy
 
 if TYPE_CHECKING:  # imported with torch, only when a head is evaluated (models.registry.load_head)
@@ -22,7 +23,9 @@ class Answerer(Protocol):
     name: str
     info: dict[str, Any]
 
-    def prepare(self, examples: Sequence[Example]) -> None: ...
+    def prepare(self, examples: Sequence[Example]) -> list[Example]:
+        """Work before the first example; returns the examples as they will be asked (long inputs shortened)."""
+        ...
 
     def answer(self, examples: Sequence[Example]) -> list[Outcome]: ...
 
@@ -42,8 +45,16 @@ class StrategyAnswerer:
     def info(self) -> dict[str, Any]:
         return self.strategy.info
 
-    def prepare(self, examples: Sequence[Example]) -> None:
-        self.strategy.prepare(examples, self.backend)
+    def prepare(self, examples: Sequence[Example]) -> list[Example]:
+        """Shorten rows (and demonstrations) too long for the model's window, then the strategy's own preparation."""
+        ctx = self.strategy.ctx
+        answer = ctx.max_tokens or ctx.task.config.generation.max_tokens
+        reserve = answer + getattr(self.strategy.opts, "max_reasoning_tokens", 0) + 32
+        if ctx.pool:
+            ctx.pool = fit_examples(ctx.pool, ctx.task, ctx.mode, self.backend, reserve)
+        fitted = fit_examples(examples, ctx.task, ctx.mode, self.backend, reserve)
+        self.strategy.prepare(fitted, self.backend)
+        return fitted
 
     def answer(self, examples: Sequence[Example]) -> list[Outcome]:
         return drive([self.strategy.run(ex) for ex in examples], self.backend)
@@ -65,8 +76,9 @@ class HeadAnswerer:
         self.predictor, self.batch_size, self.progress = predictor, batch_size, progress
         self.info = {"head": predictor.config}
 
-    def prepare(self, examples: Sequence[Example]) -> None:
-        """Nothing to prepare: the head was trained beforehand."""
+    def prepare(self, examples: Sequence[Example]) -> list[Example]:
+        """Nothing to prepare: the head was trained beforehand (its encoder cuts long inputs itself)."""
+        return list(examples)
 
     def answer(self, examples: Sequence[Example]) -> list[Outcome]:
         texts = self.predictor.texts(examples)

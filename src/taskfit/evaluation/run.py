@@ -83,7 +83,7 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
     resumed = len(folder.done)
     prepare_start = time.perf_counter()
     if not folder.complete:
-        answerer.prepare(examples)
+        examples = answerer.prepare(examples)
     prepare_s = time.perf_counter() - prepare_start
     eval_start = time.perf_counter()
     records = _run_chunks(answerer, examples, task, folder, max(4 * config.batch_size, 32), progress)
@@ -109,13 +109,13 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
 
 
 def _load_backend(config: RunConfig) -> Backend:
-    """The configured backend, behind the response cache unless ``--no-cache``."""
+    """The configured backend, behind the response cache unless ``--no-cache`` (opened first: a bad cache path is
+    refused before the model loads)."""
+    cache = ResponseCache(config.cache_path or default_cache_path()) if config.cache else None
     backend = load_backend(config.backend, config.model, **config.backend_options())
     if config.mode == "loglikelihood" and not getattr(backend, "supports_loglikelihood", True):
         raise UserError(backend.loglikelihood_refusal())
-    if config.cache:
-        backend = CachedBackend(backend, ResponseCache(config.cache_path or default_cache_path()))
-    return backend
+    return CachedBackend(backend, cache) if cache is not None else backend
 
 
 def _strategy_answerer(config: RunConfig, task: Task, backend: Backend, eval_split: str,
@@ -161,6 +161,7 @@ def write_results(config: RunConfig, task: Task, records: list[dict[str, Any]], 
     counts = {"n": len(records), "parse_failures": failures, "parse_failure_rate": failures / len(records)}
     if all("correct" in r for r in records):
         counts["correct"] = sum(bool(r["correct"]) for r in records)
+    counts["truncated_inputs"] = sum("truncated" in r for r in records)
     results = {
         "taskfit_version": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -52,6 +52,14 @@ class Backend(ABC):
         """Facts about the loaded model for results.json."""
         return {"backend": self.name}
 
+    def context_window(self) -> int | None:
+        """Tokens a prompt and its answer may fill together (None: unknown here, the server decides)."""
+        return None
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of a rendered prompt (only asked of backends with a :meth:`context_window`)."""
+        raise NotImplementedError
+
 
 BACKENDS: dict[str, type[Backend]] = {}
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from taskfit.api import GenerateRequest, GenerateResult, LoglikelihoodRequest, LoglikelihoodResult, Prompt
+from taskfit.errors import UserError
 from taskfit.models.base import Backend
 from taskfit.paths import taskfit_home
 
@@ -48,11 +49,24 @@ class ResponseCache:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute(SCHEMA)
+        if self.path.is_dir():
+            raise UserError(f"--cache-path {self.path} is a directory; give a file path such as "
+                            f"{self.path / 'responses.sqlite'}, or --no-cache")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            reason = ("is not an SQLite file" if "not a database" in str(exc) else
+                      "cannot be written here" if "readonly" in str(exc) or "unable to open" in str(exc) else
+                      f"cannot be used ({exc})")
+            raise UserError(f"--cache-path {self.path} {reason}; give a writable path for taskfit's response cache, "
+                            "or --no-cache") from None
+        except OSError as exc:
+            raise UserError(f"--cache-path {self.path}: {exc.strerror}; give a writable path for taskfit's response "
+                            "cache, or --no-cache") from None
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
         found: dict[str, Any] = {}
@@ -130,6 +144,12 @@ class CachedBackend(Backend):
     # -- the backend protocol
     def render(self, prompt: Prompt) -> str:
         return self.inner.render(prompt)
+
+    def context_window(self) -> int | None:
+        return self.inner.context_window()
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
         return self._answer("loglikelihood", requests, self.loglikelihood_key, self.inner.loglikelihood,

@@ -137,7 +137,7 @@ class HFBackend(Backend):
         torch = self.torch
         longest = max(len(cont) for group in members for _, cont in group)
         room = self.max_length - longest + 1  # context tokens that fit with the longest continuation
-        contexts = [ctx[-room:] for ctx in contexts]
+        contexts = [tuple(self._cut_left(list(ctx), room)) for ctx in contexts]
         shared = _common_prefix_length(contexts) if len(contexts) > 1 else 0
         shared = min(shared, min(len(ctx) for ctx in contexts) - 1)  # every row keeps a last token of its own
         if shared >= self.shared_prefix_min_tokens:
@@ -239,7 +239,7 @@ class HFBackend(Backend):
     # ------------------------------------------------------------------ generation
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         results: list[GenerateResult | None] = [None] * len(requests)
-        encoded = [self._encode(self.render(r.prompt))[-self.max_length :] for r in requests]
+        encoded = [self._cut_left(self._encode(self.render(r.prompt)), self.max_length) for r in requests]
         # One decode loop serves greedy and sampled requests alike: each row samples with its own seeded
         # generator, so a rerun gives identical text and batching does not change a row's random draws.
         order = sorted(range(len(requests)), key=lambda i: len(encoded[i]), reverse=True)
@@ -324,6 +324,21 @@ class HFBackend(Backend):
         if self.tokenizer.eos_token_id is not None:
             ids.add(self.tokenizer.eos_token_id)
         return ids
+
+    def context_window(self) -> int:
+        return self.max_length
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._encode(text))
+
+    def _cut_left(self, ids: list[int], limit: int) -> list[int]:
+        """The last ``limit`` tokens of a prompt that does not fit (a last resort: evaluation shortens long input
+        fields first, so only demos or reasoning can push a prompt over); counted in ``stats``."""
+        if len(ids) <= limit:
+            return ids
+        self.stats["prompts_cut_left"] = self.stats.get("prompts_cut_left", 0) + 1
+        log.warning("prompt of %d tokens cut to its last %d to fit the context window", len(ids), limit)
+        return ids[-limit:]
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -165,6 +165,8 @@ class LlamaCppBackend(Backend):
         limit = self.slot_context - room
         if len(ids) > limit:
             log.warning("prompt of %d tokens cut to its last %d to fit the context", len(ids), limit)
+            with self._lock:
+                self.stats["prompts_cut_left"] = self.stats.get("prompts_cut_left", 0) + 1
             return ids[-limit:]
         return ids
 
@@ -251,6 +253,12 @@ class LlamaCppBackend(Backend):
         text, _ = cut_at_stop(text, request.stop)
         reason = "length" if stop_type == "limit" else "stop"
         return GenerateResult(text=text, n_tokens=produced, finish_reason=reason, logprob=logprob)
+
+    def context_window(self) -> int:
+        return self.slot_context
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._encode(text))
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from taskfit.errors import UserError
+from taskfit.paths import decode_utf8
 
 
 @dataclass(frozen=True)
@@ -78,9 +79,9 @@ def load_kb_file(path: str | Path) -> list[Triple]:
     if not path.is_file():
         raise UserError(f"knowledge base file not found: {path}")
     triples = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            line = line.strip()
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            line = decode_utf8(raw, path, number).strip()
             if not line:
                 continue
             if "|||" in line and not line.startswith("{"):

@@ -176,6 +176,10 @@ class TaskConfig(StrictModel):
             raise ValueError(
                 f"prompt.input_template uses {{{exc.args[0]}}}, which is not in fields {sorted(self.fields)}"
             ) from None
+        except (IndexError, ValueError) as exc:  # "{0}", "{}", an unclosed "{"
+            raise ValueError(f"prompt.input_template {self.prompt.input_template!r} is not a valid template "
+                             f"({exc}); name the fields in braces, e.g. {{{next(iter(self.fields), 'text')}}}, "
+                             "and write a literal brace as {{ or }}") from None
         return self
 
 

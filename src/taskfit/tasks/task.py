@@ -17,6 +17,7 @@ from taskfit.tasks.answers import ANSWER_SPACES
 from taskfit.tasks.schema import SplitRows, TaskConfig, lookup
 
 log = logging.getLogger(__name__)
+_ABSENT = object()
 
 BUILTIN_DIR = "builtin"
 DEMOS_SPLIT = "demos"  # the split name that means "the demonstrations written in the task YAML"
@@ -44,8 +45,9 @@ class Task:
         """One line of samples.jsonl: the example, what the answerer did, and the per-example metric inputs."""
         return {
             "index": example.index,
-            "input": example.fields,
+            "input": example.meta.get("uncut_fields", example.fields),  # the row's own (prompt: what was read)
             **({"choices": example.meta["choices"]} if "choices" in example.meta else {}),
+            **({"truncated": example.meta["truncated"]} if "truncated" in example.meta else {}),
             "prompt": outcome.prompt,
             "response": outcome.response,
             "prediction": outcome.prediction,
@@ -75,6 +77,8 @@ class Task:
                 out.append(Example(index=i, fields=dict(d.fields), gold=gold, rationale=d.rationale, meta=meta))
             return out
         found = self.rows(split, data_dir, limit)
+        if not found.rows:
+            raise UserError(f"{found.where} has no rows (task {self.name!r}, split {split!r}); is the file empty?")
         return [self._map_row(i, row, found) for i, row in enumerate(found.rows)]
 
     def prepare_answers(self, examples: list[Example], split: str, data_dir: Path | None, kb: Path | None) -> None:
@@ -126,6 +130,10 @@ class Task:
         needs_target = not (found.choices is not None and found.choices.labels_column)
         for name, column in {**fields, **({"__target__": target} if needs_target else {})}.items():
             value = lookup(row, column, None)
+            if value is None and lookup(row, column, _ABSENT) is not _ABSENT:
+                raise UserError(f"{where} row {index + 1}: field {column!r} "
+                                f"(mapped to {name if name != '__target__' else 'target'}) is null; give it a value "
+                                "or leave the row out")
             if value is None:
                 raise UserError(
                     f"{where} row {index + 1}: missing field {column!r} "
@@ -164,6 +172,10 @@ def list_tasks() -> dict[str, TaskConfig]:
 def load_task(name_or_path: str) -> Task:
     """Load a built-in task by name, or a task YAML by path."""
     candidate = Path(name_or_path)
+    if candidate.is_dir():
+        yamls = sorted(p.name for p in candidate.glob("*.y*ml"))
+        raise UserError(f"--task {candidate} is a directory; give a task YAML file"
+                        + (f" (it holds {', '.join(yamls[:5])})" if yamls else "") + " or a built-in task name")
     if candidate.suffix in (".yaml", ".yml") or candidate.is_file():
         return Task(validate(TaskConfig, read_yaml(candidate), str(candidate)), candidate)
     path = _builtin_dir() / f"{name_or_path}.yaml"

@@ -25,6 +25,7 @@ from taskfit.api import Message, Prompt
 from taskfit.errors import UserError
 from taskfit.models.base import encode_pair
 from taskfit.models.hf import encode_with, render_with
+from taskfit.paths import read_utf8
 from taskfit.prompting.prompts import gold_continuation, task_prompt
 
 IGNORE = -100  # label of tokens without loss (prompt, padding)
@@ -62,7 +63,7 @@ def read_training_file(path: str | Path) -> list[Sample]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"training file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    text = read_utf8(path)
     if path.suffix == ".jsonl":
         items = []
         for number, line in enumerate(text.splitlines(), 1):

@@ -17,8 +17,10 @@ import logging
 import math
 import resource
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from taskfit.adapters.bottleneck import BottleneckConfig, add_adapters, save_adapters
 from taskfit.errors import UserError
@@ -74,85 +76,41 @@ def training_samples(config: TuneConfig):
 
 
 def train_sft(config: TuneConfig, resume: bool = False) -> TuneResult:
-    """The sft stage: train, save the adapter or model, and write the loss curve and run card.
-
-    One recipe read top to bottom (checks -> data -> model + method -> Trainer -> train -> save -> card), as
-    LLaMA-Factory's workflows are; its phases share many locals, so it stays one function."""
+    """The sft stage, read top to bottom: output folder -> data -> model + method -> Trainer -> train -> save ->
+    loss curve and run card."""
     import torch
-    from transformers import Trainer, TrainingArguments
 
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
-    out = Path(config.output or f"runs/tune/{config.method}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}")
-    if out.exists() and any(out.iterdir()) and not resume:
-        if not list(out.glob("checkpoint-*")):
-            raise UserError(f"{out} is not empty; choose another --output")
-        raise UserError(f"{out} holds checkpoints of an earlier run; pass --resume to continue it, or choose "
-                        "another --output")
-    start_step = _last_checkpoint_step(out) if resume else 0
-    if resume and start_step == 0:  # before any loading: nothing to resume from
-        raise UserError(f"--resume: no checkpoint-* folder in {out}")
+    out, start_step = output_folder(config, resume)
     samples, data_info, instruction = training_samples(config)
     if not samples:
         raise UserError("no training samples")
     name, model_path = resolve_model(config.model)
     loaded = load_causal_lm(model_path)
-    model, tokenizer = loaded.model, loaded.tokenizer
-    encode = Tokenizer(tokenizer, config.chat_template)
+    encode = Tokenizer(loaded.tokenizer, config.chat_template)
     tokenized = [encode(sample, config.max_length) for sample in samples]
     answer_tokens = sum(sum(label != -100 for label in item.labels) for item in tokenized)
     if answer_tokens == 0:
         raise UserError("no answer tokens to learn from (check max_length and the answers)")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    method = with_method(loaded.model, config, model_path, instruction)
+    log.info("%s on %d samples: %d trainable parameters of %d (%.3f%%)", config.method, len(samples),
+             method.trainable, method.total, 100 * method.trainable / method.total)
 
-    peft = peft_config(config, model_path, instruction)
-    bottleneck = None
-    if peft is not None:
-        from peft import get_peft_model
-
-        model = get_peft_model(model, peft)
-    elif config.method == "adapter":
-        bottleneck = BottleneckConfig(size=config.adapter_size, non_linearity=config.adapter_non_linearity,
-                                      target_modules=config.target_modules or ["mlp"],
-                                      base_model_name_or_path=model_path)
-        add_adapters(model, bottleneck)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    log.info("%s on %d samples: %d trainable parameters of %d (%.3f%%)", config.method, len(samples), trainable,
-             total, 100 * trainable / total)
-
-    per_epoch = math.ceil(len(tokenized) / (config.batch_size * config.gradient_accumulation))
-    total_steps = config.max_steps if config.max_steps > 0 else math.ceil(per_epoch * config.epochs)
-    args = TrainingArguments(
-        output_dir=str(out), per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation, learning_rate=config.learning_rate(),
-        num_train_epochs=config.epochs, max_steps=config.max_steps, weight_decay=config.weight_decay,
-        warmup_steps=int(config.warmup_ratio * total_steps), lr_scheduler_type="linear",
-        logging_steps=config.logging_steps,
-        save_steps=config.save_steps, save_total_limit=3, seed=config.seed, data_seed=config.seed,
-        report_to=config.report_to, use_cpu=True, disable_tqdm=not config.progress, remove_unused_columns=False,
-        dataloader_num_workers=0,
-    )
-    trainer_class = Trainer if peft is not None and peft.is_prompt_learning else _answer_only_trainer(Trainer)
-    trainer = trainer_class(model=model, args=args, train_dataset=_ListDataset(tokenized),
-                            data_collator=lambda batch: collate(batch, pad_id,
-                                                                lambda x: torch.tensor(x, dtype=torch.long)))
+    trainer = _trainer(config, method, tokenized, loaded.tokenizer, out)
     train_start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=True if resume else None)
     train_s = time.perf_counter() - train_start
 
-    if bottleneck is not None:
-        save_adapters(model, bottleneck, out)
-    else:
-        model.save_pretrained(out)  # PEFT: adapter_config.json + adapter weights; full: the whole model
-    tokenizer.save_pretrained(out)
+    method.save(out)
+    loaded.tokenizer.save_pretrained(out)
     history = [entry for entry in trainer.state.log_history if "loss" in entry]
     plot_loss(history, out / "loss.png", f"{config.method} on {data_info.get('task') or data_info.get('file')}")
     steps_done = trainer.state.global_step
-    mean_length = sum(len(item.input_ids) for item in tokenized) / len(tokenized)
-    tokens_per_step = mean_length * config.batch_size * config.gradient_accumulation
+    tokens_per_step = (sum(len(item.input_ids) for item in tokenized) / len(tokenized) * config.batch_size
+                       * config.gradient_accumulation)
     card = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "method": config.method,
@@ -160,9 +118,9 @@ def train_sft(config: TuneConfig, resume: bool = False) -> TuneResult:
         "data": {**data_info, "tokens": sum(len(item.input_ids) for item in tokenized),
                  "answer_tokens": answer_tokens, "chat_template": encode.chat},
         "config": json.loads(config.model_dump_json()),
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-        "trainable_share": trainable / total,
+        "trainable_parameters": method.trainable,
+        "total_parameters": method.total,
+        "trainable_share": method.trainable / method.total,
         "steps": steps_done,
         "final_loss": history[-1]["loss"] if history else result.training_loss,
         "first_loss": history[0]["loss"] if history else None,
@@ -175,7 +133,81 @@ def train_sft(config: TuneConfig, resume: bool = False) -> TuneResult:
         "output": str(out),
     }
     write_run_card(out, card, card_markdown(card))
-    return TuneResult(card, model)
+    return TuneResult(card, method.model)
+
+
+def output_folder(config: TuneConfig, resume: bool) -> tuple[Path, int]:
+    """The output folder and the step to resume from; refused before anything loads if it holds another run."""
+    out = Path(config.output or f"runs/tune/{config.method}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}")
+    if out.exists() and any(out.iterdir()) and not resume:
+        if not list(out.glob("checkpoint-*")):
+            raise UserError(f"{out} is not empty; choose another --output")
+        raise UserError(f"{out} holds checkpoints of an earlier run; pass --resume to continue it, or choose "
+                        "another --output")
+    start_step = _last_checkpoint_step(out) if resume else 0
+    if resume and start_step == 0:
+        raise UserError(f"--resume: no checkpoint-* folder in {out}")
+    return out, start_step
+
+
+@dataclass
+class Method:
+    """A model with ``config.method`` applied: PEFT-wrapped, with bottleneck adapters, or as it is (full)."""
+
+    model: Any
+    peft: Any | None
+    bottleneck: BottleneckConfig | None
+    trainable: int
+    total: int
+
+    def save(self, out: Path) -> None:
+        """The adapter (PEFT format, or taskfit's bottleneck format) or, for full tuning, the whole model."""
+        if self.bottleneck is not None:
+            save_adapters(self.model, self.bottleneck, out)
+        else:
+            self.model.save_pretrained(out)
+
+
+def with_method(model, config: TuneConfig, model_path: str, instruction: str | None) -> Method:
+    """Apply ``config.method`` to ``model`` (what trains: PEFT modules, bottleneck adapters, or every weight)."""
+    peft = peft_config(config, model_path, instruction)
+    bottleneck = None
+    if peft is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, peft)
+    elif config.method == "adapter":
+        bottleneck = BottleneckConfig(size=config.adapter_size, non_linearity=config.adapter_non_linearity,
+                                      target_modules=config.target_modules or ["mlp"],
+                                      base_model_name_or_path=model_path)
+        add_adapters(model, bottleneck)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return Method(model, peft, bottleneck, trainable, sum(p.numel() for p in model.parameters()))
+
+
+def _trainer(config: TuneConfig, method: Method, tokenized, tokenizer, out: Path):
+    """The transformers Trainer for answer-only loss (plain loss for prefix / prompt tuning, which shift positions)."""
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    per_epoch = math.ceil(len(tokenized) / (config.batch_size * config.gradient_accumulation))
+    total_steps = config.max_steps if config.max_steps > 0 else math.ceil(per_epoch * config.epochs)
+    args = TrainingArguments(
+        output_dir=str(out), per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation, learning_rate=config.learning_rate(),
+        num_train_epochs=config.epochs, max_steps=config.max_steps, weight_decay=config.weight_decay,
+        warmup_steps=int(config.warmup_ratio * total_steps), lr_scheduler_type="linear",
+        logging_steps=config.logging_steps,
+        save_steps=config.save_steps, save_total_limit=3, seed=config.seed, data_seed=config.seed,
+        report_to=config.report_to, use_cpu=True, disable_tqdm=not config.progress, remove_unused_columns=False,
+        dataloader_num_workers=0,
+    )
+    prompt_learning = method.peft is not None and method.peft.is_prompt_learning
+    trainer_class = Trainer if prompt_learning else _answer_only_trainer(Trainer)
+    return trainer_class(model=method.model, args=args, train_dataset=_ListDataset(tokenized),
+                         data_collator=lambda batch: collate(batch, pad_id,
+                                                             lambda x: torch.tensor(x, dtype=torch.long)))
 
 
 def _answer_only_trainer(trainer_class):

@@ -1,0 +1,70 @@
+"""Fitting long rows into the model's context window by shortening their input, never the instruction.
+
+A row whose prompt does not fit would otherwise be cut from the left by the backend, dropping the system prompt and
+the instruction while ``samples.jsonl`` claimed the whole prompt was seen. Here, before any request, the longest
+input field of such a row is cut (its beginning kept, ``…`` marking the cut) until the task's prompt fits with room
+for the answer; the example records what was cut (``truncated`` in its sample record, counted in results.json), and
+the prompts built from it are exactly what the model reads. The record's ``input`` stays the row's own fields, so
+runs on models with different windows still pair up in comparisons.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+
+from taskfit.api import Example
+from taskfit.prompting.prompts import task_prompt
+from taskfit.tasks.task import Task
+
+log = logging.getLogger(__name__)
+
+MARK = " …"
+
+
+def fit_examples(examples: Sequence[Example], task: Task, mode: str, backend, reserve: int) -> list[Example]:
+    """``examples`` with the longest input field of each row that does not fit shortened so that its prompt leaves
+    ``reserve`` tokens of the window free (for the answer, reasoning, demos' slack); the others unchanged."""
+    window = backend.context_window() if hasattr(backend, "context_window") else None
+    if window is None:  # a server that does not say (or a backend that cannot count): it applies its own limit
+        return list(examples)
+    limit = max(window - reserve, window // 2)
+
+    def tokens(example: Example) -> int:
+        text = backend.render(task_prompt(task, example, mode))
+        if len(text.encode("utf-8")) <= limit:  # every token is at least one byte: no need to tokenize
+            return 0
+        return backend.count_tokens(text)
+
+    fitted, cut = [], 0
+    for example in examples:
+        if not example.fields or tokens(example) <= limit:
+            fitted.append(example)
+            continue
+        fitted.append(_shorten(example, tokens, limit))
+        cut += 1
+    if cut:
+        log.warning("%d of %d rows do not fit the model's %d-token window with %d tokens for the answer; their "
+                    "longest input field was shortened (see 'truncated' in samples.jsonl)", cut, len(examples),
+                    window, reserve)
+    return fitted
+
+
+def _shorten(example: Example, tokens, limit: int) -> Example:
+    """The example with its longest field cut to the longest beginning that fits (binary search on characters)."""
+    name = max(example.fields, key=lambda k: len(example.fields[k]))
+    text = example.fields[name]
+
+    def with_length(n: int) -> Example:
+        return replace(example, fields={**example.fields, name: text[:n].rstrip() + MARK})
+
+    low, high = 0, len(text)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if tokens(with_length(middle)) <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return replace(with_length(low), meta={**example.meta, "uncut_fields": example.fields,
+                                          "truncated": {"field": name, "chars": len(text), "kept_chars": low}})
