@@ -82,7 +82,7 @@ def test_multiple_choice_shuffle_is_seeded_and_tracks_the_true_answer():
         golds.append(gold[0])
     assert len(set(golds)) > 1  # the true answer is not always first any more
     unshuffled = mc_space(shuffle=False).gold(0, row, 3, "x")
-    assert unshuffled == ([0], {"choices": row["choices"], "order": [0, 1, 2, 3, 4]})
+    assert unshuffled == ([0], {"choices": row["choices"], "order": [0, 1, 2, 3, 4], "header": "Choices:"})
 
 
 def test_multiple_choice_mc2_readout_and_parsing():

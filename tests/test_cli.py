@@ -74,3 +74,14 @@ def test_eval_demo_end_to_end_through_cli(capsys, tmp_path):
                                          ["demo", "zero_shot", "loglikelihood", "macro_f1"]]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["counts"]["n"] == 8
+
+
+def test_verbose_after_the_subcommand_and_log_level_variable(capsys, monkeypatch):
+    from taskfit.cli import build_parser
+
+    assert build_parser().parse_args(["eval", "--task", "demo", "-v"]).verbose is True
+    assert build_parser().parse_args(["-v", "tasks"]).verbose is True
+    assert build_parser().parse_args(["tasks"]).verbose is False
+    monkeypatch.setenv("TASKFIT_LOG_LEVEL", "loud")
+    code, _, err = run_cli(capsys, "tasks")
+    assert code == 2 and "TASKFIT_LOG_LEVEL=LOUD is not a level" in err

@@ -73,3 +73,31 @@ def test_compare_results_on_overlapping_sets_refuses_unless_asked_to_intersect(t
     assert main(["compare-results", str(tmp_path / "a"), str(tmp_path / "b"), "--bootstrap-samples", "100",
                  "--intersect"]) == 0
     assert "n = 30 paired examples (10 only in A and 0 only in B left out: --intersect)" in capsys.readouterr().out
+
+
+def test_permutation_p_value_agrees_with_exact_mcnemar_on_accuracy():
+    """For accuracy the paired permutation test is the exact sign test on the discordant examples: 10 examples only
+    B gets right, 0 only A -> p = 2 * 0.5**10 ~ 0.00195; 6 vs 4 -> p ~ 0.754."""
+    def recs(correct):
+        return [{"gold": "x", "prediction": "x" if c else "y", "correct": c} for c in correct]
+
+    a, b = [False] * 10 + [True] * 30, [True] * 40
+    result = paired_compare(["accuracy"], recs(a), recs(b), ["x", "y"], n_resamples=20000, seed=1)[0]
+    assert abs(result.p_permutation - result.p_mcnemar) < 0.0015
+    a, b = [False] * 6 + [True] * 4 + [True] * 30, [True] * 6 + [False] * 4 + [True] * 30
+    result = paired_compare(["accuracy"], recs(a), recs(b), ["x", "y"], n_resamples=20000, seed=1)[0]
+    assert result.p_mcnemar == pytest.approx(0.7539, abs=1e-3)
+    assert abs(result.p_permutation - result.p_mcnemar) < 0.02
+
+
+def test_permutation_p_value_for_macro_f1_sees_a_real_difference_and_none_in_a_copy():
+    rng = np.random.default_rng(3)
+    gold = list(rng.choice(["x", "y"], 200))
+    def flip(g, keep):
+        return g if rng.random() < keep else ("y" if g == "x" else "x")
+    recs = lambda preds: [{"gold": g, "prediction": p, "correct": g == p} for g, p in zip(gold, preds)]  # noqa: E731
+    weak, strong = [flip(g, 0.6) for g in gold], [flip(g, 0.9) for g in gold]
+    better = paired_compare(["macro_f1"], recs(weak), recs(strong), ["x", "y"], n_resamples=500)[0]
+    assert better.p_permutation < 0.01
+    same = paired_compare(["macro_f1"], recs(weak), recs(list(weak)), ["x", "y"], n_resamples=500)[0]
+    assert same.p_permutation == 1.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from types import UnionType
@@ -30,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     (:mod:`taskfit.settings`), so each is also a YAML key with the same help."""
     parser = argparse.ArgumentParser(prog="taskfit", description="Fit an LLM to your task and measure every way.")
     parser.add_argument("--version", action="version", version=f"taskfit {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging (or set TASKFIT_LOG_LEVEL=DEBUG, WARNING ...)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     ev = sub.add_parser("eval", help="evaluate a model on a task with a prompting strategy")
@@ -66,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("tasks", help="list built-in tasks")
     sub.add_parser("models", help="list known models")
+    for command in sub.choices.values():  # -v after the subcommand too (taskfit eval ... -v)
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help="debug logging (or set TASKFIT_LOG_LEVEL=DEBUG, WARNING ...)")
     return parser
 
 
@@ -210,13 +215,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for r in report["comparisons"]:
         mcnemar = "" if r["p_mcnemar"] is None else f"{r['p_mcnemar']:.4f} ({r['b_only_right']}/{r['a_only_right']})"
         rows.append([r["metric"], r["a"], r["b"], f"{r['diff']:+.4f}", f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]",
-                     f"{r['p_bootstrap']:.4f}", mcnemar])
+                     f"{r['p_permutation']:.4f}", f"{r['p_bootstrap']:.4f}", mcnemar])
     dropped = report["dropped"]
     left_out = (f" ({dropped['a_only']} only in A and {dropped['b_only']} only in B left out: --intersect)"
                 if dropped["a_only"] or dropped["b_only"] else "")
     sys.stdout.write(f"A: {report['a']['label']}\nB: {report['b']['label']}\nn = {report['n']} paired examples"
                      f"{left_out}\n")
-    sys.stdout.write(markdown_table(["metric", "A", "B", "B - A", "95% CI of B - A", "p (paired bootstrap)",
+    sys.stdout.write(markdown_table(["metric", "A", "B", "B - A", "95% CI of B - A (paired bootstrap)",
+                                     "p (paired permutation)", "bootstrap sign share",
                                      "p McNemar (B-only/A-only right)"], rows) + "\n")
     return 0
 
@@ -265,8 +271,15 @@ COMMANDS = {"eval": cmd_eval, "tune": cmd_tune, "merge": cmd_merge, "export": cm
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    level = os.environ.get("TASKFIT_LOG_LEVEL", "INFO").upper()
+    if args.verbose:
+        level = "DEBUG"
+    elif level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        sys.stderr.write(f"taskfit: error: TASKFIT_LOG_LEVEL={level} is not a level; use DEBUG, INFO, WARNING, "
+                         "ERROR or CRITICAL\n")
+        return 2
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )

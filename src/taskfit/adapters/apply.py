@@ -7,6 +7,7 @@ continues, at the positions training gave them (0..n-1), so a backend's batching
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 from taskfit.adapters.bottleneck import is_bottleneck, load_adapters
@@ -43,7 +44,8 @@ def apply_adapter(model, adapter: Path):
     with torch.inference_mode():
         prompt = peft_model.get_prompt(batch_size=1)
         if config.peft_type == "PROMPT_TUNING":  # virtual token embeddings: run them once
-            prompt = base(inputs_embeds=prompt.to(base.dtype), use_cache=True, logits_to_keep=1).past_key_values
+            out = base(inputs_embeds=prompt.to(base.dtype), use_cache=True, logits_to_keep=1)
+            prompt = getattr(out, cache_keyword(base))
         virtual = map_cache(prompt, lambda t: t.detach().clone())
     return base, virtual
 
@@ -72,3 +74,9 @@ def map_cache(cache, fn):
     for layer, cached in enumerate(cache.layers):
         mapped.update(fn(cached.keys), fn(cached.values), layer)
     return mapped
+
+
+def cache_keyword(model) -> str:
+    """The name under which ``model.forward`` takes and returns its KV cache: ``cache`` in transformers 5.x (the old
+    ``past_key_values`` still works there but warns on every call), ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"

@@ -1,8 +1,13 @@
 """Is strategy A really better than B? Paired tests on the same examples.
 
 - Paired bootstrap (Koehn 2004; Berg-Kirkpatrick et al. 2012): resample example indices, recompute each
-  metric for A and B on the same resample, and report the CI of the difference and the share of resamples in
-  which the sign flips (a two-sided p-value estimate).
+  metric for A and B on the same resample, and report the CI of the difference. ``p_bootstrap`` is the
+  *bootstrap sign share*: twice the share of resamples whose difference falls on the other side of zero. It is
+  a rough two-sided estimate, not a test with a null distribution; use ``p_permutation`` for decisions.
+- Paired permutation test (approximate randomization, Noreen 1989; recommended for NLP comparisons by Dror et
+  al. 2018): under "A and B are exchangeable" each example's two outputs may swap sides; the p-value is the share
+  of random swaps whose |B - A| is at least the observed one, (count + 1) / (resamples + 1). Valid for any
+  metric, including F1 and correlations that are not means over examples.
 - McNemar's exact test for accuracy: only the examples where exactly one run is right carry information;
   under "no difference" they split 50/50 (scipy's exact binomial test).
 """
@@ -27,7 +32,8 @@ class PairedResult:
     diff: float  # b - a
     ci_low: float
     ci_high: float
-    p_bootstrap: float
+    p_bootstrap: float  # bootstrap sign share (see the module docstring)
+    p_permutation: float | None = None
     p_mcnemar: float | None = None
     b_only_right: int | None = None
     a_only_right: int | None = None
@@ -70,10 +76,27 @@ def paired_compare(
         low, high = np.quantile(diffs, [(1 - level) / 2, 1 - (1 - level) / 2])
         # two-sided: how often the resampled difference falls on the other side of zero
         p = min(1.0, 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0)))
-        extra = {}
+        extra: dict[str, Any] = {"p_permutation": permutation_p(metric, arrays_a, arrays_b, float(b - a), labels,
+                                                                n_resamples, seed)}
         if name == "accuracy":
             p_m, b_only, a_only = mcnemar([bool(r["correct"]) for r in records_a],
                                           [bool(r["correct"]) for r in records_b])
-            extra = {"p_mcnemar": p_m, "b_only_right": b_only, "a_only_right": a_only}
+            extra |= {"p_mcnemar": p_m, "b_only_right": b_only, "a_only_right": a_only}
         out.append(PairedResult(name, float(a), float(b), float(b - a), float(low), float(high), float(p), **extra))
     return out
+
+
+def permutation_p(metric, arrays_a: tuple[np.ndarray, ...], arrays_b: tuple[np.ndarray, ...], observed: float,
+                  labels: Sequence[str], n_resamples: int, seed: int) -> float:
+    """Two-sided paired permutation p-value of ``observed`` = metric(B) - metric(A): each resample swaps every
+    example's A and B outputs with probability 1/2 (rows of the stacked table [A; B])."""
+    n = len(arrays_a[0])
+    if n == 0 or n_resamples == 0:
+        return 1.0
+    stacked = tuple(np.concatenate([a, b]) for a, b in zip(arrays_a, arrays_b))
+    swap = np.random.default_rng([seed, 0x5E]).random((n_resamples, n)) < 0.5
+    rows = np.arange(n)[None, :]
+    side_a, side_b = np.where(swap, rows + n, rows), np.where(swap, rows, rows + n)
+    diffs = resampled_values(metric, stacked, side_b, labels) - resampled_values(metric, stacked, side_a, labels)
+    extreme = np.sum(np.abs(diffs) >= abs(observed) - 1e-12)
+    return float((extreme + 1) / (n_resamples + 1))

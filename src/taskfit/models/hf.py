@@ -18,7 +18,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from taskfit.adapters.apply import map_cache
+from taskfit.adapters.apply import cache_keyword, map_cache
 from taskfit.api import (
     GenerateRequest,
     GenerateResult,
@@ -95,6 +95,7 @@ class HFBackend(Backend):
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
         self.max_length = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048) - self.virtual_tokens
+        self.cache_keyword = cache_keyword(self.model)
         self.stats = {"input_tokens": 0, "generated_tokens": 0, "forward_passes": 0}
 
     # ------------------------------------------------------------------ rendering and encoding
@@ -147,10 +148,9 @@ class HFBackend(Backend):
             self.stats["input_tokens"] += int(mask.sum())
             self.stats["forward_passes"] += 1
             mask, positions = self._after_virtual(mask), positions + self.virtual_tokens
-            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                             past_key_values=self._virtual_cache(len(contexts)), use_cache=longest > 1,
-                             logits_to_keep=1)
-            first, cache = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1), out.past_key_values
+            out, cache = self._forward(self._virtual_cache(len(contexts)), input_ids=input_ids, attention_mask=mask,
+                                       position_ids=positions, use_cache=longest > 1, logits_to_keep=1)
+            first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
         items = [(row, index, cont) for row, group in enumerate(members) for index, cont in group]
         multi = [item for item in items if len(item[2]) > 1]
         later: dict[int, Any] = {}
@@ -175,16 +175,16 @@ class HFBackend(Backend):
         rows = len(contexts)
         virtual = self.virtual_tokens
         prefix = torch.tensor([list(contexts[0][:shared])])
-        prefix_out = self.model(input_ids=prefix, position_ids=virtual + torch.arange(shared)[None, :],
-                                past_key_values=self._virtual_cache(1), use_cache=True, logits_to_keep=1)
-        cache = map_cache(prefix_out.past_key_values, lambda t: t.expand(rows, -1, -1, -1))
+        _, prefix_cache = self._forward(self._virtual_cache(1), input_ids=prefix, use_cache=True, logits_to_keep=1,
+                                        position_ids=virtual + torch.arange(shared)[None, :])
+        cache = map_cache(prefix_cache, lambda t: t.expand(rows, -1, -1, -1))
         ids, suffix_mask, suffix_positions = self._left_pad([ctx[shared:] for ctx in contexts])
         mask = torch.cat([torch.ones((rows, virtual + shared), dtype=torch.long), suffix_mask], dim=1)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=virtual + shared + suffix_positions,
-                         past_key_values=cache, use_cache=keep_cache, logits_to_keep=1)
+        out, cache = self._forward(cache, input_ids=ids, attention_mask=mask, use_cache=keep_cache, logits_to_keep=1,
+                                   position_ids=virtual + shared + suffix_positions)
         self.stats["input_tokens"] += shared + int(suffix_mask.sum())
         self.stats["forward_passes"] += 2
-        return torch.log_softmax(out.logits[:, -1, :].float(), dim=-1), out.past_key_values, mask
+        return torch.log_softmax(out.logits[:, -1, :].float(), dim=-1), cache, mask
 
     def _continuation_pass(self, cache, ctx_mask, items: list[tuple[int, int, list[int]]]) -> dict[int, Any]:
         """Log-probs of continuation tokens 2..n of each item, run on a copy of its context's cache rows."""
@@ -196,8 +196,7 @@ class HFBackend(Backend):
         mask = torch.cat([ctx_mask.index_select(0, rows), cont_mask], dim=1)
         start = ctx_mask.sum(-1).index_select(0, rows)[:, None]
         positions = start + torch.arange(width)[None, :]
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=selected,
-                         use_cache=False)
+        out, _ = self._forward(selected, input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False)
         self.stats["input_tokens"] += int(cont_mask.sum())
         self.stats["forward_passes"] += 1
         logprobs = torch.log_softmax(out.logits.float(), dim=-1)
@@ -270,9 +269,8 @@ class HFBackend(Backend):
         step_ids, step_pos = input_ids, positions + self.virtual_tokens
         with torch.inference_mode():
             for _ in range(budget):
-                out = self.model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
-                                 past_key_values=cache, use_cache=True, logits_to_keep=1)
-                cache = out.past_key_values
+                out, cache = self._forward(cache, input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
+                                           use_cache=True, logits_to_keep=1)
                 self.stats["forward_passes"] += 1
                 logits = out.logits[:, -1, :].float()
                 log_probs = torch.log_softmax(logits, dim=-1)
@@ -324,6 +322,12 @@ class HFBackend(Backend):
         if self.tokenizer.eos_token_id is not None:
             ids.add(self.tokenizer.eos_token_id)
         return ids
+
+    def _forward(self, cache, **inputs):
+        """One forward pass given a KV cache (or None) under the keyword this transformers version takes; returns the
+        output and the cache it carries."""
+        out = self.model(**inputs, **{self.cache_keyword: cache})
+        return out, getattr(out, self.cache_keyword, None)
 
     def context_window(self) -> int:
         return self.max_length
