@@ -9,6 +9,7 @@ import shutil
 import pytest
 import torch
 
+from taskfit.api import Prompt
 from taskfit.errors import UserError
 from taskfit.tuning import TuneConfig, load_tune_config, merge, tune
 from taskfit.tuning.data import IGNORE, Pair, Tokenizer, read_training_file
@@ -282,3 +283,40 @@ def test_stage_and_method_axes():
     assert TuneConfig(task="demo").stage == "sft"
     with pytest.raises(ValueError, match="sft method"):
         TuneConfig(stage="head", method="lora", task="demo")
+
+
+def test_training_files_in_the_formats_users_already_have(tmp_path):
+    """alpaca (a JSON list), ShareGPT, TRL prompt-completion (standard and conversational) and messages JSONL all
+    become the same samples (issue 16 item 10)."""
+    from taskfit.api import Message
+    from taskfit.tuning.data import Conversation
+
+    alpaca = tmp_path / "alpaca_data.json"
+    alpaca.write_text(json.dumps([{"instruction": "Classify the review.", "input": "great film", "output": "positive"},
+                                  {"instruction": "Say hi.", "input": "", "output": "hi", "system": "Be brief."}]))
+    first, second = read_training_file(alpaca)
+    assert first == Pair(Prompt((Message("user", "Classify the review.\n\ngreat film"),)), "positive")
+    assert second == Pair(Prompt((Message("system", "Be brief."), Message("user", "Say hi."))), "hi")
+
+    rows = [{"conversations": [{"from": "human", "value": "hello"}, {"from": "gpt", "value": "hi there"}],
+             "system": "Be kind."},
+            {"prompt": "2+2=", "completion": "4"},
+            {"prompt": [{"role": "user", "content": "2+3="}], "completion": [{"role": "assistant", "content": "5"}]},
+            {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}]
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sharegpt, trl, trl_chat, messages = read_training_file(mixed)
+    assert sharegpt == Conversation((Message("system", "Be kind."), Message("user", "hello"),
+                                     Message("assistant", "hi there")))
+    assert trl == Pair(Prompt((Message("user", "2+2="),)), "4")
+    assert trl_chat == Conversation((Message("user", "2+3="), Message("assistant", "5")))
+    assert messages == Conversation((Message("user", "a"), Message("assistant", "b")))
+
+    odd = tmp_path / "odd.jsonl"
+    odd.write_text('{"conversations": [{"from": "bot", "value": "x"}]}\n{"question": "q", "answer": "a"}\n')
+    with pytest.raises(UserError, match=r"odd\.jsonl:1: each ShareGPT turn needs 'from'"):
+        read_training_file(odd)
+    odd.write_text('{"question": "q", "answer": "a"}\n')
+    with pytest.raises(UserError, match=r"odd\.jsonl:1: not a training row taskfit knows \(keys \['answer', "
+                                        r"'question'\]\); use one of"):
+        read_training_file(odd)

@@ -8,7 +8,11 @@ files:
 
 - LMFlow-style JSON: ``{"type": "text2text", "instances": [{"input": ..., "output": ...}]}`` or
   ``{"type": "conversation", "instances": [{"messages": [{"role": ..., "content": ...}, ...]}]}``;
-- JSONL, one instance per line (``{"input", "output"}`` or ``{"messages": [...]}``).
+- a JSON list (alpaca_data.json) or JSONL, one row per item / line, each in any of the formats users already have:
+  ``{"input", "output"}`` (LMFlow text2text), ``{"messages": [{role, content}]}`` (OpenAI / TRL conversational),
+  ``{"instruction", "input"?, "output", "system"?}`` (alpaca), ``{"conversations": [{"from": "human"|"gpt"|"system",
+  "value"}], "system"?}`` (ShareGPT), ``{"prompt": str, "completion": str}`` (TRL prompt-completion) or
+  ``{"prompt": [messages], "completion": [messages]}`` (TRL conversational prompt-completion).
 
 A malformed file is refused with the file, the line (or instance) and what is expected.
 """
@@ -73,12 +77,17 @@ def read_training_file(path: str | Path) -> list[Sample]:
                 items.append((f"{path}:{number}", json.loads(line)))
             except json.JSONDecodeError as exc:
                 raise UserError(f"{path}:{number}: not valid JSON ({exc.msg}, column {exc.colno}); "
-                                'each line must be {"input": ..., "output": ...} or {"messages": [...]}') from None
+                                f"each line must be one training row: {ROW_SHAPES}") from None
         return [_sample(item, where) for where, item in items]
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}, column {exc.colno})") from None
+    if isinstance(document, list):  # alpaca_data.json, ShareGPT dumps: a list of rows
+        if not document:
+            raise UserError(f"{path}: the list of training rows is empty")
+        lines = _item_lines(text, text.index("[") + 1, len(document))
+        return [_sample(item, f"{path}:{lines[i]} (item {i + 1})") for i, item in enumerate(document)]
     if not isinstance(document, dict) or "instances" not in document:
         raise UserError(f'{path}: expected {{"type": "text2text" or "conversation", "instances": [...]}}')
     kind = document.get("type")
@@ -87,14 +96,13 @@ def read_training_file(path: str | Path) -> list[Sample]:
     instances = document["instances"]
     if not isinstance(instances, list) or not instances:
         raise UserError(f"{path}: 'instances' must be a non-empty list")
-    lines = _instance_lines(text, len(instances))
+    lines = _item_lines(text, text.index("[", text.index('"instances"')) + 1, len(instances))
     return [_sample(item, f"{path}:{lines[i]} (instance {i + 1})", kind) for i, item in enumerate(instances)]
 
 
-def _instance_lines(text: str, count: int) -> list[int]:
-    """Line where each top-level instance of the ``instances`` list starts (for error messages)."""
+def _item_lines(text: str, start: int, count: int) -> list[int]:
+    """Line where each item of the JSON list opening at ``start`` begins (for error messages)."""
     decoder = json.JSONDecoder()
-    start = text.index("[", text.index('"instances"')) + 1
     lines, pos = [], start
     for _ in range(count):
         while pos < len(text) and text[pos] in " \t\r\n,":
@@ -107,32 +115,80 @@ def _instance_lines(text: str, count: int) -> list[int]:
     return lines + [lines[-1] if lines else 1] * (count - len(lines))
 
 
+ROW_SHAPES = ('{"input", "output"}, {"messages": [...]}, alpaca {"instruction", "input", "output"}, ShareGPT '
+              '{"conversations": [{"from", "value"}]} or TRL {"prompt", "completion"}')
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+
+
 def _sample(item: Any, where: str, kind: str | None = None) -> Sample:
+    """One training row in whichever known format its keys say (see the module docstring)."""
     if not isinstance(item, dict):
         raise UserError(f"{where}: expected an object, got {type(item).__name__}")
     if "messages" in item and kind != "text2text":
-        messages = item["messages"]
-        if not isinstance(messages, list) or not messages:
-            raise UserError(f"{where}: 'messages' must be a non-empty list of {{role, content}}")
-        parsed = []
-        for turn in messages:
-            role, content = (turn.get("role"), turn.get("content")) if isinstance(turn, dict) else (None, None)
-            if role not in ("system", "user", "assistant") or not isinstance(content, str):
-                raise UserError(f"{where}: each message needs role system/user/assistant and a string content, "
-                                f"got {turn!r}")
-            parsed.append(Message(role, content))
-        if not any(m.role == "assistant" for m in parsed):
-            raise UserError(f"{where}: a conversation needs at least one assistant turn to learn from")
-        return Conversation(tuple(parsed))
+        return _conversation(_messages(item["messages"], where, "messages"), where)
     if kind == "conversation":
         raise UserError(f"{where}: a conversation instance needs 'messages'")
-    missing = [key for key in ("input", "output") if not isinstance(item.get(key), str)]
-    if missing:
-        raise UserError(f"{where}: missing or non-string {', '.join(missing)}; expected "
-                        '{"input": "...", "output": "..."}')
-    if not item["output"].strip():
+    if "conversations" in item:  # ShareGPT
+        turns = item["conversations"]
+        if not isinstance(turns, list) or not turns:
+            raise UserError(f"{where}: 'conversations' must be a non-empty list of {{from, value}}")
+        messages = [Message("system", _text(item, "system", where))] if item.get("system") else []
+        for turn in turns:
+            who = turn.get("from") if isinstance(turn, dict) else None
+            if who not in SHAREGPT_ROLES or not isinstance(turn.get("value"), str):
+                raise UserError(f"{where}: each ShareGPT turn needs 'from' ({', '.join(SHAREGPT_ROLES)}) and a string "
+                                f"'value', got {turn!r}")
+            messages.append(Message(SHAREGPT_ROLES[who], turn["value"]))
+        return _conversation(messages, where)
+    if "instruction" in item:  # alpaca
+        instruction, extra = _text(item, "instruction", where), item.get("input") or ""
+        if not isinstance(extra, str):
+            raise UserError(f"{where}: alpaca 'input' must be a string")
+        system = (Message("system", _text(item, "system", where)),) if item.get("system") else ()
+        user = instruction + (f"\n\n{extra}" if extra.strip() else "")
+        return _pair(Prompt((*system, Message("user", user))), _text(item, "output", where), where)
+    if "prompt" in item and "completion" in item:  # TRL prompt-completion, standard or conversational
+        prompt, completion = item["prompt"], item["completion"]
+        if isinstance(prompt, list) and isinstance(completion, list):
+            return _conversation(_messages(prompt, where, "prompt") + _messages(completion, where, "completion"),
+                                 where)
+        return _pair(Prompt((Message("user", _text(item, "prompt", where)),)), _text(item, "completion", where),
+                     where)
+    if "input" in item or "output" in item:
+        return _pair(Prompt((Message("user", _text(item, "input", where)),)), _text(item, "output", where), where)
+    raise UserError(f"{where}: not a training row taskfit knows (keys {sorted(item)}); use one of {ROW_SHAPES}")
+
+
+def _text(item: dict, key: str, where: str) -> str:
+    value = item.get(key)
+    if not isinstance(value, str):
+        raise UserError(f"{where}: missing or non-string {key}")
+    return value
+
+
+def _pair(prompt: Prompt, answer: str, where: str) -> Pair:
+    if not answer.strip():
         raise UserError(f"{where}: empty output (nothing to learn)")
-    return Pair(Prompt((Message("user", item["input"]),)), item["output"])
+    return Pair(prompt, answer)
+
+
+def _messages(turns: Any, where: str, key: str) -> list[Message]:
+    if not isinstance(turns, list) or not turns:
+        raise UserError(f"{where}: {key!r} must be a non-empty list of {{role, content}}")
+    parsed = []
+    for turn in turns:
+        role, content = (turn.get("role"), turn.get("content")) if isinstance(turn, dict) else (None, None)
+        if role not in ("system", "user", "assistant") or not isinstance(content, str):
+            raise UserError(f"{where}: each message needs role system/user/assistant and a string content, "
+                            f"got {turn!r}")
+        parsed.append(Message(role, content))
+    return parsed
+
+
+def _conversation(messages: list[Message], where: str) -> Conversation:
+    if not any(m.role == "assistant" for m in messages):
+        raise UserError(f"{where}: a conversation needs at least one assistant turn to learn from")
+    return Conversation(tuple(messages))
 
 
 @dataclass
