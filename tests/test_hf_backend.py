@@ -169,3 +169,19 @@ def test_generation_logprob_is_the_sequence_logprob(backend):
     assert result.logprob is not None and result.logprob < 0
     if ll.n_tokens == result.n_tokens and backend.tokenizer.eos_token_id not in ctx:
         assert result.logprob == pytest.approx(ll.logprob, abs=1e-3)
+
+
+def test_device_auto_runs_where_torch_can(tiny_model_dir):
+    """--device auto: a CUDA GPU when torch sees one, else the CPU in fp32 (issue 16 item 7)."""
+    from taskfit.errors import UserError
+    from taskfit.models.loading import resolve_device
+
+    backend = HFBackend(tiny_model_dir, threads=1, device="auto")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert backend.describe()["device"] == expected
+    assert backend.describe()["dtype"] == "float32" or expected == "cuda"  # fp32 on the CPU
+    result = backend.loglikelihood([LoglikelihoodRequest(Prompt((Message("user", "hi"),)), "there")])[0]
+    assert result.logprob < 0
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="torch sees no CUDA GPU"):
+            resolve_device("cuda")

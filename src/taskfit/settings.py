@@ -187,6 +187,9 @@ class HeadSection(StrictModel):
 
 
 class BookkeepingSection(StrictModel):
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where training runs; auto = a CUDA GPU when "
+                                                   "torch sees one (bf16 / fp16 mixed precision there), else the CPU. "
+                                                   "Several GPUs: accelerate launch -m taskfit.cli tune ...")
     output: Path | None = Field(None, description="output folder (default runs/tune/<method>-<time>)")
     save_steps: int = Field(200, gt=0, description="checkpoint every N steps")
     logging_steps: int = Field(5, gt=0, description="log the loss every N steps")
@@ -226,7 +229,7 @@ class TuneConfig(BookkeepingSection, HeadSection, BottleneckSection, VirtualToke
 TUNE_SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("stage and model", StageSection), ("data", TuneDataSection), ("optimisation", OptimSection),
     ("lora / ia3", LoraSection), ("prefix / prompt tuning", VirtualTokensSection),
-    ("bottleneck adapters", BottleneckSection), ("head", HeadSection), ("bookkeeping", BookkeepingSection)]
+    ("bottleneck adapters", BottleneckSection), ("head", HeadSection), ("hardware and bookkeeping", BookkeepingSection)]
 
 
 def load_tune_config(path: str | Path | None, overrides: dict[str, Any]) -> TuneConfig:

@@ -29,7 +29,7 @@ from taskfit.api import (
 )
 from taskfit.errors import UserError
 from taskfit.models.base import Backend, cut_at_stop, encode_pair, register_backend
-from taskfit.models.loading import load_causal_lm
+from taskfit.models.loading import load_causal_lm, resolve_device
 from taskfit.models.options import HFOptions
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ class HFBackend(Backend):
         progress: bool = False,
         adapter: str | Path | None = None,
         quantize: str = "none",
+        device: str = "auto",
     ):
         import torch
 
@@ -80,7 +81,8 @@ class HFBackend(Backend):
         self.batch_size = batch_size
         self.progress = progress
         self.shared_prefix_min_tokens = SHARED_PREFIX_MIN_TOKENS
-        loaded = load_causal_lm(self.model_id, adapter, quantize)
+        self.device = resolve_device(device)
+        loaded = load_causal_lm(self.model_id, adapter, quantize, self.device)
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
         self.adapter = str(adapter) if adapter else None
         # Prefix / prompt tuning: a KV cache of the virtual tokens that every forward pass continues.
@@ -192,7 +194,7 @@ class HFBackend(Backend):
         rows = torch.tensor([row for row, _, _ in items])
         ids, cont_mask = self._right_pad([cont[:-1] for _, _, cont in items])
         width = ids.shape[1]
-        selected = map_cache(cache, lambda t: t.index_select(0, rows))
+        selected = map_cache(cache, lambda t: t.index_select(0, rows.to(t.device)))
         mask = torch.cat([ctx_mask.index_select(0, rows), cont_mask], dim=1)
         start = ctx_mask.sum(-1).index_select(0, rows)[:, None]
         positions = start + torch.arange(width)[None, :]
@@ -325,8 +327,13 @@ class HFBackend(Backend):
 
     def _forward(self, cache, **inputs):
         """One forward pass given a KV cache (or None) under the keyword this transformers version takes; returns the
-        output and the cache it carries."""
+        output (its logits as fp32 on the CPU, where scoring and sampling happen) and the cache it carries (left on
+        the model's device)."""
+        if self.device != "cpu":
+            inputs = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in inputs.items()}
         out = self.model(**inputs, **{self.cache_keyword: cache})
+        if self.device != "cpu":
+            out.logits = out.logits.float().cpu()
         return out, getattr(out, self.cache_keyword, None)
 
     def context_window(self) -> int:
@@ -352,6 +359,7 @@ class HFBackend(Backend):
             "parameters": sum(p.numel() for p in self.model.parameters()),
             # the response cache keys on dtype: a quantized model is another model
             "dtype": str(self.model.dtype).replace("torch.", "") + ("+int8-linear" if self.quantize == "int8" else ""),
+            "device": self.device,
             "chat_template": self.use_chat_template,
             "threads": self.torch.get_num_threads(),
             **({"adapter": self.adapter} if self.adapter else {}),

@@ -25,22 +25,50 @@ class LoadedLM:
     virtual: Any = None
 
 
-def load_causal_lm(location: str | Path, adapter: str | Path | None = None, quantize: str = "none") -> LoadedLM:
-    """Load the fp32 causal LM at ``location`` (a folder or hub id), apply ``adapter`` (a `taskfit tune` folder:
-    LoRA / IA3 merged, bottleneck hung on the layers, prefix / prompt as virtual tokens) and, with
-    ``quantize="int8"``, swap its linear layers for dynamic int8 ones."""
+def resolve_device(device: str = "auto") -> str:
+    """``auto``: ``cuda`` when torch sees a CUDA GPU, else ``cpu``; ``cuda`` without one is refused."""
     import torch
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"--device {device!r}: use auto, cpu or cuda")
+    available = torch.cuda.is_available()
+    if device == "cuda" and not available:
+        raise UserError("--device cuda: torch sees no CUDA GPU here (a CPU build of torch, or no driver); use "
+                        "--device auto or cpu")
+    return "cuda" if device == "cuda" or (device == "auto" and available) else "cpu"
+
+
+def dtype_for(device: str):
+    """fp32 on CPU (bf16 matmuls are slow there and change results); bf16 on a GPU that has it, else fp16."""
+    import torch
+
+    if device == "cpu":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def load_causal_lm(location: str | Path, adapter: str | Path | None = None, quantize: str = "none",
+                   device: str = "cpu") -> LoadedLM:
+    """Load the causal LM at ``location`` (a folder or hub id) on ``device`` (``cpu`` / ``cuda``, see
+    :func:`resolve_device`; fp32 on CPU, bf16 / fp16 on a GPU), apply ``adapter`` (a `taskfit tune` folder: LoRA /
+    IA3 merged, bottleneck hung on the layers, prefix / prompt as virtual tokens) and, with ``quantize="int8"``
+    (CPU only), swap its linear layers for dynamic int8 ones."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model_id = str(location)
     if quantize not in ("none", "int8"):
         raise UserError(f"quantize={quantize!r}: use none or int8")
+    if quantize == "int8" and device != "cpu":
+        raise UserError("--quantize int8 is torch's CPU dynamic quantization; on a GPU use --device cuda alone "
+                        "(bf16 / fp16) or --device cpu")
     _check_reachable(model_id)
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_id)
-        model = AutoModelForCausalLM.from_pretrained(model_id, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(model_id, dtype=dtype_for(device))
     except Exception as exc:  # noqa: BLE001 - transformers raises OSError, ValueError, hub errors ...
         raise _load_error(model_id, exc) from None
+    if device != "cpu":
+        model = model.to(device)
     virtual = None
     if adapter:
         model, virtual = apply_adapter(model, Path(adapter))

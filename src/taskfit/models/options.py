@@ -35,6 +35,9 @@ class HFOptions(BackendOptions):
                                               "linear layers (output layer and MLP down projections kept fp32)",
                                               json_schema_extra={"elsewhere": "the llamacpp backend runs quantized "
                                                                               "GGUF files as they are"})
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="hf backend: where the model runs; auto = "
+                                                   "a CUDA GPU when torch sees one (bf16 / fp16 there), else the CPU "
+                                                   "(fp32)")
 
 
 class ConcurrencyOption(StrictModel):

@@ -25,7 +25,7 @@ from typing import Any
 from taskfit.adapters.bottleneck import BottleneckConfig, add_adapters, save_adapters
 from taskfit.errors import UserError
 from taskfit.models.catalog import resolve_model
-from taskfit.models.loading import load_causal_lm
+from taskfit.models.loading import load_causal_lm, resolve_device
 from taskfit.runs import write_run_card
 from taskfit.tuning.common import (
     LLAMA_ATTENTION,
@@ -186,11 +186,14 @@ def with_method(model, config: TuneConfig, model_path: str, instruction: str | N
 
 
 def _trainer(config: TuneConfig, method: Method, tokenized, tokenizer, out: Path):
-    """The transformers Trainer for answer-only loss (plain loss for prefix / prompt tuning, which shift positions)."""
+    """The transformers Trainer for answer-only loss (plain loss for prefix / prompt tuning, which shift positions),
+    on the CPU or a GPU (``--device``; mixed precision there, the weights stay fp32)."""
     import torch
     from transformers import Trainer, TrainingArguments
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    gpu = resolve_device(config.device) == "cuda"
+    bf16 = gpu and torch.cuda.is_bf16_supported()
     per_epoch = math.ceil(len(tokenized) / (config.batch_size * config.gradient_accumulation))
     total_steps = config.max_steps if config.max_steps > 0 else math.ceil(per_epoch * config.epochs)
     args = TrainingArguments(
@@ -200,7 +203,8 @@ def _trainer(config: TuneConfig, method: Method, tokenized, tokenizer, out: Path
         warmup_steps=int(config.warmup_ratio * total_steps), lr_scheduler_type="linear",
         logging_steps=config.logging_steps,
         save_steps=config.save_steps, save_total_limit=3, seed=config.seed, data_seed=config.seed,
-        report_to=config.report_to, use_cpu=True, disable_tqdm=not config.progress, remove_unused_columns=False,
+        report_to=config.report_to, use_cpu=not gpu, bf16=bf16, fp16=gpu and not bf16,
+        disable_tqdm=not config.progress, remove_unused_columns=False,
         dataloader_num_workers=0,
     )
     prompt_learning = method.peft is not None and method.peft.is_prompt_learning
