@@ -249,3 +249,24 @@ def test_rerun_of_a_finished_run_after_the_server_went_away_keeps_everything(tmp
     assert main([*argv, "--max-retries", "1"]) == 0
     assert (out / "samples.jsonl").read_text() == samples
     assert json.loads((out / "results.json").read_text())["counts"]["n"] == 5
+
+
+def test_retry_after_as_seconds_or_as_an_http_date():
+    from email.utils import format_datetime, parsedate_to_datetime
+
+    from taskfit.models.http import _retry_after
+
+    assert _retry_after("7") == 7.0 and _retry_after("-3") == 0.0 and _retry_after(None) is None
+    when = "Wed, 21 Oct 2026 07:28:00 GMT"
+    now = parsedate_to_datetime(when).timestamp() - 12.5
+    assert _retry_after(when, now=now) == pytest.approx(12.5)
+    assert _retry_after(format_datetime(parsedate_to_datetime(when)), now=now + 100) == 0.0  # in the past
+    assert _retry_after("soon") is None
+
+
+def test_one_pool_of_connections_serves_every_request(scripted):
+    server = scripted([], default=chat_ok(" positive"))
+    backend = OpenAIBackend("m", base_url=server.url, concurrency=2, **FAST)
+    results = backend.generate([GenerateRequest(PROMPT, (), 4) for _ in range(6)])
+    assert [r.text for r in results] == [" positive"] * 6
+    assert backend.http.is_closed is False  # the backend's client, reused, not one per request

@@ -1,8 +1,9 @@
 """JSON over HTTP with timeouts and retries, for backends that talk to a server (llama.cpp, OpenAI-compatible).
 
-Only the standard library: a request is one ``urllib`` POST. :func:`post_with_retries` retries what a
-server or network does transiently — connection refused or reset, timeouts, HTTP 408, 409, 429 and 5xx —
-with exponential backoff (honouring ``Retry-After``), and raises :class:`ServerError` at once for other
+A backend keeps one :func:`client` (an ``httpx.Client``: keep-alive connections pooled up to its concurrency,
+separate connect and read timeouts) for all its requests. :func:`post_with_retries` retries what a server or
+network does transiently — connection refused or reset, timeouts, HTTP 408, 409, 429 and 5xx — with exponential
+backoff (honouring ``Retry-After`` in seconds or as an HTTP date), and raises :class:`ServerError` at once for other
 answers (a 400 or 404 will not get better by asking again).
 """
 
@@ -12,11 +13,13 @@ import json
 import logging
 import random
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from typing import Any
+
+import httpx
 
 from taskfit.errors import ServerError
 
@@ -43,38 +46,47 @@ class RetryPolicy:
         return backoff * (0.5 + random.random() / 2)
 
 
-def post_json(url: str, body: dict[str, Any], headers: dict[str, str] | None = None,
-              timeout: float = 120.0) -> dict[str, Any]:
-    """POST ``body`` as JSON and return the decoded answer; HTTP errors raise :class:`urllib.error.HTTPError`."""
-    data = json.dumps(body).encode("utf-8")
-    request = urllib.request.Request(url, data=data, method="POST",
-                                     headers={"Content-Type": "application/json", **(headers or {})})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.loads(response.read())
+def client(concurrency: int = 4, timeout: float = 120.0) -> httpx.Client:
+    """A pooled HTTP client for one server: up to ``concurrency`` keep-alive connections; ``timeout`` seconds to
+    answer, at most 10 of them to connect."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    return httpx.Client(limits=limits, timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)))
 
 
 def post_with_retries(url: str, body: dict[str, Any], headers: dict[str, str] | None = None,
-                      policy: RetryPolicy = RetryPolicy(),
-                      sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
-    """:func:`post_json`, retrying transient failures per ``policy``; :class:`ServerError` when it gives up."""
+                      policy: RetryPolicy = RetryPolicy(), sleep: Callable[[float], None] = time.sleep,
+                      http: httpx.Client | None = None) -> dict[str, Any]:
+    """POST ``body`` as JSON and return the decoded answer, retrying transient failures per ``policy``;
+    :class:`ServerError` when it gives up. ``http``: the backend's pooled client (default: a client for this call)."""
+    own = http is None
+    http = http or client(1, policy.timeout)
+    try:
+        return _post_with_retries(http, url, body, headers or {}, policy, sleep)
+    finally:
+        if own:
+            http.close()
+
+
+def _post_with_retries(http: httpx.Client, url: str, body: dict[str, Any], headers: dict[str, str],
+                       policy: RetryPolicy, sleep: Callable[[float], None]) -> dict[str, Any]:
     attempt = 0
     while True:
         retry_after = None
+        status: int | None = None
         try:
-            return post_json(url, body, headers, policy.timeout)
-        except urllib.error.HTTPError as exc:
-            detail = _error_detail(exc)
-            if exc.code not in RETRY_STATUSES:
-                raise ServerError(f"{url} answered HTTP {exc.code}: {detail}", exc.code) from None
-            problem = f"HTTP {exc.code}: {detail}"
-            retry_after = _retry_after(exc)
-            status: int | None = exc.code
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            reason = getattr(exc, "reason", exc)
-            problem = f"{type(reason).__name__}: {reason}" if not isinstance(reason, str) else reason
-            if isinstance(reason, TimeoutError) or isinstance(exc, TimeoutError):
-                problem = f"no answer within {policy.timeout:g} s"
-            status = None
+            response = http.post(url, json=body, headers=headers, timeout=policy.timeout)
+            if response.status_code < 400:
+                return response.json()
+            detail = _error_detail(response)
+            if response.status_code not in RETRY_STATUSES:
+                raise ServerError(f"{url} answered HTTP {response.status_code}: {detail}", response.status_code)
+            problem = f"HTTP {response.status_code}: {detail}"
+            retry_after = _retry_after(response.headers.get("Retry-After"))
+            status = response.status_code
+        except httpx.TimeoutException:
+            problem = f"no answer within {policy.timeout:g} s"
+        except httpx.TransportError as exc:
+            problem = f"{type(exc).__name__}: {exc}"
         except json.JSONDecodeError as exc:
             raise ServerError(f"{url} answered with something that is not JSON: {exc}") from None
         attempt += 1
@@ -85,25 +97,31 @@ def post_with_retries(url: str, body: dict[str, Any], headers: dict[str, str] | 
         sleep(wait)
 
 
-def _error_detail(exc: urllib.error.HTTPError) -> str:
+def _error_detail(response: httpx.Response) -> str:
     """The server's own error message where it sent one (OpenAI-style ``{"error": {"message": ...}}``)."""
-    try:
-        raw = exc.read().decode("utf-8", "replace")
-    except Exception:  # noqa: BLE001 - the body is optional
-        return exc.reason or ""
+    raw = response.text
     try:
         payload = json.loads(raw)
     except json.JSONDecodeError:
-        return raw.strip()[:300] or str(exc.reason)
+        return raw.strip()[:300] or response.reason_phrase
     error = payload.get("error", payload) if isinstance(payload, dict) else payload
     if isinstance(error, dict):
         return str(error.get("message") or error)[:300]
     return str(error)[:300]
 
 
-def _retry_after(exc: urllib.error.HTTPError) -> float | None:
-    value = exc.headers.get("Retry-After") if exc.headers else None
-    try:
-        return max(float(value), 0.0) if value is not None else None
-    except ValueError:
+def _retry_after(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds: a number of seconds, or an HTTP date (RFC 9110) turned into seconds from now."""
+    if value is None:
         return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(when.timestamp() - (time.time() if now is None else now), 0.0)

@@ -41,7 +41,7 @@ from taskfit.api import (
 from taskfit.errors import ServerError, UserError
 from taskfit.models.base import Backend, cut_at_stop, encode_pair, map_in_threads, register_backend
 from taskfit.models.catalog import KNOWN_MODELS
-from taskfit.models.http import RetryPolicy, post_with_retries
+from taskfit.models.http import RetryPolicy, client, post_with_retries
 from taskfit.models.options import LlamaCppOptions
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,7 @@ class LlamaCppBackend(Backend):
         self.threads = threads or os.cpu_count() or 1
         self.server = start_server(self.path, parallel=concurrency, slot_context=slot_context, threads=threads)
         self.url = self.server.listening_address.rstrip("/")
+        self.http = client(concurrency + 1, LOCAL_SERVER.timeout)  # keep-alive connections to the slots
         props = self._get("/props")
         self.has_chat_template = bool(props.get("chat_template"))
         self.use_chat_template = bool(chat_template and self.has_chat_template)
@@ -136,14 +137,11 @@ class LlamaCppBackend(Backend):
 
     # ------------------------------------------------------------------ plumbing
     def _get(self, path: str) -> dict[str, Any]:
-        import urllib.request
-
-        with urllib.request.urlopen(self.url + path, timeout=60) as response:
-            return json.loads(response.read())
+        return self.http.get(self.url + path, timeout=60).json()
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         # The server is in this process: no retries, and the HTTP error handling of models/http.py.
-        return post_with_retries(self.url + path, body, policy=LOCAL_SERVER)
+        return post_with_retries(self.url + path, body, policy=LOCAL_SERVER, http=self.http)
 
     def _tokenize(self, text: str, add_special: bool) -> list[int]:
         return self._post("/tokenize", {"content": text, "add_special": add_special, "parse_special": True})["tokens"]

@@ -38,7 +38,7 @@ from taskfit.api import (
 )
 from taskfit.errors import ServerError, UserError
 from taskfit.models.base import Backend, cut_at_stop, map_in_threads, register_backend
-from taskfit.models.http import RetryPolicy, post_with_retries
+from taskfit.models.http import RetryPolicy, client, post_with_retries
 from taskfit.models.options import OpenAIOptions
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,7 @@ class OpenAIBackend(Backend):
         self.chat_template = api == "chat" and chat_template
         self.concurrency = concurrency
         self.policy = RetryPolicy(timeout=request_timeout, max_retries=max_retries)
+        self.http = client(concurrency, request_timeout)  # one pool of keep-alive connections for every request
         self.progress = progress
         self.official = urlparse(self.base_url).hostname == "api.openai.com"
         self.supports_loglikelihood = api == "completions"
@@ -105,7 +106,7 @@ class OpenAIBackend(Backend):
     def _post(self, endpoint: str, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """POST to ``endpoint``; the first choice and the usage counts."""
         response = post_with_retries(f"{self.base_url}/{endpoint}", {"model": self.model, **body}, self._headers(),
-                                     self.policy)
+                                     self.policy, http=self.http)
         usage = response.get("usage") or {}
         with self._lock:  # requests run on several threads
             self.stats["requests"] += 1
