@@ -118,3 +118,18 @@ def test_demos_written_in_the_task_yaml(tmp_path):
     path.write_text(text.replace("label: neg}", "label: meh}"))
     with pytest.raises(UserError, match=r"demos\[1\]\.label 'meh'"):
         load_task(str(path))
+
+
+def test_taskfit_data_dir_is_the_default_data_dir(tmp_path, monkeypatch):
+    """A task with a dataset folder reads $TASKFIT_DATA_DIR when no --data-dir is given; a task with its own data
+    files (demo) is not affected."""
+    import json as _json
+
+    from taskfit.tasks import load_task
+
+    (tmp_path / "sst2").mkdir()
+    (tmp_path / "sst2" / "dev.jsonl").write_text(_json.dumps({"text": "fine", "label": "positive"}) + "\n")
+    monkeypatch.setenv("TASKFIT_DATA_DIR", str(tmp_path))
+    (example,) = load_task("sst2").examples("dev")
+    assert example.fields["text"] == "fine"
+    assert len(load_task("demo").examples()) == 80

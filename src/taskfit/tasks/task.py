@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from importlib import resources
 from pathlib import Path
@@ -93,6 +94,8 @@ class Task:
         rows (the task's config is never changed)."""
         fields, target, label_map = self.config.fields, self.config.target, self.config.label_map
         choices = self.config.choices
+        if data_dir is None and self.config.dataset and split not in self.config.data_files:
+            data_dir = default_data_dir()
         if data_dir is not None:
             if not self.config.dataset:
                 raise UserError(f"task {self.name!r} has no 'dataset' folder name, "
@@ -167,6 +170,12 @@ def list_tasks() -> dict[str, TaskConfig]:
         config = validate(TaskConfig, read_yaml(path), str(path))
         tasks[config.name] = config
     return tasks
+
+
+def default_data_dir() -> Path | None:
+    """``$TASKFIT_DATA_DIR``: where tasks with a dataset folder look when no ``--data-dir`` is given."""
+    value = os.environ.get("TASKFIT_DATA_DIR")
+    return Path(value) if value else None
 
 
 def load_task(name_or_path: str) -> Task:
