@@ -264,9 +264,40 @@ def test_retry_after_as_seconds_or_as_an_http_date():
     assert _retry_after("soon") is None
 
 
-def test_one_pool_of_connections_serves_every_request(scripted):
-    server = scripted([], default=chat_ok(" positive"))
-    backend = OpenAIBackend("m", base_url=server.url, concurrency=2, **FAST)
-    results = backend.generate([GenerateRequest(PROMPT, (), 4) for _ in range(6)])
-    assert [r.text for r in results] == [" positive"] * 6
-    assert backend.http.is_closed is False  # the backend's client, reused, not one per request
+def test_one_pool_of_connections_serves_every_request():
+    """Keep-alive: 12 requests at concurrency 2 open at most 2 connections (a new urllib connection per request
+    opened 12)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    body = json.dumps(chat_ok(" positive")[1]).encode()
+    connections = []
+
+    class KeepAlive(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
+
+        def setup(self):
+            connections.append(self.client_address)
+            super().setup()
+
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), KeepAlive)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        backend = OpenAIBackend("m", base_url=f"http://127.0.0.1:{server.server_port}/v1", concurrency=2, **FAST)
+        results = backend.generate([GenerateRequest(PROMPT, (), 4) for _ in range(12)])
+    finally:
+        server.shutdown()
+    assert [r.text for r in results] == [" positive"] * 12
+    assert 1 <= len(connections) <= 2
