@@ -66,3 +66,23 @@ def test_a_row_longer_than_the_window_loses_input_not_instruction(tmp_path, tiny
     assert backend.count_tokens(long["prompt"]) <= backend.context_window()  # what is recorded is what was scored
     assert results["counts"]["truncated_inputs"] == 1
     assert backend.stats.get("prompts_cut_left", 0) == 0  # the backend's last-resort cut was never needed
+
+
+def test_every_run_records_its_cost_and_links_a_tuned_models_run_card(tmp_path, tiny_model_dir):
+    (tmp_path / "data" / "mini").mkdir(parents=True)
+    rows = [{"context": f"Ann has {i} cats.", "question": "How many cats?", "answer": str(i)} for i in range(3)]
+    (tmp_path / "data" / "mini" / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "span.yaml").write_text(SPAN_TASK)
+    adapter = tmp_path / "adapter"  # what `taskfit tune` leaves beside its weights
+    adapter.mkdir()
+    (adapter / "run_card.json").write_text(json.dumps({"train_s": 12.5, "trainable_parameters": 4096, "steps": 8,
+                                                       "data": {"task": "mini", "n": 64}}))
+    config = RunConfig(task=str(tmp_path / "span.yaml"), data_dir=tmp_path / "data", output=tmp_path / "run",
+                       bootstrap_samples=0, cache=False, adapter=adapter)
+    results = evaluate(config, backend=HFBackend(tiny_model_dir, threads=1), progress=False)
+    records = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    cost = results["cost"]
+    assert cost["generated_tokens"] == sum(r["generated_tokens"] for r in records) > 0
+    assert cost["requests_cached"] == 0 and cost["rows_resumed"] == 0 and cost["peak_rss_mib"] > 0
+    assert cost["training"] == {"run_card": str(adapter / "run_card.json"), "train_s": 12.5,
+                                "trainable_parameters": 4096, "labelled_examples": 64, "steps": 8}

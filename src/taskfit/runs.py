@@ -211,3 +211,12 @@ def write_run_card(folder: Path, card: dict[str, Any], markdown: str) -> None:
     write_json(folder / RUN_CARD, card)
     (folder / RUN_CARD_MD).write_text(markdown, encoding="utf-8")
     log.info("wrote %s (loss %.4f -> %.4f)", folder, card.get("first_loss") or 0, card.get("final_loss") or 0)
+
+
+def read_run_card(folder: str | Path) -> dict[str, Any] | None:
+    """The ``run_card.json`` of a training output folder (an adapter, a full model, a head), or ``None``."""
+    path = Path(folder) / RUN_CARD
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
