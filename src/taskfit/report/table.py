@@ -27,11 +27,12 @@ def results_table(results: Sequence[dict[str, Any]]) -> str:
     rows = []
     for res in results:
         cfg, counts = res["config"], res["counts"]
+        task = res.get("task", {}).get("name", cfg["task"])  # the task's name, also for a task given as a path
         for name, metric in res["metrics"].items():
             ci = "" if metric["ci_low"] is None else f"[{metric['ci_low']:.4f}, {metric['ci_high']:.4f}]"
             fails = f"{counts['parse_failures']} ({counts['parse_failure_rate']:.1%})"
             rows.append(
-                [cfg["task"], cfg["strategy"], cfg["mode"], name, metric["value"], ci, counts["n"], fails,
+                [task, cfg["strategy"], cfg["mode"], name, metric["value"], ci, counts["n"], fails,
                  f"{res['timings']['eval_s']:.1f}"]
             )
     return markdown_table(headers, rows)
