@@ -1,7 +1,8 @@
-"""The ``taskfit`` command: ``eval``, ``tasks``, ``models``.
+"""The ``taskfit`` command: ``eval``, ``tune``, ``merge``, ``export``, ``compare-results``, ``tasks``, ``models``.
 
-Bad input (a :class:`~taskfit.errors.UserError`) prints one line and exits with code 2; results already
-written stay on disk.
+The flags of ``eval`` and ``tune`` are generated from their settings models (:mod:`taskfit.settings`). Bad input (a
+:class:`~taskfit.errors.UserError`) prints one line and exits with code 2; results already written stay on disk.
+Subcommands import their workflow lazily, so ``taskfit tasks`` never pays for torch.
 """
 
 from __future__ import annotations
