@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import resource
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -220,3 +221,8 @@ def read_run_card(folder: str | Path) -> dict[str, Any] | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far, in MiB (results.json and run cards record it)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import platform
-import resource
 import subprocess
 import time
 from datetime import UTC, datetime
@@ -32,7 +31,7 @@ from taskfit.models.cache import CachedBackend, ResponseCache, default_cache_pat
 from taskfit.models.catalog import HEAD_PREFIX, HEAD_TASK_TYPES
 from taskfit.models.registry import load_backend, load_head
 from taskfit.prompting.strategies import StrategyContext, make_strategy
-from taskfit.runs import RUN_CARD, RunFolder, fingerprint, read_run_card
+from taskfit.runs import RUN_CARD, RunFolder, fingerprint, peak_rss_mib, read_run_card
 from taskfit.settings import RunConfig, operational_keys
 from taskfit.tasks.task import Task, load_task
 
@@ -196,17 +195,25 @@ def run_cost(config: RunConfig, records: list[dict[str, Any]], stats: dict[str, 
         "requests_cached": stats.get("cache_hits", 0),
         "rows_resumed": resumed,
         "eval_s_this_session": round(eval_s, 3),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mib": peak_rss_mib(),
     }
-    trained = config.adapter or (Path(config.model.removeprefix(HEAD_PREFIX)) if config.model.startswith(HEAD_PREFIX)
-                                 else Path(config.model.removeprefix("hf:")) if config.model.startswith("hf:")
-                                 else None)
+    trained = _trained_folder(config)
     card = read_run_card(trained) if trained is not None else None
     if card is not None:
         cost["training"] = {"run_card": str(Path(trained) / RUN_CARD), "train_s": card.get("train_s"),
                             "trainable_parameters": card.get("trainable_parameters"),
                             "labelled_examples": (card.get("data") or {}).get("n"), "steps": card.get("steps")}
     return cost
+
+
+def _trained_folder(config: RunConfig) -> Path | None:
+    """The folder `taskfit tune` wrote for the evaluated model, if it is one: ``--adapter``, ``head:`` or ``hf:``."""
+    if config.adapter is not None:
+        return Path(config.adapter)
+    for prefix in (HEAD_PREFIX, "hf:"):
+        if config.model.startswith(prefix):
+            return Path(config.model[len(prefix):])
+    return None
 
 
 def select_examples(task: Task, config: RunConfig) -> list[Example]:

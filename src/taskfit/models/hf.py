@@ -14,7 +14,7 @@ import os
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
@@ -33,6 +33,7 @@ from taskfit.models.loading import load_causal_lm, resolve_device
 from taskfit.models.options import HFOptions
 
 log = logging.getLogger(__name__)
+S = TypeVar("S", list[int], tuple[int, ...])  # token ids, cut as the sequence type they came in
 
 SHARED_PREFIX_MIN_TOKENS = 8  # a batch's contexts sharing this many leading tokens run them once
 CONTINUATION_CACHE_TOKENS = 16384  # context-cache tokens copied per continuation pass (~0.75 GB for SmolLM2-135M)
@@ -140,7 +141,7 @@ class HFBackend(Backend):
         torch = self.torch
         longest = max(len(cont) for group in members for _, cont in group)
         room = self.max_length - longest + 1  # context tokens that fit with the longest continuation
-        contexts = [tuple(self._cut_left(list(ctx), room)) for ctx in contexts]
+        contexts = [self._cut_left(ctx, room) for ctx in contexts]
         shared = _common_prefix_length(contexts) if len(contexts) > 1 else 0
         shared = min(shared, min(len(ctx) for ctx in contexts) - 1)  # every row keeps a last token of its own
         if shared >= self.shared_prefix_min_tokens:
@@ -342,7 +343,7 @@ class HFBackend(Backend):
     def count_tokens(self, text: str) -> int:
         return len(self._encode(text))
 
-    def _cut_left(self, ids: list[int], limit: int) -> list[int]:
+    def _cut_left(self, ids: S, limit: int) -> S:
         """The last ``limit`` tokens of a prompt that does not fit (a last resort: evaluation shortens long input
         fields first, so only demos or reasoning can push a prompt over); counted in ``stats``."""
         if len(ids) <= limit:

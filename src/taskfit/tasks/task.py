@@ -130,14 +130,14 @@ class Task:
     def _map_row(self, index: int, row: dict[str, Any], found: SplitRows) -> Example:
         where, fields, target, label_map = found.where, found.fields, found.target, found.label_map
         mapped = {}
-        needs_target = not (found.choices is not None and found.choices.labels_column)
+        needs_target = not (self.config.type == "multiple_choice" and found.choices.labels_column)
         for name, column in {**fields, **({"__target__": target} if needs_target else {})}.items():
-            value = lookup(row, column, None)
-            if value is None and lookup(row, column, _ABSENT) is not _ABSENT:
+            value = lookup(row, column, _ABSENT)
+            if value is None:
                 raise UserError(f"{where} row {index + 1}: field {column!r} "
                                 f"(mapped to {name if name != '__target__' else 'target'}) is null; give it a value "
                                 "or leave the row out")
-            if value is None:
+            if value is _ABSENT:
                 raise UserError(
                     f"{where} row {index + 1}: missing field {column!r} "
                     f"(mapped to {name if name != '__target__' else 'target'}); "

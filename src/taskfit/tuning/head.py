@@ -20,7 +20,6 @@ import logging
 import math
 import os
 import random
-import resource
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +33,7 @@ from taskfit.errors import UserError
 from taskfit.models.catalog import HEAD_TASK_TYPES
 from taskfit.models.head import CONFIG_FILE, HEAD_WEIGHTS, HeadModel, encoder_batch, encoder_texts
 from taskfit.prompting.embeddings import encoder_location
-from taskfit.runs import write_run_card
+from taskfit.runs import peak_rss_mib, write_run_card
 from taskfit.tasks.task import load_task
 from taskfit.tuning.common import TuneConfig, TuneResult, card_markdown, plot_loss, task_examples
 
@@ -109,7 +108,7 @@ def train_head(config: TuneConfig, resume: bool = False) -> TuneResult:
         "train_s": round(train_s, 2),
         "total_s": round(time.perf_counter() - started, 2),
         "tokens_per_s": round(seen_tokens / train_s, 1) if train_s > 0 else None,
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mib": peak_rss_mib(),
         "resumed_from_step": 0,
         "output": str(out),
     }

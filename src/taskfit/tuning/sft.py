@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import resource
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,7 +25,7 @@ from taskfit.adapters.bottleneck import BottleneckConfig, add_adapters, save_ada
 from taskfit.errors import UserError
 from taskfit.models.catalog import resolve_model
 from taskfit.models.loading import load_causal_lm, resolve_device
-from taskfit.runs import write_run_card
+from taskfit.runs import peak_rss_mib, write_run_card
 from taskfit.tuning.common import (
     LLAMA_ATTENTION,
     LLAMA_MLP,
@@ -128,7 +127,7 @@ def train_sft(config: TuneConfig, resume: bool = False) -> TuneResult:
         "train_s": round(train_s, 2),
         "total_s": round(time.perf_counter() - started, 2),
         "tokens_per_s": round((steps_done - start_step) * tokens_per_step / train_s, 1) if train_s > 0 else None,
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mib": peak_rss_mib(),
         "resumed_from_step": start_step,
         "output": str(out),
     }
