@@ -85,3 +85,20 @@ def test_verbose_after_the_subcommand_and_log_level_variable(capsys, monkeypatch
     monkeypatch.setenv("TASKFIT_LOG_LEVEL", "loud")
     code, _, err = run_cli(capsys, "tasks")
     assert code == 2 and "TASKFIT_LOG_LEVEL=LOUD is not a level" in err
+
+
+def test_recorded_command_rebuilds_the_same_config():
+    """results.json's `command` is the run's config as flags: parsed back, it gives the same settings."""
+    import shlex
+
+    from taskfit.cli import build_parser, settings_from
+    from taskfit.settings import RunConfig, command_line, load_run_config
+
+    config = RunConfig(task="sst2", data_dir="../shared/data", strategy="few_shot",
+                       strategy_args={"k": 2, "selector": "knn"}, prompt={"system": "Be 'brief'"}, limit=20,
+                       chat_template=False, output="runs/x y", sample="random", seed=7)
+    words = shlex.split(command_line("eval", RunConfig, config.model_dump()))
+    assert words[:2] == ["taskfit", "eval"]
+    args = build_parser().parse_args(words[1:])
+    rebuilt = load_run_config(None, settings_from(args))
+    assert rebuilt.model_dump() == config.model_dump()

@@ -1,4 +1,5 @@
-"""The ``taskfit`` command: ``eval``, ``tune``, ``merge``, ``export``, ``compare-results``, ``tasks``, ``models``.
+"""The ``taskfit`` command: ``eval``, ``tune``, ``merge``, ``export``, ``compare-results``, ``report``, ``tasks``,
+``models``.
 
 The flags of ``eval`` and ``tune`` are generated from their settings models (:mod:`taskfit.settings`). Bad input (a
 :class:`~taskfit.errors.UserError`) prints one line and exits with code 2; results already written stay on disk.
@@ -22,7 +23,7 @@ from pydantic_core import PydanticUndefined
 
 from taskfit import __version__
 from taskfit.errors import ServerError, UserError
-from taskfit.settings import RUN_SECTIONS, TUNE_SECTIONS, load_run_config, load_tune_config
+from taskfit.settings import FLAG_NAMES, RUN_SECTIONS, TUNE_SECTIONS, load_run_config, load_tune_config
 
 log = logging.getLogger("taskfit")
 
@@ -48,6 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--seed", type=int, default=0)
     cmp.add_argument("--intersect", action="store_true",
                      help="runs on different example sets: compare only the shared examples (default: refuse)")
+
+    rp = sub.add_parser("report", help="which way wins, by how much, at what cost: one HTML page and its markdown "
+                        "twin from run folders")
+    rp.add_argument("runs", nargs="+", help="run folders, or folders holding them (a grid's output)")
+    rp.add_argument("--html", help="write the self-contained HTML report here")
+    rp.add_argument("--md", help="write the markdown report here (neither --html nor --md: markdown on stdout)")
+    rp.add_argument("--baseline", help="the method the Δ column compares with: its label or run folder name "
+                    "(default: the first untuned zero-shot run)")
+    rp.add_argument("--volume", type=int, help="predictions to price: total cost and break-even of tuned methods")
+    rp.add_argument("--bootstrap-samples", type=int, default=2000)
+    rp.add_argument("--seed", type=int, default=0)
 
     tu = sub.add_parser("tune", help="fine-tune a model on a task or a training file (LoRA, IA3, prefix, prompt, "
                         "bottleneck adapters, full) or train a specialist encoder + head")
@@ -76,7 +88,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ------------------------------------------------------------------------------------ flags from settings models
-FLAG_NAMES = {"strategy_args": "strategy-arg"}  # a mapping field's repeatable KEY=VALUE flag
 DEST = "setting:"  # argparse dests of generated flags: "setting:<field>" or "setting:<field>.<subfield>"
 
 
@@ -228,6 +239,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from taskfit.report import render
+
+    if args.volume is not None and args.volume <= 0:
+        raise UserError(f"--volume {args.volume}: give a positive number of predictions")
+    if args.bootstrap_samples < 100:
+        raise UserError(f"--bootstrap-samples {args.bootstrap_samples}: give at least 100 resamples")
+    report = render.build(args.runs, args.baseline, args.volume, args.bootstrap_samples, args.seed)
+    if not args.html and not args.md:
+        sys.stdout.write(render.to_markdown(report))
+        return 0
+    render.write(report, args.html, args.md)
+    for task in report.tasks:
+        sys.stdout.write(f"{task.task}: {task.headline[0]}\n")
+    return 0
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     from taskfit.tuning import tune
 
@@ -267,7 +295,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"eval": cmd_eval, "tune": cmd_tune, "merge": cmd_merge, "export": cmd_export,
-            "compare-results": cmd_compare, "tasks": cmd_tasks, "models": cmd_models}
+            "compare-results": cmd_compare, "report": cmd_report, "tasks": cmd_tasks, "models": cmd_models}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

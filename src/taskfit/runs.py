@@ -168,6 +168,7 @@ class Run:
     folder: Path
     results: dict[str, Any]
     samples: list[dict[str, Any]]
+    fingerprint: str | None = None  # from run.json: the hash of config, task and examples
 
 
 def read_run(path: str | Path) -> Run:
@@ -181,7 +182,11 @@ def read_run(path: str | Path) -> Run:
     results = _read_json(results_path, read_utf8(results_path), 1)
     lines = read_utf8(samples_path).splitlines()
     samples = [_read_json(samples_path, line, number) for number, line in enumerate(lines, 1) if line.strip()]
-    return Run(folder, results, samples)
+    try:
+        marker = json.loads((folder / MARKER).read_text(encoding="utf-8")).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        marker = None
+    return Run(folder, results, samples, marker)
 
 
 def _read_json(path: Path, text: str, first_line: int) -> Any:

@@ -10,6 +10,8 @@ all before any model loads.
 
 from __future__ import annotations
 
+import json
+import shlex
 from pathlib import Path
 from typing import Any, Literal
 
@@ -97,6 +99,38 @@ RUN_SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("task", TaskSection), ("strategy", StrategySection), ("model", ModelSection), ("hf backend", HFOptions),
     ("llamacpp backend", LlamaCppOptions), ("openai backend", OpenAIOptions), ("output", OutputSection)]
 """The flag groups of ``taskfit eval --help``, in order (a field shared by two sections is listed in the first)."""
+
+
+FLAG_NAMES = {"strategy_args": "strategy-arg"}
+"""Settings whose flag is not the field's name: a mapping given as repeatable KEY=VALUE flags."""
+
+
+def flag_for(name: str) -> str:
+    """The command-line flag of settings field ``name`` (``--batch-size`` for ``batch_size``)."""
+    return "--" + FLAG_NAMES.get(name, name).replace("_", "-")
+
+
+def command_line(subcommand: str, model_cls: type[BaseModel], values: dict[str, Any]) -> str:
+    """The ``taskfit SUBCOMMAND`` command that sets ``values`` (a config as results.json records it): one flag per
+    setting that differs from its default; secrets are left out."""
+    words = ["taskfit", subcommand]
+    for name, field in model_cls.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        value = values.get(name, default)
+        if value == default or value is None or "SecretStr" in str(field.annotation):
+            continue
+        if isinstance(value, bool):
+            words.append(flag_for(name) if value else "--no-" + flag_for(name)[2:])
+        elif name in FLAG_NAMES:
+            for key, item in value.items():
+                words += [flag_for(name), f"{key}={item if isinstance(item, str) else json.dumps(item)}"]
+        elif isinstance(value, dict):  # a section of known keys: one flag per key (--instruction for prompt)
+            words += [w for key, item in value.items() if item is not None for w in (flag_for(key), str(item))]
+        elif isinstance(value, list):
+            words += [w for item in value for w in (flag_for(name), str(item))]
+        else:
+            words += [flag_for(name), str(value)]
+    return shlex.join(words)
 
 
 def operational_keys(model_cls: type[BaseModel]) -> set[str]:

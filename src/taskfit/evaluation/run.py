@@ -32,7 +32,7 @@ from taskfit.models.catalog import HEAD_PREFIX, HEAD_TASK_TYPES
 from taskfit.models.registry import load_backend, load_head
 from taskfit.prompting.strategies import StrategyContext, make_strategy
 from taskfit.runs import RUN_CARD, RunFolder, fingerprint, peak_rss_mib, read_run_card
-from taskfit.settings import RunConfig, operational_keys
+from taskfit.settings import RunConfig, command_line, operational_keys
 from taskfit.tasks.task import Task, load_task
 
 log = logging.getLogger(__name__)
@@ -167,6 +167,7 @@ def write_results(config: RunConfig, task: Task, records: list[dict[str, Any]], 
         "taskfit_version": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": json.loads(config.model_dump_json()),
+        "command": command_line("eval", RunConfig, config.model_dump() | {"output": str(folder.path)}),
         "task": json.loads(task.config.model_dump_json()),
         "model": model,
         "versions": _versions(),

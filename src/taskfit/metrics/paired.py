@@ -33,6 +33,7 @@ class PairedResult:
     ci_low: float
     ci_high: float
     p_bootstrap: float  # bootstrap sign share (see the module docstring)
+    se_diff: float = 0.0  # standard error of b - a over the paired bootstrap resamples
     p_permutation: float | None = None
     p_mcnemar: float | None = None
     b_only_right: int | None = None
@@ -82,7 +83,8 @@ def paired_compare(
             p_m, b_only, a_only = mcnemar([bool(r["correct"]) for r in records_a],
                                           [bool(r["correct"]) for r in records_b])
             extra |= {"p_mcnemar": p_m, "b_only_right": b_only, "a_only_right": a_only}
-        out.append(PairedResult(name, float(a), float(b), float(b - a), float(low), float(high), float(p), **extra))
+        out.append(PairedResult(name, float(a), float(b), float(b - a), float(low), float(high), float(p),
+                                float(np.std(diffs)), **extra))
     return out
 
 

@@ -54,6 +54,7 @@ class Metric:
     mean: bool = False  # fn is the mean of the single column: bootstrap vectorized
     needs_labels: bool = False  # fn takes the task's label values as a last argument
     batched: Callable[..., np.ndarray] | None = None  # (*arrays, indices, labels) -> value per resample
+    higher_is_better: bool = True  # which way is better, declared by every metric (the report ranks by it)
 
 
 def _column(name: str, default: float | None = None) -> Callable[..., tuple[np.ndarray, ...]]:

@@ -104,6 +104,7 @@ def train_head(config: TuneConfig, resume: bool = False) -> TuneResult:
         "steps": step,
         "final_loss": history[-1]["loss"] if history else None,
         "first_loss": history[0]["loss"] if history else None,
+        "loss_history": [{"step": h["step"], "loss": h["loss"]} for h in history],
         "train_loss": sum(h["loss"] for h in history) / len(history) if history else None,
         "train_s": round(train_s, 2),
         "total_s": round(time.perf_counter() - started, 2),

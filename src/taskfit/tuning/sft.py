@@ -123,6 +123,7 @@ def train_sft(config: TuneConfig, resume: bool = False) -> TuneResult:
         "steps": steps_done,
         "final_loss": history[-1]["loss"] if history else result.training_loss,
         "first_loss": history[0]["loss"] if history else None,
+        "loss_history": [{"step": h["step"], "loss": h["loss"]} for h in history],
         "train_loss": result.training_loss,
         "train_s": round(train_s, 2),
         "total_s": round(time.perf_counter() - started, 2),
