@@ -5,9 +5,19 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.setup-done
 
-.PHONY: setup demo test test-fast lint clean
+.PHONY: setup demo test test-fast lint clean browser
 
 setup: $(STAMP)
+
+# Page tests open the report (and the assistant) in a real headless Chromium: Debian's package, driven by
+# Playwright's Python client through its executable path, plus a font with Chinese glyphs. Installed once.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@dpkg -s chromium fonts-wqy-zenhei >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium and fonts-wqy-zenhei (page tests)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+	    chromium fonts-wqy-zenhei >/dev/null; }
 
 # The stamp depends on pyproject.toml, so changing dependencies re-runs the install.
 $(STAMP): pyproject.toml Makefile
@@ -25,10 +35,10 @@ $(STAMP): pyproject.toml Makefile
 demo: setup
 	$(VENV)/bin/taskfit eval --model smollm2-135m-instruct --task demo
 
-test: setup lint
+test: setup browser lint
 	$(PY) -m pytest -q
 
-test-fast: setup
+test-fast: setup browser
 	$(PY) -m pytest -q -m 'not slow'
 
 # ruff (line length 120) and the import contracts of pyproject.toml (layers point down, no circles)

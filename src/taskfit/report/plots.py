@@ -150,9 +150,11 @@ def confusion_plot(report: TaskReport) -> str | None:
             col = labels.index(str(pred)) if str(pred) in labels else len(labels)
             counts[labels.index(str(r["gold"]))][col] += 1
         ax.imshow(counts, cmap="Blues")
+        top = max(max(row) for row in counts) or 1
         for i, row in enumerate(counts):
             for j, c in enumerate(row):
-                ax.text(j, i, str(c), ha="center", va="center", fontsize=8)
+                ax.text(j, i, str(c), ha="center", va="center", fontsize=8,
+                        color="white" if c > top / 2 else "black")
         ax.set_xticks(range(len(columns)), [_plain(c) for c in columns], rotation=30, ha="right")
         ax.set_yticks(range(len(labels)), [_plain(c) for c in labels])
         ax.set_title(_plain(m.label), fontsize=8)
