@@ -8,9 +8,9 @@ import os
 import shutil
 
 import pytest
-from test_report import make_run, pattern
 
 from taskfit.report.render import build, to_html
+from test_report import make_run, pattern
 
 EVIL = "<script>window.__owned = 1; alert(1)</script>"
 CHINESE = "电影很好看"

@@ -1,5 +1,5 @@
-"""The ``taskfit`` command: ``eval``, ``tune``, ``merge``, ``export``, ``compare-results``, ``report``, ``tasks``,
-``models``.
+"""The ``taskfit`` command: ``eval``, ``tune``, ``merge``, ``export``, ``compare-results``, ``report``, ``grid``,
+``tasks``, ``models``.
 
 The flags of ``eval`` and ``tune`` are generated from their settings models (:mod:`taskfit.settings`). Bad input (a
 :class:`~taskfit.errors.UserError`) prints one line and exits with code 2; results already written stay on disk.
@@ -60,6 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--volume", type=int, help="predictions to price: total cost and break-even of tuned methods")
     rp.add_argument("--bootstrap-samples", type=int, default=2000)
     rp.add_argument("--seed", type=int, default=0)
+
+    gr = sub.add_parser("grid", help="run a plan: tasks x models x strategies (+ tuning jobs), one run folder per "
+                        "cell, skipped when complete and resumed when cut")
+    gr.add_argument("plan", help="plan YAML (tasks, models, strategies, defaults, tune, output)")
+    gr.add_argument("--dry-run", action="store_true", help="list the cells and a rough estimate of their cost")
+    gr.add_argument("--jobs", type=int, default=1, help="cells at once, each its own process with the cores "
+                    "shared out (default 1: one after another in this process)")
+    gr.add_argument("--print-commands", action="store_true",
+                    help="print one `taskfit` command per cell (tune cells first) for a scheduler, and run nothing")
 
     tu = sub.add_parser("tune", help="fine-tune a model on a task or a training file (LoRA, IA3, prefix, prompt, "
                         "bottleneck adapters, full) or train a specialist encoder + head")
@@ -256,6 +265,45 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_grid(args: argparse.Namespace) -> int:
+    from taskfit import grid
+    from taskfit.report.table import markdown_table
+
+    if args.jobs < 1:
+        raise UserError(f"--jobs {args.jobs}: give 1 or more")
+    plan = grid.load_plan(args.plan)
+    cells = grid.cells(plan, args.plan)
+    if args.print_commands:
+        sys.stdout.write("".join(cell.command + "\n" for cell in cells))
+        return 0
+    if args.dry_run:
+        rows, total = [], 0.0
+        for cell in cells:
+            todo, seconds = grid.estimate(cell)
+            total += seconds or 0
+            rows.append([cell.kind, cell.name, "complete" if todo == 0 else ("?" if todo is None else todo),
+                         "-" if seconds is None else f"{seconds / 60:.1f}"])
+        sys.stdout.write(markdown_table(["kind", "cell", "rows to run", "estimated minutes"], rows) + "\n")
+        sys.stdout.write(f"{len(cells)} cells, about {total / 60:.0f} minutes on a 2-core CPU with the embedded "
+                         "model (a rough prior; nothing was run)\n")
+        return 0
+    cores = os.cpu_count() or 1
+    if args.jobs > cores:
+        log.warning("--jobs %d on %d cores: using %d", args.jobs, cores, cores)
+    jobs = min(args.jobs, cores)
+    runner = grid.subprocess_runner(jobs, plan.output / "logs") if jobs > 1 else None
+    try:
+        grid.run_cells(cells, jobs, runner)
+    finally:
+        summary = grid.write_summary(plan, cells)
+    failed = [c for c in cells if c.status != "done"]
+    for cell in failed:
+        sys.stdout.write(f"{cell.status}: {cell.name}: {cell.note}\n")
+    sys.stdout.write(f"{len(cells) - len(failed)} of {len(cells)} cells done; summary {summary}; "
+                     f"compare them with `taskfit report {plan.output} --html {plan.output}/report.html`\n")
+    return 2 if failed else 0
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     from taskfit.tuning import tune
 
@@ -295,7 +343,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"eval": cmd_eval, "tune": cmd_tune, "merge": cmd_merge, "export": cmd_export,
-            "compare-results": cmd_compare, "report": cmd_report, "tasks": cmd_tasks, "models": cmd_models}
+            "compare-results": cmd_compare, "report": cmd_report, "grid": cmd_grid, "tasks": cmd_tasks,
+            "models": cmd_models}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,7 +21,8 @@ class BackendOptions(StrictModel):
     batch_size: int = Field(16, gt=0, description="requests per forward pass")
     chat_template: bool = Field(True, description="render prompts with the model's chat template "
                                                   "(--no-chat-template: plain text)")
-    threads: int | None = Field(None, gt=0, description="CPU threads (default: all cores)")
+    threads: int | None = Field(None, gt=0, description="CPU threads (default: all cores)",
+                                json_schema_extra=OPERATIONAL)  # speed only: a run may resume with other threads
 
 
 class HFOptions(BackendOptions):
