@@ -202,36 +202,25 @@ def _build(model_cls: type[RunConfig] | type[TuneConfig], settings: dict[str, An
 def estimate(cell: Cell) -> tuple[int | None, float | None]:
     """Rows a cell still has to run and a rough prior of its seconds on this kind of machine (2 CPU cores, the
     embedded 135M model; recorded benchmarks: zero-shot scoring ~0.2 s per SST-2 row, kNN 4-shot ~1.7 s, greedy
-    generation ~1 s per row for short answers, chain of thought ~4 s; LoRA training ~0.9 s per row and epoch)."""
+    generation ~1 s per row for short answers, chain of thought ~4 s; LoRA training ~0.9 s per row and epoch).
+    ``None`` when the cell's data cannot be read now (the run itself will say why)."""
     if cell.complete():
         return 0, 0.0
     cfg = cell.config
-    rows = cfg.limit
-    if rows is None:
-        rows = _count_rows(cfg)
-    if rows is None:
+    try:
+        task = load_task(cfg.task)
+        rows = cfg.limit or len(task.examples(cfg.split or task.config.eval_split, cfg.data_dir))
+    except (UserError, OSError):
         return None, None
     if cell.kind == "tune":
         per_row = 0.15 if cfg.method == "head" else 0.9
-        return rows, rows * per_row * getattr(cfg, "epochs", 1)
+        return rows, rows * per_row * cfg.epochs
     args = cfg.strategy_args or {}
     per_row = {"zero_shot": 0.2, "few_shot": 0.2 + 0.4 * int(args.get("k", 4)), "cot": 4.0, "carp": 5.0,
                "self_consistency": 4.0 * int(args.get("n", 5)), "ape": 0.4}.get(cfg.strategy, 1.0)
-    if cfg.mode == "generate" and cfg.strategy in ("zero_shot", "few_shot"):
+    if (cfg.mode or task.space.modes[0]) == "generate" and cfg.strategy in ("zero_shot", "few_shot"):
         per_row += 0.8
     return rows, rows * per_row
-
-
-def _count_rows(cfg: RunConfig | TuneConfig) -> int | None:
-    """The size of the split a cell reads, or None when its data cannot be read now (the run will say why)."""
-    if getattr(cfg, "task", None) is None:
-        return None
-    try:
-        task = load_task(cfg.task)
-        split = cfg.split or task.config.eval_split
-        return len(task.examples(split, cfg.data_dir))
-    except (UserError, OSError):
-        return None
 
 
 def run_cells(plan_cells: Sequence[Cell], jobs: int = 1, runner: Callable[[Cell], None] | None = None) -> None:
