@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskfit.errors import UserError
 from taskfit.metrics.paired import PairedResult, paired_compare
 from taskfit.metrics.registry import METRICS
 from taskfit.report import stats
@@ -119,15 +118,16 @@ def _reversed(result: PairedResult) -> PairedResult:
                         result.a_only_right, result.b_only_right)
 
 
+def matches(method: Method, wanted: str) -> bool:
+    """Whether ``--baseline`` names this method: its label, its run folder's name or its path."""
+    return wanted in (method.label, method.run.folder.name, str(method.run.folder))
+
+
 def _pick_baseline(methods: Sequence[Method], wanted: str | None) -> Method:
-    """``--baseline`` by label or folder name; by default the first untuned zero-shot run, else the first run."""
-    if wanted:
-        for m in methods:
-            if wanted in (m.label, m.run.folder.name, str(m.run.folder)):
-                return m
-        names = ", ".join(repr(m.label) for m in methods)
-        raise UserError(f"--baseline {wanted!r} matches no run of task {methods[0].task}; give a label ({names}) "
-                        "or a run folder name")
+    """``--baseline`` where it names one of the task's runs; else the first untuned zero-shot run, else the first."""
+    named = [m for m in methods if wanted and matches(m, wanted)]
+    if named:
+        return named[0]
     for m in methods:
         if m.config.get("strategy") == "zero_shot" and not m.cost.tuned:
             return m

@@ -15,8 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from taskfit.errors import UserError
 from taskfit.report import plots, stats
-from taskfit.report.analysis import TaskReport, analyse, fmt, fmt_ci, fmt_p
+from taskfit.report.analysis import TaskReport, analyse, fmt, fmt_ci, fmt_p, matches
 from taskfit.report.collect import Method, collect
 from taskfit.report.table import markdown_table
 
@@ -38,6 +39,9 @@ def build(paths: Iterable[str | Path], baseline: str | None = None, volume: int 
     """Read the runs, analyse every task."""
     started = time.perf_counter()
     by_task = collect(paths)
+    if baseline and not any(matches(m, baseline) for methods in by_task.values() for m in methods):
+        labels = ", ".join(sorted({repr(m.label) for methods in by_task.values() for m in methods}))
+        raise UserError(f"--baseline {baseline!r} matches no run; give a method label ({labels}) or a run folder name")
     tasks = [analyse(methods, baseline, volume, n_resamples, seed) for methods in by_task.values()]
     return Report(tasks, volume, datetime.now(UTC).isoformat(timespec="seconds"), time.perf_counter() - started)
 
