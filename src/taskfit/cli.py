@@ -1,5 +1,5 @@
 """The ``taskfit`` command: ``eval``, ``tune``, ``merge``, ``export``, ``compare-results``, ``report``, ``grid``,
-``tasks``, ``models``.
+``fit``, ``tasks``, ``models``.
 
 The flags of ``eval`` and ``tune`` are generated from their settings models (:mod:`taskfit.settings`). Bad input (a
 :class:`~taskfit.errors.UserError`) prints one line and exits with code 2; results already written stay on disk.
@@ -69,6 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "shared out (default 1: one after another in this process)")
     gr.add_argument("--print-commands", action="store_true",
                     help="print one `taskfit` command per cell (tune cells first) for a scheduler, and run nothing")
+
+    ft = sub.add_parser("fit", help="plan, price and run a sensible grid for a task within a time budget, then "
+                        "write the report (what was chosen and why comes first)")
+    ft.add_argument("task", help="built-in task or task YAML")
+    ft.add_argument("--budget", default="60m", help="wall time for everything: 60m, 1h30m, 900s (default 60m)")
+    ft.add_argument("--data-dir", help="folder laid out as D/<dataset>/<split>.jsonl")
+    ft.add_argument("--split", help="the split to evaluate on (default: the task's eval split); nothing trains on it")
+    ft.add_argument("--model", default="smollm2-135m-instruct", help="known model or hf:<folder>")
+    ft.add_argument("--output", help="folder for every run and the report (default runs/fit-<task>)")
+    ft.add_argument("--seed", type=int, default=1234)
 
     tu = sub.add_parser("tune", help="fine-tune a model on a task or a training file (LoRA, IA3, prefix, prompt, "
                         "bottleneck adapters, full) or train a specialist encoder + head")
@@ -304,6 +314,21 @@ def cmd_grid(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
+def cmd_fit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from taskfit.fit import fit, parse_budget
+
+    budget = parse_budget(args.budget)
+    output = Path(args.output or f"runs/fit-{Path(args.task).stem}")
+    report = fit(args.task, budget, Path(args.data_dir) if args.data_dir else None, output, args.model, args.seed,
+                 args.split)
+    for task in report.tasks:
+        sys.stdout.write(f"{task.task}: {' '.join(task.headline)}\n")
+    sys.stdout.write(f"report: {output}/report.html and {output}/report.md\n")
+    return 0
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     from taskfit.tuning import tune
 
@@ -343,8 +368,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"eval": cmd_eval, "tune": cmd_tune, "merge": cmd_merge, "export": cmd_export,
-            "compare-results": cmd_compare, "report": cmd_report, "grid": cmd_grid, "tasks": cmd_tasks,
-            "models": cmd_models}
+            "compare-results": cmd_compare, "report": cmd_report, "grid": cmd_grid, "fit": cmd_fit,
+            "tasks": cmd_tasks, "models": cmd_models}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -244,7 +244,7 @@ def run_cells(plan_cells: Sequence[Cell], jobs: int = 1, runner: Callable[[Cell]
         started = time.perf_counter()
         log.info("%s: running", tag)
         try:
-            (runner or _run_in_process)(cell)
+            (runner or run_in_process)(cell)
             cell.status = "done"
         except (UserError, ServerError) as exc:
             cell.status, cell.note = "failed", str(exc)
@@ -264,7 +264,7 @@ def run_cells(plan_cells: Sequence[Cell], jobs: int = 1, runner: Callable[[Cell]
         list(pool.map(one, evals))
 
 
-def _run_in_process(cell: Cell) -> None:
+def run_in_process(cell: Cell) -> None:
     if cell.kind == "tune":
         from taskfit.tuning import tune
 

@@ -10,7 +10,7 @@ import html
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ class Report:
     volume: int | None
     created: str
     seconds: float = 0.0
+    preface: list[str] = field(default_factory=list)  # what chose these runs and why (taskfit fit), shown first
 
 
 def build(paths: Iterable[str | Path], baseline: str | None = None, volume: int | None = None,
@@ -102,6 +103,8 @@ def _md_cell(text: Any) -> str:
 
 def to_markdown(report: Report) -> str:
     out = ["# taskfit report", ""]
+    if report.preface:
+        out += ["## What was chosen and why", ""] + [f"- {line}" for line in report.preface] + [""]
     for t in report.tasks:
         out += [f"## {t.task} — {t.metric} ({'higher' if t.higher_is_better else 'lower'} is better), {t.n} rows", ""]
         out += [" ".join(t.headline), ""]
@@ -165,6 +168,9 @@ def to_html(report: Report) -> str:
              f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
              f'<meta name="viewport" content="width=device-width, initial-scale=1">'
              f"<title>taskfit report</title><style>{STYLE}</style></head><body><h1>taskfit report</h1>"]
+    if report.preface:
+        parts.append("<section><h2>What was chosen and why</h2><ul>"
+                     + "".join(f"<li>{_e(line)}</li>" for line in report.preface) + "</ul></section>")
     heatmap = plots.wins_heatmap(report.tasks)
     if heatmap:
         parts.append(f"<figure>{heatmap}<figcaption>Tasks × methods: how many methods of the task each one beats "
