@@ -139,6 +139,7 @@ def test_close_methods_form_a_top_tier_and_name_the_cheapest(tmp_path):
     (task,) = build([tmp_path], n_resamples=300).tasks
     assert {m.label for m in task.tier} == {"cot", "zero_shot"}
     assert task.headline[0].startswith("Top tier on toy (200 rows): cot, zero_shot.")
+    assert task.headline[0].endswith("the other method is significantly behind it.")
     assert "The cheapest member of the tier is zero_shot: 25.0 s per 1,000 predictions against 250.0 s" \
         in " ".join(task.headline)
     assert task.letters["cot"] == task.letters["zero_shot"] != task.letters["carp"]

@@ -244,8 +244,8 @@ def _headline(report: TaskReport, volume: int | None) -> list[str]:
         least_p = min(report.p_best[m.label] for m in report.tier[1:])
         lines.append(f"Top tier on {report.task} ({n} rows): {names}. {best.label} scores highest "
                      f"({_value_text(report, best)}), but its differences to the other {len(report.tier) - 1} in the "
-                     f"tier are not significant after Holm correction (adjusted p ≥ {fmt_p(least_p)}); it beats "
-                     f"{len(report.beats(best))} of the {k - 1} others.")
+                     f"tier are not significant after Holm correction (adjusted p ≥ {fmt_p(least_p)}); "
+                     + _behind(k - len(report.tier)))
         priced = [m for m in report.tier if m.cost.seconds_per_1k is not None]
         if priced:
             cheapest = min(priced, key=lambda m: m.cost.seconds_per_1k)
@@ -254,6 +254,13 @@ def _headline(report: TaskReport, volume: int | None) -> list[str]:
     lines.append(f"With {n} rows this test set detects differences of about {mdd} {metric} or more (80% power, "
                  f"α = 0.05); smaller ones may hide inside the tier.")
     return lines + _volume_lines(report, volume)
+
+
+def _behind(count: int) -> str:
+    if count == 0:
+        return "no method is significantly behind it."
+    return "the other method is significantly behind it." if count == 1 else \
+        f"the other {count} methods are significantly behind it."
 
 
 def _vs_best_cost(best: Method, cheapest: Method) -> str:
