@@ -203,11 +203,11 @@ def test_malformed_training_files_name_the_line(tmp_path):
         read_training_file(bad)
     missing = tmp_path / "missing.jsonl"
     missing.write_text('{"input": "a", "output": "b"}\n\n{"input": "c"}\n')
-    with pytest.raises(UserError, match=r"missing\.jsonl:3: missing or non-string output"):
+    with pytest.raises(UserError, match=r"missing\.jsonl:3: key 'output': missing or not a string"):
         read_training_file(missing)
     doc = tmp_path / "doc.json"
     doc.write_text('{"type": "text2text", "instances": [\n  {"input": "a", "output": "b"},\n  {"input": "c"}\n]}\n')
-    with pytest.raises(UserError, match=r"doc\.json:3 \(instance 2\): missing or non-string output"):
+    with pytest.raises(UserError, match=r"doc\.json:3 \(instance 2\): key 'output': missing or not a string"):
         read_training_file(doc)
     broken = tmp_path / "broken.json"
     broken.write_text('{"type": "text2text",\n "instances": [\n  {"input": "a" "output": "b"}\n]}\n')
@@ -314,7 +314,7 @@ def test_training_files_in_the_formats_users_already_have(tmp_path):
 
     odd = tmp_path / "odd.jsonl"
     odd.write_text('{"conversations": [{"from": "bot", "value": "x"}]}\n{"question": "q", "answer": "a"}\n')
-    with pytest.raises(UserError, match=r"odd\.jsonl:1: each ShareGPT turn needs 'from'"):
+    with pytest.raises(UserError, match=r"odd\.jsonl:1: key 'conversations': each ShareGPT turn needs 'from'"):
         read_training_file(odd)
     odd.write_text('{"question": "q", "answer": "a"}\n')
     with pytest.raises(UserError, match=r"odd\.jsonl:1: not a training row taskfit knows \(keys \['answer', "

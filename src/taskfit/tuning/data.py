@@ -19,17 +19,16 @@ A malformed file is refused with the file, the line (or instance) and what is ex
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from taskfit.api import Message, Prompt
+from taskfit.data.records import alpaca_prompt, messages, read_rows, sharegpt, text
 from taskfit.errors import UserError
 from taskfit.models.base import encode_pair
 from taskfit.models.hf import encode_with, render_with
-from taskfit.paths import read_utf8
 from taskfit.prompting.prompts import gold_continuation, task_prompt
 
 IGNORE = -100  # label of tokens without loss (prompt, padding)
@@ -64,60 +63,12 @@ def pairs_from_task(task, examples: Sequence[Any]) -> list[Pair]:
 
 def read_training_file(path: str | Path) -> list[Sample]:
     """Samples of a text2text / conversation file (JSON document or JSONL); errors name the line."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"training file not found: {path}")
-    text = read_utf8(path)
-    if path.suffix == ".jsonl":
-        items = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                items.append((f"{path}:{number}", json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{number}: not valid JSON ({exc.msg}, column {exc.colno}); "
-                                f"each line must be one training row: {ROW_SHAPES}") from None
-        return [_sample(item, where) for where, item in items]
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}, column {exc.colno})") from None
-    if isinstance(document, list):  # alpaca_data.json, ShareGPT dumps: a list of rows
-        if not document:
-            raise UserError(f"{path}: the list of training rows is empty")
-        lines = _item_lines(text, text.index("[") + 1, len(document))
-        return [_sample(item, f"{path}:{lines[i]} (item {i + 1})") for i, item in enumerate(document)]
-    if not isinstance(document, dict) or "instances" not in document:
-        raise UserError(f'{path}: expected {{"type": "text2text" or "conversation", "instances": [...]}}')
-    kind = document.get("type")
-    if kind not in ("text2text", "conversation"):
-        raise UserError(f"{path}: type {kind!r} is not supported; use text2text or conversation")
-    instances = document["instances"]
-    if not isinstance(instances, list) or not instances:
-        raise UserError(f"{path}: 'instances' must be a non-empty list")
-    lines = _item_lines(text, text.index("[", text.index('"instances"')) + 1, len(instances))
-    return [_sample(item, f"{path}:{lines[i]} (instance {i + 1})", kind) for i, item in enumerate(instances)]
-
-
-def _item_lines(text: str, start: int, count: int) -> list[int]:
-    """Line where each item of the JSON list opening at ``start`` begins (for error messages)."""
-    decoder = json.JSONDecoder()
-    lines, pos = [], start
-    for _ in range(count):
-        while pos < len(text) and text[pos] in " \t\r\n,":
-            pos += 1
-        lines.append(text.count("\n", 0, pos) + 1)
-        try:
-            _, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError:
-            break
-    return lines + [lines[-1] if lines else 1] * (count - len(lines))
+    rows, kind = read_rows(path, "training file", ROW_SHAPES, ("text2text", "conversation"))
+    return [_sample(row, where, kind) for where, row in rows]
 
 
 ROW_SHAPES = ('{"input", "output"}, {"messages": [...]}, alpaca {"instruction", "input", "output"}, ShareGPT '
               '{"conversations": [{"from", "value"}]} or TRL {"prompt", "completion"}')
-SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
 
 def _sample(item: Any, where: str, kind: str | None = None) -> Sample:
@@ -125,64 +76,29 @@ def _sample(item: Any, where: str, kind: str | None = None) -> Sample:
     if not isinstance(item, dict):
         raise UserError(f"{where}: expected an object, got {type(item).__name__}")
     if "messages" in item and kind != "text2text":
-        return _conversation(_messages(item["messages"], where, "messages"), where)
+        return _conversation(messages(item["messages"], where, "messages"), where)
     if kind == "conversation":
         raise UserError(f"{where}: a conversation instance needs 'messages'")
     if "conversations" in item:  # ShareGPT
-        turns = item["conversations"]
-        if not isinstance(turns, list) or not turns:
-            raise UserError(f"{where}: 'conversations' must be a non-empty list of {{from, value}}")
-        messages = [Message("system", _text(item, "system", where))] if item.get("system") else []
-        for turn in turns:
-            who = turn.get("from") if isinstance(turn, dict) else None
-            if who not in SHAREGPT_ROLES or not isinstance(turn.get("value"), str):
-                raise UserError(f"{where}: each ShareGPT turn needs 'from' ({', '.join(SHAREGPT_ROLES)}) and a string "
-                                f"'value', got {turn!r}")
-            messages.append(Message(SHAREGPT_ROLES[who], turn["value"]))
-        return _conversation(messages, where)
+        return _conversation(sharegpt(item, where), where)
     if "instruction" in item:  # alpaca
-        instruction, extra = _text(item, "instruction", where), item.get("input") or ""
-        if not isinstance(extra, str):
-            raise UserError(f"{where}: alpaca 'input' must be a string")
-        system = (Message("system", _text(item, "system", where)),) if item.get("system") else ()
-        user = instruction + (f"\n\n{extra}" if extra.strip() else "")
-        return _pair(Prompt((*system, Message("user", user))), _text(item, "output", where), where)
+        return _pair(Prompt(tuple(alpaca_prompt(item, where))), text(item, "output", where), where)
     if "prompt" in item and "completion" in item:  # TRL prompt-completion, standard or conversational
         prompt, completion = item["prompt"], item["completion"]
         if isinstance(prompt, list) and isinstance(completion, list):
-            return _conversation(_messages(prompt, where, "prompt") + _messages(completion, where, "completion"),
+            return _conversation(messages(prompt, where, "prompt") + messages(completion, where, "completion"),
                                  where)
-        return _pair(Prompt((Message("user", _text(item, "prompt", where)),)), _text(item, "completion", where),
+        return _pair(Prompt((Message("user", text(item, "prompt", where)),)), text(item, "completion", where),
                      where)
     if "input" in item or "output" in item:
-        return _pair(Prompt((Message("user", _text(item, "input", where)),)), _text(item, "output", where), where)
+        return _pair(Prompt((Message("user", text(item, "input", where)),)), text(item, "output", where), where)
     raise UserError(f"{where}: not a training row taskfit knows (keys {sorted(item)}); use one of {ROW_SHAPES}")
-
-
-def _text(item: dict, key: str, where: str) -> str:
-    value = item.get(key)
-    if not isinstance(value, str):
-        raise UserError(f"{where}: missing or non-string {key}")
-    return value
 
 
 def _pair(prompt: Prompt, answer: str, where: str) -> Pair:
     if not answer.strip():
         raise UserError(f"{where}: empty output (nothing to learn)")
     return Pair(prompt, answer)
-
-
-def _messages(turns: Any, where: str, key: str) -> list[Message]:
-    if not isinstance(turns, list) or not turns:
-        raise UserError(f"{where}: {key!r} must be a non-empty list of {{role, content}}")
-    parsed = []
-    for turn in turns:
-        role, content = (turn.get("role"), turn.get("content")) if isinstance(turn, dict) else (None, None)
-        if role not in ("system", "user", "assistant") or not isinstance(content, str):
-            raise UserError(f"{where}: each message needs role system/user/assistant and a string content, "
-                            f"got {turn!r}")
-        parsed.append(Message(role, content))
-    return parsed
 
 
 def _conversation(messages: list[Message], where: str) -> Conversation:
