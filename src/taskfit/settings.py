@@ -273,3 +273,45 @@ def load_tune_config(path: str | Path | None, overrides: dict[str, Any]) -> Tune
     if (config.task is None) == (config.train_file is None):
         raise UserError("give exactly one of --task (train on a task's split) or --train-file FILE")
     return config
+
+
+# ------------------------------------------------------------------------------------------------- taskfit reward
+class RewardModelSection(StrictModel):
+    method: Literal["lora", "full", "top", "minilm"] = Field(
+        "lora", description="lora: LoRA on the LM with a reward head; full: every weight; top: the last "
+                            "--top-layers decoder layers + head; minilm: a linear reward on MiniLM sentence embeddings "
+                            "(the cheap baseline, also an independent judge)")
+    model: str = Field("smollm2-135m-instruct", description="known model or hf:<folder> under the reward head")
+    top_layers: int = Field(2, gt=0, description="top: decoder layers trained (with the final norm and the head)")
+
+
+class PreferenceDataSection(StrictModel):
+    data: list[Path] = Field(default_factory=list, description="preference files (TRL, LMFlow, LLaMA-Factory, "
+                                                               "HH-RLHF, the assistant's feedback export)")
+    limit: int | None = Field(None, gt=0, description="use a seeded random sample of N pairs")
+    dev_share: float = Field(0.2, ge=0, lt=1, description="share of prompts held out as dev (written to "
+                                                           "<output>/dev.jsonl and evaluated after training)")
+    chat_template: bool = Field(True, description="render prompts with the model's chat template")
+    max_length: int = Field(512, gt=8, description="tokens per prompt + answer (prompts lose whole turns from the "
+                                                   "left first)")
+    seed: int = Field(1234, description="seed for sampling, the dev split, initialisation and data order")
+
+
+class RewardConfig(BookkeepingSection, LoraSection, OptimSection, PreferenceDataSection, RewardModelSection):
+    """Everything ``taskfit reward train`` needs; every flag is also a YAML key."""
+
+    def learning_rate(self) -> float:
+        return self.lr or {"lora": 1e-4, "full": 1e-5, "top": 2e-5, "minilm": 1.0}[self.method]
+
+
+REWARD_SECTIONS: list[tuple[str, type[BaseModel]]] = [
+    ("reward model", RewardModelSection), ("data", PreferenceDataSection), ("optimisation", OptimSection),
+    ("lora", LoraSection), ("hardware and bookkeeping", BookkeepingSection)]
+
+
+def load_reward_config(path: str | Path | None, overrides: dict[str, Any]) -> RewardConfig:
+    data, source = merged(path, overrides)
+    config = validate(RewardConfig, data, source)
+    if not config.data:
+        raise UserError("no preference data: pass --data FILE (repeatable) or set 'data:' in the config")
+    return config

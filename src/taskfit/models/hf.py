@@ -41,7 +41,7 @@ CONTINUATION_CACHE_TOKENS = 16384  # context-cache tokens copied per continuatio
 
 def render_with(tokenizer, prompt: Prompt, use_chat_template: bool) -> str:
     """The text a transformers model sees for ``prompt``: its chat template (generation prompt added) and the
-    answer prefix, or plain text. Evaluation and training (:mod:`taskfit.tuning.data`) both render with this."""
+    answer prefix, or plain text. Evaluation and training (:mod:`taskfit.prompting.tokens`) both render with this."""
     if not use_chat_template:
         return render_plain(prompt)
     text = tokenizer.apply_chat_template(prompt.as_dicts(), tokenize=False, add_generation_prompt=True)
