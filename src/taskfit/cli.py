@@ -1,5 +1,5 @@
 """The ``taskfit`` command: ``eval``, ``tune``, ``merge``, ``export``, ``compare-results``, ``report``, ``grid``,
-``fit``, ``tasks``, ``models``.
+``fit``, ``reward``, ``tasks``, ``models``.
 
 The flags of ``eval`` and ``tune`` are generated from their settings models (:mod:`taskfit.settings`). Bad input (a
 :class:`~taskfit.errors.UserError`) prints one line and exits with code 2; results already written stay on disk.
@@ -23,7 +23,15 @@ from pydantic_core import PydanticUndefined
 
 from taskfit import __version__
 from taskfit.errors import ServerError, UserError
-from taskfit.settings import FLAG_NAMES, RUN_SECTIONS, TUNE_SECTIONS, load_run_config, load_tune_config
+from taskfit.settings import (
+    FLAG_NAMES,
+    REWARD_SECTIONS,
+    RUN_SECTIONS,
+    TUNE_SECTIONS,
+    load_reward_config,
+    load_run_config,
+    load_tune_config,
+)
 
 log = logging.getLogger("taskfit")
 
@@ -79,6 +87,23 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--model", default="smollm2-135m-instruct", help="known model or hf:<folder>")
     ft.add_argument("--output", help="folder for every run and the report (default runs/fit-<task>)")
     ft.add_argument("--seed", type=int, default=1234)
+
+    rw = sub.add_parser("reward", help="reward models: train one from preference pairs, evaluate or apply one")
+    rw_sub = rw.add_subparsers(dest="reward_command", required=True)
+    rt = rw_sub.add_parser("train", help="train a reward model (LoRA / full / top layers on the LM, or MiniLM)")
+    rt.add_argument("--config", help="reward YAML; any flag below can be a key there, flags override it")
+    add_flags(rt, REWARD_SECTIONS)
+    for name, text in (("eval", "pairwise accuracy with its CI and the length baselines, as a run folder"),
+                       ("score", "the reward of every answer in preference files, as JSONL")):
+        cmd = rw_sub.add_parser(name, help=text)
+        cmd.add_argument("--reward", required=True, help="a `taskfit reward train` folder, or length:shorter / "
+                         "length:longer")
+        cmd.add_argument("--data", action="append", required=True, help="preference file (repeatable)")
+        cmd.add_argument("--output", required=True, help="run folder (eval) or JSONL file (score) to write")
+        if name == "eval":
+            cmd.add_argument("--limit", type=int, help="a seeded random sample of N pairs")
+            cmd.add_argument("--seed", type=int, default=1234)
+            cmd.add_argument("--bootstrap-samples", type=int, default=2000)
 
     tu = sub.add_parser("tune", help="fine-tune a model on a task or a training file (LoRA, IA3, prefix, prompt, "
                         "bottleneck adapters, full) or train a specialist encoder + head")
@@ -329,6 +354,34 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reward(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from taskfit.tuning.reward import train_reward
+    from taskfit.tuning.reward_eval import evaluate_reward, score_file
+
+    if args.reward_command == "train":
+        card = train_reward(load_reward_config(args.config, settings_from(args)))
+        dev = card.get("dev")
+        summary = (f"; dev accuracy {dev['accuracy']['value']:.4f} [{dev['accuracy']['ci_low']:.4f}, "
+                   f"{dev['accuracy']['ci_high']:.4f}] on {dev['n']} held-out pairs (shorter answer wins "
+                   f"{dev['baselines']['shorter']['value']:.4f})" if dev else "")
+        sys.stdout.write(f"reward model: {card['output']} ({card['data']['train_pairs']} training pairs, "
+                         f"{card.get('train_s')} s){summary}\n")
+        return 0
+    data = [Path(d) for d in args.data]
+    if args.reward_command == "eval":
+        results = evaluate_reward(args.reward, data, Path(args.output), args.limit, args.seed, args.bootstrap_samples)
+        acc, base = results["metrics"]["accuracy"], results["baselines"]
+        sys.stdout.write(f"accuracy {acc['value']:.4f} [{acc['ci_low']:.4f}, {acc['ci_high']:.4f}] on "
+                         f"{results['counts']['n']} pairs; shorter answer wins {base['shorter']['value']:.4f}, longer "
+                         f"{base['longer']['value']:.4f}; results: {args.output}/results.json\n")
+        return 0
+    rows = score_file(args.reward, data, Path(args.output))
+    sys.stdout.write(f"wrote {rows} rows to {args.output}\n")
+    return 0
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     from taskfit.tuning import tune
 
@@ -369,7 +422,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 COMMANDS = {"eval": cmd_eval, "tune": cmd_tune, "merge": cmd_merge, "export": cmd_export,
             "compare-results": cmd_compare, "report": cmd_report, "grid": cmd_grid, "fit": cmd_fit,
-            "tasks": cmd_tasks, "models": cmd_models}
+            "reward": cmd_reward, "tasks": cmd_tasks, "models": cmd_models}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,8 +12,10 @@ folder is a PEFT adapter or a whole model) beside the weights and the tokenizer.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +30,15 @@ def sequence_classifier(location: str | Path, device: str = "cpu"):
     pairwise loss at ln 2), its pad token set."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     tokenizer = AutoTokenizer.from_pretrained(str(location))
-    model = AutoModelForSequenceClassification.from_pretrained(str(location), num_labels=1)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its load report lists the new head as "missing": expected, not news
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(str(location), num_labels=1)
+    finally:
+        hf_logging.set_verbosity(verbosity)
     set_pad_token(tokenizer)
     model.config.pad_token_id = tokenizer.pad_token_id
     head = _head(model)
@@ -107,6 +115,15 @@ class RewardScorer:
         return _head(self.model)(picked).squeeze(-1).float()
 
 
+@contextlib.contextmanager
+def quiet_checkpointing_rename() -> Iterator[None]:
+    """transformers renamed gradient checkpointing to activation checkpointing; TRL and PEFT still use the old name
+    (a FutureWarning on every run that says nothing to a taskfit user)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*gradient_checkpointing.* is deprecated", category=FutureWarning)
+        yield
+
+
 def load_reward_model(folder: str | Path, device: str = "cpu"):
     """The model and tokenizer of a ``taskfit reward train`` folder (a PEFT adapter is merged at load)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -123,7 +140,8 @@ def load_reward_model(folder: str | Path, device: str = "cpu"):
 
         base = AutoModelForSequenceClassification.from_pretrained(config["base_model"], num_labels=1)
         base.config.pad_token_id = tokenizer.pad_token_id
-        model = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
+        with quiet_checkpointing_rename():
+            model = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
     else:
         model = AutoModelForSequenceClassification.from_pretrained(str(folder), num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id

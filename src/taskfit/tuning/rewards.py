@@ -1,0 +1,121 @@
+"""Reward functions over (prompt, answer) texts: a trained reward model, the MiniLM judge, and the length rules.
+
+Every one answers ``score(prompts, answers) -> list[float]`` for parallel lists, so the reward evaluation, RAFT's
+selection and the alignment table treat them alike. ``load_reward(spec)`` reads a ``taskfit reward train`` folder
+(an LM reward model or a MiniLM one, as its ``reward.json`` says) or one of the rules ``length:shorter`` /
+``length:longer`` (the baselines every reward model must beat on the same pairs).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from taskfit.api import Message
+from taskfit.errors import UserError
+from taskfit.models.reward import REWARD_CONFIG, RewardScorer, load_reward_model
+from taskfit.prompting.embeddings import DEFAULT_ENCODER, embed
+from taskfit.prompting.preference_tokens import PreferenceTokenizer
+from taskfit.prompting.tokens import Tokenizer
+
+Prompt = tuple[Message, ...]
+
+
+class RewardFunction(Protocol):
+    name: str
+
+    def score(self, prompts: Sequence[Prompt], answers: Sequence[str]) -> list[float]: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class LengthReward:
+    """``shorter``: the shorter answer scores higher; ``longer``: the longer one (lengths in characters)."""
+
+    prefer: str
+
+    @property
+    def name(self) -> str:
+        return f"length:{self.prefer}"
+
+    def score(self, prompts: Sequence[Prompt], answers: Sequence[str]) -> list[float]:
+        sign = -1.0 if self.prefer == "shorter" else 1.0
+        return [sign * len(a.strip()) for a in answers]
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "length rule", "prefer": self.prefer}
+
+
+class LMReward:
+    """A reward model folder: prompt + answer rendered by taskfit's renderer, scored at the last token."""
+
+    def __init__(self, folder: str | Path, batch_size: int = 16):
+        self.folder = Path(folder)
+        self.model, tokenizer, self.config = load_reward_model(self.folder)
+        self.renderer = PreferenceTokenizer(Tokenizer(tokenizer, self.config.get("chat_template", True)),
+                                            self.config.get("max_length", 512))
+        self.scorer = RewardScorer(self.model, batch_size)
+        self.name = str(self.folder)
+
+    def score(self, prompts: Sequence[Prompt], answers: Sequence[str]) -> list[float]:
+        sequences, keep = [], []
+        for i, (prompt, answer) in enumerate(zip(prompts, answers)):
+            fitted = self.renderer.fit(prompt, [answer])
+            if fitted is not None:
+                sequences.append(fitted[0][0])
+                keep.append(i)
+        scores = [float("nan")] * len(answers)  # a pair too long for the model even without old turns: no score
+        for i, value in zip(keep, self.scorer.score(sequences)):
+            scores[i] = value
+        return scores
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "reward model", "folder": str(self.folder), **self.config,
+                "tokenized": dict(self.renderer.counts)}
+
+
+def judge_text(prompt: Prompt, answer: str) -> str:
+    """What the MiniLM judge embeds: the last user turn and the answer."""
+    last_user = next((m.content for m in reversed(prompt) if m.role == "user"), "")
+    return f"{last_user}\n\n{answer}"
+
+
+class MiniLMReward:
+    """A linear reward on sentence embeddings (``taskfit reward train --method minilm``)."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.config = json.loads((self.folder / REWARD_CONFIG).read_text(encoding="utf-8"))
+        self.weights = np.asarray(self.config["weights"], dtype=np.float32)
+        self.name = str(self.folder)
+
+    def score(self, prompts: Sequence[Prompt], answers: Sequence[str]) -> list[float]:
+        vectors = embed([judge_text(p, a) for p, a in zip(prompts, answers)], self.config.get("encoder",
+                                                                                             DEFAULT_ENCODER))
+        return [float(v) for v in vectors @ self.weights]
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "minilm judge", "folder": str(self.folder), "encoder": self.config.get("encoder")}
+
+
+def load_reward(spec: str | Path) -> RewardFunction:
+    """A reward folder from ``taskfit reward train``, or ``length:shorter`` / ``length:longer``."""
+    text = str(spec)
+    if text.startswith("length:"):
+        prefer = text.split(":", 1)[1]
+        if prefer not in ("shorter", "longer"):
+            raise UserError(f"--reward {text}: use length:shorter or length:longer")
+        return LengthReward(prefer)
+    folder = Path(text)
+    config_path = folder / REWARD_CONFIG
+    if not config_path.is_file():
+        raise UserError(f"--reward {text}: not a reward model folder ({REWARD_CONFIG} missing); train one with "
+                        "`taskfit reward train`, or use length:shorter / length:longer")
+    kind = json.loads(config_path.read_text(encoding="utf-8")).get("kind", "lm")
+    return MiniLMReward(folder) if kind == "minilm" else LMReward(folder)
