@@ -1,5 +1,5 @@
 """The ``taskfit`` command: ``eval``, ``tune``, ``merge``, ``export``, ``compare-results``, ``report``, ``grid``,
-``fit``, ``reward``, ``tasks``, ``models``.
+``fit``, ``reward``, ``align``, ``tasks``, ``models``.
 
 The flags of ``eval`` and ``tune`` are generated from their settings models (:mod:`taskfit.settings`). Bad input (a
 :class:`~taskfit.errors.UserError`) prints one line and exits with code 2; results already written stay on disk.
@@ -24,10 +24,12 @@ from pydantic_core import PydanticUndefined
 from taskfit import __version__
 from taskfit.errors import ServerError, UserError
 from taskfit.settings import (
+    ALIGN_SECTIONS,
     FLAG_NAMES,
     REWARD_SECTIONS,
     RUN_SECTIONS,
     TUNE_SECTIONS,
+    load_align_config,
     load_reward_config,
     load_run_config,
     load_tune_config,
@@ -104,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--limit", type=int, help="a seeded random sample of N pairs")
             cmd.add_argument("--seed", type=int, default=1234)
             cmd.add_argument("--bootstrap-samples", type=int, default=2000)
+
+    al = sub.add_parser("align", help="preference optimisation (DPO, KTO) from pairs or rated rows, on the base "
+                        "model or an SFT adapter")
+    al.add_argument("--config", help="align YAML; any flag below can be a key there, flags override it")
+    add_flags(al, ALIGN_SECTIONS)
 
     tu = sub.add_parser("tune", help="fine-tune a model on a task or a training file (LoRA, IA3, prefix, prompt, "
                         "bottleneck adapters, full) or train a specialist encoder + head")
@@ -354,6 +361,21 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_align(args: argparse.Namespace) -> int:
+    from taskfit.tuning.align import train_align
+
+    card = train_align(load_align_config(args.config, settings_from(args)))
+    dev = card.get("dev")
+    summary = ""
+    if dev:
+        m = dev["mean_margin"]
+        summary = (f"; held-out pairs ({dev['n']}): implicit reward margin {m['value']:.4f} [{m['ci_low']:.4f}, "
+                   f"{m['ci_high']:.4f}], ranked right {dev['accuracy']['value']:.3f}")
+    sys.stdout.write(f"{card['method']}: {card['steps']} steps, loss {card['first_loss']} -> {card['final_loss']}"
+                     f"{summary}\noutput: {card['output']} (evaluate with `taskfit eval {card['evaluate_with']}`)\n")
+    return 0
+
+
 def cmd_reward(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -422,7 +444,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 COMMANDS = {"eval": cmd_eval, "tune": cmd_tune, "merge": cmd_merge, "export": cmd_export,
             "compare-results": cmd_compare, "report": cmd_report, "grid": cmd_grid, "fit": cmd_fit,
-            "reward": cmd_reward, "tasks": cmd_tasks, "models": cmd_models}
+            "reward": cmd_reward, "align": cmd_align, "tasks": cmd_tasks, "models": cmd_models}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

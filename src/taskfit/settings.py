@@ -315,3 +315,36 @@ def load_reward_config(path: str | Path | None, overrides: dict[str, Any]) -> Re
     if not config.data:
         raise UserError("no preference data: pass --data FILE (repeatable) or set 'data:' in the config")
     return config
+
+
+# ------------------------------------------------------------------------------------------------- taskfit align
+class AlignMethodSection(StrictModel):
+    method: Literal["dpo", "kto"] = Field("dpo", description="dpo: pairs (chosen vs rejected); kto: rated rows "
+                                                             "(desirable or not), pairs split into two rated rows")
+    model: str = Field("smollm2-135m-instruct", description="known model or hf:<folder>")
+    adapter: Path | None = Field(None, description="start from this SFT adapter (`taskfit tune`): merged into the "
+                                                   "weights, it is both the start policy and the frozen reference")
+    beta: float = Field(0.1, gt=0, description="TRL beta: how far the policy may move from the reference")
+    loss_type: str | None = Field(None, description="TRL loss_type (dpo default sigmoid, kto default kto)")
+    desirable_weight: float = Field(1.0, gt=0, description="kto: weight of desirable rows")
+    undesirable_weight: float = Field(1.0, gt=0, description="kto: weight of undesirable rows")
+
+
+class AlignConfig(BookkeepingSection, LoraSection, OptimSection, PreferenceDataSection, AlignMethodSection):
+    """Everything ``taskfit align`` needs; TRL's own key names for its options; every flag is also a YAML key."""
+
+    def learning_rate(self) -> float:
+        return self.lr or 5e-5
+
+
+ALIGN_SECTIONS: list[tuple[str, type[BaseModel]]] = [
+    ("method and model", AlignMethodSection), ("data", PreferenceDataSection), ("optimisation", OptimSection),
+    ("lora", LoraSection), ("hardware and bookkeeping", BookkeepingSection)]
+
+
+def load_align_config(path: str | Path | None, overrides: dict[str, Any]) -> AlignConfig:
+    data, source = merged(path, overrides)
+    config = validate(AlignConfig, data, source)
+    if not config.data:
+        raise UserError("no preference data: pass --data FILE (repeatable) or set 'data:' in the config")
+    return config

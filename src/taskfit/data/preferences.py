@@ -34,6 +34,7 @@ from typing import Any
 
 from taskfit.api import Message
 from taskfit.data.records import alpaca_prompt, messages, read_rows, sharegpt, sharegpt_turn, text
+from taskfit.data.sampling import sample_indices
 from taskfit.errors import UserError
 
 CONTAINERS = ("paired_conversation", "text_to_scored_textlist")
@@ -94,6 +95,19 @@ class PreferenceData:
                     for up, down in zip(ups, downs)]
             unpaired += abs(len(ups) - len(downs))
         return out, unpaired
+
+
+def split_by_prompt(items: Sequence[Any], limit: int | None, dev_share: float,
+                    seed: int) -> tuple[list[Any], list[Any]]:
+    """A seeded sample of ``limit`` rows (pairs or rated rows), then a seeded train / dev split by prompt, so no
+    prompt is in both parts."""
+    rows = list(items)
+    if limit is not None and limit < len(rows):
+        rows = [rows[i] for i in sample_indices(len(rows), limit, seed)]
+    prompts = list(dict.fromkeys(r.prompt for r in rows))
+    held = round(len(prompts) * dev_share)
+    dev_prompts = {prompts[i] for i in sample_indices(len(prompts), held, seed + 1)} if held else set()
+    return [r for r in rows if r.prompt not in dev_prompts], [r for r in rows if r.prompt in dev_prompts]
 
 
 def read_preferences(paths: str | Path | Iterable[str | Path]) -> PreferenceData:

@@ -160,3 +160,14 @@ def compute_metrics(names: Sequence[str], records: Sequence[Mapping[str, Any]], 
             low, high = (float(v) for v in np.quantile(values, [(1 - level) / 2, 1 - (1 - level) / 2]))
         out[name] = MetricValue(float(value), low, high, level)
     return out
+
+
+def mean_with_ci(values: Sequence[float], *, n_resamples: int = 2000, seed: int = 0,
+                 level: float = 0.95) -> MetricValue:
+    """The mean of any per-example values with its percentile-bootstrap CI (e.g. reward margins)."""
+    array = np.asarray(values, dtype=np.float64)
+    if len(array) < 2 or not n_resamples:
+        return MetricValue(float(array.mean()) if len(array) else float("nan"), None, None, level)
+    means = array[resample_indices(len(array), n_resamples, seed)].mean(axis=1)
+    low, high = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return MetricValue(float(array.mean()), float(low), float(high), level)

@@ -23,8 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from taskfit.data.preferences import PreferencePair, pair_row, read_preferences
-from taskfit.data.sampling import sample_indices
+from taskfit.data.preferences import PreferencePair, pair_row, read_preferences, split_by_prompt
 from taskfit.errors import UserError
 from taskfit.models.catalog import resolve_model
 from taskfit.models.loading import resolve_device
@@ -42,16 +41,6 @@ log = logging.getLogger(__name__)
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def split_pairs(pairs: list[PreferencePair], config: RewardConfig) -> tuple[list[PreferencePair], list[PreferencePair]]:
-    """A seeded sample of ``limit`` pairs, then a seeded split by prompt: no prompt is in both parts."""
-    if config.limit is not None and config.limit < len(pairs):
-        pairs = [pairs[i] for i in sample_indices(len(pairs), config.limit, config.seed)]
-    prompts = list(dict.fromkeys(p.prompt for p in pairs))
-    held = round(len(prompts) * config.dev_share)
-    dev_prompts = {prompts[i] for i in sample_indices(len(prompts), held, config.seed + 1)} if held else set()
-    return [p for p in pairs if p.prompt not in dev_prompts], [p for p in pairs if p.prompt in dev_prompts]
-
-
 def train_reward(config: RewardConfig) -> dict[str, Any]:
     """Train, save, evaluate on the held-out prompts; returns the run card."""
     started = time.perf_counter()
@@ -60,7 +49,7 @@ def train_reward(config: RewardConfig) -> dict[str, Any]:
         raise UserError(f"{out} is not empty; choose another --output")
     data = read_preferences(config.data)
     pairs, unpaired = data.as_pairs()
-    train, dev = split_pairs(pairs, config)
+    train, dev = split_by_prompt(pairs, config.limit, config.dev_share, config.seed)
     if len(train) < 2:
         raise UserError(f"only {len(train)} training pairs after the dev split; give more data or a smaller "
                         "--dev-share")

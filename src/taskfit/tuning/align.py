@@ -1,0 +1,228 @@
+"""``taskfit align --method dpo | kto``: preference optimisation with TRL's trainers on taskfit's renderer.
+
+The start policy is the base model, or an SFT adapter from ``taskfit tune`` merged into it; a new LoRA trains on top,
+so the reference is exactly the start policy (TRL disables the LoRA to compute it): nothing is loaded twice and the
+reference cannot drift. Rows are tokenized by :class:`taskfit.prompting.tokens.Tokenizer` (the hf backend's chat
+template, the answer, the end-of-turn token) with prompts cut by whole turns; TRL receives ``prompt_ids`` and the
+answers' ids and tokenizes nothing itself. TRL's option names are taskfit's (``beta``, ``loss_type``,
+``desirable_weight``, ``undesirable_weight``).
+
+Held-out prompts (``dev_share``) measure the result: the implicit reward of an answer is β · (log π(y|x) −
+log π_ref(y|x)); on each held-out pair its margin (chosen − rejected) is recorded, with the mean margin's 95% CI and
+the share of pairs ranked right.
+
+Output: without ``--adapter``, the new LoRA (evaluate with ``taskfit eval --adapter DIR``); from an SFT adapter, the
+merged model (``--model hf:DIR``), since the new LoRA only makes sense on the SFT weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from taskfit.data.preferences import PreferencePair, RatedRow, read_preferences, split_by_prompt
+from taskfit.errors import UserError
+from taskfit.metrics.registry import mean_with_ci
+from taskfit.models.catalog import resolve_model
+from taskfit.models.loading import load_causal_lm, resolve_device
+from taskfit.models.reward import quiet_checkpointing_rename
+from taskfit.prompting.preference_tokens import PairIds, PreferenceTokenizer
+from taskfit.prompting.tokens import Tokenizer
+from taskfit.runs import peak_rss_mib, write_run_card
+from taskfit.settings import AlignConfig
+from taskfit.tuning.common import plot_loss
+
+log = logging.getLogger(__name__)
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def train_align(config: AlignConfig) -> dict[str, Any]:
+    import torch
+
+    started = time.perf_counter()
+    out = Path(config.output or f"runs/align/{config.method}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}")
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} is not empty; choose another --output")
+    data = read_preferences(config.data)
+    pairs, unpaired = data.as_pairs()
+    train_pairs, dev_pairs = split_by_prompt(pairs, config.limit, config.dev_share, config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    name, location = resolve_model(config.model)
+    loaded = load_causal_lm(location, adapter=config.adapter)
+    if loaded.virtual is not None:
+        raise UserError(f"--adapter {config.adapter}: prefix / prompt adapters cannot be merged; align from a LoRA, "
+                        "IA3 or full SFT run")
+    tokenizer = loaded.tokenizer
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    renderer = PreferenceTokenizer(Tokenizer(tokenizer, config.chat_template), config.max_length)
+    if config.method == "dpo":
+        rows = [{"prompt_ids": p.chosen[:p.prompt_length], "chosen_ids": p.chosen[p.prompt_length:],
+                 "rejected_ids": p.rejected[p.prompt_length:]} for p in renderer.pairs(train_pairs)]
+    else:
+        rated = [r for p in train_pairs for r in _as_rated(p)] + [r for r in data.rated if r.prompt not in
+                                                                  {d.prompt for d in dev_pairs}]
+        rows = [{"prompt_ids": r.ids[:r.prompt_length], "completion_ids": r.ids[r.prompt_length:], "label": r.label}
+                for r in renderer.rated(rated)]
+    if len(rows) < 2:
+        raise UserError(f"only {len(rows)} training rows after the dev split and cutting; give more data")
+    out.mkdir(parents=True, exist_ok=True)
+    with quiet_checkpointing_rename():
+        trainer, result, train_s = _train(config, loaded.model, tokenizer, rows, out)
+        dev_renderer = PreferenceTokenizer(renderer.tokenizer, config.max_length)
+        dev = _dev_margins(trainer.model, dev_renderer.pairs(dev_pairs), config.beta) if dev_pairs else None
+        model = trainer.model
+        if config.adapter:
+            model = model.merge_and_unload()
+        model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    plot_loss(history, out / "loss.png", f"{config.method} on {', '.join(Path(f).name for f in config.data)}")
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in trainer.model.parameters())
+    tokens = sum(len(v) for row in rows for k, v in row.items() if k.endswith("_ids"))
+    card = {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "method": config.method,
+        "base_model": {"name": name, "path": str(location)},
+        "start": str(config.adapter) if config.adapter else "the base model",
+        "reference": ("the SFT adapter merged into the base weights; the new LoRA disabled" if config.adapter else
+                      "the base model (the new LoRA disabled)"),
+        "evaluate_with": f"--model hf:{out}" if config.adapter else f"--adapter {out}",
+        "data": {"files": [str(f) for f in config.data], "formats": dict(data.formats),
+                 "dropped_when_read": dict(data.dropped), "rated_rows_unpaired": unpaired,
+                 "train_rows": len(rows), "dev_pairs": len(dev_pairs), "tokenized": dict(renderer.counts)},
+        "config": json.loads(config.model_dump_json()),
+        "trainable_parameters": trainable, "total_parameters": total, "trainable_share": trainable / total,
+        "steps": trainer.state.global_step,
+        "first_loss": history[0]["loss"] if history else None,
+        "final_loss": history[-1]["loss"] if history else result.training_loss,
+        "loss_history": [{"step": h["step"], "loss": h["loss"]} for h in history],
+        "train_s": round(train_s, 2), "tokens_per_s": round(tokens * config.epochs / train_s, 1) if train_s else None,
+        "total_s": round(time.perf_counter() - started, 2), "peak_rss_mib": peak_rss_mib(), "output": str(out),
+    }
+    if dev is not None:
+        card["dev"] = dev
+    write_run_card(out, card, _markdown(card))
+    return card
+
+
+def _as_rated(pair: PreferencePair) -> list[RatedRow]:
+    return [RatedRow(pair.prompt, pair.chosen, True, pair.source), RatedRow(pair.prompt, pair.rejected, False,
+                                                                               pair.source)]
+
+
+def _pretokenized(trainer_class):
+    """A TRL trainer that takes rows already tokenized by taskfit (``prompt_ids`` + answer ids) as they are."""
+
+    class Pretokenized(trainer_class):
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            if "prompt_ids" not in dataset.column_names:
+                return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+            if getattr(self, "calculate_KL", False):  # KTO's KL estimate: completions rotated by one in each batch
+                def rotate(batch):
+                    batch["KL_completion_ids"] = [batch["completion_ids"][-1]] + batch["completion_ids"][:-1]
+                    return batch
+
+                dataset = dataset.map(rotate, batched=True, batch_size=args.per_device_train_batch_size)
+            return dataset
+
+    return Pretokenized
+
+
+def _train(config: AlignConfig, model, tokenizer, rows: list[dict[str, Any]], out: Path):
+    import datasets
+    from peft import LoraConfig, TaskType
+    from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
+
+    per_epoch = math.ceil(len(rows) / (config.batch_size * config.gradient_accumulation))
+    total_steps = config.max_steps if config.max_steps > 0 else math.ceil(per_epoch * config.epochs)
+    gpu = resolve_device(config.device) == "cuda"
+    common = dict(
+        output_dir=str(out / "checkpoints"), per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation, learning_rate=config.learning_rate(),
+        num_train_epochs=config.epochs, max_steps=config.max_steps, weight_decay=config.weight_decay,
+        warmup_steps=int(config.warmup_ratio * total_steps), logging_steps=config.logging_steps, save_strategy="no",
+        seed=config.seed, data_seed=config.seed, report_to=config.report_to, use_cpu=not gpu, bf16=False,
+        gradient_checkpointing=False, max_length=config.max_length, disable_tqdm=not config.progress,
+        dataloader_num_workers=0, beta=config.beta, remove_unused_columns=False,
+    )
+    if config.method == "dpo":
+        args = DPOConfig(**common, **({"loss_type": [config.loss_type]} if config.loss_type else {}))
+        trainer_class = _pretokenized(DPOTrainer)
+    else:
+        args = KTOConfig(**common, desirable_weight=config.desirable_weight,
+                         undesirable_weight=config.undesirable_weight,
+                         **({"loss_type": config.loss_type} if config.loss_type else {}))
+        trainer_class = _pretokenized(KTOTrainer)
+    lora = LoraConfig(task_type=TaskType.CAUSAL_LM, r=config.rank, lora_alpha=config.alpha,
+                      lora_dropout=config.dropout, target_modules=config.target_modules or LORA_TARGETS)
+    trainer = trainer_class(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
+                            processing_class=tokenizer, peft_config=lora)
+    started = time.perf_counter()
+    result = trainer.train()
+    return trainer, result, time.perf_counter() - started
+
+
+def answer_logps(model, pairs: list[PairIds], which: str, batch_size: int = 8) -> list[float]:
+    """Sum of the log-probabilities of each pair's ``which`` answer ("chosen" / "rejected") after its prompt."""
+    import torch
+
+    values = []
+    device = next(model.parameters()).device
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(pairs), batch_size):
+            batch = pairs[start:start + batch_size]
+            rows = [getattr(p, which) for p in batch]
+            width = max(len(r) for r in rows)
+            ids = torch.tensor([r + [0] * (width - len(r)) for r in rows], device=device)
+            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
+            logps = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), -1)
+            picked = logps.gather(-1, ids[:, 1:, None]).squeeze(-1)
+            for i, (p, r) in enumerate(zip(batch, rows)):
+                values.append(float(picked[i, p.prompt_length - 1:len(r) - 1].sum()))
+    return values
+
+
+def _dev_margins(model, pairs: list[PairIds], beta: float) -> dict[str, Any]:
+    """Implicit rewards on held-out pairs: β (log π − log π_ref) of each answer, the LoRA disabled for π_ref."""
+    policy = {w: answer_logps(model, pairs, w) for w in ("chosen", "rejected")}
+    with model.disable_adapter():
+        reference = {w: answer_logps(model, pairs, w) for w in ("chosen", "rejected")}
+    records = []
+    for i in range(len(pairs)):
+        chosen = beta * (policy["chosen"][i] - reference["chosen"][i])
+        rejected = beta * (policy["rejected"][i] - reference["rejected"][i])
+        records.append({"margin": chosen - rejected, "correct": float(chosen > rejected)})
+    margin = mean_with_ci([r["margin"] for r in records])
+    accuracy = mean_with_ci([r["correct"] for r in records])
+    return {"n": len(records), "mean_margin": margin.as_dict(), "accuracy": accuracy.as_dict()}
+
+
+def _markdown(card: dict[str, Any]) -> str:
+    data = card["data"]
+    lines = [f"# Run card: {card['method']}", "",
+             f"- start: {card['start']}; reference: {card['reference']}; evaluate with `{card['evaluate_with']}`",
+             f"- data: {', '.join(data['files'])}: {data['train_rows']} training rows, {data['dev_pairs']} dev pairs; "
+             f"formats {data['formats']}; dropped when read {data['dropped_when_read']}; tokenized "
+             f"{data['tokenized']}",
+             f"- trainable: {card['trainable_parameters']:,} of {card['total_parameters']:,} parameters",
+             f"- steps {card['steps']}, loss {card['first_loss']} -> {card['final_loss']}, {card['train_s']} s, "
+             f"{card['tokens_per_s']} tokens/s, peak RSS {card['peak_rss_mib']} MiB"]
+    if "dev" in card:
+        dev = card["dev"]
+        m, a = dev["mean_margin"], dev["accuracy"]
+        lines.append(f"- held-out pairs ({dev['n']}): mean implicit reward margin {m['value']:.4f} "
+                     f"[{m['ci_low']:.4f}, {m['ci_high']:.4f}], ranked right {a['value']:.4f} "
+                     f"[{a['ci_low']:.4f}, {a['ci_high']:.4f}]")
+    lines += ["", "```json", json.dumps(card["config"], indent=2), "```", ""]
+    return "\n".join(lines)
