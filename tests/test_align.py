@@ -43,3 +43,48 @@ def test_feedback_style_rows_run_one_kto_step(tiny_model_dir, tmp_path):
     data = jsonl(tmp_path / "kto.jsonl", rows)
     assert main(["align", "--method", "kto", "--model", f"hf:{tiny_model_dir}", "--data", str(data), "--max-steps",
                  "1", "--batch-size", "4", "--dev-share", "0", "--output", str(tmp_path / "k"), "--no-progress"]) == 0
+
+
+def raft_args(tiny_model_dir, data, out, reward):
+    return ["align", "--method", "raft", "--model", f"hf:{tiny_model_dir}", "--data", str(data), "--reward", reward,
+            "--iterations", "2", "--samples", "2", "--prompts", "4", "--max-new-tokens", "6", "--eval-prompts", "3",
+            "--batch-size", "2", "--dev-share", "0.3", "--lr", "1e-3", "--output", str(out), "--no-progress"]
+
+
+def test_raft_is_reproducible_and_resumes_to_the_same_result(tiny_model_dir, tmp_path):
+    data = jsonl(tmp_path / "prefs.jsonl", [pair_row(p) for p in prefs(10)])
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(raft_args(tiny_model_dir, data, a, "length:longer")) == 0
+    card = json.loads((a / "run_card.json").read_text())
+    assert len(card["iterations"]) == 2 and card["data"]["heldout_prompts"] == 3
+    first = [json.loads(line) for line in (a / "iter_1" / "candidates.jsonl").read_text().splitlines()]
+    assert len(first) == 8 and sum(c["kept"] for c in first) <= 4
+    for c in first:  # the kept answer of a prompt is its best usable one
+        rivals = [d for d in first if d["prompt"] == c["prompt"] and d["discarded"] is None]
+        if c["kept"]:
+            assert c["reward"] == max(d["reward"] for d in rivals)
+    # the same run again, stopped after one iteration and resumed, gives the same selections and adapter
+    one = raft_args(tiny_model_dir, data, b, "length:longer")
+    one[one.index("--iterations") + 1] = "1"
+    into_a = list(one)
+    into_a[into_a.index("--output") + 1] = str(a)
+    assert main(into_a) == 2  # other settings into a finished run's folder: refused, nothing lost
+    assert (a / "iter_2" / "adapter").is_dir()
+    assert main(one) == 0
+    state = json.loads((b / "raft.json").read_text())
+    state["settings"]["iterations"] = 2  # as if the two-iteration run had been cut after its first iteration
+    (b / "raft.json").write_text(json.dumps(state))
+    assert main(raft_args(tiny_model_dir, data, b, "length:longer") + ["--resume"]) == 0
+    for t in (1, 2):
+        assert (a / f"iter_{t}" / "candidates.jsonl").read_text() == (b / f"iter_{t}" / "candidates.jsonl").read_text()
+    from safetensors.torch import load_file
+
+    wa = load_file(a / "iter_2" / "adapter" / "adapter_model.safetensors")
+    wb = load_file(b / "iter_2" / "adapter" / "adapter_model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch_equal(wa[k], wb[k]) for k in wa)
+
+
+def torch_equal(x, y) -> bool:
+    import torch
+
+    return bool(torch.equal(x, y))

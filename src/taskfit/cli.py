@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     al = sub.add_parser("align", help="preference optimisation (DPO, KTO) from pairs or rated rows, on the base "
                         "model or an SFT adapter")
     al.add_argument("--config", help="align YAML; any flag below can be a key there, flags override it")
+    al.add_argument("--resume", action="store_true", help="raft: continue after the last finished iteration")
     add_flags(al, ALIGN_SECTIONS)
 
     tu = sub.add_parser("tune", help="fine-tune a model on a task or a training file (LoRA, IA3, prefix, prompt, "
@@ -363,8 +364,19 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 def cmd_align(args: argparse.Namespace) -> int:
     from taskfit.tuning.align import train_align
+    from taskfit.tuning.raft import train_raft
 
-    card = train_align(load_align_config(args.config, settings_from(args)))
+    config = load_align_config(args.config, settings_from(args))
+    if config.method == "raft":
+        card = train_raft(config, resume=args.resume)
+        d = card["heldout_end_minus_start"]
+        change = "-" if not d or d["ci_low"] is None else \
+            f"{d['value']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
+        sys.stdout.write(f"raft: {len(card['iterations'])} iterations; held-out mean reward end - start {change}, win "
+                         f"rate {card['heldout_win_rate']}\noutput: {card['output']} (evaluate with `taskfit eval "
+                         f"{card['evaluate_with']}`)\n")
+        return 0
+    card = train_align(config)
     dev = card.get("dev")
     summary = ""
     if dev:

@@ -319,8 +319,9 @@ def load_reward_config(path: str | Path | None, overrides: dict[str, Any]) -> Re
 
 # ------------------------------------------------------------------------------------------------- taskfit align
 class AlignMethodSection(StrictModel):
-    method: Literal["dpo", "kto"] = Field("dpo", description="dpo: pairs (chosen vs rejected); kto: rated rows "
-                                                             "(desirable or not), pairs split into two rated rows")
+    method: Literal["dpo", "kto", "raft"] = Field(
+        "dpo", description="dpo: pairs (chosen vs rejected); kto: rated rows (desirable or not), pairs split into "
+                           "two rated rows; raft: sample, score with --reward, fine-tune on the best, repeat")
     model: str = Field("smollm2-135m-instruct", description="known model or hf:<folder>")
     adapter: Path | None = Field(None, description="start from this SFT adapter (`taskfit tune`): merged into the "
                                                    "weights, it is both the start policy and the frozen reference")
@@ -330,7 +331,26 @@ class AlignMethodSection(StrictModel):
     undesirable_weight: float = Field(1.0, gt=0, description="kto: weight of undesirable rows")
 
 
-class AlignConfig(BookkeepingSection, LoraSection, OptimSection, PreferenceDataSection, AlignMethodSection):
+class RaftSection(StrictModel):
+    reward: str | None = Field(None, description="raft: a `taskfit reward train` folder, or metric:rouge_l / "
+                                                 "metric:exact_match / metric:f1 against a task's gold answers")
+    task: str | None = Field(None, description="raft: take prompts (and gold answers) from this task instead of "
+                                               "--data")
+    data_dir: Path | None = Field(None, description="raft with --task: folder laid out as D/<dataset>/<split>.jsonl")
+    split: str = Field("train", description="raft with --task: the split prompts come from")
+    iterations: int = Field(3, gt=0, description="raft: sample -> score -> fine-tune rounds")
+    samples: int = Field(4, gt=0, description="raft: answers sampled per prompt (K)")
+    prompts: int = Field(64, gt=0, description="raft: prompts per iteration (b)")
+    max_new_tokens: int = Field(48, gt=0, description="raft: tokens per sampled answer")
+    temperature: float = Field(1.0, gt=0, description="raft: sampling temperature")
+    top_p: float = Field(1.0, gt=0, le=1, description="raft: nucleus sampling")
+    selection: Literal["best", "global"] = Field("best", description="raft: the best answer per prompt, or the best "
+                                                                     "b of all (the paper's Algorithm 1)")
+    eval_prompts: int = Field(64, gt=0, description="raft: held-out prompts answered after every iteration")
+
+
+class AlignConfig(BookkeepingSection, LoraSection, OptimSection, RaftSection, PreferenceDataSection,
+                  AlignMethodSection):
     """Everything ``taskfit align`` needs; TRL's own key names for its options; every flag is also a YAML key."""
 
     def learning_rate(self) -> float:
@@ -338,13 +358,16 @@ class AlignConfig(BookkeepingSection, LoraSection, OptimSection, PreferenceDataS
 
 
 ALIGN_SECTIONS: list[tuple[str, type[BaseModel]]] = [
-    ("method and model", AlignMethodSection), ("data", PreferenceDataSection), ("optimisation", OptimSection),
-    ("lora", LoraSection), ("hardware and bookkeeping", BookkeepingSection)]
+    ("method and model", AlignMethodSection), ("data", PreferenceDataSection), ("raft", RaftSection),
+    ("optimisation", OptimSection), ("lora", LoraSection), ("hardware and bookkeeping", BookkeepingSection)]
 
 
 def load_align_config(path: str | Path | None, overrides: dict[str, Any]) -> AlignConfig:
     data, source = merged(path, overrides)
     config = validate(AlignConfig, data, source)
-    if not config.data:
-        raise UserError("no preference data: pass --data FILE (repeatable) or set 'data:' in the config")
+    if not config.data and not (config.method == "raft" and config.task):
+        raise UserError("no preference data: pass --data FILE (repeatable) or set 'data:' in the config (RAFT: or "
+                        "--task NAME)")
+    if config.method == "raft" and config.reward is None:
+        raise UserError("--method raft needs --reward: a reward model folder or metric:NAME")
     return config

@@ -12,15 +12,14 @@ folder is a PEFT adapter or a whole model) beside the weights and the tokenizer.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from taskfit.errors import UserError
+from taskfit.models.loading import quiet_checkpointing_rename
 
 REWARD_CONFIG = "reward.json"
 
@@ -113,15 +112,6 @@ class RewardScorer:
         last = (attention * torch.arange(width, device=device)).argmax(-1)  # the last real token of each row
         picked = hidden[torch.arange(len(rows), device=device), last]
         return _head(self.model)(picked).squeeze(-1).float()
-
-
-@contextlib.contextmanager
-def quiet_checkpointing_rename() -> Iterator[None]:
-    """transformers renamed gradient checkpointing to activation checkpointing; TRL and PEFT still use the old name
-    (a FutureWarning on every run that says nothing to a taskfit user)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*gradient_checkpointing.* is deprecated", category=FutureWarning)
-        yield
 
 
 def load_reward_model(folder: str | Path, device: str = "cpu"):
