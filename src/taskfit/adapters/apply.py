@@ -7,13 +7,25 @@ continues, at the positions training gave them (0..n-1), so a backend's batching
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from taskfit.adapters.bottleneck import is_bottleneck, load_adapters
 from taskfit.errors import UserError
 
 CONFIG_FILE = "adapter_config.json"
+
+
+@contextlib.contextmanager
+def quiet_checkpointing_rename() -> Iterator[None]:
+    """transformers renamed gradient checkpointing to activation checkpointing; TRL and PEFT still use the old name
+    (a FutureWarning on every run that says nothing to a taskfit user)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*gradient_checkpointing.* is deprecated", category=FutureWarning)
+        yield
 
 
 def apply_adapter(model, adapter: Path):
@@ -30,7 +42,8 @@ def apply_adapter(model, adapter: Path):
         return model, None
     try:
         config = PeftConfig.from_pretrained(adapter)
-        peft_model = PeftModel.from_pretrained(model, adapter)
+        with quiet_checkpointing_rename():
+            peft_model = PeftModel.from_pretrained(model, adapter)
     except Exception as exc:  # noqa: BLE001 - peft raises ValueError, KeyError, RuntimeError (shape mismatch) ...
         raise UserError(f"--adapter {adapter} could not be applied to this model: "
                         f"{(str(exc).strip().splitlines() or [type(exc).__name__])[-1]}") from None

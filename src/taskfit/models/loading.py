@@ -6,10 +6,7 @@ model (+ adapter) is the same object everywhere and load errors read the same.
 
 from __future__ import annotations
 
-import contextlib
 import socket
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,12 +140,3 @@ def _load_error(model_id: str, exc: Exception) -> UserError:
         f"(no network, or no such repo): {first}. Download it on a machine with network and pass "
         "--model hf:<local folder>, or use the embedded model smollm2-135m-instruct"
     )
-
-
-@contextlib.contextmanager
-def quiet_checkpointing_rename() -> Iterator[None]:
-    """transformers renamed gradient checkpointing to activation checkpointing; TRL and PEFT still use the old name
-    (a FutureWarning on every run that says nothing to a taskfit user)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*gradient_checkpointing.* is deprecated", category=FutureWarning)
-        yield

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from taskfit.adapters.apply import quiet_checkpointing_rename
 from taskfit.errors import UserError
-from taskfit.models.loading import quiet_checkpointing_rename
 
 REWARD_CONFIG = "reward.json"
 

@@ -25,11 +25,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from taskfit.adapters.apply import quiet_checkpointing_rename
 from taskfit.data.preferences import PreferencePair, RatedRow, read_preferences, split_by_prompt
 from taskfit.errors import UserError
 from taskfit.metrics.registry import mean_with_ci
 from taskfit.models.catalog import resolve_model
-from taskfit.models.loading import load_causal_lm, quiet_checkpointing_rename, resolve_device
+from taskfit.models.loading import load_causal_lm, resolve_device
 from taskfit.prompting.preference_tokens import PairIds, PreferenceTokenizer
 from taskfit.prompting.tokens import Tokenizer
 from taskfit.runs import peak_rss_mib, write_run_card

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from taskfit.adapters.apply import quiet_checkpointing_rename
 from taskfit.api import GenerateRequest, Prompt
 from taskfit.data.preferences import read_preferences, split_by_prompt
 from taskfit.data.sampling import sample_indices
@@ -39,7 +40,7 @@ from taskfit.metrics import text as text_metrics
 from taskfit.metrics.registry import mean_with_ci
 from taskfit.models.catalog import resolve_model
 from taskfit.models.hf import HFBackend
-from taskfit.models.loading import load_causal_lm, quiet_checkpointing_rename
+from taskfit.models.loading import load_causal_lm
 from taskfit.prompting.prompts import task_prompt
 from taskfit.prompting.tokens import Pair, Tokenizer
 from taskfit.runs import peak_rss_mib, write_json, write_run_card
@@ -241,12 +242,13 @@ def _finetune(config: AlignConfig, location: str, policy: str | None, selected: 
 
     torch.manual_seed(config.seed + t)
     loaded = load_causal_lm(location)
-    if policy:
-        model = PeftModel.from_pretrained(loaded.model, policy, is_trainable=True)
-    else:
-        model = get_peft_model(loaded.model, LoraConfig(
-            task_type=TaskType.CAUSAL_LM, r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
-            target_modules=config.target_modules or LLAMA_ATTENTION + LLAMA_MLP))
+    with quiet_checkpointing_rename():
+        if policy:
+            model = PeftModel.from_pretrained(loaded.model, policy, is_trainable=True)
+        else:
+            model = get_peft_model(loaded.model, LoraConfig(
+                task_type=TaskType.CAUSAL_LM, r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
+                target_modules=config.target_modules or LLAMA_ATTENTION + LLAMA_MLP))
     encode = Tokenizer(loaded.tokenizer, config.chat_template)
     tokenized = [encode(Pair(prompts[c["prompt"]].prompt, c["text"].strip()), config.max_length) for c in selected]
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

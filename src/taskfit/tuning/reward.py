@@ -23,10 +23,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from taskfit.adapters.apply import quiet_checkpointing_rename
 from taskfit.data.preferences import PreferencePair, pair_row, read_preferences, split_by_prompt
 from taskfit.errors import UserError
 from taskfit.models.catalog import resolve_model
-from taskfit.models.loading import quiet_checkpointing_rename, resolve_device
+from taskfit.models.loading import resolve_device
 from taskfit.models.reward import REWARD_CONFIG, sequence_classifier
 from taskfit.prompting.preference_tokens import PreferenceTokenizer
 from taskfit.prompting.tokens import Tokenizer
