@@ -74,12 +74,18 @@ def test_eval_with_adapter_uses_the_merged_weights(tmp_path, tiny_model_dir, tra
 def test_resume_continues_the_step_count(tmp_path, tiny_model_dir, train_file):
     out = tmp_path / "run"
     tune(config(tiny_model_dir, train_file, out))
-    # a crash after the first checkpoint: only checkpoint-6 is left
+    finished = json.loads((out / "run_card.json").read_text())
+    # resuming a finished run trains nothing and hands back its card
+    assert tune(config(tiny_model_dir, train_file, out), resume=True).card == finished
+    # a crash after the first checkpoint: only checkpoint-6 and the run's settings are left
     for path in out.iterdir():
-        if path.name != "checkpoint-6":
+        if path.name not in ("checkpoint-6", "tune.json"):
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     with pytest.raises(UserError, match="--resume"):
         tune(config(tiny_model_dir, train_file, out))
+    # other data or settings would train another model from this checkpoint: refused, naming what changed
+    with pytest.raises(UserError, match=r"--resume: .* other settings \(limit: None then, 3 now"):
+        tune(config(tiny_model_dir, train_file, out, limit=3), resume=True)
     card = tune(config(tiny_model_dir, train_file, out), resume=True).card
     assert card["resumed_from_step"] == 6 and card["steps"] == 12
     assert (out / "adapter_model.safetensors").is_file()

@@ -25,7 +25,7 @@ from taskfit.adapters.bottleneck import BottleneckConfig, add_adapters, save_ada
 from taskfit.errors import UserError
 from taskfit.models.catalog import resolve_model
 from taskfit.models.loading import load_causal_lm, resolve_device
-from taskfit.runs import peak_rss_mib, write_run_card
+from taskfit.runs import peak_rss_mib, read_run_card, write_json, write_run_card
 from taskfit.tuning.common import (
     LLAMA_ATTENTION,
     LLAMA_MLP,
@@ -84,6 +84,9 @@ def train_sft(config: TuneConfig, resume: bool = False) -> TuneResult:
     if config.threads:
         torch.set_num_threads(config.threads)
     out, start_step = output_folder(config, resume)
+    if resume and (card := read_run_card(out)) is not None:
+        log.info("%s is complete (%s steps); nothing to resume", out, card.get("steps"))
+        return TuneResult(card, None)
     samples, data_info, instruction = training_samples(config)
     if not samples:
         raise UserError("no training samples")
@@ -99,6 +102,9 @@ def train_sft(config: TuneConfig, resume: bool = False) -> TuneResult:
              method.trainable, method.total, 100 * method.trainable / method.total)
 
     trainer = _trainer(config, method, tokenized, loaded.tokenizer, out)
+    if not resume:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / SETTINGS_FILE, resume_settings(config))
     train_start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=True if resume else None)
     train_s = time.perf_counter() - train_start
@@ -144,10 +150,37 @@ def output_folder(config: TuneConfig, resume: bool) -> tuple[Path, int]:
             raise UserError(f"{out} is not empty; choose another --output")
         raise UserError(f"{out} holds checkpoints of an earlier run; pass --resume to continue it, or choose "
                         "another --output")
+    if resume:
+        _check_same_run(out, config)
     start_step = _last_checkpoint_step(out) if resume else 0
-    if resume and start_step == 0:
+    if resume and start_step == 0 and read_run_card(out) is None:
         raise UserError(f"--resume: no checkpoint-* folder in {out}")
     return out, start_step
+
+
+SETTINGS_FILE = "tune.json"
+_NOT_SETTINGS = {"output", "threads", "progress", "report_to", "save_steps", "logging_steps", "device"}
+
+
+def resume_settings(config: TuneConfig) -> dict[str, Any]:
+    """What a resumed run must share with the run it continues (how it is run — threads, logging — may change)."""
+    return json.loads(config.model_dump_json(exclude=_NOT_SETTINGS))
+
+
+def _check_same_run(out: Path, config: TuneConfig) -> None:
+    """``--resume`` continues only the run that wrote ``out``: other data or settings would silently train a
+    different model from its checkpoint (a forgotten --limit once turned a 125-step run into 8,419 steps)."""
+    path = out / SETTINGS_FILE
+    if not path.is_file():
+        log.warning("%s has no %s (written since this check exists); resuming without comparing settings", out,
+                    SETTINGS_FILE)
+        return
+    before, now = json.loads(path.read_text(encoding="utf-8")), resume_settings(config)
+    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    if changed:
+        detail = ", ".join(f"{k}: {before.get(k)!r} then, {now.get(k)!r} now" for k in changed[:4])
+        raise UserError(f"--resume: {out} was trained with other settings ({detail}); give the same command "
+                        "as the run being resumed, or another --output")
 
 
 @dataclass
