@@ -88,3 +88,23 @@ def torch_equal(x, y) -> bool:
     import torch
 
     return bool(torch.equal(x, y))
+
+
+def test_align_eval_compares_policies_on_the_same_prompts(tiny_model_dir, tmp_path):
+    data = jsonl(tmp_path / "prefs.jsonl", [pair_row(p) for p in prefs(12)])
+    dpo = tmp_path / "dpo"
+    assert main(["align", "--method", "dpo", "--model", f"hf:{tiny_model_dir}", "--data", str(data), "--max-steps",
+                 "2", "--batch-size", "4", "--lr", "5e-2", "--dev-share", "0", "--output", str(dpo),
+                 "--no-progress"]) == 0
+    out = tmp_path / "eval"
+    assert main(["align", "eval", "--model", f"hf:{tiny_model_dir}", "--data", str(data), "--policies",
+                 f"base,{dpo}", "--reward", "length:longer", "--eval-prompts", "6", "--max-new-tokens", "8",
+                 "--output", str(out)]) == 0
+    results = json.loads((out / "align_eval.json").read_text())
+    base, tuned = results["policies"]
+    assert base["policy"] == "base" and base["prompts"] == 6
+    assert base["win_rate_vs_start"] == 0.5 and base["kl_to_start"]["value"] == pytest.approx(0, abs=1e-6)
+    assert tuned["perplexity_chosen"] != base["perplexity_chosen"]  # the DPO LoRA changed the model
+    answers = [json.loads(line) for line in (out / "answers_1.jsonl").read_text().splitlines()]
+    assert len(answers) == 6 and all(a["policy"] == str(dpo) for a in answers)
+    assert "| policy" in (out / "align_eval.md").read_text()

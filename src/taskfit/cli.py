@@ -110,7 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     al = sub.add_parser("align", help="preference optimisation (DPO, KTO) from pairs or rated rows, on the base "
                         "model or an SFT adapter")
     al.add_argument("--config", help="align YAML; any flag below can be a key there, flags override it")
+    al.add_argument("action", nargs="?", choices=["train", "eval"], default="train",
+                    help="train (default) a policy, or eval: compare policies on held-out prompts")
     al.add_argument("--resume", action="store_true", help="raft: continue after the last finished iteration")
+    al.add_argument("--policies", help="eval: comma-separated policies, the start first: base, adapter folders, "
+                    "model folders")
+    al.add_argument("--judge", help="eval: a second reward (e.g. a MiniLM reward folder) reported beside --reward")
     add_flags(al, ALIGN_SECTIONS)
 
     tu = sub.add_parser("tune", help="fine-tune a model on a task or a training file (LoRA, IA3, prefix, prompt, "
@@ -367,6 +372,16 @@ def cmd_align(args: argparse.Namespace) -> int:
     from taskfit.tuning.raft import train_raft
 
     config = load_align_config(args.config, settings_from(args))
+    if args.action == "eval":
+        from pathlib import Path
+
+        from taskfit.tuning.align_eval import evaluate_policies, to_markdown
+
+        output = Path(config.output or "runs/align-eval")
+        results = evaluate_policies(config, [p.strip() for p in (args.policies or "").split(",") if p.strip()],
+                                    args.judge, output)
+        sys.stdout.write(to_markdown(results) + f"\nwritten to {output}/align_eval.json and align_eval.md\n")
+        return 0
     if config.method == "raft":
         card = train_raft(config, resume=args.resume)
         d = card["heldout_end_minus_start"]

@@ -368,6 +368,4 @@ def load_align_config(path: str | Path | None, overrides: dict[str, Any]) -> Ali
     if not config.data and not (config.method == "raft" and config.task):
         raise UserError("no preference data: pass --data FILE (repeatable) or set 'data:' in the config (RAFT: or "
                         "--task NAME)")
-    if config.method == "raft" and config.reward is None:
-        raise UserError("--method raft needs --reward: a reward model folder or metric:NAME")
     return config
