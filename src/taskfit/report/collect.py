@@ -152,6 +152,9 @@ def _label_parts(method: Method) -> dict[str, str]:
     if method.cost.tuned:
         trained = cfg.get("adapter") or model.split(":", 1)[-1]
         tuned = f"+ {method.cost.tuning_method} ({Path(str(trained)).name})"
+    if ":" in model:  # hf:/gguf:/head: paths: the folder or file name says enough
+        kind, _, where = model.partition(":")
+        model = f"{kind}:{Path(where).name}"
     return {"strategy": cfg["strategy"] + (f"({args})" if args else ""), "mode": str(cfg.get("mode")),
             "model": model if not tuned else model.split(":", 1)[0], "backend": str(cfg.get("backend")),
             "quantize": "" if cfg.get("quantize", "none") == "none" else f"{cfg['quantize']}",
@@ -178,7 +181,7 @@ def run_cost(run: Run) -> Cost:
     seconds = None if excluded else 1000 * eval_s / computed_rows
     prompt_tokens = cost.get("input_tokens_computed", stats.get("input_tokens", stats.get("prompt_tokens")))
     generated = cost.get("generated_tokens", sum(int(r.get("generated_tokens") or 0) for r in run.samples))
-    training = _training(res)
+    training = _training(res, run.folder)
     return Cost(
         seconds_per_1k=seconds,
         excluded=excluded,
@@ -189,11 +192,13 @@ def run_cost(run: Run) -> Cost:
     )
 
 
-def _training(results: dict[str, Any]) -> dict[str, Any]:
+def _training(results: dict[str, Any], folder: Path) -> dict[str, Any]:
     block = (results.get("cost") or {}).get("training")
     if not block:
         return {}
-    card = read_run_card(Path(block["run_card"]).parent) or {}
+    recorded = Path(block["run_card"])  # relative to where the run was started: try there, then above the run folder
+    card = next((c for c in (read_run_card(base / recorded.parent) for base in (Path("."), *folder.resolve().parents))
+                 if c is not None), None) or {}
     history = tuple((float(h["step"]), float(h["loss"])) for h in card.get("loss_history", []))
     return {"train_s": block.get("train_s"), "trainable_parameters": block.get("trainable_parameters"),
             "labelled_examples": block.get("labelled_examples"), "tuning_method": card.get("method", "tuned"),
