@@ -104,7 +104,7 @@ def test_clear_winner_beats_everyone(tmp_path):
     make_run(tmp_path / "lora", pattern(n, 0.95, 3), adapter=tmp_path / "ad", train_s=300.0, eval_s=5.0)
     report = build([tmp_path], volume=10_000, n_resamples=500)
     (task,) = report.tasks
-    assert task.best.label.startswith("zero_shot + lora")
+    assert task.best.label == "zero_shot lora (ad)"
     assert [m.label for m in task.tier] == [task.best.label]
     assert "beats each of the other 2 methods" in task.headline[0]
     assert task.baseline.label == "zero_shot" and not task.baseline.cost.tuned

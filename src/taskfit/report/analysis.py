@@ -244,7 +244,8 @@ def _headline(report: TaskReport, volume: int | None) -> list[str]:
         least_p = min(report.p_best[m.label] for m in report.tier[1:])
         lines.append(f"Top tier on {report.task} ({n} rows): {names}. {best.label} scores highest "
                      f"({_value_text(report, best)}), but its differences to the other {len(report.tier) - 1} in the "
-                     f"tier are not significant after Holm correction (adjusted p ≥ {fmt_p(least_p)}); "
+                     f"tier are not significant after Holm correction (adjusted p "
+                     f"{'= 1' if least_p >= 0.9995 else '≥ ' + fmt_p(least_p)}); "
                      + _behind(k - len(report.tier)))
         priced = [m for m in report.tier if m.cost.seconds_per_1k is not None]
         if priced:

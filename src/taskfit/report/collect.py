@@ -128,16 +128,23 @@ def _example_key(record: dict[str, Any]) -> tuple[Any, str, str]:
 
 
 def labels_for(methods: Sequence[Method]) -> list[str]:
-    """A readable, unique label per method: the settings that differ between them, then the folder if needed."""
+    """A short, unique label per method: only the settings that differ between the task's runs (strategy and its
+    options, mode, model, backend where one model ran on two, quantization), a tuned model as its tuning method and
+    folder name, then the run folder's name if two labels still collide."""
     parts = [_label_parts(m) for m in methods]
-    varying = [key for key in ("strategy", "mode", "model", "backend", "quantize")
-               if len({p[key] for p in parts}) > 1]
+    varying = {key for key in ("strategy", "mode", "model", "quantize") if len({p[key] for p in parts}) > 1}
+    by_model: dict[str, set[str]] = {}
+    for p in parts:
+        by_model.setdefault(p["model"], set()).add(p["backend"])
+    if any(len(backends) > 1 for backends in by_model.values()):
+        varying.add("backend")
     labels = []
     for p in parts:
-        words = [p[key] for key in ("strategy", *[k for k in varying if k != "strategy"])]
+        keys = [k for k in ("strategy", "mode", "model", "backend", "quantize") if k in varying and p[k]]
         if p["tuned"]:
-            words.append(p["tuned"])
-        labels.append(" ".join(words))
+            keys = [k for k in keys if k != "model"]
+        words = [p[k] for k in keys] + ([p["tuned"]] if p["tuned"] else [])
+        labels.append(" ".join(words) or p["strategy"])
     for i, label in enumerate(labels):
         if labels.count(label) > 1:
             labels[i] = f"{label} [{methods[i].run.folder.name}]"
@@ -151,12 +158,12 @@ def _label_parts(method: Method) -> dict[str, str]:
     tuned = ""
     if method.cost.tuned:
         trained = cfg.get("adapter") or model.split(":", 1)[-1]
-        tuned = f"+ {method.cost.tuning_method} ({Path(str(trained)).name})"
+        tuned = f"{method.cost.tuning_method} ({Path(str(trained)).name})"
     if ":" in model:  # hf:/gguf:/head: paths: the folder or file name says enough
         kind, _, where = model.partition(":")
         model = f"{kind}:{Path(where).name}"
     return {"strategy": cfg["strategy"] + (f"({args})" if args else ""), "mode": str(cfg.get("mode")),
-            "model": model if not tuned else model.split(":", 1)[0], "backend": str(cfg.get("backend")),
+            "model": model, "backend": str(cfg.get("backend")),
             "quantize": "" if cfg.get("quantize", "none") == "none" else f"{cfg['quantize']}",
             "tuned": tuned}
 
