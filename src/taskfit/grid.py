@@ -135,7 +135,8 @@ def _model_slug(settings: dict[str, Any]) -> str:
     if backend is None and model.startswith("gguf:"):
         backend = "llamacpp"
     return _slug(Path(model.split(":", 1)[-1]).name if ":" in model else model,
-                 backend if backend not in (None, "hf") else None, settings.get("quantize"))
+                 backend if backend not in (None, "hf") else None,
+                 settings.get("quantize") if settings.get("quantize") != "none" else None)
 
 
 def cells(plan: Plan, plan_path: str | Path = "plan") -> list[Cell]:
