@@ -140,7 +140,7 @@ def confusion_plot(report: TaskReport) -> str | None:
         return None
     shown = [report.best] + ([report.baseline] if report.baseline is not report.best else [])
     columns = labels + ["(unparsed)"]
-    fig, axes = plt.subplots(1, len(shown), figsize=(3.6 * len(shown), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.4 * len(shown), 3.4), squeeze=False)
     for ax, m in zip(axes[0], shown):
         counts = [[0] * len(columns) for _ in labels]
         for r in m.samples:
@@ -158,6 +158,7 @@ def confusion_plot(report: TaskReport) -> str | None:
         ax.set_xticks(range(len(columns)), [_plain(c) for c in columns], rotation=30, ha="right")
         ax.set_yticks(range(len(labels)), [_plain(c) for c in labels])
         ax.set_title(_plain(m.label), fontsize=8)
+    fig.tight_layout()
     return _svg(fig)
 
 
