@@ -108,3 +108,24 @@ def test_align_eval_compares_policies_on_the_same_prompts(tiny_model_dir, tmp_pa
     answers = [json.loads(line) for line in (out / "answers_1.jsonl").read_text().splitlines()]
     assert len(answers) == 6 and all(a["policy"] == str(dpo) for a in answers)
     assert "| policy" in (out / "align_eval.md").read_text()
+
+
+def test_task_metric_rewards_read_answers_as_the_task_does(shared_data):
+    from pathlib import Path
+
+    from taskfit.errors import UserError
+    from taskfit.settings import AlignConfig
+    from taskfit.tasks.task import load_task
+    from taskfit.tuning.raft import MetricReward, raft_prompts
+
+    config = AlignConfig(method="raft", task="gsm8k", data_dir=Path(shared_data), split="train",
+                         reward="metric:accuracy", limit=10)
+    task = load_task("gsm8k")
+    train, held = raft_prompts(config, task)
+    assert len(train) + len(held) == 10 and not {p.key for p in train} & {p.key for p in held}
+    reward = MetricReward("accuracy", task, {p.prompt.messages: p.example for p in train + held})
+    first = train[0]
+    assert reward.score([first.prompt.messages] * 3, [f"So the answer is {first.example.gold}.", "It is 3.5 apples.",
+                                                      ""]) == [1.0, 0.0, 0.0]
+    with pytest.raises(UserError, match="metric:accuracy"):
+        MetricReward("rouge_l", task, {})

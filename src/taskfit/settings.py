@@ -332,8 +332,9 @@ class AlignMethodSection(StrictModel):
 
 
 class RaftSection(StrictModel):
-    reward: str | None = Field(None, description="raft: a `taskfit reward train` folder, or metric:rouge_l / "
-                                                 "metric:exact_match / metric:f1 against a task's gold answers")
+    reward: str | None = Field(None, description="raft: a `taskfit reward train` folder, or metric:NAME, one of the "
+                                                 "--task's metrics (accuracy, exact_match, f1, rouge_l, mrr, map) "
+                                                 "scored per answer as its evaluation scores it")
     task: str | None = Field(None, description="raft: take prompts (and gold answers) from this task instead of "
                                                "--data")
     data_dir: Path | None = Field(None, description="raft with --task: folder laid out as D/<dataset>/<split>.jsonl")

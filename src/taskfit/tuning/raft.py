@@ -7,9 +7,10 @@ keep the best answer per prompt (``selection: best``) or the best b overall (``g
 and fine-tune the same LoRA adapter on them with ``tune``'s answer-only loss (one epoch). Then the new policy answers
 the held-out prompts (the same seeds every iteration, so rewards pair up across iterations).
 
-The reward is a reward model folder (``taskfit reward train``) or a task metric against the gold answer
-(``metric:rouge_l``, ``metric:exact_match``, ``metric:f1``) on a task's prompts (``--task``), which is RAFT with a
-verifiable reward on the user's own task.
+The reward is a reward model folder (``taskfit reward train``) or one of the task's own per-example metrics
+(``metric:accuracy`` for GSM8K's number answers, ``metric:rouge_l`` / ``metric:mrr`` for KBQA, ``metric:exact_match``
+/ ``metric:f1`` for SQuAD) on its prompts (``--task``): the answer is read by the task type's parser and scored as an
+evaluation would score it, which is RAFT with a verifiable reward on the user's own task.
 
 Every candidate with its seed, reward and fate is written to ``iter_<t>/candidates.jsonl``; each iteration's adapter
 to ``iter_<t>/adapter``; the held-out answers to ``iter_<t>/heldout.jsonl``. ``--resume`` (or rerunning into the same
@@ -36,7 +37,6 @@ from taskfit.api import GenerateRequest, Prompt
 from taskfit.data.preferences import read_preferences, split_by_prompt
 from taskfit.data.sampling import sample_indices
 from taskfit.errors import UserError
-from taskfit.metrics import text as text_metrics
 from taskfit.metrics.registry import mean_with_ci
 from taskfit.models.catalog import resolve_model
 from taskfit.models.hf import HFBackend
@@ -58,24 +58,35 @@ STATE = "raft.json"
 class RaftPrompt:
     key: str  # stable id: a hash of the prompt
     prompt: Prompt
-    gold: tuple[str, ...] = ()
+    example: Any = None  # the task's example (gold answer) when prompts come from a task
+
+
+METRIC_FIELDS = {"accuracy": "correct", "exact_match": "em", "f1": "f1", "rouge_l": "rouge_l", "mrr": "rr",
+                 "map": "ap"}
 
 
 class MetricReward:
-    """A task metric of the answer against the prompt's gold answers, as a reward."""
+    """A task's own per-example metric as the reward: the answer is read by the task type's parser (a number for
+    GSM8K, a span for SQuAD, an entity for KBQA) and scored against the example's gold answer, exactly as an
+    evaluation of that task would score it."""
 
-    def __init__(self, metric: str, golds: dict[tuple, tuple[str, ...]]):
-        functions = {"rouge_l": lambda p, g: max(text_metrics.rouge_l(p, x) for x in g),
-                     "exact_match": text_metrics.squad_exact_match, "f1": text_metrics.squad_f1}
-        if metric not in functions:
-            raise UserError(f"--reward metric:{metric}: use metric:rouge_l, metric:exact_match or metric:f1")
-        self.fn, self.golds, self.name = functions[metric], golds, f"metric:{metric}"
+    def __init__(self, metric: str, task, examples: dict[tuple, Any]):
+        if metric not in METRIC_FIELDS or metric not in task.config.metrics:
+            usable = [m for m in task.config.metrics if m in METRIC_FIELDS]
+            raise UserError(f"--reward metric:{metric}: task {task.name} scores per example with "
+                            f"{', '.join('metric:' + m for m in usable) or 'no per-example metric'}")
+        self.field, self.task, self.examples, self.name = METRIC_FIELDS[metric], task, examples, f"metric:{metric}"
 
     def score(self, prompts: Sequence[tuple], answers: Sequence[str]) -> list[float]:
-        return [float(self.fn(a.strip(), list(self.golds[p]))) for p, a in zip(prompts, answers)]
+        values = []
+        for prompt, answer in zip(prompts, answers):
+            example = self.examples[prompt]
+            prediction, _ = self.task.space.parse(answer, example)
+            values.append(float(self.task.space.score(example, prediction).get(self.field) or 0.0))
+        return values
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "task metric", "metric": self.name}
+        return {"kind": "task metric", "metric": self.name, "task": self.task.name}
 
 
 def _key(prompt: Prompt) -> str:
@@ -83,25 +94,17 @@ def _key(prompt: Prompt) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
-def raft_prompts(config: AlignConfig) -> tuple[list[RaftPrompt], list[RaftPrompt]]:
-    """Training and held-out prompts: from a task's split (with gold answers) or from preference files."""
-    if config.task:
-        task = load_task(config.task)
+def raft_prompts(config: AlignConfig, task=None) -> tuple[list[RaftPrompt], list[RaftPrompt]]:
+    """Training and held-out prompts: from a task's split (with its examples) or from preference files."""
+    if task is not None:
         examples = task.examples(config.split, config.data_dir)
         task.prepare_answers(examples, config.split, config.data_dir, None)  # KBQA: the facts each prompt shows
-        rows = [RaftPrompt("", task_prompt(task, ex, "generate"), _golds(task, ex)) for ex in examples]
+        rows = [RaftPrompt("", task_prompt(task, ex, "generate"), ex) for ex in examples]
     else:
         pairs, _ = read_preferences(config.data).as_pairs()
         rows = [RaftPrompt("", Prompt(p.prompt)) for p in pairs]
-    rows = list({_key(r.prompt): RaftPrompt(_key(r.prompt), r.prompt, r.gold) for r in rows}.values())
+    rows = list({_key(r.prompt): RaftPrompt(_key(r.prompt), r.prompt, r.example) for r in rows}.values())
     return split_by_prompt(rows, config.limit, config.dev_share, config.seed)
-
-
-def _golds(task, example) -> tuple[str, ...]:
-    gold = example.gold
-    if isinstance(gold, list | tuple) and all(isinstance(g, str) for g in gold):
-        return tuple(gold)
-    return (str(task.space.word(example)),)
 
 
 def sample_seed(seed: int, iteration: int, key: str, k: int) -> int:
@@ -147,15 +150,17 @@ def train_raft(config: AlignConfig, resume: bool = False) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     if config.threads:
         torch.set_num_threads(config.threads)
-    train, held = raft_prompts(config)
+    task = load_task(config.task) if config.task else None
+    train, held = raft_prompts(config, task)
     if not train or not held:
         raise UserError(f"RAFT needs training and held-out prompts ({len(train)} and {len(held)}); give more data or "
                         "another --dev-share")
     held = held[:config.eval_prompts]
     if config.reward.startswith("metric:"):
-        if not config.task:
+        if task is None:
             raise UserError("--reward metric:NAME scores answers against a task's gold answers; give --task")
-        reward = MetricReward(config.reward.split(":", 1)[1], {r.prompt.messages: r.gold for r in train + held})
+        examples = {r.prompt.messages: r.example for r in train + held}
+        reward = MetricReward(config.reward.split(":", 1)[1], task, examples)
     else:
         reward = load_reward(config.reward)
     name, location = resolve_model(config.model)
