@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from taskfit.adapters.apply import quiet_checkpointing_rename
 from taskfit.adapters.bottleneck import BottleneckConfig, add_adapters, save_adapters
 from taskfit.errors import UserError
 from taskfit.models.catalog import resolve_model
@@ -97,7 +98,8 @@ def train_sft(config: TuneConfig, resume: bool = False) -> TuneResult:
     answer_tokens = sum(sum(label != -100 for label in item.labels) for item in tokenized)
     if answer_tokens == 0:
         raise UserError("no answer tokens to learn from (check max_length and the answers)")
-    method = with_method(loaded.model, config, model_path, instruction)
+    with quiet_checkpointing_rename():
+        method = with_method(loaded.model, config, model_path, instruction)
     log.info("%s on %d samples: %d trainable parameters of %d (%.3f%%)", config.method, len(samples),
              method.trainable, method.total, 100 * method.trainable / method.total)
 
@@ -106,10 +108,10 @@ def train_sft(config: TuneConfig, resume: bool = False) -> TuneResult:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / SETTINGS_FILE, resume_settings(config))
     train_start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
-    train_s = time.perf_counter() - train_start
-
-    method.save(out)
+    with quiet_checkpointing_rename():
+        result = trainer.train(resume_from_checkpoint=True if resume else None)
+        train_s = time.perf_counter() - train_start
+        method.save(out)
     loaded.tokenizer.save_pretrained(out)
     history = [entry for entry in trainer.state.log_history if "loss" in entry]
     plot_loss(history, out / "loss.png", f"{config.method} on {data_info.get('task') or data_info.get('file')}")
