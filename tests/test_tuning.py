@@ -56,6 +56,7 @@ def test_lora_reduces_loss_reloads_and_merges_to_the_same_logits(tmp_path, tiny_
     base = logits(AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval(), ids)
     assert not torch.allclose(base, trained, atol=1e-3)  # training changed the model
     merged_dir = merge(out, tmp_path / "merged")
+    assert json.loads((merged_dir / "run_card.json").read_text())["merged_from"] == str(out)  # still tuned
     merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
     assert (logits(merged, ids) - trained).abs().max() < 1e-4
 

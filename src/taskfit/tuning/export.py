@@ -23,6 +23,7 @@ from taskfit.errors import UserError
 from taskfit.models.catalog import KNOWN_MODELS, resolve_model
 from taskfit.models.llamacpp import resolve_gguf
 from taskfit.models.loading import load_causal_lm
+from taskfit.runs import RUN_CARD_MD, read_run_card, write_run_card
 
 log = logging.getLogger(__name__)
 
@@ -130,4 +131,9 @@ def merge(adapter: str | Path, output: str | Path) -> Path:
     loaded = load_causal_lm(PeftConfig.from_pretrained(adapter).base_model_name_or_path, adapter=adapter)
     loaded.model.save_pretrained(output)
     loaded.tokenizer.save_pretrained(output)
+    card = read_run_card(adapter)
+    if card is not None:  # the merged model is the same tuned model: its evaluations keep their training cost
+        write_run_card(output, {**card, "merged_from": str(adapter)},
+                       (adapter / RUN_CARD_MD).read_text(encoding="utf-8") if (adapter / RUN_CARD_MD).is_file()
+                       else "")
     return output
