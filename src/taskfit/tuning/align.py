@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from taskfit.adapters.apply import quiet_checkpointing_rename
-from taskfit.data.preferences import PreferencePair, RatedRow, read_preferences, split_by_prompt
+from taskfit.data.preferences import PreferencePair, RatedRow
 from taskfit.errors import UserError
 from taskfit.metrics.registry import mean_with_ci
 from taskfit.models.catalog import resolve_model
@@ -35,23 +35,17 @@ from taskfit.prompting.preference_tokens import PairIds, PreferenceTokenizer
 from taskfit.prompting.tokens import Tokenizer
 from taskfit.runs import peak_rss_mib, write_run_card
 from taskfit.settings import AlignConfig
-from taskfit.tuning.common import plot_loss
+from taskfit.tuning.common import LORA_TARGETS, fresh_output, plot_loss, preference_split
 
 log = logging.getLogger(__name__)
-
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
 
 def train_align(config: AlignConfig) -> dict[str, Any]:
     import torch
 
     started = time.perf_counter()
-    out = Path(config.output or f"runs/align/{config.method}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}")
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} is not empty; choose another --output")
-    data = read_preferences(config.data)
-    pairs, unpaired = data.as_pairs()
-    train_pairs, dev_pairs = split_by_prompt(pairs, config.limit, config.dev_share, config.seed)
+    out = fresh_output(config.output, "align", config.method)
+    split = preference_split(config.data, config.limit, config.dev_share, config.seed)
+    data, unpaired, train_pairs, dev_pairs = split.data, split.unpaired, split.train, split.dev
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)

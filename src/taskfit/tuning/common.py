@@ -5,17 +5,46 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from taskfit.data.preferences import PreferenceData, PreferencePair, read_preferences, split_by_prompt
 from taskfit.data.sampling import sample_indices
+from taskfit.errors import UserError
 from taskfit.settings import TuneConfig, load_tune_config
 from taskfit.tasks.task import load_task
 
 LLAMA_ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
 LLAMA_MLP = ["gate_proj", "up_proj", "down_proj"]
+LORA_TARGETS = LLAMA_ATTENTION + LLAMA_MLP  # every projection of a Llama-family decoder layer
 
 __all__ = ["TuneConfig", "TuneResult", "load_tune_config", "task_examples", "plot_loss", "card_markdown"]
+
+
+@dataclass
+class PreferenceSplit:
+    """A stage's preference data: what the files held, the pairs, and the training / held-out split by prompt."""
+
+    data: PreferenceData
+    unpaired: int
+    train: list[PreferencePair]
+    dev: list[PreferencePair]
+
+
+def fresh_output(output: Path | None, stage: str, method: str) -> Path:
+    """The output folder of a new run (default runs/<stage>/<method>-<time>); a folder holding files is refused."""
+    out = Path(output or f"runs/{stage}/{method}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}")
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} is not empty; choose another --output")
+    return out
+
+
+def preference_split(files: list[Path], limit: int | None, dev_share: float, seed: int) -> PreferenceSplit:
+    data = read_preferences(files)
+    pairs, unpaired = data.as_pairs()
+    train, dev = split_by_prompt(pairs, limit, dev_share, seed)
+    return PreferenceSplit(data, unpaired, train, dev)
 
 
 @dataclass

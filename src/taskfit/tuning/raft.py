@@ -46,7 +46,7 @@ from taskfit.prompting.tokens import Pair, Tokenizer
 from taskfit.runs import peak_rss_mib, write_json, write_run_card
 from taskfit.settings import AlignConfig, TuneConfig
 from taskfit.tasks.task import load_task
-from taskfit.tuning.common import LLAMA_ATTENTION, LLAMA_MLP, plot_loss
+from taskfit.tuning.common import LORA_TARGETS, plot_loss
 from taskfit.tuning.rewards import load_reward
 from taskfit.tuning.sft import Method, _trainer
 
@@ -253,7 +253,7 @@ def _finetune(config: AlignConfig, location: str, policy: str | None, selected: 
         else:
             model = get_peft_model(loaded.model, LoraConfig(
                 task_type=TaskType.CAUSAL_LM, r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
-                target_modules=config.target_modules or LLAMA_ATTENTION + LLAMA_MLP))
+                target_modules=config.target_modules or LORA_TARGETS))
     encode = Tokenizer(loaded.tokenizer, config.chat_template)
     tokenized = [encode(Pair(prompts[c["prompt"]].prompt, c["text"].strip()), config.max_length) for c in selected]
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from taskfit.adapters.apply import quiet_checkpointing_rename
-from taskfit.data.preferences import PreferencePair, pair_row, read_preferences, split_by_prompt
+from taskfit.data.preferences import PreferencePair, pair_row
 from taskfit.errors import UserError
 from taskfit.models.catalog import resolve_model
 from taskfit.models.loading import resolve_device
@@ -33,24 +33,18 @@ from taskfit.prompting.preference_tokens import PreferenceTokenizer
 from taskfit.prompting.tokens import Tokenizer
 from taskfit.runs import peak_rss_mib, write_run_card
 from taskfit.settings import RewardConfig
-from taskfit.tuning.common import plot_loss
+from taskfit.tuning.common import LORA_TARGETS, fresh_output, plot_loss, preference_split
 from taskfit.tuning.reward_eval import evaluate_reward
 from taskfit.tuning.reward_minilm import train_minilm
 
 log = logging.getLogger(__name__)
 
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
 def train_reward(config: RewardConfig) -> dict[str, Any]:
     """Train, save, evaluate on the held-out prompts; returns the run card."""
     started = time.perf_counter()
-    out = Path(config.output or f"runs/reward/{config.method}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}")
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} is not empty; choose another --output")
-    data = read_preferences(config.data)
-    pairs, unpaired = data.as_pairs()
-    train, dev = split_by_prompt(pairs, config.limit, config.dev_share, config.seed)
+    out = fresh_output(config.output, "reward", config.method)
+    split = preference_split(config.data, config.limit, config.dev_share, config.seed)
+    data, unpaired, train, dev = split.data, split.unpaired, split.train, split.dev
     if len(train) < 2:
         raise UserError(f"only {len(train)} training pairs after the dev split; give more data or a smaller "
                         "--dev-share")
@@ -60,7 +54,7 @@ def train_reward(config: RewardConfig) -> dict[str, Any]:
                                        encoding="utf-8")
     provenance = {"files": [str(f) for f in config.data], "formats": dict(data.formats),
                   "dropped_when_read": dict(data.dropped), "rated_rows_unpaired": unpaired,
-                  "pairs": len(pairs), "train_pairs": len(train), "dev_pairs": len(dev)}
+                  "pairs": len(train) + len(dev), "train_pairs": len(train), "dev_pairs": len(dev)}
     if config.method == "minilm":
         card = train_minilm(config, train, out)
     else:
