@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("tasks", help="list built-in tasks")
     sub.add_parser("models", help="list known models")
-    for command in sub.choices.values():  # -v after the subcommand too (taskfit eval ... -v)
+    for command in [*sub.choices.values(), *rw_sub.choices.values()]:  # -v after the subcommand too (eval ... -v)
         command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                              help="debug logging (or set TASKFIT_LOG_LEVEL=DEBUG, WARNING ...)")
     return parser
