@@ -216,7 +216,9 @@ def write_run_card(folder: Path, card: dict[str, Any], markdown: str) -> None:
     """``run_card.json`` and ``RUN_CARD.md`` of a training run (every stage writes one)."""
     write_json(folder / RUN_CARD, card)
     (folder / RUN_CARD_MD).write_text(markdown, encoding="utf-8")
-    log.info("wrote %s (loss %.4f -> %.4f)", folder, card.get("first_loss") or 0, card.get("final_loss") or 0)
+    first, final = card.get("first_loss"), card.get("final_loss")
+    loss = f" (loss {first:.4f} -> {final:.4f})" if first is not None and final is not None else ""
+    log.info("wrote %s%s", folder, loss)
 
 
 def read_run_card(folder: str | Path) -> dict[str, Any] | None:
