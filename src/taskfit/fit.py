@@ -26,7 +26,7 @@ from typing import Any
 
 from taskfit.errors import UserError
 from taskfit.evaluation import evaluate
-from taskfit.grid import Cell, run_cells, run_in_process
+from taskfit.grid import Cell, CellSkipped, run_cells, run_in_process
 from taskfit.report import render
 from taskfit.settings import RunConfig, TuneConfig
 from taskfit.tasks.task import Task, load_task
@@ -224,8 +224,7 @@ def deadline_runner(deadline: float, estimates: dict[str, float],
     def run(cell: Cell) -> None:
         left = deadline - time.monotonic()
         if estimates.get(cell.name, 0.0) > left:
-            raise UserError(f"skipped: about {estimates[cell.name] / 60:.1f} min left to run, {left / 60:.1f} min of "
-                            "budget left")
+            raise CellSkipped(f"about {estimates[cell.name] / 60:.1f} min to run, {left / 60:.1f} min of budget left")
         inner(cell)
 
     return run

@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 Entry = str | dict[str, Any]
 
 
+class CellSkipped(UserError):
+    """A runner's decision not to run a cell (``taskfit fit``: its estimate no longer fits the time left)."""
+
+
 class TuneJob(StrictModel):
     """A tuning job of a plan: ``taskfit tune`` settings, a name, and the strategies its output is evaluated with."""
 
@@ -247,6 +251,8 @@ def run_cells(plan_cells: Sequence[Cell], jobs: int = 1, runner: Callable[[Cell]
         try:
             (runner or run_in_process)(cell)
             cell.status = "done"
+        except CellSkipped as exc:
+            cell.status, cell.note = "skipped", str(exc)
         except (UserError, ServerError) as exc:
             cell.status, cell.note = "failed", str(exc)
             if cell.kind == "tune":
