@@ -239,7 +239,7 @@ def run_cells(plan_cells: Sequence[Cell], jobs: int = 1, runner: Callable[[Cell]
     def one(cell: Cell) -> None:
         tag = f"[{number[cell.name]}/{total}] {cell.name}"
         if cell.after in failed_tunes:
-            cell.status, cell.note = "skipped", f"its tune cell {cell.after} failed"
+            cell.status, cell.note = "skipped", f"its tune cell {cell.after} did not run"
             log.warning("%s: skipped (%s)", tag, cell.note)
             return
         if cell.complete():
@@ -251,10 +251,8 @@ def run_cells(plan_cells: Sequence[Cell], jobs: int = 1, runner: Callable[[Cell]
         try:
             (runner or run_in_process)(cell)
             cell.status = "done"
-        except CellSkipped as exc:
-            cell.status, cell.note = "skipped", str(exc)
         except (UserError, ServerError) as exc:
-            cell.status, cell.note = "failed", str(exc)
+            cell.status, cell.note = "skipped" if isinstance(exc, CellSkipped) else "failed", str(exc)
             if cell.kind == "tune":
                 failed_tunes.add(cell.name)
         cell.seconds = time.perf_counter() - started
