@@ -19,12 +19,13 @@ def main() -> None:
     parser.add_argument("html")
     parser.add_argument("png")
     parser.add_argument("--width", type=int, default=1280)
+    parser.add_argument("--height", type=int, default=0, help="only the top N pixels (default: the whole page)")
     args = parser.parse_args()
     page_uri = Path(args.html).resolve().as_uri()
     requests, failed, errors = [], [], []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": args.width, "height": 900})
+        page = browser.new_page(viewport={"width": args.width, "height": args.height or 900})
         page.on("requestfailed", lambda r: failed.append(r.url))
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -36,7 +37,7 @@ def main() -> None:
         page.route("**/*", only_files)
         page.goto(page_uri)
         page.wait_for_load_state("load")
-        page.screenshot(path=args.png, full_page=True)
+        page.screenshot(path=args.png, full_page=not args.height)
         browser.close()
     outside = [u for u in requests if not u.startswith("file:")]
     print(json.dumps({"requests": len(requests), "non_file_requests": outside, "failed_requests": failed,
