@@ -109,3 +109,13 @@ def test_grid_runs_resumes_after_a_cut_and_feeds_the_report(tmp_path):
     (task,) = build([out], n_resamples=200).tasks
     assert {m.label for m in task.methods} == {"zero_shot", "few_shot(k=2, selector=random)"}
     assert json.loads((out / "grid.json").read_text())["cells"][1]["status"] == "done"
+
+
+def test_dry_run_names_cells_that_will_fail_on_their_data(tmp_path, shared_data, capsys):
+    path = write_plan(tmp_path, defaults={"data_dir": str(shared_data), "limit": 5}, tasks=["squad"],
+                      strategies=["zero_shot", {"strategy": "few_shot", "strategy_args": {"k": 2}}])
+    cells = grid.cells(grid.load_plan(path), path)
+    assert grid.problem(cells[0]) is None
+    assert "squad_v1.1/train.jsonl not found" in grid.problem(cells[1])
+    assert main(["grid", str(path), "--dry-run"]) == 0
+    assert "1 cells will fail on their data" in capsys.readouterr().out

@@ -325,13 +325,17 @@ def cmd_grid(args: argparse.Namespace) -> int:
         sys.stdout.write("".join(cell.command + "\n" for cell in cells))
         return 0
     if args.dry_run:
-        rows, total = [], 0.0
+        rows, total, problems = [], 0.0, 0
         for cell in cells:
             todo, seconds = grid.estimate(cell)
+            trouble = grid.problem(cell)
+            problems += trouble is not None
             total += seconds or 0
             rows.append([cell.kind, cell.name, "complete" if todo == 0 else ("?" if todo is None else todo),
-                         "-" if seconds is None else f"{seconds / 60:.1f}"])
-        sys.stdout.write(markdown_table(["kind", "cell", "rows to run", "estimated minutes"], rows) + "\n")
+                         "-" if seconds is None else f"{seconds / 60:.1f}", trouble or ""])
+        sys.stdout.write(markdown_table(["kind", "cell", "rows to run", "estimated minutes", "will fail"], rows) + "\n")
+        if problems:
+            sys.stdout.write(f"{problems} cells will fail on their data as planned (see 'will fail')\n")
         sys.stdout.write(f"{len(cells)} cells, about {total / 60:.0f} minutes on a 2-core CPU with the embedded "
                          "model (a rough prior; nothing was run)\n")
         return 0

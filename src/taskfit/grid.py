@@ -204,6 +204,22 @@ def _build(model_cls: type[RunConfig] | type[TuneConfig], settings: dict[str, An
 
 # ------------------------------------------------------------------------------------------------- running
 
+def problem(cell: Cell) -> str | None:
+    """What would make an eval cell fail on its data, found without a model: a missing evaluated or pool split."""
+    if cell.kind != "eval":
+        return None
+    cfg = cell.config
+    try:
+        task = load_task(cfg.task)
+        task.examples(cfg.split or task.config.eval_split, cfg.data_dir, 1)
+        uses_pool = cfg.strategy in ("few_shot", "ape") or int((cfg.strategy_args or {}).get("k", 0) or 0) > 0
+        if uses_pool:
+            task.examples(cfg.pool_split or task.config.pool_split, cfg.data_dir, 1)
+    except (UserError, OSError) as exc:
+        return str(exc)
+    return None
+
+
 def estimate(cell: Cell) -> tuple[int | None, float | None]:
     """Rows a cell still has to run and a rough prior of its seconds on this kind of machine (2 CPU cores, the
     embedded 135M model; recorded benchmarks: zero-shot scoring ~0.2 s per SST-2 row, kNN 4-shot ~1.7 s, greedy
