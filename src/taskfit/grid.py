@@ -39,9 +39,11 @@ from pydantic import Field
 
 from taskfit.config import StrictModel, read_yaml, validate
 from taskfit.errors import ServerError, UserError
+from taskfit.evaluation import evaluate
 from taskfit.runs import RESULTS, RUN_CARD, write_json
 from taskfit.settings import RunConfig, TuneConfig, command_line
 from taskfit.tasks.task import load_task
+from taskfit.tuning import tune
 
 log = logging.getLogger(__name__)
 
@@ -287,12 +289,8 @@ def run_cells(plan_cells: Sequence[Cell], jobs: int = 1, runner: Callable[[Cell]
 
 def run_in_process(cell: Cell) -> None:
     if cell.kind == "tune":
-        from taskfit.tuning import tune
-
         tune(cell.config, resume=any(cell.folder.glob("checkpoint-*")))
     else:
-        from taskfit.evaluation import evaluate
-
         evaluate(cell.config, progress=False)
 
 

@@ -53,6 +53,11 @@ class PreferencePair:
     source: str = ""
     tags: tuple[tuple[str, Any], ...] = ()
 
+    def rated(self) -> list[RatedRow]:
+        """The pair as two rated rows: the chosen answer desirable, the rejected one not."""
+        return [RatedRow(self.prompt, self.chosen, True, self.source, self.tags),
+                RatedRow(self.prompt, self.rejected, False, self.source, self.tags)]
+
 
 @dataclass(frozen=True)
 class RatedRow:
@@ -74,11 +79,7 @@ class PreferenceData:
 
     def as_rated(self) -> list[RatedRow]:
         """Every row as a rated row: each pair gives its chosen (desirable) and rejected (undesirable) answer."""
-        out = []
-        for p in self.pairs:
-            out.append(RatedRow(p.prompt, p.chosen, True, p.source, p.tags))
-            out.append(RatedRow(p.prompt, p.rejected, False, p.source, p.tags))
-        return out + list(self.rated)
+        return [row for p in self.pairs for row in p.rated()] + list(self.rated)
 
     def as_pairs(self) -> tuple[list[PreferencePair], int]:
         """Every pair, plus rated rows paired where one prompt has a desirable and an undesirable answer (in file

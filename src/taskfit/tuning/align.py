@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from taskfit.adapters.apply import quiet_checkpointing_rename
-from taskfit.data.preferences import PreferencePair, RatedRow
 from taskfit.errors import UserError
 from taskfit.metrics.registry import mean_with_ci
 from taskfit.models.catalog import resolve_model
@@ -62,7 +61,7 @@ def train_align(config: AlignConfig) -> dict[str, Any]:
         rows = [{"prompt_ids": p.chosen[:p.prompt_length], "chosen_ids": p.chosen[p.prompt_length:],
                  "rejected_ids": p.rejected[p.prompt_length:]} for p in renderer.pairs(train_pairs)]
     else:
-        rated = [r for p in train_pairs for r in _as_rated(p)] + [r for r in data.rated if r.prompt not in
+        rated = [r for p in train_pairs for r in p.rated()] + [r for r in data.rated if r.prompt not in
                                                                   {d.prompt for d in dev_pairs}]
         rows = [{"prompt_ids": r.ids[:r.prompt_length], "completion_ids": r.ids[r.prompt_length:], "label": r.label}
                 for r in renderer.rated(rated)]
@@ -107,11 +106,6 @@ def train_align(config: AlignConfig) -> dict[str, Any]:
         card["dev"] = dev
     write_run_card(out, card, _markdown(card))
     return card
-
-
-def _as_rated(pair: PreferencePair) -> list[RatedRow]:
-    return [RatedRow(pair.prompt, pair.chosen, True, pair.source), RatedRow(pair.prompt, pair.rejected, False,
-                                                                               pair.source)]
 
 
 def _pretokenized(trainer_class):
