@@ -9,6 +9,7 @@ Subcommands import their workflow lazily, so ``taskfit tasks`` never pays for to
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -28,10 +29,12 @@ from taskfit.settings import (
     FLAG_NAMES,
     REWARD_SECTIONS,
     RUN_SECTIONS,
+    SERVE_SECTIONS,
     TUNE_SECTIONS,
     load_align_config,
     load_reward_config,
     load_run_config,
+    load_serve_config,
     load_tune_config,
 )
 
@@ -118,6 +121,19 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--judge", help="eval: a second reward (e.g. a MiniLM reward folder) reported beside --reward")
     add_flags(al, ALIGN_SECTIONS)
 
+    sv = sub.add_parser("serve", help="the web QA assistant (streaming chat page whose feedback becomes training "
+                        "data) and an OpenAI-compatible API, on one server")
+    sv.add_argument("--config", help="serve YAML; any flag below can be a key there, flags override it")
+    add_flags(sv, SERVE_SECTIONS)
+
+    fb = sub.add_parser("feedback", help="the assistant's feedback as training data")
+    fb_sub = fb.add_subparsers(dest="feedback_command", required=True)
+    fe = fb_sub.add_parser("export", help="write feedback as TRL rows: dpo pairs, kto rated rows or sft rows")
+    fe.add_argument("--as", dest="fmt", required=True, choices=["dpo", "kto", "sft"])
+    fe.add_argument("--db", help="the assistant's database (default $TASKFIT_HOME/assistant.sqlite)")
+    fe.add_argument("--output", required=True, help="JSONL file to write (`taskfit align --data` / `taskfit tune "
+                    "--train-file` read it)")
+
     tu = sub.add_parser("tune", help="fine-tune a model on a task or a training file (LoRA, IA3, prefix, prompt, "
                         "bottleneck adapters, full) or train a specialist encoder + head")
     tu.add_argument("--config", help="tune YAML; any flag below can be a key there, flags override it")
@@ -138,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("tasks", help="list built-in tasks")
     sub.add_parser("models", help="list known models")
-    for command in [*sub.choices.values(), *rw_sub.choices.values()]:  # -v after the subcommand too (eval ... -v)
+    # -v after the subcommand too (eval ... -v)
+    for command in [*sub.choices.values(), *rw_sub.choices.values(), *fb_sub.choices.values()]:
         command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                              help="debug logging (or set TASKFIT_LOG_LEVEL=DEBUG, WARNING ...)")
     return parser
@@ -435,6 +452,37 @@ def cmd_reward(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from taskfit.serve import serve
+
+    serve(load_serve_config(args.config, settings_from(args)))
+    return 0
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from taskfit.serve import default_db
+    from taskfit.serve.export import export_rows
+    from taskfit.serve.store import Store
+
+    db = Path(args.db) if args.db else default_db()
+    if not db.is_file():
+        raise UserError(f"no assistant database at {db}; pass --db (the file `taskfit serve --db` wrote)")
+    store = Store(db)
+    try:
+        rows = export_rows(store, args.fmt)
+    finally:
+        store.close()
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    partial.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    partial.replace(out)
+    sys.stdout.write(f"wrote {len(rows)} {args.fmt} rows to {out}\n")
+    return 0
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     from taskfit.tuning import tune
 
@@ -475,7 +523,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 COMMANDS = {"eval": cmd_eval, "tune": cmd_tune, "merge": cmd_merge, "export": cmd_export,
             "compare-results": cmd_compare, "report": cmd_report, "grid": cmd_grid, "fit": cmd_fit,
-            "reward": cmd_reward, "align": cmd_align, "tasks": cmd_tasks, "models": cmd_models}
+            "reward": cmd_reward, "align": cmd_align, "serve": cmd_serve, "feedback": cmd_feedback,
+            "tasks": cmd_tasks, "models": cmd_models}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -370,3 +370,57 @@ def load_align_config(path: str | Path | None, overrides: dict[str, Any]) -> Ali
         raise UserError("no preference data: pass --data FILE (repeatable) or set 'data:' in the config (RAFT: or "
                         "--task NAME)")
     return config
+
+
+# ------------------------------------------------------------------------------------------------- taskfit serve
+class ServeModelSection(StrictModel):
+    model: str = Field("smollm2-135m-instruct", description="known model (see `taskfit models`), hf:<folder>, "
+                       "gguf:<file>, or the served model's name on an OpenAI-compatible server (--backend openai)")
+    backend: Literal[tuple(BACKEND_OPTIONS)] = Field(  # type: ignore[valid-type]
+        "llamacpp", description="llamacpp (GGUF in process, fast CPU decoding; --adapter is merged and exported to "
+                                "GGUF first), hf (transformers) or openai (an OpenAI-compatible server such as vLLM)")
+    task: str | None = Field(None, description="serve with this task's prompt, system prompt and answer format "
+                                               "(the ones the model was tuned and evaluated with)")
+    data_dir: Path | None = Field(None, description="KBQA task without --kb: its split's triples are the knowledge "
+                                                    "base (folder laid out as D/<dataset>/<split>.jsonl)")
+    split: str = Field("train", description="the split whose triples are the knowledge base (KBQA without --kb)")
+    kb: Path | None = Field(None, description="knowledge base: JSONL triples / 's ||| p ||| o' lines (KBQA tasks), "
+                                              "or JSONL passages with a 'text' field (retrieved by BM25)")
+    top_k: int = Field(5, gt=0, description="passages retrieved per question (KBQA tasks use their own top_k)")
+    max_tokens: int | None = Field(None, gt=0, description="answer budget (default: the task's, else 256)")
+    temperature: float = Field(0.0, ge=0, description="sampling temperature of the chat page (0: greedy)")
+    history_turns: int = Field(6, ge=0, description="earlier turns of a conversation shown to the model")
+
+
+class ServeHTTPSection(StrictModel):
+    host: str = Field("127.0.0.1", description="address to bind (loopback by default; put a reverse proxy with TLS "
+                                               "in front to serve others)", json_schema_extra=OPERATIONAL)
+    port: int = Field(8000, ge=0, le=65535, description="port (0: any free one)", json_schema_extra=OPERATIONAL)
+    db: Path | None = Field(None, description="SQLite file for conversations and feedback "
+                                              "(default $TASKFIT_HOME/assistant.sqlite)")
+    admin_token: SecretStr | None = Field(None, description="token for GET /api/export (default "
+                                          "$TASKFIT_ADMIN_TOKEN; without one the export endpoint is off)")
+    serve_api_key: SecretStr | None = Field(None, description="require this key on /v1 (Authorization: Bearer) "
+                                            "(default $TASKFIT_SERVE_API_KEY; none: open on loopback)")
+    max_concurrent: int | None = Field(None, gt=0, description="answers generated at once (default: the llamacpp "
+                                       "slots, 1 for hf, the concurrency for openai)")
+    max_waiting: int = Field(32, ge=0, description="requests queued for a free generation slot before 503 busy")
+    wait_timeout: float = Field(60.0, gt=0, description="seconds a request may wait for a slot before 503")
+    answer_timeout: float = Field(300.0, gt=0, description="seconds one answer may take before it is cut")
+    max_question_chars: int = Field(4000, gt=0, description="longest question or message accepted (413 beyond)")
+    max_messages: int = Field(64, gt=0, description="most messages in one /v1 request (413 beyond)")
+    max_answer_tokens: int = Field(1024, gt=0, description="largest max_tokens a /v1 request may ask for (400 beyond)")
+
+
+class ServeConfig(OpenAIOptions, LlamaCppOptions, HFOptions, ServeHTTPSection, ServeModelSection):
+    """Everything ``taskfit serve`` needs (YAML keys = flags)."""
+
+
+SERVE_SECTIONS: list[tuple[str, type[BaseModel]]] = [
+    ("model and prompt", ServeModelSection), ("server", ServeHTTPSection), ("hf backend", HFOptions),
+    ("llamacpp backend", LlamaCppOptions), ("openai backend", OpenAIOptions)]
+
+
+def load_serve_config(path: str | Path | None, overrides: dict[str, Any]) -> ServeConfig:
+    data, source = merged(path, overrides)
+    return validate(ServeConfig, data, source)

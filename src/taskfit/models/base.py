@@ -48,6 +48,14 @@ class Backend(ABC):
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         """Answer every request; results in request order."""
 
+    def generate_streaming(self, request: GenerateRequest, emit: Callable[[str], None]) -> GenerateResult:
+        """Answer one request, calling ``emit(delta)`` as its text becomes final (the deltas join to the result's
+        text). Default: the whole answer in one call; backends that decode here stream token by token."""
+        (result,) = self.generate([request])
+        if result.text:
+            emit(result.text)
+        return result
+
     def describe(self) -> dict[str, Any]:
         """Facts about the loaded model for results.json."""
         return {"backend": self.name}
@@ -86,6 +94,47 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     if not positions:
         return text, False
     return text[: min(positions)], True
+
+
+class StreamCutter:
+    """Turns a growing answer into the deltas that are safe to show while it is generated.
+
+    Text is final up to the first stop string (after leading whitespace, :func:`cut_at_stop`'s rule); a tail that
+    could still grow into a stop string, and a trailing U+FFFD (half of a multi-byte character the tokenizer has
+    not finished), are held back. So the deltas always join to a prefix of the final answer.
+    """
+
+    def __init__(self, stop: Sequence[str], emit: Callable[[str], None]):
+        self.stop = [s for s in stop if s]
+        self.emit = emit
+        self.sent = ""
+
+    def update(self, text: str) -> bool:
+        """Show what of ``text`` (the whole answer so far) is final; True once a stop string ended it."""
+        cut, found = cut_at_stop(text, self.stop)
+        if not found:
+            cut = cut[: len(cut) - self._held(cut)]
+        self._send(cut.rstrip("\ufffd") if not found else cut)
+        return found
+
+    def finish(self, text: str) -> None:
+        """The final answer: send what is left of it."""
+        self._send(text)
+
+    def _held(self, text: str) -> int:
+        start = len(text) - len(text.lstrip())
+        longest = 0
+        for s in self.stop:
+            for n in range(min(len(s) - 1, len(text) - start), longest, -1):
+                if text.endswith(s[:n]):
+                    longest = n
+                    break
+        return longest
+
+    def _send(self, text: str) -> None:
+        if len(text) > len(self.sent) and text.startswith(self.sent):
+            delta, self.sent = text[len(self.sent):], text
+            self.emit(delta)
 
 
 def encode_pair(encode: Callable[[str], list[int]], encode_bare: Callable[[str], list[int]], context: str,

@@ -28,7 +28,7 @@ from taskfit.api import (
     render_plain,
 )
 from taskfit.errors import UserError
-from taskfit.models.base import Backend, cut_at_stop, encode_pair, register_backend
+from taskfit.models.base import Backend, StreamCutter, cut_at_stop, encode_pair, register_backend
 from taskfit.models.loading import load_causal_lm, resolve_device
 from taskfit.models.options import HFOptions
 
@@ -41,8 +41,9 @@ CONTINUATION_CACHE_TOKENS = 16384  # context-cache tokens copied per continuatio
 
 def render_with(tokenizer, prompt: Prompt, use_chat_template: bool) -> str:
     """The text a transformers model sees for ``prompt``: its chat template (generation prompt added) and the
-    answer prefix, or plain text. Evaluation and training (:mod:`taskfit.prompting.tokens`) both render with this."""
-    if not use_chat_template:
+    answer prefix, or plain text. Evaluation and training (:mod:`taskfit.prompting.tokens`) both render with this.
+    A prompt with no messages is raw text (``/v1/completions``): its answer prefix as it is."""
+    if not use_chat_template or not prompt.messages:
         return render_plain(prompt)
     text = tokenizer.apply_chat_template(prompt.as_dicts(), tokenize=False, add_generation_prompt=True)
     return text + prompt.answer_prefix
@@ -254,8 +255,16 @@ class HFBackend(Backend):
         bar.close()
         return results  # type: ignore[return-value]
 
-    def _decode(self, batch: list[list[int]], settings: list[GenerateRequest]) -> list[GenerateResult]:
-        """Left-padded batched decoding with a KV cache, per-row stop strings, budgets and seeds."""
+    def generate_streaming(self, request: GenerateRequest, emit) -> GenerateResult:
+        cutter = StreamCutter(request.stop, emit)
+        encoded = self._cut_left(self._encode(self.render(request.prompt)), self.max_length)
+        (result,) = self._decode([encoded], [request], on_text=cutter.update)
+        cutter.finish(result.text)
+        return result
+
+    def _decode(self, batch: list[list[int]], settings: list[GenerateRequest], on_text=None) -> list[GenerateResult]:
+        """Left-padded batched decoding with a KV cache, per-row stop strings, budgets and seeds; ``on_text``
+        (one-row batches) gets the answer's whole text after every token."""
         torch = self.torch
         rows = len(batch)
         input_ids, mask, positions = self._left_pad(batch)
@@ -289,6 +298,8 @@ class HFBackend(Backend):
                     stop = settings[row].stop
                     if token in eos_ids or stop and cut_at_stop(self._text(produced[row]), stop)[1]:
                         done[row], reasons[row] = True, "stop"
+                    elif on_text is not None:
+                        on_text(self._text(produced[row]))
                     elif len(produced[row]) >= settings[row].max_tokens:
                         done[row] = True
                 if all(done):

@@ -39,7 +39,7 @@ from taskfit.api import (
     render_plain,
 )
 from taskfit.errors import ServerError, UserError
-from taskfit.models.base import Backend, cut_at_stop, encode_pair, map_in_threads, register_backend
+from taskfit.models.base import Backend, StreamCutter, cut_at_stop, encode_pair, map_in_threads, register_backend
 from taskfit.models.catalog import KNOWN_MODELS
 from taskfit.models.http import RetryPolicy, client, post_with_retries
 from taskfit.models.options import LlamaCppOptions
@@ -174,7 +174,7 @@ class LlamaCppBackend(Backend):
 
     # ------------------------------------------------------------------ the backend protocol
     def render(self, prompt: Prompt) -> str:
-        if not self.use_chat_template:
+        if not self.use_chat_template or not prompt.messages:  # no messages: raw text (/v1/completions)
             return render_plain(prompt)
         text = self._rendered.get(prompt)
         if text is None:
@@ -223,7 +223,13 @@ class LlamaCppBackend(Backend):
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         return self._pool(self._generate_one, list(requests), "generate")
 
-    def _generate_one(self, request: GenerateRequest) -> GenerateResult:
+    def generate_streaming(self, request: GenerateRequest, emit) -> GenerateResult:
+        cutter = StreamCutter(request.stop, emit)
+        result = self._generate_one(request, cutter)
+        cutter.finish(result.text)
+        return result
+
+    def _generate_one(self, request: GenerateRequest, cutter: StreamCutter | None = None) -> GenerateResult:
         prompt = self._fit(self._encode(self.render(request.prompt)), request.max_tokens)
         body: dict[str, Any] = {
             "temperature": request.temperature, "top_p": request.top_p,
@@ -234,7 +240,12 @@ class LlamaCppBackend(Backend):
             body["json_schema"] = json.loads(request.json_schema)
         text, produced, logprob = "", 0, 0.0
         while True:
-            response = self._post("/completion", {**body, "prompt": prompt, "n_predict": request.max_tokens - produced})
+            step = {**body, "prompt": prompt, "n_predict": request.max_tokens - produced}
+            if cutter is None:
+                response = self._post("/completion", step)
+            else:
+                before = text
+                response = self._stream("/completion", step, lambda so_far: cutter.update(before + so_far))
             self._count(response)
             text += response.get("content", "")
             produced += int(response.get("tokens_predicted", 0))
@@ -251,6 +262,29 @@ class LlamaCppBackend(Backend):
         text, _ = cut_at_stop(text, request.stop)
         reason = "length" if stop_type == "limit" else "stop"
         return GenerateResult(text=text, n_tokens=produced, finish_reason=reason, logprob=logprob)
+
+    def _stream(self, path: str, body: dict[str, Any], on_text) -> dict[str, Any]:
+        """POST with ``stream``: llama.cpp answers server-sent events, one per token; ``on_text`` gets the content so
+        far after each. Returns what the unstreamed call returns (content, probabilities, the last event's facts)."""
+        content, probabilities, last = "", [], {}
+        with self.http.stream("POST", self.url + path, json={**body, "stream": True},
+                              timeout=LOCAL_SERVER.timeout) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise ServerError(f"llama.cpp answered HTTP {response.status_code}: {response.text[:300]}",
+                                  response.status_code)
+            for line in response.iter_lines():
+                if not line.startswith("data: "):
+                    continue
+                event = json.loads(line[len("data: "):])
+                if "error" in event:
+                    raise ServerError(f"llama.cpp: {event['error']}")
+                probabilities.extend(event.get("completion_probabilities") or [])
+                if event.get("content"):
+                    content += event["content"]
+                    on_text(content)
+                last = event
+        return {**last, "content": content, "completion_probabilities": probabilities}
 
     def context_window(self) -> int:
         return self.slot_context

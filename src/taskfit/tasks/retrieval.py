@@ -1,4 +1,5 @@
-"""Knowledge-base retrieval for KBQA: BM25 over character n-grams of each triple's subject and predicate.
+"""Knowledge-base retrieval for KBQA: BM25 over character n-grams of each triple's subject and predicate (and, for
+the assistant, of passages' text).
 
 Chinese questions have no spaces, so words are not a usable unit; character unigrams and bigrams are (the
 question "《高等数学》是哪个出版社出版的？" shares the bigrams of the subject 高等数学 and the predicate 出版社).
@@ -30,16 +31,25 @@ class Triple:
         return f"{self.subject} | {self.predicate} | {self.object}"
 
 
-class BM25Index:
-    """Ranks triples for a question by BM25 over character 1-2-grams of ``subject predicate``."""
+@dataclass(frozen=True)
+class Passage:
+    text: str
 
-    def __init__(self, triples: Iterable[Triple], k1: float = 1.5, b: float = 0.75):
+    def as_text(self) -> str:
+        return self.text
+
+
+class BM25Index:
+    """Ranks triples (or passages) for a question by BM25 over character 1-2-grams of ``subject predicate`` (of the
+    passage's text)."""
+
+    def __init__(self, triples: Iterable[Triple | Passage], k1: float = 1.5, b: float = 0.75):
         from sklearn.feature_extraction.text import CountVectorizer
 
         self.triples = list(dict.fromkeys(triples))  # distinct, first-seen order
         if not self.triples:
             raise UserError("the knowledge base is empty; give triples with --kb or use a split whose rows have them")
-        docs = [f"{t.subject} {t.predicate}" for t in self.triples]
+        docs = [t.text if isinstance(t, Passage) else f"{t.subject} {t.predicate}" for t in self.triples]
         self.vectorizer = CountVectorizer(analyzer="char", ngram_range=(1, 2), lowercase=True)
         counts = self.vectorizer.fit_transform(docs).tocsr().astype(np.float64)
         n_docs = counts.shape[0]
@@ -51,7 +61,7 @@ class BM25Index:
         counts.data = counts.data * (k1 + 1) / (counts.data + norm[rows])
         self.weights = counts.multiply(self.idf).tocsr()
 
-    def search(self, question: str, k: int) -> list[tuple[Triple, float]]:
+    def search(self, question: str, k: int) -> list[tuple[Triple | Passage, float]]:
         """The ``k`` best triples with their scores, best first (ties: knowledge-base order)."""
         query = self.vectorizer.transform([question])
         query.data[:] = 1.0  # a question term counts once
@@ -98,3 +108,25 @@ def load_kb_file(path: str | Path) -> list[Triple]:
                 raise UserError(f"{path}:{number}: expected subject, predicate and object")
             triples.append(Triple(*(str(p).strip() for p in parts)))
     return triples
+
+
+def load_passages(path: str | Path) -> list[Passage]:
+    """Passages for the assistant's retrieval: JSONL rows with a ``text`` field."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"knowledge base file not found: {path}")
+    passages = []
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            line = decode_utf8(raw, path, number).strip()
+            if not line:
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}:{number}: not JSON ({exc.msg}); passages are JSONL rows with a 'text' "
+                                "field") from None
+            if not isinstance(item, dict) or not isinstance(item.get("text"), str) or not item["text"].strip():
+                raise UserError(f"{path}:{number}: key 'text': expected a non-empty string")
+            passages.append(Passage(item["text"].strip()))
+    return passages

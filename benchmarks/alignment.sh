@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Issue 18's alignment benchmarks, one after another (run alone on the machine). Usage, from the repository root
+# with the venv active:
+#   bash benchmarks/alignment.sh OUT [STEP...]        STEP: rm-minilm raft-hh dpo kto align-eval kbqa rm-lora
+# Every step writes a run folder under OUT and is skipped when its folder already holds a finished run (RAFT resumes
+# at iteration boundaries). HH-RLHF pairs come from ../shared/data/hh_rlhf/train.jsonl; every command holds out the
+# same 20% of prompts (dev_share 0.2, seed 1234), so the reward models, DPO, KTO and RAFT are all judged on prompts
+# none of them trained on. KBQA: ../shared/data has only a train split, so the script splits it by id into
+# OUT/kbqa-data/nlpcc2016_kbqa/{train,dev}.jsonl (ids ending in 0 are dev); nothing is copied into this repository.
+set -euo pipefail
+OUT=${1:?usage: alignment.sh OUT [STEP...]}
+shift
+STEPS=${*:-rm-minilm raft-hh dpo kto align-eval kbqa rm-lora}
+HH=../shared/data/hh_rlhf/train.jsonl
+T="python -m taskfit.cli"
+mkdir -p "$OUT"
+log() { echo "[$(date +%H:%M:%S)] $*"; }
+timed() { local s; s=$(date +%s); "$@"; log "took $(( $(date +%s) - s )) s: $*"; }
+
+for step in $STEPS; do
+  case $step in
+    rm-minilm)
+      [ -f "$OUT/rm-minilm/reward.json" ] || timed $T reward train --method minilm --data $HH --output "$OUT/rm-minilm" ;;
+    raft-hh)
+      timed $T align --method raft --reward "$OUT/rm-minilm" --data $HH --iterations 3 --prompts 64 --samples 4 \
+        --max-new-tokens 48 --eval-prompts 64 --max-length 384 --output "$OUT/raft-hh" --resume ;;
+    dpo | kto)
+      [ -f "$OUT/$step/run_card.json" ] || timed $T align --method "$step" --data $HH --max-steps 40 --max-length 256 \
+        --output "$OUT/$step" ;;
+    align-eval)
+      timed $T align eval --policies "base,$OUT/raft-hh/iter_3/adapter,$OUT/dpo,$OUT/kto" --reward "$OUT/rm-minilm" \
+        --data "$OUT/rm-minilm/dev.jsonl" --eval-prompts 200 --max-new-tokens 48 --max-length 384 \
+        --output "$OUT/align-eval" ;;
+    kbqa)
+      D="$OUT/kbqa-data/nlpcc2016_kbqa"
+      if [ ! -f "$D/dev.jsonl" ]; then
+        mkdir -p "$D"
+        python - "$D" <<'EOF'
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+rows = [json.loads(line) for line in Path("../shared/data/nlpcc2016_kbqa/train.jsonl").read_text("utf-8").splitlines()]
+for name, keep in (("train", lambda r: r["id"] % 10 != 0), ("dev", lambda r: r["id"] % 10 == 0)):
+    (out / f"{name}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows if keep(r)), "utf-8")
+EOF
+      fi
+      K="--task nlpcc_kbqa --data-dir $OUT/kbqa-data"
+      [ -f "$OUT/kbqa-sft/adapter_config.json" ] || timed $T tune $K --method lora --limit 1000 \
+        --output "$OUT/kbqa-sft"
+      [ -f "$OUT/kbqa-sft-eval/results.json" ] || timed $T eval $K --split dev --limit 200 --mode generate \
+        --adapter "$OUT/kbqa-sft" --output "$OUT/kbqa-sft-eval"
+      timed $T align --method raft $K --reward metric:rouge_l --adapter "$OUT/kbqa-sft" --iterations 3 \
+        --prompts 64 --samples 4 --max-new-tokens 32 --eval-prompts 64 --output "$OUT/raft-kbqa" --resume
+      [ -f "$OUT/raft-kbqa-eval/results.json" ] || timed $T eval $K --split dev --limit 200 --mode generate \
+        --adapter "$OUT/raft-kbqa/iter_3/adapter" --output "$OUT/raft-kbqa-eval"
+      $T compare-results "$OUT/kbqa-sft-eval" "$OUT/raft-kbqa-eval" | tee "$OUT/kbqa-compare.txt" ;;
+    rm-lora)
+      [ -f "$OUT/rm-lora/reward.json" ] || timed $T reward train --method lora --data $HH --max-length 256 \
+        --output "$OUT/rm-lora"
+      [ -f "$OUT/rm-lora-eval/results.json" ] || timed $T reward eval --reward "$OUT/rm-lora" \
+        --data "$OUT/rm-lora/dev.jsonl" --output "$OUT/rm-lora-eval" ;;
+    *) echo "unknown step $step" >&2; exit 2 ;;
+  esac
+done

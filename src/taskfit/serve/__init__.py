@@ -1,0 +1,64 @@
+"""``taskfit serve``: the web QA assistant (page, feedback, export) and an OpenAI-compatible API on one server."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from taskfit.paths import taskfit_home
+from taskfit.settings import ServeConfig
+
+log = logging.getLogger(__name__)
+
+
+def default_db() -> Path:
+    return taskfit_home() / "assistant.sqlite"
+
+
+def build_app(config: ServeConfig):
+    """The application for ``config``: the assistant (model loaded), the store, the generation gate."""
+    from taskfit.serve.app import Settings, create_app
+    from taskfit.serve.assistant import load_assistant
+    from taskfit.serve.gate import Gate
+    from taskfit.serve.store import Store
+
+    store = Store(config.db or default_db())
+    assistant = load_assistant(config)
+    slots = config.max_concurrent or {"hf": 1}.get(config.backend, config.concurrency)
+    secret = lambda value, env: (value.get_secret_value() if value else os.environ.get(env)) or None  # noqa: E731
+    settings = Settings(admin_token=secret(config.admin_token, "TASKFIT_ADMIN_TOKEN"),
+                        api_key=secret(config.serve_api_key, "TASKFIT_SERVE_API_KEY"),
+                        max_question_chars=config.max_question_chars, max_messages=config.max_messages,
+                        max_answer_tokens=config.max_answer_tokens,
+                        answer_timeout=config.answer_timeout)
+    app = create_app(assistant, store, Gate(slots, config.max_waiting, config.wait_timeout), settings)
+    log.info("store %s; %d generation slot(s); export %s; /v1 %s", store.path, slots,
+             "on (admin token set)" if settings.admin_token else "off (no --admin-token)",
+             "needs the API key" if settings.api_key else "open")
+    return app
+
+
+def serve(config: ServeConfig) -> None:
+    """Run the server until interrupted."""
+    import uvicorn
+
+    app = build_app(config)
+    if config.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("binding %s: the assistant is reachable from other machines; put it behind a reverse proxy with "
+                    "TLS and authentication", config.host)
+    uvicorn_config = uvicorn.Config(app, host=config.host, port=config.port, log_level="warning", access_log=False,
+                                    timeout_graceful_shutdown=5)
+    server = uvicorn.Server(uvicorn_config)
+    original = server.startup
+
+    async def startup(sockets=None):
+        await original(sockets)
+        for bound in server.servers:
+            for sock in bound.sockets:
+                host, port = sock.getsockname()[:2]
+                log.info("taskfit assistant listening on http://%s:%d (page /, API /v1)", host, port)
+                print(f"listening http://{host}:{port}", flush=True)  # the line a parent process waits for
+
+    server.startup = startup
+    server.run()

@@ -1,0 +1,146 @@
+"""The assistant's model side: the served task's prompt, retrieval, and one backend.
+
+A question becomes an :class:`~taskfit.api.Example` of the served task, and its user turn is
+:func:`taskfit.prompting.prompts.user_text` — the text ``taskfit eval`` scored and ``taskfit tune`` trained on, with the
+facts the KBQA answer space retrieves for it. Earlier turns of the conversation come before it as plain user /
+assistant messages (their questions and answers, not their fact blocks). Without ``--task`` the user turn is the
+question, after the retrieved passages when there is a knowledge base.
+
+With the llamacpp backend an ``--adapter`` is merged and exported to a GGUF file once (kept under
+``$TASKFIT_HOME/serve/`` by the adapter's content hash), as ``taskfit export`` does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from taskfit.api import Example, GenerateRequest, Message, Prompt
+from taskfit.errors import UserError
+from taskfit.models.base import Backend
+from taskfit.models.registry import load_backend
+from taskfit.paths import taskfit_home
+from taskfit.prompting import prompts
+from taskfit.settings import ServeConfig
+from taskfit.tasks.retrieval import BM25Index, load_passages
+from taskfit.tasks.task import Task, load_task
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_TOKENS = 256
+FACTS_HEADER = "Facts:"
+
+
+@dataclass(frozen=True)
+class Asked:
+    """What one answer is generated from: the prompt, its rendering, the facts shown, the request."""
+
+    prompt: Prompt
+    rendered: str
+    sources: list[str]
+    request: GenerateRequest
+
+    def stored_prompt(self) -> dict[str, Any]:
+        return {"messages": self.prompt.as_dicts(), "answer_prefix": self.prompt.answer_prefix}
+
+
+class Assistant:
+    """Builds each answer's prompt and asks the backend for it."""
+
+    def __init__(self, backend: Backend, *, task: Task | None = None, passages: BM25Index | None = None,
+                 top_k: int = 5, max_tokens: int | None = None, temperature: float = 0.0, history_turns: int = 6,
+                 model: str = "", adapter: str | None = None):
+        self.backend, self.task, self.passages = backend, task, passages
+        self.top_k, self.temperature, self.history_turns = top_k, temperature, history_turns
+        generation = task.config.generation if task is not None else None
+        self.max_tokens = max_tokens or (generation.max_tokens if generation and generation.max_tokens else
+                                         DEFAULT_MAX_TOKENS)
+        self.stop = tuple(generation.stop) if generation else ()
+        self.model, self.adapter = model, adapter
+
+    # ------------------------------------------------------------------ prompts
+    def ask(self, question: str, history: Sequence[tuple[str, str]], *, seed: int = 0,
+            temperature: float | None = None) -> Asked:
+        """The prompt and request for ``question`` after ``history`` ((question, answer) pairs, oldest first)."""
+        messages: list[Message] = prompts.system_messages(self.task) if self.task is not None else []
+        for earlier, answer in list(history)[-self.history_turns:] if self.history_turns else []:
+            messages += [Message("user", earlier), Message("assistant", answer)]
+        text, sources = self._user_turn(question)
+        prompt = Prompt((*messages, Message("user", text)),
+                        self.task.config.prompt.answer_prefix if self.task is not None else "")
+        chosen = self.temperature if temperature is None else temperature
+        request = GenerateRequest(prompt, self.stop, self.max_tokens, chosen, 1.0, seed)
+        return Asked(prompt, self.backend.render(prompt), sources, request)
+
+    def _user_turn(self, question: str) -> tuple[str, list[str]]:
+        sources: list[str] = []
+        facts = ""
+        if self.passages is not None:
+            sources = [p.as_text() for p, _ in self.passages.search(question, self.top_k)]
+            facts = FACTS_HEADER + "\n" + "\n".join(f"- {s}" for s in sources) + "\n\n"
+        if self.task is None:
+            return facts + question, sources
+        example = Example(index=0, fields={name: question for name in self.task.config.fields}, gold="")
+        if self.task.space.type == "kbqa":
+            sources = [t.as_text() for t in self.task.space.retrieved(example)]
+        return facts + prompts.user_text(self.task, example, "generate"), sources
+
+    def identity(self) -> dict[str, Any]:
+        return {"model": self.model, "adapter": self.adapter, "task": self.task.name if self.task else None,
+                "backend": self.backend.name}
+
+
+def load_assistant(config: ServeConfig) -> Assistant:
+    """The task, knowledge base and backend ``taskfit serve`` was given."""
+    task = load_task(config.task) if config.task else None
+    passages = None
+    if task is not None and task.space.type == "kbqa":
+        task.prepare_answers([], config.split, config.data_dir, config.kb)
+        log.info("knowledge base: %s", task.space.kb_info)
+    elif config.kb is not None:
+        passages = BM25Index(load_passages(config.kb))
+        log.info("knowledge base: %d passages from %s", len(passages.triples), config.kb)
+    elif task is None and config.data_dir is not None:
+        raise UserError("--data-dir gives a KBQA task its knowledge base; pass --task too, or --kb FILE")
+    options = {name: getattr(config, name) for name in _backend_fields(config.backend)}
+    options = {k: v.get_secret_value() if hasattr(v, "get_secret_value") else v for k, v in options.items()}
+    model, adapter = config.model, str(config.adapter) if config.adapter else None
+    if adapter and config.backend == "llamacpp":
+        model = "gguf:" + str(_exported(config.model, Path(adapter)))
+    elif adapter and config.backend == "openai":
+        raise UserError("--adapter cannot be applied to a remote server's model; serve the merged model there")
+    if config.backend != "hf":
+        options.pop("adapter", None)
+    backend = load_backend(config.backend, model, **options)
+    return Assistant(backend, task=task, passages=passages, top_k=config.top_k, max_tokens=config.max_tokens,
+                     temperature=config.temperature, history_turns=config.history_turns, model=config.model,
+                     adapter=adapter)
+
+
+def _backend_fields(backend: str) -> list[str]:
+    from taskfit.models.options import BACKEND_OPTIONS
+
+    return list(BACKEND_OPTIONS[backend].model_fields)
+
+
+def _exported(model: str, adapter: Path) -> Path:
+    """The adapter merged into ``model`` as a Q8_0 GGUF, written once per adapter content."""
+    from taskfit.tuning.export import export_gguf
+
+    if not (adapter / "adapter_config.json").is_file():
+        raise UserError(f"--adapter {adapter}: no adapter_config.json there; give a `taskfit tune` output folder")
+    digest = hashlib.sha256()
+    for file in sorted(adapter.glob("adapter_*")):
+        digest.update(file.name.encode() + file.read_bytes())
+    target = taskfit_home() / "serve" / f"{digest.hexdigest()[:16]}-q8_0.gguf"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        log.info("merging %s into %s and exporting it to %s (once)", adapter, model, target)
+        partial = target.with_suffix(".partial.gguf")
+        export_gguf(model, partial, adapter=adapter, qtype="q8_0")
+        partial.replace(target)
+    return target

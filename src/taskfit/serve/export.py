@@ -1,0 +1,91 @@
+"""Feedback → training rows that ``taskfit align`` and ``taskfit tune`` read (TRL's conversational formats).
+
+- ``kto``: every thumb is a rated row (up: desirable, down: not); a better answer gives two (the rewrite desirable,
+  the model's answer not); a pick gives the picked answer desirable and each other answer at its position not.
+- ``dpo``: a better answer is a pair (the rewrite chosen, the model's answer rejected); a pick is a pair per other
+  answer at that position (the picked one chosen).
+- ``sft``: prompt-completion rows from up-voted answers, rewrites and picks.
+
+The prompt is the exact message list the model answered (system prompt, earlier turns, the user turn with its
+retrieved facts); the completion is the answer after the served answer prefix, written with that prefix, so a model
+trained on it sees the assistant turn the server renders. Each row carries ``feedback_id``, ``conversation``,
+``turn``, ``model`` and ``adapter`` (read back as tags by :mod:`taskfit.data.preferences`). A later event on the same
+answer and kind replaces an earlier one (a user who changes a thumb from up to down counts once, as down).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from taskfit.api import Message
+from taskfit.data.preferences import PreferencePair, RatedRow, pair_row, rated_row
+from taskfit.serve.store import Store, Turn
+
+FORMATS = ("dpo", "kto", "sft")
+
+
+def _prompt(turn: Turn) -> tuple[Message, ...]:
+    return tuple(Message(m["role"], m["content"]) for m in turn.prompt["messages"])
+
+
+def _answer(turn: Turn, text: str) -> str:
+    return turn.prompt.get("answer_prefix", "") + text
+
+
+def _tags(event: dict[str, Any], turn: Turn) -> tuple[tuple[str, Any], ...]:
+    return (("feedback_id", event["feedback_id"]), ("conversation", turn.conversation), ("turn", turn.id),
+            ("model", turn.model), ("adapter", turn.adapter))
+
+
+def latest_events(store: Store) -> list[dict[str, Any]]:
+    """Feedback events with thumbs deduplicated: the last thumb on an answer wins."""
+    events = store.feedback_events()
+    last_thumb: dict[str, str] = {}
+    for event in events:
+        if event["kind"] in ("up", "down"):
+            last_thumb[event["turn"].id] = event["feedback_id"]
+    return [e for e in events if e["kind"] not in ("up", "down") or last_thumb[e["turn"].id] == e["feedback_id"]]
+
+
+def export_rows(store: Store, fmt: str) -> list[dict[str, Any]]:
+    """The training rows of every feedback event in ``fmt`` (``dpo``, ``kto`` or ``sft``)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"export format must be one of {', '.join(FORMATS)}")
+    rows: list[dict[str, Any]] = []
+    for event in latest_events(store):
+        turn: Turn = event["turn"]
+        prompt, tags, kind = _prompt(turn), _tags(event, turn), event["kind"]
+        model_answer = _answer(turn, turn.answer)
+        if kind in ("up", "down"):
+            if fmt == "kto":
+                rows.append(rated_row(RatedRow(prompt, model_answer, kind == "up", "feedback", tags)))
+            elif fmt == "sft" and kind == "up":
+                rows.append(_sft_row(prompt, model_answer, tags))
+        elif kind == "better":
+            better = _answer(turn, event["text"].strip())
+            pair = PreferencePair(prompt, better, model_answer, None, "feedback", tags)
+            if fmt == "dpo":
+                rows.append(pair_row(pair))
+            elif fmt == "kto":
+                rows += [rated_row(r) for r in pair.rated()]
+            else:
+                rows.append(_sft_row(prompt, better, tags))
+        else:  # pick: the picked answer over every other answer at its position
+            others = [_answer(t, t.answer) for t in store.siblings(turn) if t.answer != turn.answer]
+            if fmt == "sft":
+                rows.append(_sft_row(prompt, model_answer, tags))
+            for other in others:
+                pair = PreferencePair(prompt, model_answer, other, None, "feedback", tags)
+                if fmt == "dpo":
+                    rows.append(pair_row(pair))
+                elif fmt == "kto":
+                    rows.append(rated_row(pair.rated()[1]))
+            if fmt == "kto":
+                rows.append(rated_row(RatedRow(prompt, model_answer, True, "feedback", tags)))
+    return rows
+
+
+def _sft_row(prompt: tuple[Message, ...], answer: str, tags: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
+    """TRL's conversational prompt-completion row (``taskfit tune --train-file`` reads it)."""
+    return {"prompt": [{"role": m.role, "content": m.content} for m in prompt],
+            "completion": [{"role": "assistant", "content": answer}]} | dict(tags)

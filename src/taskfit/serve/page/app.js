@@ -1,0 +1,199 @@
+// taskfit assistant page: streams answers, shows sources, sends feedback. Every user, model and knowledge-base
+// text is set with textContent (never parsed as HTML).
+"use strict";
+
+(function () {
+  const turns = document.getElementById("turns");
+  const form = document.getElementById("ask");
+  const input = document.getElementById("question");
+  const status = document.getElementById("status");
+  let conversation = turns.dataset.conversation || null;
+
+  function el(tag, cls, text) {
+    const node = document.createElement(tag);
+    if (cls) node.className = cls;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function eventId() {
+    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+    const bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes);
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  // A feedback event is retried with the same id until the server acknowledges it: stored exactly once.
+  async function sendFeedback(body, note) {
+    body.event = eventId();
+    for (let attempt = 0; attempt < 4; attempt++) {
+      try {
+        const response = await fetch("/api/feedback", {
+          method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body),
+        });
+        if (response.ok) { note.textContent = "Saved. Thank you."; return true; }
+        if (response.status < 500) {
+          const problem = await response.json().catch(() => ({}));
+          note.textContent = "Not saved: " + ((problem.error && problem.error.message) || response.status);
+          return false;
+        }
+      } catch (err) { /* network: retry */ }
+      await new Promise((resolve) => setTimeout(resolve, 300 * 2 ** attempt));
+    }
+    note.textContent = "Not saved: the server did not answer; try again.";
+    return false;
+  }
+
+  function sourcesBlock(item, sources) {
+    let details = item.querySelector("details.sources");
+    if (!details) {
+      details = el("details", "sources");
+      details.appendChild(el("summary"));
+      details.appendChild(el("ul"));
+      item.appendChild(details);
+    }
+    details.querySelector("summary").textContent = "Sources (" + sources.length + ")";
+    const list = details.querySelector("ul");
+    list.replaceChildren(...sources.map((s) => el("li", null, s)));
+  }
+
+  function addControls(item) {
+    if (item.querySelector(".feedback") || item.dataset.status !== "done") return;
+    const turn = item.dataset.turn;
+    const box = el("div", "feedback");
+    const note = el("span", "note");
+    const up = el("button", "up", "👍");
+    up.type = "button"; up.title = "Good answer"; up.setAttribute("aria-label", "good answer");
+    const down = el("button", "down", "👎");
+    down.type = "button"; down.title = "Bad answer"; down.setAttribute("aria-label", "bad answer");
+    const reason = el("input", "reason");
+    reason.type = "text"; reason.placeholder = "Why? (optional)"; reason.maxLength = 2000;
+    const better = el("button", "better", "Write a better answer");
+    better.type = "button";
+    const again = el("button", "regenerate", "Regenerate");
+    again.type = "button";
+    const pick = el("button", "pick", "Use this answer");
+    pick.type = "button";
+    const thumb = (kind, button) => async () => {
+      const ok = await sendFeedback({turn, kind, reason: reason.value || null}, note);
+      if (ok) { up.classList.toggle("chosen", button === up); down.classList.toggle("chosen", button === down); }
+    };
+    up.addEventListener("click", thumb("up", up));
+    down.addEventListener("click", thumb("down", down));
+    better.addEventListener("click", () => {
+      if (item.querySelector("form.rewrite")) return;
+      const rewrite = el("form", "rewrite");
+      const area = el("textarea");
+      area.rows = 3; area.required = true; area.maxLength = 20000;
+      area.value = item.querySelector(".answer").textContent;
+      const save = el("button", null, "Save better answer");
+      save.type = "submit";
+      rewrite.append(area, save);
+      rewrite.addEventListener("submit", async (event) => {
+        event.preventDefault();
+        if (await sendFeedback({turn, kind: "better", text: area.value, reason: reason.value || null}, note)) {
+          rewrite.remove();
+        }
+      });
+      box.after(rewrite);
+      area.focus();
+    });
+    again.addEventListener("click", () => ask(null, turn));
+    pick.addEventListener("click", () => sendFeedback({turn, kind: "pick"}, note));
+    box.append(up, down, reason, better, again, pick, note);
+    item.appendChild(box);
+  }
+
+  function parseEvents(buffer, onEvent) {
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      let name = "message", data = "";
+      for (const line of block.split("\n")) {
+        if (line.startsWith("event: ")) name = line.slice(7);
+        else if (line.startsWith("data: ")) data += line.slice(6);
+      }
+      if (data) onEvent(name, JSON.parse(data));
+    }
+    return buffer;
+  }
+
+  async function ask(question, regenerate) {
+    const item = el("li", "turn");
+    item.dataset.status = "generating";
+    const q = el("p", "question", question || "");
+    const answer = el("p", "answer");
+    answer.setAttribute("aria-busy", "true");
+    item.append(q, answer);
+    turns.appendChild(item);
+    status.textContent = "Answering…";
+    form.querySelector("button").disabled = true;
+    const body = regenerate ? {question: "-", regenerate} : {question, conversation};
+    try {
+      const response = await fetch("/api/chat", {
+        method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body),
+      });
+      if (!response.ok) {
+        const problem = await response.json().catch(() => ({}));
+        throw new Error((problem.error && problem.error.message) || ("HTTP " + response.status));
+      }
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = "";
+      let finished = false;
+      while (!finished) {
+        const {value, done} = await reader.read();
+        if (done) break;
+        buffer = parseEvents(buffer + decoder.decode(value, {stream: true}), (name, data) => {
+          if (name === "meta") {
+            item.dataset.turn = data.turn;
+            if (data.parent) item.dataset.parent = data.parent;
+            q.textContent = data.question;
+            sourcesBlock(item, data.sources);
+            if (conversation !== data.conversation) {
+              conversation = data.conversation;
+              turns.dataset.conversation = conversation;
+              history.replaceState(null, "", "/?c=" + encodeURIComponent(conversation));
+            }
+          } else if (name === "delta") {
+            answer.textContent += data.text;
+          } else if (name === "done") {
+            answer.textContent = data.answer;
+            item.dataset.status = "done";
+            finished = true;
+          } else if (name === "error") {
+            item.dataset.status = "failed";
+            item.insertBefore(el("p", "error", data.message), item.querySelector("details"));
+            finished = true;
+          }
+        });
+      }
+      if (!finished) throw new Error("the connection closed before the answer was complete");
+      status.textContent = "";
+    } catch (err) {
+      item.dataset.status = "failed";
+      item.appendChild(el("p", "error", String(err.message || err)));
+      status.textContent = "";
+    } finally {
+      answer.removeAttribute("aria-busy");
+      form.querySelector("button").disabled = false;
+      addControls(item);
+    }
+  }
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const question = input.value.trim();
+    if (!question) return;
+    input.value = "";
+    ask(question, null);
+  });
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      form.requestSubmit();
+    }
+  });
+  for (const item of turns.querySelectorAll("li.turn")) addControls(item);
+})();

@@ -1,0 +1,244 @@
+"""The assistant's SQLite store: conversations, turns with the exact context the model saw, feedback events.
+
+WAL journal with ``synchronous=FULL``: a transaction is on disk when ``commit`` returns, so a feedback event the
+server acknowledged survives a SIGKILL a moment later. Every feedback event carries an id its client made
+(``UNIQUE``): a click retried after a lost answer is stored once. Conversations belong to one browser session;
+every read checks the session, and a conversation of another session reads as missing.
+
+A turn is written (status ``generating``, with its context) before the model produces its first token and finished
+afterwards (``done``, or ``failed`` with the error and the partial answer), so a failed answer loses nothing. A
+regenerated answer is a new turn at the same position with ``parent`` naming the turn it replaces; picking one of
+them is a ``pick`` feedback event.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from taskfit.errors import UserError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    id TEXT PRIMARY KEY,
+    session TEXT NOT NULL,
+    title TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS conversations_session ON conversations(session);
+CREATE TABLE IF NOT EXISTS turns (
+    id TEXT PRIMARY KEY,
+    conversation TEXT NOT NULL REFERENCES conversations(id),
+    position INTEGER NOT NULL,
+    parent TEXT,
+    question TEXT NOT NULL,
+    answer TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL CHECK (status IN ('generating', 'done', 'failed')),
+    error TEXT,
+    prompt TEXT NOT NULL,
+    rendered TEXT NOT NULL,
+    sources TEXT NOT NULL,
+    model TEXT NOT NULL,
+    adapter TEXT,
+    task TEXT,
+    settings TEXT NOT NULL,
+    generated_tokens INTEGER,
+    created REAL NOT NULL,
+    finished REAL
+);
+CREATE INDEX IF NOT EXISTS turns_conversation ON turns(conversation, position);
+CREATE TABLE IF NOT EXISTS feedback (
+    id TEXT PRIMARY KEY,
+    turn TEXT NOT NULL REFERENCES turns(id),
+    kind TEXT NOT NULL CHECK (kind IN ('up', 'down', 'better', 'pick')),
+    reason TEXT,
+    text TEXT,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feedback_turn ON feedback(turn);
+"""
+
+FEEDBACK_KINDS = ("up", "down", "better", "pick")
+
+
+class NotFound(LookupError):
+    """No such conversation or turn for this session."""
+
+
+@dataclass(frozen=True)
+class Turn:
+    id: str
+    conversation: str
+    position: int
+    parent: str | None
+    question: str
+    answer: str
+    status: str
+    error: str | None
+    prompt: dict[str, Any]  # {"messages": [{role, content}], "answer_prefix": str}: what the backend rendered
+    rendered: str
+    sources: list[str]
+    model: str
+    adapter: str | None
+    task: str | None
+    created: float
+
+    def public(self) -> dict[str, Any]:
+        """What the page shows of a turn (the context stays server-side)."""
+        return {"id": self.id, "position": self.position, "parent": self.parent, "question": self.question,
+                "answer": self.answer, "status": self.status, "error": self.error, "sources": self.sources}
+
+
+class Store:
+    """One SQLite file shared by the server's threads (one connection behind a lock: writes are short)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        except (OSError, sqlite3.Error) as exc:
+            raise UserError(f"cannot open the feedback database {self.path}: {exc}; choose another --db") from None
+        self.lock = threading.Lock()
+        with self.lock:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
+
+    def _write(self, sql: str, args: tuple) -> sqlite3.Cursor:
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = self.db.execute(sql, args)
+                self.db.execute("COMMIT")
+                return cursor
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
+    def _read(self, sql: str, args: tuple) -> list[sqlite3.Row]:
+        with self.lock:
+            self.db.row_factory = sqlite3.Row
+            try:
+                return self.db.execute(sql, args).fetchall()
+            finally:
+                self.db.row_factory = None
+
+    # ------------------------------------------------------------------ conversations
+    def new_conversation(self, session: str, title: str) -> str:
+        conversation = uuid.uuid4().hex
+        self._write("INSERT INTO conversations (id, session, title, created) VALUES (?, ?, ?, ?)",
+                    (conversation, session, title[:80], time.time()))
+        return conversation
+
+    def conversations(self, session: str) -> list[dict[str, Any]]:
+        rows = self._read("SELECT id, title, created FROM conversations WHERE session = ? ORDER BY created DESC",
+                          (session,))
+        return [dict(r) for r in rows]
+
+    def owns(self, session: str, conversation: str) -> bool:
+        return bool(self._read("SELECT 1 FROM conversations WHERE id = ? AND session = ?", (conversation, session)))
+
+    def turns(self, session: str, conversation: str) -> list[Turn]:
+        """Every turn of a conversation in order (regenerated answers after the one they replace)."""
+        if not self.owns(session, conversation):
+            raise NotFound(conversation)
+        rows = self._read("SELECT * FROM turns WHERE conversation = ? ORDER BY position, created", (conversation,))
+        return [_turn(r) for r in rows]
+
+    def history(self, session: str, conversation: str) -> list[Turn]:
+        """The turns a new question follows: per position the latest finished answer (a picked one wins)."""
+        picked = {r["turn"] for r in self._read(
+            "SELECT f.turn FROM feedback f JOIN turns t ON t.id = f.turn WHERE t.conversation = ? AND f.kind = 'pick'",
+            (conversation,))}
+        chosen: dict[int, Turn] = {}
+        for turn in self.turns(session, conversation):
+            if turn.status != "done":
+                continue
+            if turn.position not in chosen or turn.id in picked or chosen[turn.position].id not in picked:
+                chosen[turn.position] = turn
+        return [chosen[p] for p in sorted(chosen)]
+
+    # ------------------------------------------------------------------ turns
+    def start_turn(self, session: str, conversation: str, *, question: str, prompt: dict[str, Any], rendered: str,
+                   sources: list[str], model: str, adapter: str | None, task: str | None,
+                   settings: dict[str, Any], parent: str | None = None) -> Turn:
+        """Record a question and the context its answer is generated from, before generation starts."""
+        if not self.owns(session, conversation):
+            raise NotFound(conversation)
+        if parent is not None:
+            position = self.turn(session, parent).position
+        else:
+            rows = self._read("SELECT COALESCE(MAX(position), -1) + 1 FROM turns WHERE conversation = ?",
+                              (conversation,))
+            position = int(rows[0][0])
+        turn = uuid.uuid4().hex
+        self._write(
+            "INSERT INTO turns (id, conversation, position, parent, question, status, prompt, rendered, sources, "
+            "model, adapter, task, settings, created) VALUES (?, ?, ?, ?, ?, 'generating', ?, ?, ?, ?, ?, ?, ?, ?)",
+            (turn, conversation, position, parent, question, json.dumps(prompt, ensure_ascii=False), rendered,
+             json.dumps(sources, ensure_ascii=False), model, adapter, task, json.dumps(settings), time.time()))
+        return self.turn(session, turn)
+
+    def finish_turn(self, turn: str, answer: str, *, error: str | None = None,
+                    generated_tokens: int | None = None) -> None:
+        self._write("UPDATE turns SET answer = ?, status = ?, error = ?, generated_tokens = ?, finished = ? "
+                    "WHERE id = ?", (answer, "failed" if error else "done", error, generated_tokens, time.time(), turn))
+
+    def turn(self, session: str, turn: str) -> Turn:
+        rows = self._read("SELECT t.* FROM turns t JOIN conversations c ON c.id = t.conversation "
+                          "WHERE t.id = ? AND c.session = ?", (turn, session))
+        if not rows:
+            raise NotFound(turn)
+        return _turn(rows[0])
+
+    # ------------------------------------------------------------------ feedback
+    def add_feedback(self, session: str, event: str, turn: str, kind: str, reason: str | None = None,
+                     text: str | None = None) -> bool:
+        """Store one feedback event (committed before this returns); False when ``event`` was stored before."""
+        if kind not in FEEDBACK_KINDS:
+            raise ValueError(f"feedback kind must be one of {', '.join(FEEDBACK_KINDS)}")
+        found = self.turn(session, turn)
+        if found.status != "done":
+            raise ValueError("feedback needs a finished answer")
+        if kind == "better" and not (text or "").strip():
+            raise ValueError("a better answer needs its text")
+        cursor = self._write("INSERT OR IGNORE INTO feedback (id, turn, kind, reason, text, created) "
+                             "VALUES (?, ?, ?, ?, ?, ?)", (event, turn, kind, reason, text, time.time()))
+        return cursor.rowcount == 1
+
+    def feedback_events(self) -> list[dict[str, Any]]:
+        """Every feedback event with its turn, oldest first (what the export reads)."""
+        rows = self._read("SELECT f.id AS feedback_id, f.kind, f.reason, f.text, f.created AS feedback_created, t.* "
+                          "FROM feedback f JOIN turns t ON t.id = f.turn ORDER BY f.created, f.id", ())
+        return [{"feedback_id": r["feedback_id"], "kind": r["kind"], "reason": r["reason"], "text": r["text"],
+                 "created": r["feedback_created"], "turn": _turn(r)} for r in rows]
+
+    def siblings(self, turn: Turn) -> list[Turn]:
+        """The other finished answers at the same position of the same conversation (regenerations)."""
+        rows = self._read("SELECT * FROM turns WHERE conversation = ? AND position = ? AND id != ? AND status = 'done' "
+                          "ORDER BY created", (turn.conversation, turn.position, turn.id))
+        return [_turn(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        with self.lock:
+            return {table: self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # noqa: S608 - fixed names
+                    for table in ("conversations", "turns", "feedback")}
+
+
+def _turn(row: sqlite3.Row) -> Turn:
+    return Turn(id=row["id"], conversation=row["conversation"], position=row["position"], parent=row["parent"],
+                question=row["question"], answer=row["answer"], status=row["status"], error=row["error"],
+                prompt=json.loads(row["prompt"]), rendered=row["rendered"], sources=json.loads(row["sources"]),
+                model=row["model"], adapter=row["adapter"], task=row["task"], created=row["created"])

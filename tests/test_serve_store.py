@@ -1,0 +1,178 @@
+"""The assistant's parts that need no model: streamed text cutting, the SQLite store, the feedback export, the gate."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+
+import pytest
+
+from taskfit.data.preferences import read_preferences
+from taskfit.models.base import StreamCutter, cut_at_stop
+from taskfit.serve.export import export_rows
+from taskfit.serve.gate import Busy, Gate
+from taskfit.serve.store import NotFound, Store
+
+A, B = "a" * 32, "b" * 32  # two browser sessions
+
+
+def stream(pieces: list[str], stop: list[str]) -> tuple[list[str], str]:
+    sent: list[str] = []
+    cutter = StreamCutter(stop, sent.append)
+    text = ""
+    for piece in pieces:
+        text += piece
+        if cutter.update(text):
+            break
+    final, _ = cut_at_stop(text, stop)
+    cutter.finish(final)
+    return sent, final
+
+
+def test_streamed_deltas_join_to_the_final_answer_and_never_show_a_stop_string():
+    sent, final = stream(["Hel", "lo", " wor", "ld", "\nUs", "er: more"], ["\nUser:"])
+    assert "".join(sent) == final == "Hello world"
+    assert all("\n" not in s for s in sent)  # the tail that could become the stop string was held back
+    assert len(sent) >= 2
+
+
+def test_a_stop_string_in_the_leading_whitespace_does_not_end_the_stream():
+    sent, final = stream(["\n", "答", "案", "\n", "extra"], ["\n"])
+    assert final == "\n答案"
+    assert "".join(sent) == final
+
+
+def test_half_a_character_is_held_back():
+    sent: list[str] = []
+    cutter = StreamCutter([], sent.append)
+    cutter.update("ab\ufffd")
+    assert sent == ["ab"]
+    cutter.update("ab中")
+    assert "".join(sent) == "ab中"
+
+
+@pytest.fixture()
+def store(tmp_path):
+    s = Store(tmp_path / "assistant.sqlite")
+    yield s
+    s.close()
+
+
+def answered(store: Store, session: str, conversation: str, question: str, answer: str, parent=None, prefix="答案："):
+    turn = store.start_turn(session, conversation, question=question,
+                            prompt={"messages": [{"role": "system", "content": "sys"},
+                                                 {"role": "user", "content": f"Q: {question}"}],
+                                    "answer_prefix": prefix},
+                            rendered=f"<rendered {question}>", sources=["s | p | o"], model="m", adapter="ad",
+                            task="t", settings={}, parent=parent)
+    store.finish_turn(turn.id, answer, generated_tokens=3)
+    return turn
+
+
+def test_feedback_is_stored_once_per_event_and_sessions_do_not_see_each_other(store):
+    conversation = store.new_conversation(A, "first question")
+    turn = answered(store, A, conversation, "q1", "a1")
+    assert store.add_feedback(A, "event-0001", turn.id, "up") is True
+    assert store.add_feedback(A, "event-0001", turn.id, "up") is False  # a retried click
+    assert store.counts()["feedback"] == 1
+    with pytest.raises(NotFound):
+        store.turns(B, conversation)
+    with pytest.raises(NotFound):
+        store.add_feedback(B, "event-0002", turn.id, "down")
+    assert store.conversations(B) == []
+    assert [c["id"] for c in store.conversations(A)] == [conversation]
+    with pytest.raises(ValueError, match="better answer needs its text"):
+        store.add_feedback(A, "event-0003", turn.id, "better", text="  ")
+
+
+def test_a_failed_answer_keeps_the_conversation_and_its_partial_text(store):
+    conversation = store.new_conversation(A, "q")
+    turn = store.start_turn(A, conversation, question="q", prompt={"messages": [], "answer_prefix": ""},
+                            rendered="r", sources=[], model="m", adapter=None, task=None, settings={})
+    store.finish_turn(turn.id, "half an ans", error="RuntimeError: boom")
+    (kept,) = store.turns(A, conversation)
+    assert (kept.status, kept.answer, kept.error) == ("failed", "half an ans", "RuntimeError: boom")
+    assert store.history(A, conversation) == []  # a failed answer is not context for the next question
+    with pytest.raises(ValueError, match="finished answer"):
+        store.add_feedback(A, "event-0004", turn.id, "up")
+
+
+def test_history_follows_the_picked_regeneration(store):
+    conversation = store.new_conversation(A, "q1")
+    first = answered(store, A, conversation, "q1", "old answer")
+    again = answered(store, A, conversation, "q1", "new answer", parent=first.id)
+    assert again.position == first.position
+    assert [t.answer for t in store.history(A, conversation)] == ["new answer"]  # the latest by default
+    store.add_feedback(A, "event-pick1", first.id, "pick")
+    assert [t.answer for t in store.history(A, conversation)] == ["old answer"]
+
+
+def test_export_turns_feedback_into_rows_align_reads_back(store, tmp_path):
+    conversation = store.new_conversation(A, "q1")
+    one = answered(store, A, conversation, "q1", "wrong")
+    two = answered(store, A, conversation, "q2", "right")
+    store.add_feedback(A, "event-up-1", one.id, "up")
+    store.add_feedback(A, "event-down1", one.id, "down", reason="not in the facts")  # the later thumb wins
+    store.add_feedback(A, "event-bttr1", one.id, "better", text="fixed")
+    store.add_feedback(A, "event-up-2", two.id, "up")
+    regen = answered(store, A, conversation, "q2", "another", parent=two.id)
+    store.add_feedback(A, "event-pick2", regen.id, "pick")
+
+    kto = export_rows(store, "kto")
+    assert [(r["completion"][0]["content"], r["label"]) for r in kto] == [
+        ("答案：wrong", False), ("答案：fixed", True), ("答案：wrong", False), ("答案：right", True),
+        ("答案：right", False), ("答案：another", True)]
+    dpo = export_rows(store, "dpo")
+    assert [(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in dpo] == [
+        ("答案：fixed", "答案：wrong"), ("答案：another", "答案：right")]
+    assert dpo[0]["prompt"] == [{"role": "system", "content": "sys"}, {"role": "user", "content": "Q: q1"}]
+    assert {k: dpo[0][k] for k in ("feedback_id", "conversation", "turn", "model", "adapter")} == {
+        "feedback_id": "event-bttr1", "conversation": conversation, "turn": one.id, "model": "m", "adapter": "ad"}
+    sft = export_rows(store, "sft")
+    assert [r["completion"][0]["content"] for r in sft] == ["答案：fixed", "答案：right", "答案：another"]
+
+    for name, rows in (("dpo", dpo), ("kto", kto)):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        data = read_preferences(path)
+        assert len(data.pairs) + len(data.rated) == len(rows)
+    pairs = read_preferences(tmp_path / "dpo.jsonl").pairs
+    assert dict(pairs[0].tags)["feedback_id"] == "event-bttr1"
+    assert pairs[0].prompt[1].content == "Q: q1"
+
+
+def test_the_store_survives_reopening(tmp_path):
+    path = tmp_path / "a.sqlite"
+    store = Store(path)
+    conversation = store.new_conversation(A, "q")
+    turn = answered(store, A, conversation, "q", "a")
+    store.add_feedback(A, "event-keep1", turn.id, "down")
+    store.close()
+    again = Store(path)
+    assert again.counts() == {"conversations": 1, "turns": 1, "feedback": 1}
+    assert again.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    again.close()
+
+
+def test_the_gate_says_busy_instead_of_queueing_without_bound():
+    gate = Gate(slots=1, max_waiting=0, wait_timeout=5)
+    release = threading.Event()
+
+    async def scenario():
+        first = gate.stream(lambda emit: (release.wait(5), "first")[1], 10)
+        started = asyncio.ensure_future(anext(first))
+        await asyncio.sleep(0.2)
+        assert gate.stats()["running"] == 1
+        with pytest.raises(Busy):
+            await anext(gate.stream(lambda emit: "second", 10))
+        release.set()
+        event = await started
+        assert (event.kind, event.value) == ("done", "first")
+
+    asyncio.run(scenario())
+    deadline = time.time() + 5
+    while gate.stats()["running"] and time.time() < deadline:
+        time.sleep(0.01)
+    assert gate.stats() == {"slots": 1, "running": 0, "waiting": 0}
