@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,21 @@ def embedded_backend():
     from taskfit.models import load_backend
 
     return load_backend("hf", "smollm2-135m-instruct")
+
+
+def chromium_path() -> str:
+    path = os.environ.get("TASKFIT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.fail("Chromium not found: run `make setup` (it installs Debian's chromium) or set TASKFIT_CHROMIUM")
+    return path
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's headless Chromium driven by Playwright (the page tests fail, not skip, without it)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+        yield browser
+        browser.close()

@@ -4,11 +4,6 @@ glyphs. Without the browser these tests fail: the page is the product."""
 
 from __future__ import annotations
 
-import os
-import shutil
-
-import pytest
-
 from taskfit.report.render import build, to_html
 from test_report import make_run, pattern
 
@@ -19,23 +14,6 @@ GLYPHS = """(id) => { const font = getComputedStyle(document.getElementById(id) 
   const draw = (ch) => { const c = document.createElement('canvas'); c.width = 48; c.height = 48;
     const x = c.getContext('2d'); x.font = font; x.fillText(ch, 4, 36); return c.toDataURL(); };
   return [draw('电'), draw('影'), draw('\\u0378'), draw('\\u0379')]; }"""
-
-
-def chromium_path() -> str:
-    path = os.environ.get("TASKFIT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if not path:
-        pytest.fail("Chromium not found: run `make setup` (it installs Debian's chromium) or set TASKFIT_CHROMIUM")
-    return path
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 def test_report_page_fetches_nothing_runs_nothing_and_draws_chinese(browser, tmp_path):

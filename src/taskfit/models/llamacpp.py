@@ -30,6 +30,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from taskfit.api import (
     GenerateRequest,
     GenerateResult,
@@ -48,7 +50,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PARALLEL = 4  # server slots answering requests at once (continuous batching)
 DEFAULT_SLOT_CONTEXT = 4096  # tokens of context per slot
-LOCAL_SERVER = RetryPolicy(timeout=3600, max_retries=0)
+# The server is in this process, so a failure is not transient -- except a keep-alive connection the server closed
+# just as a request went out on it (many concurrent requests, e.g. taskfit serve): that is retried at once.
+LOCAL_SERVER = RetryPolicy(timeout=3600, max_retries=2, base_delay=0.01, max_delay=0.1)
 
 
 def resolve_gguf(spec: str) -> tuple[str, str]:
@@ -140,7 +144,6 @@ class LlamaCppBackend(Backend):
         return self.http.get(self.url + path, timeout=60).json()
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        # The server is in this process: no retries, and the HTTP error handling of models/http.py.
         return post_with_retries(self.url + path, body, policy=LOCAL_SERVER, http=self.http)
 
     def _tokenize(self, text: str, add_special: bool) -> list[int]:
@@ -266,24 +269,30 @@ class LlamaCppBackend(Backend):
     def _stream(self, path: str, body: dict[str, Any], on_text) -> dict[str, Any]:
         """POST with ``stream``: llama.cpp answers server-sent events, one per token; ``on_text`` gets the content so
         far after each. Returns what the unstreamed call returns (content, probabilities, the last event's facts)."""
-        content, probabilities, last = "", [], {}
-        with self.http.stream("POST", self.url + path, json={**body, "stream": True},
-                              timeout=LOCAL_SERVER.timeout) as response:
-            if response.status_code >= 400:
-                response.read()
-                raise ServerError(f"llama.cpp answered HTTP {response.status_code}: {response.text[:300]}",
-                                  response.status_code)
-            for line in response.iter_lines():
-                if not line.startswith("data: "):
-                    continue
-                event = json.loads(line[len("data: "):])
-                if "error" in event:
-                    raise ServerError(f"llama.cpp: {event['error']}")
-                probabilities.extend(event.get("completion_probabilities") or [])
-                if event.get("content"):
-                    content += event["content"]
-                    on_text(content)
-                last = event
+        for attempt in range(LOCAL_SERVER.max_retries + 1):
+            content, probabilities, last = "", [], {}
+            try:
+                with self.http.stream("POST", self.url + path, json={**body, "stream": True},
+                                      timeout=LOCAL_SERVER.timeout) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        raise ServerError(f"llama.cpp answered HTTP {response.status_code}: {response.text[:300]}",
+                                          response.status_code)
+                    for line in response.iter_lines():
+                        if not line.startswith("data: "):
+                            continue
+                        event = json.loads(line[len("data: "):])
+                        if "error" in event:
+                            raise ServerError(f"llama.cpp: {event['error']}")
+                        probabilities.extend(event.get("completion_probabilities") or [])
+                        if event.get("content"):
+                            content += event["content"]
+                            on_text(content)
+                        last = event
+                break
+            except httpx.TransportError as exc:  # a closed keep-alive connection: retry unless text has come
+                if content or attempt == LOCAL_SERVER.max_retries:
+                    raise ServerError(f"llama.cpp stream broke: {type(exc).__name__}: {exc}") from None
         return {**last, "content": content, "completion_probabilities": probabilities}
 
     def context_window(self) -> int:

@@ -139,7 +139,7 @@ def create_app(assistant: Assistant, store: Store, gate: Gate, settings: Setting
         return {"conversation": conversation, "turns": [t.public() for t in turns]}
 
     @app.post("/api/chat")
-    async def chat(body: ChatIn, request: Request):
+    def chat(body: ChatIn, request: Request):  # sync: retrieval, rendering and the store run on a worker thread
         session, new = _session(request)
         question = body.question.strip()
         if len(body.question) > settings.max_question_chars:
@@ -292,6 +292,7 @@ PAGE = """<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="/static/app.css">
 <script src="/static/app.js" defer></script>
 </head>

@@ -12,6 +12,7 @@ Not offered (a 400 says so): ``n`` > 1, ``echo``, prompt log-probabilities, tool
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -136,7 +137,7 @@ def add_openai_routes(app: FastAPI, assistant, gate, settings) -> None:
     async def respond(body: SamplingIn, generate: GenerateRequest, kind: str, prompt: Prompt):
         ident = ("chatcmpl-" if kind == "chat.completion" else "cmpl-") + secrets.token_hex(12)
         created, model = int(time.time()), assistant.identity()["model"]
-        counted = prompt_tokens(prompt)
+        counted = await asyncio.to_thread(prompt_tokens, prompt)  # the backend may ask its server
 
         def work(emit):
             return assistant.backend.generate_streaming(generate, emit)

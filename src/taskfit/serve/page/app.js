@@ -31,7 +31,11 @@
         const response = await fetch("/api/feedback", {
           method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body),
         });
-        if (response.ok) { note.textContent = "Saved. Thank you."; return true; }
+        if (response.ok) {
+          await response.json();
+          note.textContent = "Saved. Thank you.";
+          return true;
+        }
         if (response.status < 500) {
           const problem = await response.json().catch(() => ({}));
           note.textContent = "Not saved: " + ((problem.error && problem.error.message) || response.status);
@@ -142,7 +146,7 @@
       const decoder = new TextDecoder();
       let buffer = "";
       let finished = false;
-      while (!finished) {
+      while (true) {  // read to the end: the server closes the stream right after "done" or "error"
         const {value, done} = await reader.read();
         if (done) break;
         buffer = parseEvents(buffer + decoder.decode(value, {stream: true}), (name, data) => {

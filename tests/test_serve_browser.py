@@ -1,0 +1,140 @@
+"""The assistant's page in a real headless Chromium against a real server and the embedded model on llama.cpp.
+
+A three-turn chat streams visibly (at least two partial answers before each completes) and shows its sources;
+thumbs and a better answer land in the database; script injected through questions and knowledge-base facts stays
+text (nothing runs, no console error, not even a blocked inline script); Chinese is drawn with real glyphs.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from serving import running
+from taskfit.models.registry import load_backend
+from taskfit.serve.app import Settings, create_app
+from taskfit.serve.assistant import Assistant
+from taskfit.serve.gate import Gate
+from taskfit.serve.store import Store
+from taskfit.tasks.task import load_task
+
+ATTACKS = ["<script>window.__pwned = 1</script>高等数学",
+           '<img src=x onerror="window.__pwned = 2">线性代数',
+           '"><svg onload="window.__pwned = 3">安德烈',
+           "</textarea><script>window.__pwned = 4</script>",
+           "<iframe srcdoc='<script>parent.__pwned = 5</script>'></iframe>"]
+KB = [("高等数学", "出版社", "武汉大学出版社"), ("线性代数", "出版时间", "2013-12-30"),
+      ("<script>window.__pwned = 6</script>高等数学", "作者", "<img src=x onerror='window.__pwned = 7'>"),
+      ("安德烈", "国籍", "<b>法国</b>")]
+
+# counts the distinct texts the newest answer shows while it is generated
+WATCH = """() => { window.__partials = []; const turns = document.getElementById('turns');
+  new MutationObserver(() => { const items = turns.querySelectorAll('li.turn'); const last = items[items.length - 1];
+    if (!last || last.dataset.status !== 'generating') return; const text = last.querySelector('.answer').textContent;
+    const seen = window.__partials; if (text && seen[seen.length - 1] !== text) seen.push(text); })
+  .observe(turns, {subtree: true, childList: true, characterData: true}); }"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("assistant")
+    kb = folder / "kb.jsonl"
+    kb.write_text("".join(json.dumps({"subject": s, "predicate": p, "object": o}, ensure_ascii=False) + "\n"
+                          for s, p, o in KB), encoding="utf-8")
+    task = load_task("nlpcc_kbqa")
+    task.prepare_answers([], "train", None, kb)
+    backend = load_backend("llamacpp", "smollm2-135m-instruct", concurrency=2, threads=2)
+    store = Store(folder / "assistant.sqlite")
+    app = create_app(Assistant(backend, task=task, model="smollm2-135m-instruct", max_tokens=24), store,
+                     Gate(2, 8, 30), Settings())
+    with running(app) as base:
+        yield base, folder / "assistant.sqlite"
+    backend.close()
+
+
+def open_page(browser, base):
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("dialog", lambda d: (problems.append("dialog " + d.message), d.dismiss()))
+    # (not "requestfailed": Chromium may report a fetch stream read to its end as ERR_ABORTED; a resource that fails
+    # to load is a console error anyway)
+    page.goto(base)
+    return page, problems
+
+
+def ask(page, question: str) -> dict:
+    page.evaluate(WATCH)
+    before = page.locator("li.turn").count()
+    page.fill("#question", question)
+    page.click("#ask button[type=submit]")
+    turn = page.locator("li.turn").nth(before)
+    turn.locator(".feedback").wait_for(timeout=120_000)  # controls appear once the answer is finished
+    return {"status": turn.get_attribute("data-status"), "answer": turn.locator(".answer").text_content(),
+            "question": turn.locator(".question").text_content(), "partials": page.evaluate("window.__partials"),
+            "sources": turn.locator("details.sources li").all_text_contents(), "turn": turn}
+
+
+def test_three_turns_stream_show_sources_and_feedback_lands_in_the_database(browser, server, tmp_path):
+    base, db = server
+    page, problems = open_page(browser, base)
+    questions = ("《高等数学》是哪个出版社出版的？", "《线性代数》的出版时间是什么？", "安德烈是哪个国家的人？")
+    turns = [ask(page, q) for q in questions]
+    for turn in turns:
+        assert turn["status"] == "done"
+        assert len(turn["partials"]) >= 2, turn["partials"]  # streamed: partial answers before the whole one
+        assert turn["partials"][-1] == turn["answer"]
+        assert turn["sources"]
+    assert "高等数学 | 出版社 | 武汉大学出版社" in turns[0]["sources"]
+
+    turns[0]["turn"].locator("button.up").click()
+    turns[0]["turn"].locator(".note", has_text="Saved").wait_for()
+    turns[1]["turn"].locator(".reason").fill("日期不对")
+    turns[1]["turn"].locator("button.down").click()
+    turns[1]["turn"].locator(".note", has_text="Saved").wait_for()
+    turns[2]["turn"].locator("button.better").click()
+    page.locator("form.rewrite textarea").fill("法国")
+    page.locator("form.rewrite button").click()
+    turns[2]["turn"].locator(".note", has_text="Saved").wait_for()
+
+    rows = sqlite3.connect(db).execute("SELECT kind, reason, text FROM feedback ORDER BY created").fetchall()
+    assert rows == [("up", None, None), ("down", "日期不对", None), ("better", None, "法国")]
+    conversation = page.evaluate("document.getElementById('turns').dataset.conversation")
+    assert page.url.endswith(f"/?c={conversation}")
+
+    page.reload()  # the server-rendered conversation: the same three turns
+    assert page.locator("li.turn").count() == 3
+    assert page.locator("li.turn .question").all_text_contents() == [t["question"] for t in turns]
+    page.screenshot(path=str(tmp_path / "assistant.png"), full_page=True)
+    assert problems == []
+
+
+def test_script_in_questions_and_facts_stays_text(browser, server):
+    base, _ = server
+    page, problems = open_page(browser, base)
+    shown = [ask(page, attack) for attack in ATTACKS]
+    assert [s["question"] for s in shown] == ATTACKS
+    facts = {f for s in shown for f in s["sources"]}
+    assert "<script>window.__pwned = 6</script>高等数学 | 作者 | <img src=x onerror='window.__pwned = 7'>" in facts
+    page.reload()  # and once more rendered by the server
+    assert page.locator("li.turn .question").all_text_contents() == ATTACKS
+    for view in (page,):
+        assert view.evaluate("window.__pwned") is None
+        assert view.locator("script").count() == 1  # only /static/app.js
+        assert view.locator("img, svg, iframe, b").count() == 0
+    assert problems == []
+
+
+def test_chinese_is_drawn_with_real_glyphs(browser, server):
+    base, _ = server
+    page, _ = open_page(browser, base)
+    draw = """() => { const font = getComputedStyle(document.getElementById('question')).font;
+      const draw = (ch) => { const c = document.createElement('canvas'); c.width = 48; c.height = 48;
+        const x = c.getContext('2d'); x.font = font; x.fillText(ch, 4, 36); return c.toDataURL(); };
+      return [draw('问'), draw('题'), draw('\\u0378'), draw('\\u0379')]; }"""
+    first, second, missing_a, missing_b = page.evaluate(draw)
+    assert missing_a == missing_b  # two unassigned code points draw the same empty box
+    assert first != second and first != missing_a  # two CJK characters draw differently, not as boxes

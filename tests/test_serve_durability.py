@@ -1,0 +1,94 @@
+"""Durability: 20 browser sessions send 80 feedback events while `taskfit serve` is killed with SIGKILL and restarted.
+
+Every event a client saw acknowledged must be in the database exactly once afterwards; clients retry an
+unacknowledged event with the same id (as the page does), so after the restart every event lands, once.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from serving import chat, free_port, start_process
+
+SESSIONS, EVENTS = 20, 4
+
+
+def test_acknowledged_feedback_survives_sigkill_exactly_once(tmp_path):
+    kb = tmp_path / "kb.jsonl"
+    kb.write_text(json.dumps({"subject": "高等数学", "predicate": "出版社", "object": "武汉大学出版社"},
+                             ensure_ascii=False) + "\n", encoding="utf-8")
+    db, port = tmp_path / "assistant.sqlite", free_port()
+    args = ["--task", "nlpcc_kbqa", "--kb", str(kb), "--db", str(db), "--max-tokens", "4", "--threads", "1"]
+    base = f"http://127.0.0.1:{port}"
+    server = start_process(args, port)
+    clients = [httpx.Client(timeout=30) for _ in range(SESSIONS)]
+    try:
+        with ThreadPoolExecutor(SESSIONS) as pool:
+            answers = list(pool.map(lambda c: chat(c, base, "《高等数学》是哪个出版社出版的？"), clients))
+        assert all("done" in a for a in answers), [a["events"][-1] for a in answers if "done" not in a]
+        turns = [a["meta"] for a in answers]
+        acknowledged: set[str] = set()
+        lock = threading.Lock()
+        killed = threading.Event()
+
+        def send(index: int) -> int:
+            client, meta = clients[index], turns[index]
+            retries = 0
+            for k in range(EVENTS):
+                event = f"event-{index:02d}-{k}"
+                body = {"event": event, "turn": meta["turn"], "kind": ("up", "down", "better", "up")[k],
+                        "text": "武汉大学出版社" if k == 2 else None}
+                deadline = time.time() + 90
+                while True:
+                    try:
+                        response = client.post(f"{base}/api/feedback", json=body)
+                        if response.status_code == 200:
+                            with lock:
+                                acknowledged.add(event)
+                            break
+                        assert response.status_code >= 500, response.text
+                    except httpx.TransportError:
+                        pass
+                    assert time.time() < deadline, f"{event} never acknowledged"
+                    retries += 1
+                    time.sleep(0.1)
+                if index == 0 and k == 1:
+                    killed.wait(30)  # session 0 goes on only after the kill, so some events span it
+            return retries
+
+        with ThreadPoolExecutor(SESSIONS) as pool:
+            futures = [pool.submit(send, i) for i in range(SESSIONS)]
+            deadline = time.time() + 30
+            while len(acknowledged) < 20 and time.time() < deadline:
+                time.sleep(0.005)
+            server.send_signal(signal.SIGKILL)
+            server.wait(10)
+            at_kill = len(acknowledged)
+            killed.set()
+            server = start_process(args, port)
+            retries = sum(f.result() for f in futures)
+        assert 0 < at_kill < SESSIONS * EVENTS  # the kill really landed mid-run
+        assert retries > 0
+
+        rows = sqlite3.connect(db).execute("SELECT id, COUNT(*) FROM feedback GROUP BY id").fetchall()
+        stored = dict(rows)
+        assert acknowledged <= set(stored)  # nothing acknowledged was lost
+        assert set(stored.values()) == {1}  # and nothing was stored twice
+        assert len(stored) == SESSIONS * EVENTS
+
+        # no conversation is visible to another session, before or after the restart
+        own = [c.get(f"{base}/api/conversations").json()["conversations"] for c in clients]
+        assert [[x["id"] for x in o] for o in own] == [[t["conversation"]] for t in turns]
+        assert clients[1].get(f"{base}/api/conversations/{turns[0]['conversation']}").status_code == 404
+    finally:
+        for client in clients:
+            client.close()
+        server.kill()
+        server.wait(10)
