@@ -185,3 +185,19 @@ def test_device_auto_runs_where_torch_can(tiny_model_dir):
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="torch sees no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_streaming_gives_the_same_answer_in_pieces(backend):
+    plain = GenerateRequest(prompt("the movie was"), max_tokens=12)
+    whole = backend.generate([plain])[0]
+    pieces: list[str] = []
+    streamed = backend.generate_streaming(plain, pieces.append)
+    assert streamed.text == whole.text == "".join(pieces)
+    assert len(pieces) >= 2
+    if len(whole.text) >= 3:  # with a stop string: the pieces never show it
+        stop = whole.text[2:4]
+        cut_pieces: list[str] = []
+        request = GenerateRequest(prompt("the movie was"), max_tokens=12, stop=(stop,))
+        cut = backend.generate_streaming(request, cut_pieces.append)
+        assert "".join(cut_pieces) == cut.text == backend.generate([request])[0].text
+        assert stop not in cut.text

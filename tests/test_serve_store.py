@@ -176,3 +176,34 @@ def test_the_gate_says_busy_instead_of_queueing_without_bound():
     while gate.stats()["running"] and time.time() < deadline:
         time.sleep(0.01)
     assert gate.stats() == {"slots": 1, "running": 0, "waiting": 0}
+
+
+def test_exported_feedback_runs_one_dpo_and_one_kto_step(tiny_model_dir, tmp_path):
+    from taskfit.cli import main
+
+    db = tmp_path / "assistant.sqlite"
+    store = Store(db)
+    for i in range(6):
+        conversation = store.new_conversation(A, f"q{i}")
+        turn = answered(store, A, conversation, f"question {i}", f"model answer {i}", prefix="")
+        store.add_feedback(A, f"event-bet-{i}", turn.id, "better", text=f"a better answer {i}")
+        store.add_feedback(A, f"event-thm-{i}", turn.id, "down")
+    store.close()
+    for fmt, rows in (("dpo", 6), ("kto", 18)):
+        out = tmp_path / f"{fmt}.jsonl"
+        assert main(["feedback", "export", "--as", fmt, "--db", str(db), "--output", str(out)]) == 0
+        assert len(out.read_text(encoding="utf-8").splitlines()) == rows
+        run = tmp_path / f"run-{fmt}"
+        assert main(["align", "--method", fmt, "--model", f"hf:{tiny_model_dir}", "--data", str(out), "--max-steps",
+                     "1", "--batch-size", "2", "--dev-share", "0", "--output", str(run), "--no-progress"]) == 0
+        card = json.loads((run / "run_card.json").read_text())
+        assert card["steps"] == 1 and card["data"]["train_rows"] == rows
+
+
+def test_feedback_export_without_a_database_says_where_it_looked(tmp_path, capsys):
+    from taskfit.cli import main
+
+    assert main(["feedback", "export", "--as", "kto", "--db", str(tmp_path / "none.sqlite"), "--output",
+                 str(tmp_path / "x.jsonl")]) == 2
+    assert "no assistant database at" in capsys.readouterr().err
+    assert not (tmp_path / "none.sqlite").exists() and not (tmp_path / "x.jsonl").exists()

@@ -61,8 +61,12 @@ def train_align(config: AlignConfig) -> dict[str, Any]:
         rows = [{"prompt_ids": p.chosen[:p.prompt_length], "chosen_ids": p.chosen[p.prompt_length:],
                  "rejected_ids": p.rejected[p.prompt_length:]} for p in renderer.pairs(train_pairs)]
     else:
-        rated = [r for p in train_pairs for r in p.rated()] + [r for r in data.rated if r.prompt not in
-                                                                  {d.prompt for d in dev_pairs}]
+        # the file's pairs as two rated rows each, and its rated rows as they are (as_pairs also paired rated rows
+        # up for the dev split; those pairs are not counted again)
+        from_files = {id(p) for p in data.pairs}
+        dev_prompts = {d.prompt for d in dev_pairs}
+        rated = ([r for p in train_pairs if id(p) in from_files for r in p.rated()]
+                 + [r for r in data.rated if r.prompt not in dev_prompts])
         rows = [{"prompt_ids": r.ids[:r.prompt_length], "completion_ids": r.ids[r.prompt_length:], "label": r.label}
                 for r in renderer.rated(rated)]
     if len(rows) < 2:
