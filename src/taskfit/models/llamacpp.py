@@ -278,10 +278,10 @@ class LlamaCppBackend(Backend):
                         response.read()
                         raise ServerError(f"llama.cpp answered HTTP {response.status_code}: {response.text[:300]}",
                                           response.status_code)
-                    for line in response.iter_lines():
-                        if not line.startswith("data: "):
+                    for line in _sse_lines(response):
+                        if not line.startswith(b"data: "):
                             continue
-                        event = json.loads(line[len("data: "):])
+                        event = json.loads(line[len(b"data: "):])
                         if "error" in event:
                             raise ServerError(f"llama.cpp: {event['error']}")
                         probabilities.extend(event.get("completion_probabilities") or [])
@@ -317,6 +317,19 @@ class LlamaCppBackend(Backend):
     def close(self) -> None:
         """Stop the server (it also stops when the backend is garbage-collected)."""
         self.server = None
+
+
+def _sse_lines(response: httpx.Response):
+    """The lines of a server-sent event stream, split at b"\\n" only (``iter_lines`` also splits at U+0085, U+2028
+    and other characters a model may write inside a JSON string)."""
+    buffer = b""
+    for chunk in response.iter_bytes():
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            yield line.rstrip(b"\r")
+    if buffer:
+        yield buffer
 
 
 def _binding_version() -> str:

@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from taskfit.serve.assistant import Assistant
 from taskfit.serve.export import export_rows
 from taskfit.serve.gate import Busy, Gate
-from taskfit.serve.http import ApiError, error_response, require_bearer
+from taskfit.serve.http import ApiError, error_response, require_bearer, require_unicode
 from taskfit.serve.openai_api import add_openai_routes
 from taskfit.serve.store import NotFound, Store
 
@@ -141,6 +141,7 @@ def create_app(assistant: Assistant, store: Store, gate: Gate, settings: Setting
     @app.post("/api/chat")
     def chat(body: ChatIn, request: Request):  # sync: retrieval, rendering and the store run on a worker thread
         session, new = _session(request)
+        require_unicode([body.question])
         question = body.question.strip()
         if len(body.question) > settings.max_question_chars:
             raise ApiError(413, f"the question has {len(body.question)} characters; the limit is "
@@ -209,6 +210,7 @@ def create_app(assistant: Assistant, store: Store, gate: Gate, settings: Setting
     @app.post("/api/feedback")
     def feedback(body: FeedbackIn, request: Request) -> dict[str, Any]:
         session, _ = _session(request)
+        require_unicode([body.reason, body.text])
         try:
             stored = store.add_feedback(session, body.event, body.turn, body.kind, body.reason, body.text)
         except NotFound:
@@ -239,7 +241,8 @@ def _describe(exc: BaseException) -> str:
 
 
 def _sse(event: str, data: dict[str, Any]) -> str:
-    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+    # ASCII JSON: a client splitting lines at U+2028 or U+0085 (as httpx's iter_lines does) still reads whole events
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
 
 
 def _session(request: Request) -> tuple[str, bool]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Iterable
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -26,3 +27,12 @@ def require_bearer(request: Request, expected: str, what: str) -> None:
     token = given[7:] if given.lower().startswith("bearer ") else ""
     if not hmac.compare_digest(token.encode(), expected.encode()):
         raise ApiError(401, f"send {what} as 'Authorization: Bearer <token>'", "authentication_error")
+
+
+def require_unicode(texts: Iterable[str | None]) -> None:
+    """400 for text a model or the database cannot take: lone surrogates (JSON escapes such as "\\ud800")."""
+    for text in texts:
+        try:
+            (text or "").encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(400, "text must be valid Unicode (a lone surrogate such as \\ud800 is not)") from None

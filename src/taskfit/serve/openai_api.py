@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from taskfit.api import GenerateRequest, Message, Prompt
 from taskfit.serve.gate import Busy
-from taskfit.serve.http import ApiError, require_bearer
+from taskfit.serve.http import ApiError, require_bearer, require_unicode
 
 MAX_TOKENS_LIMIT = 4096
 
@@ -113,9 +113,12 @@ def add_openai_routes(app: FastAPI, assistant, gate, settings) -> None:
         turns = [Message("system" if m.role == "developer" else m.role, m.text()) for m in body.messages]
         if sum(len(m.content) for m in turns) > settings.max_question_chars * settings.max_messages:
             raise ApiError(413, "the messages are too long")
+        require_unicode(m.content for m in turns)
         prefix = ""
         if turns[-1].role == "assistant" and body.continue_final_message is not False:
             prefix, turns = turns[-1].content, turns[:-1]
+        if not turns and not prefix:
+            raise ApiError(400, "messages: nothing to answer (only an empty assistant message)")
         prompt = Prompt(tuple(turns), prefix)
         generate = request_for(prompt, body, body.max_completion_tokens or body.max_tokens)
         return await respond(body, generate, "chat.completion", prompt)
@@ -131,6 +134,9 @@ def add_openai_routes(app: FastAPI, assistant, gate, settings) -> None:
             raise ApiError(400, "prompt: one string")
         if len(texts[0]) > settings.max_question_chars * settings.max_messages:
             raise ApiError(413, "the prompt is too long")
+        if not texts[0]:
+            raise ApiError(400, "prompt: must not be empty")
+        require_unicode(texts)
         prompt = Prompt((), texts[0])
         return await respond(body, request_for(prompt, body, body.max_tokens), "text_completion", prompt)
 
@@ -181,7 +187,7 @@ def add_openai_routes(app: FastAPI, assistant, gate, settings) -> None:
 
         def line(payload: dict[str, Any]) -> str:
             return "data: " + json.dumps({"id": ident, "object": chunk_kind, "created": created, "model": model}
-                                         | payload, ensure_ascii=False) + "\n\n"
+                                         | payload) + "\n\n"  # ASCII: safe for any line splitter
 
         async def chunks():
             if kind == "chat.completion":
@@ -204,3 +210,4 @@ def add_openai_routes(app: FastAPI, assistant, gate, settings) -> None:
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(chunks(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
