@@ -86,7 +86,7 @@ def test_three_turns_stream_show_sources_and_feedback_lands_in_the_database(brow
     for turn in turns:
         assert turn["status"] == "done"
         assert len(turn["partials"]) >= 2, turn["partials"]  # streamed: partial answers before the whole one
-        assert turn["partials"][-1] == turn["answer"]
+        assert turn["partials"][-1].strip() == turn["answer"]
         assert turn["sources"]
     assert "高等数学 | 出版社 | 武汉大学出版社" in turns[0]["sources"]
 
@@ -104,6 +104,7 @@ def test_three_turns_stream_show_sources_and_feedback_lands_in_the_database(brow
     assert rows == [("up", None, None), ("down", "日期不对", None), ("better", None, "法国")]
     conversation = page.evaluate("document.getElementById('turns').dataset.conversation")
     assert page.url.endswith(f"/?c={conversation}")
+    assert page.locator("#conversations a").all_text_contents() == [questions[0]]  # listed without a reload
 
     page.reload()  # the server-rendered conversation: the same three turns
     assert page.locator("li.turn").count() == 3

@@ -284,7 +284,7 @@ def render_turn(turn: dict[str, Any]) -> str:
     parent = f' data-parent="{escape(turn["parent"])}"' if turn.get("parent") else ""
     return (f'<li class="turn" data-turn="{escape(turn["id"])}" data-status="{status}"{parent}>'
             f'<p class="question">{escape(turn["question"])}</p>'
-            f'<p class="answer">{escape(turn["answer"])}</p>{error}'
+            f'<p class="answer">{escape(turn["answer"].strip())}</p>{error}'
             f'<details class="sources"><summary>Sources ({len(turn["sources"])})</summary><ul>{sources}</ul></details>'
             f'</li>')
 

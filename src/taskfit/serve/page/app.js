@@ -66,9 +66,9 @@
     const turn = item.dataset.turn;
     const box = el("div", "feedback");
     const note = el("span", "note");
-    const up = el("button", "up", "👍");
+    const up = el("button", "up", "✓ Good");
     up.type = "button"; up.title = "Good answer"; up.setAttribute("aria-label", "good answer");
-    const down = el("button", "down", "👎");
+    const down = el("button", "down", "✗ Bad");
     down.type = "button"; down.title = "Bad answer"; down.setAttribute("aria-label", "bad answer");
     const reason = el("input", "reason");
     reason.type = "text"; reason.placeholder = "Why? (optional)"; reason.maxLength = 2000;
@@ -145,6 +145,7 @@
       const reader = response.body.getReader();
       const decoder = new TextDecoder();
       let buffer = "";
+      let shown = "";
       let finished = false;
       while (true) {  // read to the end: the server closes the stream right after "done" or "error"
         const {value, done} = await reader.read();
@@ -159,11 +160,21 @@
               conversation = data.conversation;
               turns.dataset.conversation = conversation;
               history.replaceState(null, "", "/?c=" + encodeURIComponent(conversation));
+              const list = document.getElementById("conversations");
+              const none = list.querySelector(".none");
+              if (none) none.remove();
+              const link = el("a", null, data.question);
+              link.href = "/?c=" + encodeURIComponent(conversation);
+              link.setAttribute("aria-current", "page");
+              const entry = el("li");
+              entry.appendChild(link);
+              list.prepend(entry);
             }
           } else if (name === "delta") {
-            answer.textContent += data.text;
+            shown += data.text;
+            answer.textContent = shown.trimStart();
           } else if (name === "done") {
-            answer.textContent = data.answer;
+            answer.textContent = data.answer.trim();
             item.dataset.status = "done";
             finished = true;
           } else if (name === "error") {
