@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from serving import chat, running
-from taskfit.api import GenerateResult, Message, Prompt
+from taskfit.api import GenerateRequest, GenerateResult, Message, Prompt
 from taskfit.models.registry import load_backend
 from taskfit.serve.app import Settings, create_app
 from taskfit.serve.assistant import Assistant
@@ -227,3 +227,19 @@ def test_database_rows_are_what_the_page_acknowledged(backend, kb_file, tmp_path
             http.post(f"{base}/api/feedback", json={"event": f"event-many{i}", "turn": turn, "kind": "up"})
     rows = sqlite3.connect(tmp_path / "assistant.sqlite").execute("SELECT id, kind FROM feedback").fetchall()
     assert sorted(rows) == [(f"event-many{i}", "up") for i in range(5)]
+
+
+def test_the_openai_backend_streams_from_a_served_model(backend, kb_file, tmp_path):
+    from taskfit.models.openai import OpenAIBackend
+
+    app, _ = make_app(backend, kb_file, tmp_path)
+    with running(app) as base:
+        remote = OpenAIBackend("smollm2-135m-instruct", base_url=f"{base}/v1", api_key="")
+        for prefix in ("", "Sure:"):
+            request = GenerateRequest(Prompt((Message("user", "Name three colours."),), prefix), ("\n\n",), 24)
+            pieces: list[str] = []
+            streamed = remote.generate_streaming(request, pieces.append)
+            whole = remote.generate([request])[0]
+            assert len(pieces) >= 2
+            assert "".join(pieces) == streamed.text == whole.text == backend.generate([request])[0].text
+            assert streamed.n_tokens == whole.n_tokens

@@ -355,7 +355,10 @@ class AlignConfig(BookkeepingSection, LoraSection, OptimSection, RaftSection, Pr
     """Everything ``taskfit align`` needs; TRL's own key names for its options; every flag is also a YAML key."""
 
     def learning_rate(self) -> float:
-        return self.lr or 5e-5
+        """DPO / KTO: 5e-5 (a new LoRA on the start policy, moved by preference losses); RAFT: 2e-4, the LoRA rate of
+        `tune`, since each iteration is a short answer-only SFT (at 5e-5 the 8 steps of an iteration barely moved the
+        policy: benchmarks/results/alignment_hh.md)."""
+        return self.lr or (2e-4 if self.method == "raft" else 5e-5)
 
 
 ALIGN_SECTIONS: list[tuple[str, type[BaseModel]]] = [

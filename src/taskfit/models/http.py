@@ -97,6 +97,19 @@ def _post_with_retries(http: httpx.Client, url: str, body: dict[str, Any], heade
         sleep(wait)
 
 
+def sse_lines(response: httpx.Response):
+    """The lines of a server-sent event stream, split at b"\\n" only (``iter_lines`` also splits at U+0085, U+2028
+    and other characters a model may write inside a JSON string)."""
+    buffer = b""
+    for chunk in response.iter_bytes():
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            yield line.rstrip(b"\r")
+    if buffer:
+        yield buffer
+
+
 def _error_detail(response: httpx.Response) -> str:
     """The server's own error message where it sent one (OpenAI-style ``{"error": {"message": ...}}``)."""
     raw = response.text

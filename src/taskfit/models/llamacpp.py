@@ -43,7 +43,7 @@ from taskfit.api import (
 from taskfit.errors import ServerError, UserError
 from taskfit.models.base import Backend, StreamCutter, cut_at_stop, encode_pair, map_in_threads, register_backend
 from taskfit.models.catalog import KNOWN_MODELS
-from taskfit.models.http import RetryPolicy, client, post_with_retries
+from taskfit.models.http import RetryPolicy, client, post_with_retries, sse_lines
 from taskfit.models.options import LlamaCppOptions
 
 log = logging.getLogger(__name__)
@@ -238,6 +238,7 @@ class LlamaCppBackend(Backend):
             "temperature": request.temperature, "top_p": request.top_p,
             "top_k": 0, "min_p": 0.0, "typical_p": 1.0, "repeat_penalty": 1.0, "seed": request.seed,
             "stop": list(request.stop), "n_probs": 1, "post_sampling_probs": False, "cache_prompt": True,
+            "return_tokens": True,
         }
         if request.json_schema:
             body["json_schema"] = json.loads(request.json_schema)
@@ -259,7 +260,11 @@ class LlamaCppBackend(Backend):
             # after it. The server dropped the stop string from the text, so it is put back.
             if stop_type == "word" and word and not (text + word).strip() and produced < request.max_tokens:
                 text += word
-                prompt = prompt + self._tokenize(response.get("content", "") + word, add_special=False)
+                # the tokens the model produced (stop word included), not a re-tokenization of their text: the
+                # continuation is the model's own, as a server without this stop would give it
+                produced_ids = response.get("tokens") or self._tokenize(response.get("content", "") + word,
+                                                                        add_special=False)
+                prompt = prompt + list(produced_ids)
                 continue
             break
         text, _ = cut_at_stop(text, request.stop)
@@ -270,7 +275,7 @@ class LlamaCppBackend(Backend):
         """POST with ``stream``: llama.cpp answers server-sent events, one per token; ``on_text`` gets the content so
         far after each. Returns what the unstreamed call returns (content, probabilities, the last event's facts)."""
         for attempt in range(LOCAL_SERVER.max_retries + 1):
-            content, probabilities, last = "", [], {}
+            content, probabilities, tokens, last = "", [], [], {}
             try:
                 with self.http.stream("POST", self.url + path, json={**body, "stream": True},
                                       timeout=LOCAL_SERVER.timeout) as response:
@@ -278,13 +283,14 @@ class LlamaCppBackend(Backend):
                         response.read()
                         raise ServerError(f"llama.cpp answered HTTP {response.status_code}: {response.text[:300]}",
                                           response.status_code)
-                    for line in _sse_lines(response):
+                    for line in sse_lines(response):
                         if not line.startswith(b"data: "):
                             continue
                         event = json.loads(line[len(b"data: "):])
                         if "error" in event:
                             raise ServerError(f"llama.cpp: {event['error']}")
                         probabilities.extend(event.get("completion_probabilities") or [])
+                        tokens.extend(event.get("tokens") or [])
                         if event.get("content"):
                             content += event["content"]
                             on_text(content)
@@ -293,7 +299,7 @@ class LlamaCppBackend(Backend):
             except httpx.TransportError as exc:  # a closed keep-alive connection: retry unless text has come
                 if content or attempt == LOCAL_SERVER.max_retries:
                     raise ServerError(f"llama.cpp stream broke: {type(exc).__name__}: {exc}") from None
-        return {**last, "content": content, "completion_probabilities": probabilities}
+        return {**last, "content": content, "completion_probabilities": probabilities, "tokens": tokens}
 
     def context_window(self) -> int:
         return self.slot_context
@@ -317,19 +323,6 @@ class LlamaCppBackend(Backend):
     def close(self) -> None:
         """Stop the server (it also stops when the backend is garbage-collected)."""
         self.server = None
-
-
-def _sse_lines(response: httpx.Response):
-    """The lines of a server-sent event stream, split at b"\\n" only (``iter_lines`` also splits at U+0085, U+2028
-    and other characters a model may write inside a JSON string)."""
-    buffer = b""
-    for chunk in response.iter_bytes():
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
-            yield line.rstrip(b"\r")
-    if buffer:
-        yield buffer
 
 
 def _binding_version() -> str:

@@ -24,9 +24,12 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlparse
+
+import httpx
 
 from taskfit.api import (
     GenerateRequest,
@@ -37,8 +40,8 @@ from taskfit.api import (
     render_plain,
 )
 from taskfit.errors import ServerError, UserError
-from taskfit.models.base import Backend, cut_at_stop, map_in_threads, register_backend
-from taskfit.models.http import RetryPolicy, client, post_with_retries
+from taskfit.models.base import Backend, StreamCutter, cut_at_stop, map_in_threads, register_backend
+from taskfit.models.http import RetryPolicy, client, post_with_retries, sse_lines
 from taskfit.models.options import OpenAIOptions
 
 log = logging.getLogger(__name__)
@@ -117,6 +120,51 @@ class OpenAIBackend(Backend):
             raise ServerError(f"{self.base_url}/{endpoint} answered without choices: {json.dumps(response)[:300]}")
         return choices[0], usage
 
+    def _complete(self, endpoint: str, body: dict[str, Any], cutter: StreamCutter | None,
+                  prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The first choice and the usage: in one answer, or streamed (``cutter`` shows the text as it comes; a
+        repeated answer prefix, as llama.cpp's server sends it, is not shown)."""
+        if cutter is None:
+            return self._post(endpoint, body)
+        body = {"model": self.model, **body, "stream": True, "stream_options": {"include_usage": True}}
+        body.pop("logprobs", None)  # streamed log-probabilities are not summed here
+        chat = endpoint == "chat/completions"
+        for attempt in range(self.policy.max_retries + 1):
+            text, finish, usage = "", None, {}
+            try:
+                with self.http.stream("POST", f"{self.base_url}/{endpoint}", json=body, headers=self._headers(),
+                                      timeout=self.policy.timeout) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        raise ServerError(f"{self.base_url}/{endpoint} answered HTTP {response.status_code}: "
+                                          f"{response.text[:300]}", response.status_code)
+                    for line in sse_lines(response):
+                        if not line.startswith(b"data: ") or line == b"data: [DONE]":
+                            continue
+                        event = json.loads(line[len(b"data: "):])
+                        if event.get("error"):
+                            raise ServerError(f"{self.base_url}/{endpoint}: {event['error']}")
+                        usage = event.get("usage") or usage
+                        for choice in event.get("choices") or []:
+                            piece = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
+                            finish = choice.get("finish_reason") or finish
+                            if piece:
+                                text += piece
+                                shown = text[len(prefix):] if prefix and text.startswith(prefix) else text
+                                if not (prefix and prefix.startswith(text)):
+                                    cutter.update(shown)
+                break
+            except httpx.TransportError as exc:
+                if text or attempt == self.policy.max_retries:
+                    raise ServerError(f"{self.base_url}/{endpoint} stream broke: {type(exc).__name__}: {exc}") from None
+                time.sleep(self.policy.delay(attempt + 1))
+        with self._lock:
+            self.stats["requests"] += 1
+            self.stats["prompt_tokens"] += int(usage.get("prompt_tokens") or 0)
+            self.stats["generated_tokens"] += int(usage.get("completion_tokens") or 0)
+        choice = {"message": {"content": text}, "text": text, "finish_reason": finish, "logprobs": None}
+        return choice, usage
+
     def _map(self, work, items: Sequence[Any], desc: str) -> list[Any]:
         return map_in_threads(work, items, self.concurrency, desc, self.progress)
 
@@ -180,7 +228,13 @@ class OpenAIBackend(Backend):
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         return self._map(self._generate_one, list(requests), "generate")
 
-    def _generate_one(self, request: GenerateRequest) -> GenerateResult:
+    def generate_streaming(self, request: GenerateRequest, emit) -> GenerateResult:
+        cutter = StreamCutter(request.stop, emit)
+        result = self._generate_one(request, cutter)
+        cutter.finish(result.text)
+        return result
+
+    def _generate_one(self, request: GenerateRequest, cutter: StreamCutter | None = None) -> GenerateResult:
         # Whitespace-only stops would end a reply that opens with a newline; they are applied here instead
         # (cut_at_stop skips leading whitespace), together with any beyond the server's limit of four.
         server_stops = [s for s in request.stop if s.strip()][:MAX_SERVER_STOPS]
@@ -198,7 +252,7 @@ class OpenAIBackend(Backend):
             body["logprobs"] = True
             if request.prompt.answer_prefix and not self.official:
                 body |= {"continue_final_message": True, "add_generation_prompt": False}
-            choice, usage = self._post("chat/completions", body)
+            choice, usage = self._complete("chat/completions", body, cutter, request.prompt.answer_prefix)
             text = (choice.get("message") or {}).get("content") or ""
             prefix = request.prompt.answer_prefix
             if prefix and text.startswith(prefix):  # llama.cpp's server repeats the prefilled part
@@ -207,7 +261,7 @@ class OpenAIBackend(Backend):
             body |= {"prompt": render_plain(request.prompt), "logprobs": 1}
             if schema and not self.official:
                 body["json_schema"] = schema  # llama.cpp's name for it on /completions
-            choice, usage = self._post("completions", body)
+            choice, usage = self._complete("completions", body, cutter, "")
             text = choice.get("text") or ""
         values = _token_logprobs(choice.get("logprobs"))
         logprob = sum(float(v) for v in values) if values and all(v is not None for v in values) else None
