@@ -256,7 +256,7 @@ def _session(request: Request) -> tuple[str, bool]:
 
 
 def _set_cookie(response: Response, session: str) -> None:
-    response.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="strict", max_age=365 * 24 * 3600,
+    response.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="lax", max_age=365 * 24 * 3600,
                         path="/")
 
 

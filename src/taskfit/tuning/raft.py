@@ -334,8 +334,8 @@ def _markdown(card: dict[str, Any]) -> str:
                      f"{h['mean_reward']['value']:.4f}, distinct-2 {h['distinct_2']:.3f}, empty {h['empty_rate']:.1%}")
     if card["heldout_end_minus_start"]:
         d = card["heldout_end_minus_start"]
-        lines.append(f"- end − start on held-out prompts: {d['value']:+.4f} [{d['ci_low']}, {d['ci_high']}], win rate "
-                     f"{card['heldout_win_rate']:.3f}")
+        lines.append(f"- end − start on held-out prompts: {d['value']:+.4f} [{d['ci_low']:+.4f}, "
+                     f"{d['ci_high']:+.4f}], win rate {card['heldout_win_rate']:.3f}")
     lines += [f"- evaluate with `taskfit eval {card['evaluate_with']}`", "", "```json",
               json.dumps(card["config"], indent=2), "```", ""]
     return "\n".join(lines)
