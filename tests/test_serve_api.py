@@ -61,3 +61,28 @@ def test_eval_through_serve_gives_the_predictions_of_llamacpp_directly(backend, 
 
     assert predictions(tmp_path / "served") == predictions(tmp_path / "direct")
     assert len(predictions(tmp_path / "direct")) == 24
+
+
+def test_an_adapter_is_exported_to_gguf_once_and_served_by_llamacpp(tmp_path, monkeypatch):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from taskfit.models.catalog import resolve_model
+    from taskfit.models.loading import load_causal_lm
+    from taskfit.serve.assistant import load_assistant
+    from taskfit.settings import ServeConfig
+
+    monkeypatch.setenv("TASKFIT_HOME", str(tmp_path / "home"))
+    base = load_causal_lm(resolve_model("smollm2-135m-instruct")[1]).model
+    torch.manual_seed(0)
+    lora = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "adapter")
+    config = ServeConfig(adapter=tmp_path / "adapter", threads=2)
+    first = load_assistant(config)
+    (exported,) = (tmp_path / "home" / "serve").glob("*.gguf")
+    assert first.backend.path == str(exported) and first.adapter == str(tmp_path / "adapter")
+    stamp = exported.stat().st_mtime_ns
+    first.backend.close()
+    second = load_assistant(config)  # the same adapter: the same file, not exported again
+    assert second.backend.path == str(exported) and exported.stat().st_mtime_ns == stamp
+    second.backend.close()

@@ -141,6 +141,7 @@ def _exported(model: str, adapter: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         log.info("merging %s into %s and exporting it to %s (once)", adapter, model, target)
         partial = target.with_suffix(".partial.gguf")
+        partial.unlink(missing_ok=True)  # left by an export that was cut
         export_gguf(model, partial, adapter=adapter, qtype="q8_0")
         partial.replace(target)
     return target
