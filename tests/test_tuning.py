@@ -327,3 +327,21 @@ def test_training_files_in_the_formats_users_already_have(tmp_path):
     with pytest.raises(UserError, match=r"odd\.jsonl:1: not a training row taskfit knows \(keys \['answer', "
                                         r"'question'\]\); use one of"):
         read_training_file(odd)
+
+
+def test_kbqa_training_prompts_show_the_facts_evaluation_shows(tmp_path):
+    """Tuning on a KBQA task sets up its knowledge base first (it used to fail: answer space used before setup)."""
+    from taskfit.settings import TuneConfig
+    from taskfit.tuning.sft import training_samples
+
+    folder = tmp_path / "nlpcc2016_kbqa"
+    folder.mkdir()
+    rows = [{"id": 1, "question": "《高等数学》是哪个出版社出版的？", "answer": "武汉大学出版社",
+             "triple": ["高等数学", "出版社", "武汉大学出版社"]},
+            {"id": 2, "question": "安德烈是哪个国家的人呢？", "answer": "法国", "triple": ["安德烈", "国籍", "法国"]}]
+    (folder / "train.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    config = TuneConfig(task="nlpcc_kbqa", data_dir=tmp_path, split="train", output=tmp_path / "out")
+    pairs, info, _ = training_samples(config)
+    assert info["n"] == 2
+    assert "知识：\n高等数学 | 出版社 | 武汉大学出版社" in pairs[0].prompt.messages[-1].content
+    assert pairs[0].answer.strip() == "武汉大学出版社"

@@ -54,12 +54,16 @@ class TuneResult:
 
 
 def task_examples(config: TuneConfig, task=None):
-    """The task (loaded unless given) and the examples of its split to train on: all, or ``limit`` rows drawn by
-    the same seeded sampler as ``taskfit eval --sample random`` (several data files are sorted by label)."""
+    """The task (loaded unless given, its answer space set up) and the examples of its split to train on: all, or
+    ``limit`` rows drawn by the same seeded sampler as ``taskfit eval --sample random`` (several data files are
+    sorted by label)."""
     task = task or load_task(config.task)
     examples = task.examples(config.split, config.data_dir)
     if config.limit:
         examples = [examples[i] for i in sample_indices(len(examples), config.limit, config.seed)]
+    # the answer space as evaluation sets it up (KBQA: its knowledge base, the whole split's triples), so the
+    # training prompt shows the facts the evaluated prompt shows
+    task.prepare_answers(examples, config.split, config.data_dir, None)
     return task, examples
 
 
