@@ -171,7 +171,12 @@ def test_the_gate_says_busy_instead_of_queueing_without_bound():
         event = await started
         assert (event.kind, event.value) == ("done", "first")
 
-    asyncio.run(scenario())
+    # on a thread of its own: Playwright's sync API may keep an event loop running on the main thread
+    failure: list[BaseException] = []
+    runner = threading.Thread(target=lambda: _capture(failure, lambda: asyncio.run(scenario())))
+    runner.start()
+    runner.join(30)
+    assert not failure, failure
     deadline = time.time() + 5
     while gate.stats()["running"] and time.time() < deadline:
         time.sleep(0.01)
@@ -207,3 +212,10 @@ def test_feedback_export_without_a_database_says_where_it_looked(tmp_path, capsy
                  str(tmp_path / "x.jsonl")]) == 2
     assert "no assistant database at" in capsys.readouterr().err
     assert not (tmp_path / "none.sqlite").exists() and not (tmp_path / "x.jsonl").exists()
+
+
+def _capture(failures: list[BaseException], work) -> None:
+    try:
+        work()
+    except BaseException as exc:  # noqa: BLE001 - re-raised by the test on its own thread
+        failures.append(exc)
