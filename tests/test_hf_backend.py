@@ -6,6 +6,7 @@ import torch
 from taskfit.api import GenerateRequest, LoglikelihoodRequest, Message, Prompt
 from taskfit.models.base import cut_at_stop
 from taskfit.models.hf import HFBackend
+from taskfit.models.kv import PrefixStore
 
 
 def prompt(text: str, prefix: str = "") -> Prompt:
@@ -97,7 +98,8 @@ def test_contexts_with_a_shared_prefix_run_it_once(tiny_model_dir):
     before = backend.stats["input_tokens"]
     shared = backend.loglikelihood(requests)
     used_shared = backend.stats["input_tokens"] - before
-    backend.shared_prefix_min_tokens = 10**9  # the plain path, for comparison
+    backend.shared_prefix_min_tokens = 10**9  # the plain path, for comparison: nothing shared, nothing stored
+    backend.prefixes = PrefixStore(0)
     before = backend.stats["input_tokens"]
     plain = backend.loglikelihood(requests)
     used_plain = backend.stats["input_tokens"] - before

@@ -28,7 +28,9 @@ from taskfit.api import (
     render_plain,
 )
 from taskfit.errors import UserError
-from taskfit.models.base import Backend, StreamCutter, cut_at_stop, encode_pair, register_backend
+from taskfit.models import kv
+from taskfit.models.base import Backend, StreamCutter, encode_pair, register_backend
+from taskfit.models.hf_decode import Decoder
 from taskfit.models.loading import load_causal_lm, resolve_device
 from taskfit.models.options import HFOptions
 
@@ -37,6 +39,9 @@ S = TypeVar("S", list[int], tuple[int, ...])  # token ids, cut as the sequence t
 
 SHARED_PREFIX_MIN_TOKENS = 8  # a batch's contexts sharing this many leading tokens run them once
 CONTINUATION_CACHE_TOKENS = 16384  # context-cache tokens copied per continuation pass (~0.75 GB for SmolLM2-135M)
+GENERATE_SLOTS = 64  # rows decoded at once by default: throughput on a CPU still grows from 16 to 64 rows
+GENERATE_MEMORY_SHARE = 0.25  # of the free memory the decoding rows' KV cache may take
+PREFIX_STORE_BYTES = 512 * 2**20  # KV of shared prompt prefixes kept for the whole run
 
 
 def render_with(tokenizer, prompt: Prompt, use_chat_template: bool) -> str:
@@ -73,6 +78,7 @@ class HFBackend(Backend):
         adapter: str | Path | None = None,
         quantize: str = "none",
         device: str = "auto",
+        generate_batch_size: int | None = None,
     ):
         import torch
 
@@ -81,6 +87,7 @@ class HFBackend(Backend):
         self.model_id = str(model)
         self.display_name = display_name or self.model_id
         self.batch_size = batch_size
+        self.generate_batch_size = generate_batch_size
         self.progress = progress
         self.shared_prefix_min_tokens = SHARED_PREFIX_MIN_TOKENS
         self.device = resolve_device(device)
@@ -100,6 +107,9 @@ class HFBackend(Backend):
             self.pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
         self.max_length = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048) - self.virtual_tokens
         self.cache_keyword = cache_keyword(self.model)
+        self.kv_bytes_per_token = kv.kv_bytes_per_token(self.model.config, self.model.dtype.itemsize)
+        self.prefixes = kv.PrefixStore(PREFIX_STORE_BYTES // self.kv_bytes_per_token)
+        self._previous: list[int] = []  # the last context run: a lone context's shared prefix is found against it
         self.stats = {"input_tokens": 0, "generated_tokens": 0, "forward_passes": 0}
 
     # ------------------------------------------------------------------ rendering and encoding
@@ -143,18 +153,8 @@ class HFBackend(Backend):
         longest = max(len(cont) for group in members for _, cont in group)
         room = self.max_length - longest + 1  # context tokens that fit with the longest continuation
         contexts = [self._cut_left(ctx, room) for ctx in contexts]
-        shared = _common_prefix_length(contexts) if len(contexts) > 1 else 0
-        shared = min(shared, min(len(ctx) for ctx in contexts) - 1)  # every row keeps a last token of its own
-        if shared >= self.shared_prefix_min_tokens:
-            first, cache, mask = self._contexts_after_shared_prefix(contexts, shared, longest > 1)
-        else:
-            input_ids, mask, positions = self._left_pad(contexts)
-            self.stats["input_tokens"] += int(mask.sum())
-            self.stats["forward_passes"] += 1
-            mask, positions = self._after_virtual(mask), positions + self.virtual_tokens
-            out, cache = self._forward(self._virtual_cache(len(contexts)), input_ids=input_ids, attention_mask=mask,
-                                       position_ids=positions, use_cache=longest > 1, logits_to_keep=1)
-            first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
+        cache, mask, logits = self._prefill(contexts, keep_cache=longest > 1)
+        first = torch.log_softmax(logits, dim=-1)
         items = [(row, index, cont) for row, group in enumerate(members) for index, cont in group]
         multi = [item for item in items if len(item[2]) > 1]
         later: dict[int, Any] = {}
@@ -169,26 +169,55 @@ class HFBackend(Backend):
             greedy = bool((rows.argmax(-1) == target).all())
             yield index, LoglikelihoodResult(float(picked.sum()), greedy, len(cont))
 
-    def _contexts_after_shared_prefix(self, contexts: list[tuple[int, ...]], shared: int, keep_cache: bool):
-        """Contexts that start with the same ``shared`` tokens (fixed few-shot demos, one system prompt): run the
-        prefix once, then every context's own suffix on a view of the prefix cache. Suffixes are left-padded (the
-        pads sit between prefix and suffix, masked, and positions count real tokens only), so every row ends on
-        a real token and only the last position's logits are computed. Returns the log-probs after each
-        context, the cache, and the attention mask (prefix + suffix, pads inside)."""
+    def _prefill(self, contexts: Sequence[Sequence[int]], keep_cache: bool = True):
+        """Run ``contexts`` (token ids, one row each) in one forward pass; returns the KV cache (``None`` unless
+        ``keep_cache``), the attention mask over its columns, and each row's last-position logits (fp32).
+
+        A prefix that every context begins with runs once per run: the prefix store gives it when it holds one;
+        otherwise contexts sharing at least ``shared_prefix_min_tokens`` leading tokens (with each other, or a lone
+        context with the previous call's, as an assistant's system prompt) run them once here and store them. Every
+        row keeps at least its last token of its own. Suffixes are left-padded between prefix and suffix (the pads
+        masked, positions counting real tokens only), so every row ends on a real token and only the last
+        position's logits are computed, which skips most of the vocabulary projection."""
         torch = self.torch
         rows = len(contexts)
         virtual = self.virtual_tokens
-        prefix = torch.tensor([list(contexts[0][:shared])])
-        _, prefix_cache = self._forward(self._virtual_cache(1), input_ids=prefix, use_cache=True, logits_to_keep=1,
-                                        position_ids=virtual + torch.arange(shared)[None, :])
-        cache = map_cache(prefix_cache, lambda t: t.expand(rows, -1, -1, -1))
-        ids, suffix_mask, suffix_positions = self._left_pad([ctx[shared:] for ctx in contexts])
-        mask = torch.cat([torch.ones((rows, virtual + shared), dtype=torch.long), suffix_mask], dim=1)
+        shortest = min(len(ctx) for ctx in contexts) - 1
+        others = contexts if rows > 1 else [contexts[0], self._previous]
+        shared = min(_common_prefix_length(others), shortest)
+        self._previous = list(contexts[-1])
+        hit = self.prefixes.longest(contexts[0], shortest if rows == 1 else shared)
+        start, prefix = hit if hit is not None else (0, None)
+        if shared - start >= self.shared_prefix_min_tokens:
+            prefix, start = self._run_prefix(contexts[0], start, shared, prefix), shared
+        if start:
+            cache = map_cache(prefix, lambda t: t.expand(rows, -1, -1, -1))
+            ids, own_mask, own_positions = self._left_pad([ctx[start:] for ctx in contexts])
+            mask = torch.cat([torch.ones((rows, virtual + start), dtype=torch.long), own_mask], dim=1)
+            self.stats["prefix_tokens_reused"] = self.stats.get("prefix_tokens_reused", 0) + start * rows
+        else:
+            cache = self._virtual_cache(rows)
+            ids, own_mask, own_positions = self._left_pad(contexts)
+            mask = self._after_virtual(own_mask)
         out, cache = self._forward(cache, input_ids=ids, attention_mask=mask, use_cache=keep_cache, logits_to_keep=1,
-                                   position_ids=virtual + shared + suffix_positions)
-        self.stats["input_tokens"] += shared + int(suffix_mask.sum())
-        self.stats["forward_passes"] += 2
-        return torch.log_softmax(out.logits[:, -1, :].float(), dim=-1), cache, mask
+                                   position_ids=virtual + start + own_positions)
+        self.stats["input_tokens"] += int(own_mask.sum())
+        self.stats["forward_passes"] += 1
+        return cache, mask, out.logits[:, -1, :].float()
+
+    def _run_prefix(self, ids: Sequence[int], start: int, end: int, base):
+        """Run ``ids[start:end]`` on top of ``base`` (the stored cache of ``ids[:start]``, or nothing), store the
+        cache of ``ids[:end]`` and return it. The stored caches are never grown in place (a forward pass gets a
+        copy of the structure)."""
+        torch = self.torch
+        cache = map_cache(base, lambda t: t) if base is not None else self._virtual_cache(1)
+        positions = self.virtual_tokens + torch.arange(start, end)[None, :]
+        _, cache = self._forward(cache, input_ids=torch.tensor([list(ids[start:end])]), position_ids=positions,
+                                 use_cache=True, logits_to_keep=1)
+        self.stats["input_tokens"] += end - start
+        self.stats["forward_passes"] += 1
+        self.prefixes.put(ids[:end], cache)
+        return cache
 
     def _continuation_pass(self, cache, ctx_mask, items: list[tuple[int, int, list[int]]]) -> dict[int, Any]:
         """Log-probs of continuation tokens 2..n of each item, run on a copy of its context's cache rows."""
@@ -241,94 +270,34 @@ class HFBackend(Backend):
 
     # ------------------------------------------------------------------ generation
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
-        results: list[GenerateResult | None] = [None] * len(requests)
+        """Continuous batching (:mod:`taskfit.models.hf_decode`): results in request order, each row's text the
+        same whatever else runs beside it."""
         encoded = [self._cut_left(self._encode(self.render(r.prompt)), self.max_length) for r in requests]
-        # One decode loop serves greedy and sampled requests alike: each row samples with its own seeded
-        # generator, so a rerun gives identical text and batching does not change a row's random draws.
-        order = sorted(range(len(requests)), key=lambda i: len(encoded[i]), reverse=True)
+        if not requests:
+            return []
         bar = tqdm(total=len(requests), desc="generate", disable=not self.progress, leave=False)
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
-            for index, result in zip(chunk, self._decode([encoded[i] for i in chunk], [requests[i] for i in chunk])):
-                results[index] = result
-            bar.update(len(chunk))
+        longest = max(len(ids) + r.max_tokens for ids, r in zip(encoded, requests))
+        results = Decoder(self, self.generate_slots(longest), bar=bar).run(encoded, requests)
         bar.close()
-        return results  # type: ignore[return-value]
+        return results
+
+    def generate_slots(self, row_tokens: int) -> int:
+        """Rows decoded at once: ``generate_batch_size`` when given, else up to ``GENERATE_SLOTS`` as long as that
+        many rows of ``row_tokens`` cached tokens fit in a share of the free memory."""
+        if self.generate_batch_size:
+            return self.generate_batch_size
+        row_bytes = self.kv_bytes_per_token * (row_tokens + self.virtual_tokens)
+        return max(1, min(GENERATE_SLOTS, int(GENERATE_MEMORY_SHARE * free_memory(self.device) // row_bytes)))
 
     def generate_streaming(self, request: GenerateRequest, emit) -> GenerateResult:
         cutter = StreamCutter(request.stop, emit)
         encoded = self._cut_left(self._encode(self.render(request.prompt)), self.max_length)
-        (result,) = self._decode([encoded], [request], on_text=cutter.update)
+        (result,) = Decoder(self, 1, on_text=cutter.update).run([encoded], [request])
         cutter.finish(result.text)
         return result
 
-    def _decode(self, batch: list[list[int]], settings: list[GenerateRequest], on_text=None) -> list[GenerateResult]:
-        """Left-padded batched decoding with a KV cache, per-row stop strings, budgets and seeds; ``on_text``
-        (one-row batches) gets the answer's whole text after every token."""
-        torch = self.torch
-        rows = len(batch)
-        input_ids, mask, positions = self._left_pad(batch)
-        generators = [torch.Generator().manual_seed(s.seed) if s.temperature > 0 else None for s in settings]
-        eos_ids = self._eos_ids()
-        produced: list[list[int]] = [[] for _ in range(rows)]
-        logprobs = [0.0] * rows
-        done = [False] * rows
-        reasons = ["length"] * rows
-        budget = max(s.max_tokens for s in settings)
-        self.stats["input_tokens"] += int(mask.sum())
-        cache = self._virtual_cache(rows)
-        mask = self._after_virtual(mask)
-        step_ids, step_pos = input_ids, positions + self.virtual_tokens
-        with torch.inference_mode():
-            for _ in range(budget):
-                out, cache = self._forward(cache, input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
-                                           use_cache=True, logits_to_keep=1)
-                self.stats["forward_passes"] += 1
-                logits = out.logits[:, -1, :].float()
-                log_probs = torch.log_softmax(logits, dim=-1)
-                next_tokens = []
-                for row in range(rows):
-                    if done[row]:
-                        next_tokens.append(self.pad_id)
-                        continue
-                    token = self._pick(logits[row], settings[row], generators[row])
-                    next_tokens.append(token)
-                    produced[row].append(token)
-                    logprobs[row] += float(log_probs[row, token])
-                    stop = settings[row].stop
-                    if token in eos_ids or stop and cut_at_stop(self._text(produced[row]), stop)[1]:
-                        done[row], reasons[row] = True, "stop"
-                    elif on_text is not None:
-                        on_text(self._text(produced[row]))
-                    elif len(produced[row]) >= settings[row].max_tokens:
-                        done[row] = True
-                if all(done):
-                    break
-                step_ids = torch.tensor(next_tokens, dtype=torch.long)[:, None]
-                step_pos = step_pos[:, -1:] + 1
-                mask = torch.cat([mask, torch.ones((rows, 1), dtype=torch.long)], dim=1)
-        results = []
-        for row in range(rows):
-            text, _ = cut_at_stop(self._text(produced[row]), settings[row].stop)
-            self.stats["generated_tokens"] += len(produced[row])
-            results.append(GenerateResult(text=text, n_tokens=len(produced[row]), finish_reason=reasons[row],
-                                          logprob=logprobs[row]))
-        return results
-
     def _text(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)
-
-    def _pick(self, logits, settings: GenerateRequest, generator) -> int:
-        """Greedy argmax, or a temperature / top-p draw from this row's own generator."""
-        torch = self.torch
-        if settings.temperature <= 0 or generator is None:
-            return int(logits.argmax())
-        probs = torch.softmax(logits / settings.temperature, dim=-1)
-        if settings.top_p < 1.0:
-            sorted_probs, sorted_ids = probs.sort(descending=True)
-            keep = sorted_probs.cumsum(-1) - sorted_probs < settings.top_p  # always keeps the top token
-            probs = torch.zeros_like(probs).scatter(0, sorted_ids[keep], sorted_probs[keep])
-        return int(torch.multinomial(probs, 1, generator=generator))
 
     def _eos_ids(self) -> set[int]:
         eos = self.model.generation_config.eos_token_id
@@ -376,6 +345,22 @@ class HFBackend(Backend):
             "threads": self.torch.get_num_threads(),
             **({"adapter": self.adapter} if self.adapter else {}),
         }
+
+
+def free_memory(device: str) -> int:
+    """Bytes free for a KV cache: the GPU's free memory, or the host's available memory."""
+    import torch
+
+    if device.startswith("cuda"):
+        return int(torch.cuda.mem_get_info()[0])
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def _common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:

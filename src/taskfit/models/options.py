@@ -39,6 +39,9 @@ class HFOptions(BackendOptions):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="hf backend: where the model runs; auto = "
                                                    "a CUDA GPU when torch sees one (bf16 / fp16 there), else the CPU "
                                                    "(fp32)")
+    generate_batch_size: int | None = Field(None, gt=0, description="hf backend: rows decoded at once, refilled "
+                                            "as rows finish (default: up to 64, as memory allows)",
+                                            json_schema_extra=OPERATIONAL)  # a row's text does not depend on it
 
 
 class ConcurrencyOption(StrictModel):

@@ -1,0 +1,201 @@
+"""Continuous batching for the ``hf`` backend: a fixed number of slots decode together, and a row that finishes gives
+its slot to the next waiting request at once, so the batch stays full until the queue is empty (a static batch runs
+until its longest row is done while finished rows idle).
+
+- Requests with the same prompt (self-consistency's paths, CARP's votes, RAFT's K samples) run the prompt once: its
+  KV cache row is copied into each path's slot, and each path samples with its own seeded generator from the same
+  first-token distribution.
+- Prompts beginning with the same tokens (a system prompt, fixed demonstrations) run that prefix once per run: the
+  backend's :class:`~taskfit.models.kv.PrefixStore` keeps its KV.
+- A row's text never depends on the batch: positions count the row's own tokens, pads are masked, and a row's draws
+  come from its own generator, so a seed gives the same path alone or among 63 others.
+- Stop strings are looked for in the last few tokens' text only (enough tokens to hold the longest stop string); a
+  hit there is confirmed on the whole text with :func:`cut_at_stop`'s rule, which also makes the final cut.
+- Sampling is batched: temperature and top-p for every sampled row at once, then one draw per row from its generator.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from taskfit.api import GenerateRequest, GenerateResult
+from taskfit.models import kv
+from taskfit.models.base import cut_at_stop
+
+REFILL_FRACTION = 8  # refill when at least 1/8 of the slots are free (or nothing runs): fewer, larger prefills
+
+
+@dataclass
+class _Row:
+    index: int
+    request: GenerateRequest
+    generator: object | None
+    position: int  # position id of the next token fed
+    window: int  # tokens whose text can hold a stop string that ends in the newest token
+    produced: list[int] = field(default_factory=list)
+    logprob: float = 0.0
+
+
+@dataclass
+class _Group:
+    """Waiting requests with one prompt; ``prefilled`` holds the prompt's (cache, mask, logits) once it has run."""
+
+    ids: list[int]
+    indices: deque
+    prefilled: tuple | None = None
+
+
+class Decoder:
+    """Decodes a list of encoded prompts with ``slots`` rows at a time on ``backend`` (an HFBackend)."""
+
+    def __init__(self, backend, slots: int, on_text: Callable[[str], None] | None = None, bar=None):
+        self.b = backend
+        self.torch = backend.torch
+        self.slots = max(1, slots)
+        self.on_text = on_text
+        self.bar = bar
+        self.eos_ids = backend._eos_ids()
+
+    def run(self, encoded: Sequence[list[int]], requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        results: list[GenerateResult | None] = [None] * len(requests)
+        queue = self._groups(encoded, requests, results)
+        rows: list[_Row] = []
+        cache = mask = logits = None
+        torch = self.torch
+        with torch.inference_mode():
+            while queue or rows:
+                free = self.slots - len(rows)
+                if queue and free and (not rows or free * REFILL_FRACTION >= self.slots):
+                    new_rows, parts, new_logits = self._admit(queue, requests, free)
+                    if rows:
+                        parts.insert(0, (cache, mask))
+                        new_logits.insert(0, logits)
+                    cache, mask = kv.join(parts) if len(parts) > 1 else parts[0]
+                    logits = torch.cat(new_logits)
+                    rows += new_rows
+                tokens = self._pick(logits, rows)
+                log_probs = torch.log_softmax(logits, dim=-1)
+                keep = []
+                for i, (row, token) in enumerate(zip(rows, tokens)):
+                    row.produced.append(token)
+                    row.logprob += float(log_probs[i, token])
+                    reason = self._finished(row, token)
+                    if reason is None:
+                        keep.append(i)
+                    else:
+                        results[row.index] = self._result(row, reason)
+                if len(keep) < len(rows):
+                    if not keep:
+                        rows, cache, mask, logits = [], None, None, None
+                        continue
+                    kept = torch.tensor(keep)
+                    cache, mask = kv.trim(*kv.select_rows(cache, mask, kept))
+                    rows = [rows[i] for i in keep]
+                    tokens = [tokens[i] for i in keep]
+                mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype)], dim=1)
+                positions = torch.tensor([[row.position] for row in rows])
+                out, cache = self.b._forward(cache, input_ids=torch.tensor(tokens)[:, None], attention_mask=mask,
+                                             position_ids=positions, use_cache=True, logits_to_keep=1)
+                self.b.stats["forward_passes"] += 1
+                logits = out.logits[:, -1, :].float()
+                for row in rows:
+                    row.position += 1
+        return results  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ admission
+    def _groups(self, encoded, requests, results) -> deque:
+        """Waiting requests, longest prompt first, those with the same prompt grouped (a request that asks for no
+        tokens is answered at once)."""
+        by_prompt: dict[tuple[int, ...], _Group] = {}
+        for index in sorted(range(len(requests)), key=lambda i: len(encoded[i]), reverse=True):
+            if requests[index].max_tokens <= 0:
+                results[index] = GenerateResult(text="", n_tokens=0, finish_reason="length", logprob=0.0)
+                continue
+            key = tuple(encoded[index])
+            if key not in by_prompt:
+                by_prompt[key] = _Group(list(key), deque())
+            by_prompt[key].indices.append(index)
+        return deque(by_prompt.values())
+
+    def _admit(self, queue: deque, requests, free: int):
+        """Take up to ``free`` waiting requests, run the prompts not run yet in one prefill, and return the new rows,
+        their (cache, mask) parts and their first-token logits."""
+        taken: list[tuple[_Group, int]] = []
+        for group in queue:
+            if len(taken) >= free:
+                break
+            count = min(len(group.indices), free - len(taken))
+            taken.append((group, count))
+        fresh = [group for group, _ in taken if group.prefilled is None]
+        if fresh:
+            cache, mask, logits = self.b._prefill([group.ids for group in fresh])
+            for i, group in enumerate(fresh):
+                row = self.torch.tensor([i])
+                one_cache, one_mask = kv.trim(*kv.select_rows(cache, mask, row))
+                group.prefilled = (one_cache, one_mask, logits[i : i + 1])
+        rows, parts, first = [], [], []
+        torch = self.torch
+        for group, count in taken:
+            one_cache, one_mask, one_logits = group.prefilled
+            copies = torch.zeros(count, dtype=torch.long)
+            parts.append(kv.select_rows(one_cache, one_mask, copies))
+            first.append(one_logits.expand(count, -1))
+            for _ in range(count):
+                index = group.indices.popleft()
+                request = requests[index]
+                rows.append(_Row(index, request,
+                                 torch.Generator().manual_seed(request.seed) if request.temperature > 0 else None,
+                                 position=self.b.virtual_tokens + len(group.ids), window=_stop_window(request.stop)))
+            if not group.indices:
+                queue.remove(group)
+        return rows, parts, first
+
+    # ------------------------------------------------------------------ one step
+    def _pick(self, logits, rows: list[_Row]) -> list[int]:
+        """Greedy argmax for greedy rows; for sampled rows temperature and top-p over the whole batch at once,
+        then one draw from each row's own generator."""
+        torch = self.torch
+        picked = logits.argmax(dim=-1).tolist()
+        sampled = [i for i, row in enumerate(rows) if row.generator is not None]
+        if not sampled:
+            return picked
+        index = torch.tensor(sampled)
+        temps = torch.tensor([rows[i].request.temperature for i in sampled], dtype=logits.dtype)[:, None]
+        probs = torch.softmax(logits.index_select(0, index) / temps, dim=-1)
+        top_p = torch.tensor([rows[i].request.top_p for i in sampled], dtype=probs.dtype)[:, None]
+        if bool((top_p < 1.0).any()):
+            sorted_probs, sorted_ids = probs.sort(dim=-1, descending=True)
+            keep = (sorted_probs.cumsum(-1) - sorted_probs < top_p) | (top_p >= 1.0)  # always keeps the top token
+            probs = torch.zeros_like(probs).scatter(1, sorted_ids, sorted_probs * keep)
+        for j, i in enumerate(sampled):
+            picked[i] = int(torch.multinomial(probs[j], 1, generator=rows[i].generator))
+        return picked
+
+    def _finished(self, row: _Row, token: int) -> str | None:
+        stop = row.request.stop
+        if token in self.eos_ids:
+            return "stop"
+        if stop and any(s in self.b._text(row.produced[-row.window :]) for s in stop if s):
+            if cut_at_stop(self.b._text(row.produced), stop)[1]:
+                return "stop"
+        if self.on_text is not None:
+            self.on_text(self.b._text(row.produced))
+        if len(row.produced) >= row.request.max_tokens:
+            return "length"
+        return None
+
+    def _result(self, row: _Row, reason: str) -> GenerateResult:
+        text, _ = cut_at_stop(self.b._text(row.produced), row.request.stop)
+        self.b.stats["generated_tokens"] += len(row.produced)
+        if self.bar is not None:
+            self.bar.update(1)
+        return GenerateResult(text=text, n_tokens=len(row.produced), finish_reason=reason, logprob=row.logprob)
+
+
+def _stop_window(stop: Sequence[str]) -> int:
+    """Tokens whose text surely holds the longest stop string and a character more: a token is at least one byte
+    and a character at most four."""
+    longest = max((len(s) for s in stop if s), default=0)
+    return 4 * (longest + 2)

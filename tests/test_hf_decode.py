@@ -1,0 +1,153 @@
+"""Continuous batching, shared prompts and the prefix store of the hf backend (taskfit.models.hf_decode, kv), on
+the tiny random model: a row's text never depends on what runs beside it."""
+
+import pytest
+import torch
+
+from taskfit.api import GenerateRequest, LoglikelihoodRequest, Message, Prompt
+from taskfit.models.base import cut_at_stop
+from taskfit.models.hf import HFBackend
+from taskfit.models.kv import PrefixStore
+
+
+def prompt(text: str, system: str | None = None) -> Prompt:
+    messages = ((Message("system", system),) if system else ()) + (Message("user", text),)
+    return Prompt(messages, "Answer:")
+
+
+WORDS = ["the movie was great", "a terrible film", "positive", "negative and terrible", "system user", "Review:"]
+
+
+def requests_of(count: int, temperature: float, system: str | None = None) -> list[GenerateRequest]:
+    """Varied prompts and budgets, so rows finish at different steps and slots are refilled."""
+    return [GenerateRequest(prompt(" ".join(WORDS[i % len(WORDS):] + WORDS[: i % 3]), system),
+                            max_tokens=3 + (i * 7) % 17, temperature=temperature, top_p=0.9 if i % 2 else 1.0,
+                            seed=100 + i)
+            for i in range(count)]
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model_dir):
+    return HFBackend(tiny_model_dir, threads=1)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.9])
+def test_a_rows_text_is_the_same_alone_and_in_batches_of_1_8_64_with_refills(backend, temperature):
+    requests = requests_of(64, temperature)
+    alone = [backend.generate([r])[0] for r in requests[:12]]
+    for slots in (1, 8, 64):
+        backend.generate_batch_size = slots
+        together = backend.generate(requests)
+        assert [r.text for r in together[:12]] == [r.text for r in alone]
+        assert [r.n_tokens for r in together[:12]] == [r.n_tokens for r in alone]
+        assert [r.logprob for r in together[:12]] == pytest.approx([r.logprob for r in alone], abs=1e-4)
+    backend.generate_batch_size = None
+    if temperature:
+        assert len({r.text for r in alone}) > 1
+
+
+def test_results_come_back_in_request_order(backend):
+    """Longest prompts are admitted first and rows finish out of order; results still follow the requests."""
+    requests = requests_of(20, 0.0)[::-1]
+    backend.generate_batch_size = 4
+    together = backend.generate(requests)
+    backend.generate_batch_size = None
+    assert [r.text for r in together] == [backend.generate([r])[0].text for r in requests]
+    assert all(result.n_tokens <= request.max_tokens for request, result in zip(requests, together))
+
+
+def test_stop_strings_across_token_boundaries_cut_exactly_as_a_whole_text_check(backend):
+    """The stop check reads only the last tokens' text; the cut must equal cutting the unstopped text."""
+    base = GenerateRequest(prompt("the movie was"), max_tokens=24)
+    free = backend.generate([base])[0]
+    ids = backend.tokenizer(free.text, add_special_tokens=False).input_ids
+    assert len(ids) >= 6
+    checked = 0
+    for start in range(1, len(free.text) - 3):
+        stop = free.text[start : start + 3]
+        if not stop.strip():
+            continue
+        expected, found = cut_at_stop(free.text, (stop,))
+        result = backend.generate([GenerateRequest(base.prompt, max_tokens=24, stop=(stop,))])[0]
+        assert result.text == expected
+        assert result.finish_reason == ("stop" if found else free.finish_reason)
+        checked += 1
+    assert checked >= 5
+
+
+def test_paths_of_one_prompt_run_the_prompt_once(backend):
+    """Self-consistency's n paths: the prompt's tokens run once, each path samples on its own seed."""
+    n = 5
+    paths = [GenerateRequest(prompt("a terrible film"), max_tokens=8, temperature=1.0, seed=s) for s in range(n)]
+    prompt_tokens = len(backend._encode(backend.render(paths[0].prompt)))
+    backend.prefixes = PrefixStore(0)  # nothing stored from earlier tests
+    before = backend.stats["input_tokens"]
+    together = backend.generate(paths)
+    assert backend.stats["input_tokens"] - before == prompt_tokens
+    assert [r.text for r in together] == [backend.generate([p])[0].text for p in paths]
+    assert len({r.text for r in together}) > 1
+
+
+def test_a_shared_system_prompt_runs_once_per_run(tiny_model_dir):
+    backend = HFBackend(tiny_model_dir, threads=1, batch_size=4)
+    system = " ".join(["Answer with one word: positive or negative."] * 3)
+    requests = requests_of(12, 0.0, system)
+    backend.generate_batch_size = 4
+    first = backend.generate(requests)
+    assert backend.prefixes.entries  # the shared prefix was stored
+    before = backend.stats["input_tokens"]
+    again = backend.generate(requests)
+    used = backend.stats["input_tokens"] - before
+    distinct = {backend.render(r.prompt) for r in requests}  # requests with one prompt run it once
+    assert len(distinct) < len(requests)
+    full = sum(len(backend._encode(text)) for text in distinct)
+    prefix = max(len(key) for key in backend.prefixes.entries)
+    assert used == full - prefix * len(distinct)
+    assert [r.text for r in again] == [r.text for r in first]
+    plain = HFBackend(tiny_model_dir, threads=1, batch_size=4)
+    plain.shared_prefix_min_tokens = 10**9
+    plain.prefixes = PrefixStore(0)
+    assert [r.text for r in plain.generate(requests)] == [r.text for r in first]
+    # log-likelihood uses the same store: later batches of contexts skip the stored prefix
+    scored = [LoglikelihoodRequest(r.prompt, " positive") for r in requests]
+    with_store = backend.loglikelihood(scored)
+    assert [r.logprob for r in with_store] == pytest.approx([r.logprob for r in plain.loglikelihood(scored)],
+                                                            abs=1e-4)
+
+
+def test_a_lone_prompt_learns_the_prefix_it_shares_with_the_previous_one(tiny_model_dir):
+    """An assistant asks one question at a time: the system prompt is found against the previous request."""
+    backend = HFBackend(tiny_model_dir, threads=1)
+    system = " ".join(["Answer with one word: positive or negative."] * 3)
+    first, second, third = (GenerateRequest(prompt(t, system), max_tokens=4) for t in WORDS[:3])
+    backend.generate([first])
+    assert not backend.prefixes.entries
+    backend.generate([second])
+    assert backend.prefixes.entries
+    before = backend.stats["input_tokens"]
+    backend.generate([third])
+    own = len(backend._encode(backend.render(third.prompt))) - max(len(k) for k in backend.prefixes.entries)
+    assert backend.stats["input_tokens"] - before == own
+
+
+def test_the_prefix_store_keeps_the_longest_match_and_forgets_the_least_used():
+    store = PrefixStore(max_tokens=10)
+    store.put([1, 2, 3], "a")
+    store.put([1, 2, 3, 4, 5], "b")
+    assert store.longest([1, 2, 3, 4, 5, 6], limit=5) == (5, "b")
+    assert store.longest([1, 2, 3, 4, 5, 6], limit=4) == (3, "a")
+    assert store.longest([1, 2, 9], limit=5) is None
+    store.put([7, 8, 9], "c")  # 11 tokens stored: the least recently used ([1..5], looked up before [1,2,3]) goes
+    assert list(store.entries) == [(1, 2, 3), (7, 8, 9)]
+
+
+def test_default_slots_follow_memory(backend, monkeypatch):
+    import taskfit.models.hf as hf
+
+    assert backend.generate_slots(100) == hf.GENERATE_SLOTS
+    monkeypatch.setattr(hf, "free_memory", lambda device: backend.kv_bytes_per_token * 100 * 4 * 3)
+    assert backend.generate_slots(100) == 3  # a quarter of the free memory holds 3 rows of 100 tokens
+    backend.generate_batch_size = 5
+    assert backend.generate_slots(100) == 5
+    backend.generate_batch_size = None
+    assert torch.is_tensor(torch.zeros(1))
