@@ -62,6 +62,29 @@ class SelfConsistencyOptions(CoTOptions):
     reasoning: bool = True
 
 
+class PlanAndSolveOptions(BaseOptions, SamplingOptions):
+    """Plan-and-solve (zero-shot); ``n > 1`` samples n plans-and-solutions and votes, as self-consistency does."""
+
+    plan_trigger: str = Field(default_factory=lambda: default("plan_and_solve", "plan_trigger"))
+    solve_trigger: str = Field(default_factory=lambda: default("plan_and_solve", "solve_trigger"))
+    answer_trigger: str = Field(default_factory=lambda: default("plan_and_solve", "answer_trigger"))
+    max_plan_tokens: int = Field(default_factory=lambda: default("plan_and_solve", "max_plan_tokens"), gt=0)
+    max_reasoning_tokens: int = Field(default_factory=lambda: default("plan_and_solve", "max_reasoning_tokens"),
+                                      gt=0)
+
+
+class ProgramOptions(BaseOptions):
+    """Program-aided answers (number tasks): write a program, run it in the sandbox, revise on errors."""
+
+    instruction: str = Field(default_factory=lambda: default("program", "instruction"))
+    feedback: str = Field(default_factory=lambda: default("program", "feedback"))
+    not_a_number: str = Field(default_factory=lambda: default("program", "not_a_number"))
+    max_program_tokens: int = Field(default_factory=lambda: default("program", "max_program_tokens"), gt=0)
+    revisions: int = Field(2, ge=0, description="times an error or a missing result is fed back for a new program")
+    timeout_s: float = Field(5.0, gt=0, le=60, description="seconds one program may run")
+    memory_mb: int = Field(256, ge=64, le=4096, description="memory one program may use")
+
+
 class CARPOptions(DemoOptions, SamplingOptions):
     k: int = Field(0, ge=0)
     selector: Literal["random", "fixed", "knn"] = "knn"
@@ -87,7 +110,7 @@ class APEOptions(BaseOptions):
 
 STRATEGY_OPTIONS: dict[str, type[BaseOptions]] = {
     "zero_shot": BaseOptions, "few_shot": DemoOptions, "cot": CoTOptions, "self_consistency": SelfConsistencyOptions,
-    "carp": CARPOptions, "ape": APEOptions}
+    "carp": CARPOptions, "ape": APEOptions, "plan_and_solve": PlanAndSolveOptions, "program": ProgramOptions}
 """Strategy names and their option models, light enough for the CLI and the run config to check ``--strategy`` and
 ``strategy_args`` before any model loads; each strategy class in :mod:`~taskfit.prompting.strategies` declares the
 same model as its ``Options`` (a test holds the two together)."""

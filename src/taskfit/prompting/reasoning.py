@@ -1,8 +1,10 @@
 """Reasoning as a part: a step the model writes before it answers, and n sampled paths with a vote.
 
-Two steps exist: :class:`StepByStep` (chain-of-thought: "Let's think step by step", then "Therefore, the answer
-is") and :class:`CluesThenDecision` (CARP: clues and reasoning, then the decision). :func:`reason_then_answer` is
-one greedy path; :func:`sample_and_vote` runs n seeded paths (each with or without a step) and votes.
+Three steps exist: :class:`StepByStep` (chain-of-thought: "Let's think step by step", then "Therefore, the answer
+is"), :class:`CluesThenDecision` (CARP: clues and reasoning, then the decision) and :class:`PlanThenSolve`
+(plan-and-solve: a plan, then carrying it out, then the answer — two generations). A step's ``reason`` is a
+generator of requests that returns the reasoning as one :class:`GenerateResult`. :func:`reason_then_answer` is one
+greedy path; :func:`sample_and_vote` runs n seeded paths (each with or without a step) and votes.
 """
 
 from __future__ import annotations
@@ -10,23 +12,34 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from taskfit.api import Example, GenerateRequest, Message, Outcome, Prompt
+from taskfit.api import Example, GenerateRequest, GenerateResult, Message, Outcome, Prompt
 from taskfit.errors import UserError
 from taskfit.prompting.asking import Asker
 from taskfit.prompting.context import StrategyRun, derive_seed
 from taskfit.prompting.driver import together
-from taskfit.prompting.options import CARPOptions, CoTOptions, SamplingOptions
+from taskfit.prompting.options import CARPOptions, CoTOptions, PlanAndSolveOptions, SamplingOptions
 
 
 class ReasoningStep(Protocol):
-    def request(self, messages: Sequence[Message], temperature: float = 0.0, seed: int = 0) -> GenerateRequest:
-        """The request for the reasoning text."""
+    def reason(self, messages: Sequence[Message], temperature: float = 0.0, seed: int = 0) -> StrategyRun:
+        """Requests for the reasoning; returns it as one result (text, tokens, log-probability)."""
 
     def answer_prefix(self, reasoning: str) -> str:
         """The assistant text the answer follows: the step's opening, the reasoning and the answer trigger."""
 
 
-class StepByStep:
+class OneRequestStep:
+    """A step whose reasoning is one generation (``request``)."""
+
+    def request(self, messages: Sequence[Message], temperature: float = 0.0, seed: int = 0) -> GenerateRequest:
+        raise NotImplementedError
+
+    def reason(self, messages: Sequence[Message], temperature: float = 0.0, seed: int = 0) -> StrategyRun:
+        (result,) = yield [self.request(messages, temperature, seed)]
+        return result
+
+
+class StepByStep(OneRequestStep):
     """Chain-of-thought's step; few-shot demos carry the pool rows' rationales."""
 
     def __init__(self, options: CoTOptions):
@@ -47,7 +60,7 @@ class StepByStep:
         return f"{self.opts.reasoning_trigger} {demo.rationale.strip()}\n{self.opts.answer_trigger} {final}"
 
 
-class CluesThenDecision:
+class CluesThenDecision(OneRequestStep):
     """CARP's step (Sun et al. 2023): clues and reasoning, stopped at the decision prefix."""
 
     def __init__(self, options: CARPOptions):
@@ -61,9 +74,33 @@ class CluesThenDecision:
         return f"{self.opts.clues_prefix} {reasoning.strip()}\n{self.opts.decision_prefix}"
 
 
+class PlanThenSolve:
+    """Plan-and-solve (Wang et al. 2023): the model writes a plan, then carries it out step by step (a second
+    generation that continues the plan), then answers after the answer trigger."""
+
+    def __init__(self, options: PlanAndSolveOptions):
+        self.opts = options
+
+    def reason(self, messages: Sequence[Message], temperature: float = 0.0, seed: int = 0) -> StrategyRun:
+        o = self.opts
+        stops = tuple(s for s in (o.solve_trigger, o.answer_trigger, "\n\n\n") if s)
+        (plan,) = yield [GenerateRequest(Prompt(tuple(messages), o.plan_trigger), stops, o.max_plan_tokens,
+                                         temperature, o.top_p, seed)]
+        opened = f"{o.plan_trigger} {plan.text.strip()}\n{o.solve_trigger}"
+        (solved,) = yield [GenerateRequest(Prompt(tuple(messages), opened), (o.answer_trigger, "\n\n\n"),
+                                           o.max_reasoning_tokens, temperature, o.top_p, derive_seed(seed, 1))]
+        logprob = None if plan.logprob is None or solved.logprob is None else plan.logprob + solved.logprob
+        return GenerateResult(text=f"{plan.text.strip()}\n{o.solve_trigger} {solved.text.strip()}",
+                              n_tokens=plan.n_tokens + solved.n_tokens, finish_reason=solved.finish_reason,
+                              logprob=logprob)
+
+    def answer_prefix(self, reasoning: str) -> str:
+        return f"{self.opts.plan_trigger} {reasoning.strip()}\n{self.opts.answer_trigger}"
+
+
 def reason_then_answer(ask: Asker, step: ReasoningStep, messages: list[Message], example: Example) -> StrategyRun:
     """One greedy path: the reasoning, then the answer after it (rationale and its tokens in ``extra``)."""
-    (reasoning,) = yield [step.request(messages)]
+    reasoning = yield from step.reason(messages)
     outcome = yield from ask.answer(messages, step.answer_prefix(reasoning.text), example)
     outcome.extra.update(rationale=reasoning.text.strip(), reasoning_tokens=reasoning.n_tokens)
     return outcome
@@ -75,7 +112,7 @@ def sample_and_vote(ask: Asker, step: ReasoningStep | None, messages: list[Messa
     reasoning answered greedily, or (no step) sampled answers; then a majority or log-probability-weighted vote."""
     seeds = [derive_seed(ask.ctx.seed, example.index, path) for path in range(sampling.n)]
     if step is not None:
-        paths = yield [step.request(messages, sampling.temperature, s) for s in seeds]
+        paths = yield from together([step.reason(messages, sampling.temperature, s) for s in seeds])
         outcomes = yield from together([ask.answer(messages, step.answer_prefix(p.text), example) for p in paths])
         path_logprobs = [p.logprob + (o.extra.get("logprob") or 0.0) if p.logprob is not None else None
                          for p, o in zip(paths, outcomes)]

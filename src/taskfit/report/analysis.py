@@ -20,7 +20,7 @@ from taskfit.report.collect import Method
 
 PARSE_FAILURE_LIMIT = 0.05
 DISAGREEMENTS_SHOWN = 25
-NO_POOL_STRATEGIES = {"zero_shot", "cot", "self_consistency", "carp"}
+NO_POOL_STRATEGIES = {"zero_shot", "cot", "self_consistency", "carp", "plan_and_solve", "program"}
 
 
 @dataclass

@@ -12,11 +12,13 @@ from taskfit.prompting.strategies.base import Strategy
 from taskfit.prompting.strategies.carp import CARP
 from taskfit.prompting.strategies.cot import ChainOfThought
 from taskfit.prompting.strategies.few_shot import FewShot
+from taskfit.prompting.strategies.plan_and_solve import PlanAndSolve
+from taskfit.prompting.strategies.program import Program
 from taskfit.prompting.strategies.self_consistency import SelfConsistency
 from taskfit.prompting.strategies.zero_shot import ZeroShot
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (ZeroShot, FewShot, ChainOfThought, SelfConsistency, CARP, APE)
+    cls.name: cls for cls in (ZeroShot, FewShot, ChainOfThought, SelfConsistency, CARP, APE, PlanAndSolve, Program)
 }
 
 __all__ = ["STRATEGIES", "Strategy", "StrategyContext", "make_strategy"]
