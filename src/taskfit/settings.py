@@ -177,12 +177,59 @@ class TuneDataSection(StrictModel):
                                                "evaluation uses")
     train_file: Path | None = Field(None, description="text2text / conversation JSON (LMFlow format) or JSONL "
                                                       "instead of --task")
+    mixture: Path | None = Field(None, description="a mixture YAML instead of --task: several tasks, each in several "
+                                                   "templates, sampled by a rule (multi-task instruction tuning)")
     data_dir: Path | None = Field(None, description="folder laid out as D/<dataset>/<split>.jsonl")
     split: str = Field("train", description="split to train on")
     limit: int | None = Field(None, gt=0, description="train on a seeded random sample of N rows")
     chat_template: bool = Field(True, description="render training prompts with the model's chat template")
     max_length: int = Field(512, gt=8, description="tokens per training row (longer rows are cut)")
     seed: int = Field(1234, description="seed for sampling rows, initialisation and data order")
+
+
+class MixtureTemplate(StrictModel):
+    """One wording of a task for multi-task tuning; unset keys keep the task's own prompt. ``target`` (a template
+    over the task's fields and ``{answer}``) turns the task around; by default the target is the gold answer as
+    evaluation scores it."""
+
+    name: str
+    system: str | None = None
+    instruction: str | None = None
+    input_template: str | None = None
+    output_format: str | None = None
+    answer_prefix: str | None = None
+    target: str | None = None
+
+
+class MixtureTask(StrictModel):
+    task: str = Field(description="built-in task name or task YAML")
+    split: str | None = Field(None, description="split to train on (default: the task's pool split)")
+    limit: int | None = Field(None, gt=0, description="a seeded random sample of N rows of the split")
+    weight: float = Field(1.0, gt=0, description="multiplies the task's share under every sampling rule")
+    templates: Literal["builtin", "task"] | list[MixtureTemplate] = Field(
+        "builtin", description="builtin: taskfit's templates for the task (its own prompt first); task: only the "
+                               "prompt evaluation uses; or a list of templates")
+
+
+class PlainTextSource(StrictModel):
+    file: Path = Field(description="plain text (paragraphs split by blank lines) or JSONL rows with 'text'")
+    share: float = Field(0.05, gt=0, lt=0.5, description="share of the mixture's rows, trained with an LM loss")
+
+
+class MixtureSpec(StrictModel):
+    """A mixture YAML (``taskfit tune --mixture``): tasks, a sampling rule, and optional plain text and k-shot
+    prompts (MetaICL)."""
+
+    tasks: list[MixtureTask] = Field(min_length=1)
+    sampling: Literal["proportional", "temperature", "equal"] = Field(
+        "proportional", description="proportional: to each task's size, capped at cap (T5 / FLAN); temperature: to "
+                                    "size^(1/temperature); equal: the same number of rows per task")
+    cap: int = Field(3000, gt=0, description="proportional: rows counted per task at most")
+    temperature: float = Field(2.0, ge=1, description="temperature sampling: 1 = proportional, larger = flatter")
+    total: int | None = Field(None, gt=0, description="rows in the mixture (default: the tasks' sizes, each capped)")
+    k_shot: int = Field(0, ge=0, description="MetaICL: train on k-shot prompts of the same task, built by the few-shot "
+                                            "strategy's code")
+    plain_text: PlainTextSource | None = None
 
 
 class OptimSection(StrictModel):
@@ -270,8 +317,8 @@ def load_tune_config(path: str | Path | None, overrides: dict[str, Any]) -> Tune
     """Merge a tune YAML (if any) with CLI overrides (flags win); exactly one data source."""
     data, source = merged(path, overrides)
     config = validate(TuneConfig, data, source)
-    if (config.task is None) == (config.train_file is None):
-        raise UserError("give exactly one of --task (train on a task's split) or --train-file FILE")
+    if sum(x is not None for x in (config.task, config.train_file, config.mixture)) != 1:
+        raise UserError("give exactly one of --task (train on a task's split), --train-file FILE or --mixture MIX.yaml")
     return config
 
 

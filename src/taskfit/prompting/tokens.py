@@ -32,7 +32,14 @@ class Conversation:
     messages: tuple[Message, ...]
 
 
-Sample = Pair | Conversation
+@dataclass(frozen=True)
+class Text:
+    """Plain text learned whole (a language-modelling loss on every token; mixed in to limit forgetting)."""
+
+    text: str
+
+
+Sample = Pair | Conversation | Text
 
 
 @dataclass
@@ -59,6 +66,10 @@ class Tokenizer:
         return self.tok(text, add_special_tokens=False).input_ids
 
     def __call__(self, sample: Sample, max_length: int) -> Tokenized:
+        if isinstance(sample, Text):
+            ids = self.bare(sample.text) + ([self.eos] if self.eos is not None else [])
+            ids = ids[:max_length]  # plain text keeps its beginning
+            return Tokenized(ids, list(ids))
         if isinstance(sample, Pair):
             ctx, answer = encode_pair(self.encode, self.bare, self.render(sample.prompt), sample.answer)
             answer = answer + ([self.eos] if self.eos is not None else [])  # learn to stop after the answer

@@ -87,7 +87,14 @@ def plot_loss(history: list[dict[str, Any]], path: Path, title: str) -> None:
 
 def card_markdown(card: dict[str, Any]) -> str:
     data = card["data"]
-    source = f"task {data['task']} ({data['split']})" if "task" in data else f"file {data['file']}"
+    if "mixture" in data:
+        mix = data["mixture"]
+        source = "a mixture of " + ", ".join(f"{t['task']} ({t['rows']} rows, {len(t['templates'])} templates)"
+                                             for t in mix["tasks"])
+        if mix["plain_text_rows"]:
+            source += f" and {mix['plain_text_rows']} plain-text rows"
+    else:
+        source = f"task {data['task']} ({data['split']})" if "task" in data else f"file {data['file']}"
     return "\n".join([
         f"# Run card: {card['method']} on {source}",
         "",

@@ -62,7 +62,7 @@ def train_head(config: TuneConfig, resume: bool = False) -> TuneResult:
     if resume:
         raise UserError("--method head trains in minutes and keeps no checkpoints; run it again without --resume")
     if config.task is None:
-        raise UserError("--method head trains on a task's split (--task), not on a --train-file")
+        raise UserError("--method head trains on a task's split (--task), not on a --train-file or a --mixture")
     started = time.perf_counter()
     out = Path(config.output or f"runs/tune/head-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}")
     if out.exists() and any(out.iterdir()):

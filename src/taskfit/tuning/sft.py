@@ -37,6 +37,7 @@ from taskfit.tuning.common import (
     task_examples,
 )
 from taskfit.tuning.data import Tokenizer, collate, pairs_from_task, read_training_file
+from taskfit.tuning.mixture import build_mixture
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,9 @@ def peft_config(config: TuneConfig, model_path: str, instruction: str | None):
 
 def training_samples(config: TuneConfig):
     """The samples to train on and a description of where they came from."""
+    if config.mixture is not None:
+        samples, info = build_mixture(config)
+        return samples, info, None
     if config.train_file is not None:
         samples = read_training_file(config.train_file)
         if config.limit:
@@ -114,7 +118,8 @@ def train_sft(config: TuneConfig, resume: bool = False) -> TuneResult:
         method.save(out)
     loaded.tokenizer.save_pretrained(out)
     history = [entry for entry in trainer.state.log_history if "loss" in entry]
-    plot_loss(history, out / "loss.png", f"{config.method} on {data_info.get('task') or data_info.get('file')}")
+    plot_loss(history, out / "loss.png", f"{config.method} on "
+              f"{data_info.get('task') or data_info.get('file') or 'a mixture'}")
     steps_done = trainer.state.global_step
     tokens_per_step = (sum(len(item.input_ids) for item in tokenized) / len(tokenized) * config.batch_size
                        * config.gradient_accumulation)
