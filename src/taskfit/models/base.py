@@ -109,6 +109,16 @@ class StreamCutter:
         self.emit = emit
         self.sent = ""
 
+    @classmethod
+    def streamed(cls, request: GenerateRequest, emit: Callable[[str], None],
+                 produce: Callable[[StreamCutter], GenerateResult]) -> GenerateResult:
+        """``produce(cutter)`` generates the answer, calling ``cutter.update`` as it grows; the rest is sent at the
+        end (each streaming backend's ``generate_streaming`` is this)."""
+        cutter = cls(request.stop, emit)
+        result = produce(cutter)
+        cutter.finish(result.text)
+        return result
+
     def update(self, text: str) -> bool:
         """Show what of ``text`` (the whole answer so far) is final; True once a stop string ended it."""
         cut, found = cut_at_stop(text, self.stop)

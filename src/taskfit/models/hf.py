@@ -290,11 +290,12 @@ class HFBackend(Backend):
         return max(1, min(GENERATE_SLOTS, int(GENERATE_MEMORY_SHARE * free_memory(self.device) // row_bytes)))
 
     def generate_streaming(self, request: GenerateRequest, emit) -> GenerateResult:
-        cutter = StreamCutter(request.stop, emit)
         encoded = self._cut_left(self._encode(self.render(request.prompt)), self.max_length)
-        (result,) = Decoder(self, 1, on_text=cutter.update).run([encoded], [request])
-        cutter.finish(result.text)
-        return result
+
+        def produce(cutter: StreamCutter) -> GenerateResult:
+            return Decoder(self, 1, on_text=cutter.update).run([encoded], [request])[0]
+
+        return StreamCutter.streamed(request, emit, produce)
 
     def _text(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)

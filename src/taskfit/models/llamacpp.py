@@ -227,10 +227,7 @@ class LlamaCppBackend(Backend):
         return self._pool(self._generate_one, list(requests), "generate")
 
     def generate_streaming(self, request: GenerateRequest, emit) -> GenerateResult:
-        cutter = StreamCutter(request.stop, emit)
-        result = self._generate_one(request, cutter)
-        cutter.finish(result.text)
-        return result
+        return StreamCutter.streamed(request, emit, lambda cutter: self._generate_one(request, cutter))
 
     def _generate_one(self, request: GenerateRequest, cutter: StreamCutter | None = None) -> GenerateResult:
         prompt = self._fit(self._encode(self.render(request.prompt)), request.max_tokens)

@@ -229,10 +229,7 @@ class OpenAIBackend(Backend):
         return self._map(self._generate_one, list(requests), "generate")
 
     def generate_streaming(self, request: GenerateRequest, emit) -> GenerateResult:
-        cutter = StreamCutter(request.stop, emit)
-        result = self._generate_one(request, cutter)
-        cutter.finish(result.text)
-        return result
+        return StreamCutter.streamed(request, emit, lambda cutter: self._generate_one(request, cutter))
 
     def _generate_one(self, request: GenerateRequest, cutter: StreamCutter | None = None) -> GenerateResult:
         # Whitespace-only stops would end a reply that opens with a newline; they are applied here instead
