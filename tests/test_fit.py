@@ -65,6 +65,22 @@ def test_shrinking_goes_rows_then_training_then_the_dearest_method():
     assert LORA_MIN_ROWS == 500
 
 
+def test_time_left_over_goes_to_more_lora_training_rows():
+    plan = priced()
+    plan.candidates[2].train_available = 6000
+    plan.budget_s = 1.5 * 3600  # 4,240 s planned against 4,968 s usable
+    fit_to_budget(plan)
+    lora = plan.candidates[2]
+    assert plan.decisions and plan.decisions[-1].startswith("LoRA training rows 2000 -> ")
+    assert 2000 < lora.train_rows < 6000
+    assert plan.budget_s * 0.92 - 1 <= plan.total() <= plan.budget_s * 0.92
+    roomy = priced()
+    roomy.candidates[2].train_available = 3000
+    roomy.budget_s = 10 * 3600
+    fit_to_budget(roomy)
+    assert roomy.candidates[2].train_rows == 3000  # never more rows than the split holds
+
+
 @pytest.mark.slow
 def test_fit_on_the_demo_task_stays_in_budget_and_explains_itself(tmp_path):
     import time

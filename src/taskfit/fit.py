@@ -7,11 +7,12 @@ evaluated split; chain of thought for reasoning tasks (number answers); a LoRA t
 the same seeded rows, so the report's paired tests apply.
 
 Costs: each prompting candidate is probed on ``PROBE_ROWS`` rows (fixed seconds = model load + preparation such
-as embedding the demonstration pool; seconds per row from the probe's eval time). Training is priced from this
-machine's recorded benchmarks (LoRA 0.94 s per row and epoch, the head 0.063 s; benchmarks/results/sst2_methods.md),
-scaled by how fast this machine ran the zero-shot probe against the 0.21 s per row recorded there. When the plan
-does not fit, it shrinks in a fixed order — evaluation rows down to ``MIN_EVAL_ROWS``, LoRA's training rows down to
-``LORA_MIN_ROWS``, then the most expensive optional method goes — and every step is written down.
+as embedding the demonstration pool; seconds per row from the probe's eval time). Training is probed too: a few
+real optimizer steps of the LoRA tune (``PROBE_TRAIN_STEPS``) and one epoch of the head on ``HEAD_PROBE_ROWS`` rows,
+timed on this machine and thrown away. When the plan does not fit, it shrinks in a fixed order — evaluation rows down
+to ``MIN_EVAL_ROWS``, LoRA's training rows down to ``LORA_MIN_ROWS``, then the most expensive optional method goes —
+and when it leaves time over, LoRA trains on more rows (up to the whole training split) until the plan fills the
+budget less the reserve; every step is written down.
 """
 
 from __future__ import annotations
@@ -30,20 +31,22 @@ from taskfit.grid import Cell, CellSkipped, run_cells, run_in_process
 from taskfit.report import render
 from taskfit.settings import RunConfig, TuneConfig
 from taskfit.tasks.task import Task, load_task
+from taskfit.tuning import tune
 
 log = logging.getLogger(__name__)
 
 PROBE_ROWS = 8
+PROBE_TRAIN_STEPS = 4  # LoRA optimizer steps timed (of batch 8)
+HEAD_PROBE_ROWS = 64  # rows of one head epoch timed
 MIN_EVAL_ROWS = 100
 MAX_EVAL_ROWS = 1000
 LORA_MIN_ROWS = 500
 LORA_MAX_ROWS = 2000
 HEAD_MAX_ROWS = 10000
 POOL_LIMIT = 5000  # kNN demonstrations are chosen from at most this many pool rows (embedding them is a fixed cost)
-REFERENCE_ZERO_SHOT_S = 0.21  # s per SST-2 row, zero-shot, where the training priors below were measured
-LORA_S_PER_ROW_EPOCH = 0.94
-HEAD_S_PER_ROW_EPOCH = 0.063
+REFERENCE_ZERO_SHOT_S = 0.21  # s per SST-2 row, zero-shot, on the machine of benchmarks/results/sst2_methods.md
 HEAD_EPOCHS = 3
+TUNED_LOAD_S = 30.0  # loading a base model and merging an adapter before its evaluation
 RESERVE = 0.08  # of the budget kept for loading tuned models, writing the report and estimate error
 
 
@@ -72,6 +75,7 @@ class Candidate:
     train_rows: int = 0
     train_per_row_s: float = 0.0
     optional: bool = True
+    train_available: int = 0  # labelled rows the tune could use at most
 
     def cost(self, eval_rows: int) -> float:
         return self.fixed_s + self.per_row_s * eval_rows + self.train_rows * self.train_per_row_s
@@ -117,7 +121,7 @@ def propose(task: Task, data_dir: Path | None, model: str,
                              {**base, "strategy": "zero_shot"},
                              tune_settings={"method": "lora", "task": cfg.name, "data_dir": data_dir, "model": model,
                                             "epochs": 1, "batch_size": 8},
-                             train_rows=min(train_rows, LORA_MAX_ROWS)))
+                             train_rows=min(train_rows, LORA_MAX_ROWS), train_available=train_rows))
     elif train_rows:
         notes.append(f"No LoRA tune: {train_rows} labelled rows is under {LORA_MIN_ROWS}.")
     if cfg.type in ("classification", "regression") and train_rows >= 50:
@@ -125,7 +129,7 @@ def propose(task: Task, data_dir: Path | None, model: str,
                              {"task": cfg.name, "data_dir": data_dir, "split": eval_split, "strategy": "zero_shot"},
                              tune_settings={"stage": "head", "method": "head", "task": cfg.name, "data_dir": data_dir,
                                             "epochs": HEAD_EPOCHS},
-                             train_rows=min(train_rows, HEAD_MAX_ROWS)))
+                             train_rows=min(train_rows, HEAD_MAX_ROWS), train_available=train_rows))
     return out, notes, eval_rows, train_rows
 
 
@@ -151,13 +155,27 @@ def probe(candidates: list[Candidate], folder: Path, seed: int, eval_rows: int) 
     for c in candidates:
         if c.tune_settings is None:
             continue
+        c.train_per_row_s = probe_training(c, folder / "probe" / _slug(c.name), seed)
         if c.tune_settings.get("method") == "head":
-            c.train_per_row_s = HEAD_S_PER_ROW_EPOCH * HEAD_EPOCHS * speed
             c.per_row_s, c.fixed_s = 0.02 * speed, 15.0
         else:
-            c.train_per_row_s = LORA_S_PER_ROW_EPOCH * speed
-            c.per_row_s, c.fixed_s = zero.per_row_s, zero.fixed_s + 30.0  # tuned model: zero-shot speed + merge
+            c.per_row_s, c.fixed_s = zero.per_row_s, zero.fixed_s + TUNED_LOAD_S  # zero-shot speed + merge
+        log.info("probe %s training: %.3f s per row", c.name, c.train_per_row_s)
     return speed
+
+
+def probe_training(c: Candidate, folder: Path, seed: int) -> float:
+    """Seconds per training row of a tuned candidate on this machine: a few real optimizer steps (LoRA) or one
+    epoch on a few rows (the head, times its epochs), timed and thrown away."""
+    settings = {**c.tune_settings, "seed": seed, "output": str(folder), "progress": False}
+    if settings.get("method") == "head":
+        rows = min(HEAD_PROBE_ROWS, c.train_rows)
+        card = tune(TuneConfig.model_validate({**settings, "limit": rows, "epochs": 1})).card
+        return card["train_s"] / rows * HEAD_EPOCHS
+    rows = min(PROBE_TRAIN_STEPS * settings.get("batch_size", 8), c.train_rows)
+    card = tune(TuneConfig.model_validate({**settings, "limit": rows, "max_steps": PROBE_TRAIN_STEPS,
+                                           "save_steps": 10**6})).card
+    return card["train_s"] / rows
 
 
 def fit_to_budget(plan: FitPlan) -> None:
@@ -190,6 +208,12 @@ def fit_to_budget(plan: FitPlan) -> None:
         plan.candidates.remove(dearest)
         plan.decisions.append(f"Dropped {dearest.name}: about {dearest.cost(plan.eval_rows) / 60:.0f} min, the "
                               "dearest optional method, did not fit.")
+    if lora is not None and lora in plan.candidates and lora.train_per_row_s > 0:
+        more = min(lora.train_available - lora.train_rows, int((limit - plan.total()) / lora.train_per_row_s))
+        if more > 0:
+            plan.decisions.append(f"LoRA training rows {lora.train_rows} -> {lora.train_rows + more}: the budget "
+                                  "has room for more training data.")
+            lora.train_rows += more
 
 
 def cells_for(plan: FitPlan, output: Path, seed: int) -> list[Cell]:
