@@ -81,6 +81,18 @@ def test_time_left_over_goes_to_more_lora_training_rows():
     assert roomy.candidates[2].train_rows == 3000  # never more rows than the split holds
 
 
+def test_training_is_priced_by_timing_real_steps(tmp_path, tiny_model_dir, shared_data):
+    from taskfit.fit import probe_training
+
+    lora = Candidate("LoRA", "", {}, train_rows=2000,
+                     tune_settings={"method": "lora", "task": "sst2", "data_dir": shared_data, "epochs": 1,
+                                    "model": f"hf:{tiny_model_dir}", "batch_size": 8, "threads": 1})
+    per_row = probe_training(lora, tmp_path / "probe", seed=1)
+    assert 0 < per_row < 5
+    cards = sorted(p.parent.name for p in (tmp_path / "probe").glob("*/run_card.json"))
+    assert cards == ["long", "short"]
+
+
 @pytest.mark.slow
 def test_fit_on_the_demo_task_stays_in_budget_and_explains_itself(tmp_path):
     import time

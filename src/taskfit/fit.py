@@ -35,9 +35,9 @@ from taskfit.tuning import tune
 
 log = logging.getLogger(__name__)
 
-PROBE_ROWS = 8
-PROBE_TRAIN_STEPS = 4  # LoRA optimizer steps timed (of batch 8)
-HEAD_PROBE_ROWS = 64  # rows of one head epoch timed
+PROBE_ROWS = 32  # fewer rows overstate the seconds per row (a batch's fixed cost)
+PROBE_TRAIN_STEPS = 4  # LoRA optimizer steps timed after a first one (of batch 8)
+HEAD_PROBE_ROWS = 96  # rows of one head epoch timed (against a third of them)
 MIN_EVAL_ROWS = 100
 MAX_EVAL_ROWS = 1000
 LORA_MIN_ROWS = 500
@@ -165,17 +165,23 @@ def probe(candidates: list[Candidate], folder: Path, seed: int, eval_rows: int) 
 
 
 def probe_training(c: Candidate, folder: Path, seed: int) -> float:
-    """Seconds per training row of a tuned candidate on this machine: a few real optimizer steps (LoRA) or one
-    epoch on a few rows (the head, times its epochs), timed and thrown away."""
-    settings = {**c.tune_settings, "seed": seed, "output": str(folder), "progress": False}
+    """Seconds per training row of a tuned candidate on this machine, timed on real steps and thrown away: the
+    difference between a short and a longer run (1 vs 1 + ``PROBE_TRAIN_STEPS`` LoRA steps; one head epoch on
+    ``HEAD_PROBE_ROWS`` / 3 vs ``HEAD_PROBE_ROWS`` rows), so the first step's warm-up is not counted per row."""
+    settings = {**c.tune_settings, "seed": seed, "progress": False, "save_steps": 10**6}
+
+    def timed(name: str, **extra: Any) -> float:
+        config = TuneConfig.model_validate({**settings, "output": str(folder / name), **extra})
+        return float(tune(config).card["train_s"])
+
     if settings.get("method") == "head":
-        rows = min(HEAD_PROBE_ROWS, c.train_rows)
-        card = tune(TuneConfig.model_validate({**settings, "limit": rows, "epochs": 1})).card
-        return card["train_s"] / rows * HEAD_EPOCHS
-    rows = min(PROBE_TRAIN_STEPS * settings.get("batch_size", 8), c.train_rows)
-    card = tune(TuneConfig.model_validate({**settings, "limit": rows, "max_steps": PROBE_TRAIN_STEPS,
-                                           "save_steps": 10**6})).card
-    return card["train_s"] / rows
+        small, large = HEAD_PROBE_ROWS // 3, HEAD_PROBE_ROWS
+        short, long = timed("short", limit=small, epochs=1), timed("long", limit=large, epochs=1)
+        return max(long - short, long / 2) / (large - small) * HEAD_EPOCHS
+    batch = settings.get("batch_size", 8)
+    short = timed("short", limit=batch, max_steps=1)
+    long = timed("long", limit=batch * (1 + PROBE_TRAIN_STEPS), max_steps=1 + PROBE_TRAIN_STEPS)
+    return max(long - short, long / 2) / (batch * PROBE_TRAIN_STEPS)
 
 
 def fit_to_budget(plan: FitPlan) -> None:
