@@ -11,7 +11,7 @@ scoring a question is one sparse matrix-vector product over the whole knowledge 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,51 +82,49 @@ def triples_from_rows(rows: Sequence[dict], column: str, where: str) -> list[Tri
     return out
 
 
-def load_kb_file(path: str | Path) -> list[Triple]:
-    """A knowledge-base file: JSONL with ``subject``/``predicate``/``object`` keys (or a ``triple`` list),
-    or NLPCC's text format ``subject ||| predicate ||| object`` per line."""
+def _kb_lines(path: str | Path) -> Iterator[tuple[Path, int, str]]:
+    """(path, line number, stripped text) of every non-empty line of a knowledge-base file (UTF-8 checked)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"knowledge base file not found: {path}")
-    triples = []
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             line = decode_utf8(raw, path, number).strip()
-            if not line:
-                continue
-            if "|||" in line and not line.startswith("{"):
-                parts = [p.strip() for p in line.split("|||")]
-            else:
-                try:
-                    item = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise UserError(f"{path}:{number}: not JSON ({exc.msg}) and not 'subject ||| predicate ||| "
-                                    "object'") from None
-                parts = item.get("triple") if isinstance(item, dict) and "triple" in item else (
-                    [item.get(k) for k in ("subject", "predicate", "object")] if isinstance(item, dict) else None)
-            if not parts or len(parts) != 3 or any(p is None for p in parts):
-                raise UserError(f"{path}:{number}: expected subject, predicate and object")
-            triples.append(Triple(*(str(p).strip() for p in parts)))
+            if line:
+                yield path, number, line
+
+
+def load_kb_file(path: str | Path) -> list[Triple]:
+    """A knowledge-base file: JSONL with ``subject``/``predicate``/``object`` keys (or a ``triple`` list),
+    or NLPCC's text format ``subject ||| predicate ||| object`` per line."""
+    triples = []
+    for where, number, line in _kb_lines(path):
+        if "|||" in line and not line.startswith("{"):
+            parts = [p.strip() for p in line.split("|||")]
+        else:
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{where}:{number}: not JSON ({exc.msg}) and not 'subject ||| predicate ||| "
+                                "object'") from None
+            parts = item.get("triple") if isinstance(item, dict) and "triple" in item else (
+                [item.get(k) for k in ("subject", "predicate", "object")] if isinstance(item, dict) else None)
+        if not parts or len(parts) != 3 or any(p is None for p in parts):
+            raise UserError(f"{where}:{number}: expected subject, predicate and object")
+        triples.append(Triple(*(str(p).strip() for p in parts)))
     return triples
 
 
 def load_passages(path: str | Path) -> list[Passage]:
     """Passages for the assistant's retrieval: JSONL rows with a ``text`` field."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"knowledge base file not found: {path}")
     passages = []
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            line = decode_utf8(raw, path, number).strip()
-            if not line:
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{number}: not JSON ({exc.msg}); passages are JSONL rows with a 'text' "
-                                "field") from None
-            if not isinstance(item, dict) or not isinstance(item.get("text"), str) or not item["text"].strip():
-                raise UserError(f"{path}:{number}: key 'text': expected a non-empty string")
-            passages.append(Passage(item["text"].strip()))
+    for where, number, line in _kb_lines(path):
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{where}:{number}: not JSON ({exc.msg}); passages are JSONL rows with a 'text' "
+                            "field") from None
+        if not isinstance(item, dict) or not isinstance(item.get("text"), str) or not item["text"].strip():
+            raise UserError(f"{where}:{number}: key 'text': expected a non-empty string")
+        passages.append(Passage(item["text"].strip()))
     return passages
