@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from typing import Any
 
 from taskfit.api import Example
@@ -18,6 +19,8 @@ _LIST_MARKER = re.compile(r"^\s*(?:\d+[.、)]|[-*•])\s*")
 def _kb_normalize(text: str) -> str:
     return "".join(text.split()).strip("。.！!？?\"'“”").lower()
 
+
+RETRIEVED_KEPT = 4096  # questions whose retrieved facts are kept (least recently asked out first)
 
 
 class KBQASpace(AnswerSpace):
@@ -37,7 +40,9 @@ class KBQASpace(AnswerSpace):
     def __init__(self, config):
         super().__init__(config)
         self.index: BM25Index | None = None
-        self._retrieved: dict[str, list[Any]] = {}
+        # each question is asked several times per example (prompt, candidates, scoring); bounded, since the
+        # assistant keeps one space for as long as it serves
+        self._retrieved: OrderedDict[str, list[Any]] = OrderedDict()
         self.kb_info: dict[str, Any] = {}
 
     def gold(self, raw, row, index, where, choices=None):
@@ -68,6 +73,9 @@ class KBQASpace(AnswerSpace):
         question = example.fields[self.config.kb.question_field]
         if question not in self._retrieved:
             self._retrieved[question] = [t for t, _ in self.index.search(question, self.config.kb.top_k)]
+            while len(self._retrieved) > RETRIEVED_KEPT:
+                self._retrieved.popitem(last=False)
+        self._retrieved.move_to_end(question)
         return self._retrieved[question]
 
     def ranked_candidates(self, example: Example) -> list[str]:
