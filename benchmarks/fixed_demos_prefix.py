@@ -64,7 +64,10 @@ def main() -> None:
 def _commit() -> str:
     import subprocess
 
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    import taskfit  # the commit of the taskfit code measured (a second worktree on PYTHONPATH for "before")
+
+    return subprocess.run(["git", "-C", str(Path(taskfit.__file__).parent), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()
 
 
 if __name__ == "__main__":

@@ -152,8 +152,12 @@ def _brief(row: dict) -> str:
 
 
 def _commit() -> str:
+    """The commit of the taskfit code measured (a second worktree on PYTHONPATH for "before")."""
+    import taskfit
+
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        return subprocess.run(["git", "-C", str(Path(taskfit.__file__).parent), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True).stdout.strip()
     except OSError:
         return "?"
 
