@@ -28,6 +28,14 @@ def llama():
     backend.close()
 
 
+def test_default_slots_are_the_measured_fastest(llama):
+    from taskfit.models.llamacpp import DEFAULT_PARALLEL
+    from taskfit.serve import _backend_slots
+
+    assert llama.parallel == DEFAULT_PARALLEL == 8  # benchmarks/results/generation_throughput.md
+    assert _backend_slots(llama) == 8  # the assistant's gate admits as many answers as the server has slots
+
+
 def test_loglikelihood_forces_the_continuation_and_follows_the_chain_rule(llama):
     requests = [LoglikelihoodRequest(REVIEW, " positive"), LoglikelihoodRequest(OTHER, " negative"),
                 LoglikelihoodRequest(REVIEW, " negative"), LoglikelihoodRequest(REVIEW, " very positive indeed")]

@@ -45,6 +45,7 @@ from taskfit.models.http import RetryPolicy, client, post_with_retries, sse_line
 from taskfit.models.options import OpenAIOptions
 
 log = logging.getLogger(__name__)
+DEFAULT_CONCURRENCY = 4  # requests in flight to a server
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 MAX_SERVER_STOPS = 4  # OpenAI accepts at most 4 stop sequences; the rest are applied here
@@ -78,7 +79,7 @@ class OpenAIBackend(Backend):
         base_url: str | None = None,
         api_key: str | None = None,
         api: str = "chat",
-        concurrency: int = 4,
+        concurrency: int | None = None,
         request_timeout: float = 120.0,
         max_retries: int = 5,
     ):
@@ -93,7 +94,7 @@ class OpenAIBackend(Backend):
         self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
         self.api = api
         self.chat_template = api == "chat" and chat_template
-        self.concurrency = concurrency
+        self.concurrency = concurrency = concurrency or DEFAULT_CONCURRENCY
         self.policy = RetryPolicy(timeout=request_timeout, max_retries=max_retries)
         self.http = client(concurrency, request_timeout)  # one pool of keep-alive connections for every request
         self.progress = progress

@@ -45,8 +45,10 @@ class HFOptions(BackendOptions):
 
 
 class ConcurrencyOption(StrictModel):
-    concurrency: int = Field(4, gt=0, description="requests in flight (openai) or llama.cpp server slots",
-                             json_schema_extra=OPERATIONAL)
+    concurrency: int | None = Field(None, gt=0, description="requests in flight (openai; default 4) or llama.cpp "
+                                    "server slots (default 8: the fastest of 1, 4, 8 and 16 for batch work on a "
+                                    "2-core CPU, benchmarks/results/generation_throughput.md)",
+                                    json_schema_extra=OPERATIONAL)
 
 
 class LlamaCppOptions(BackendOptions, ConcurrencyOption):

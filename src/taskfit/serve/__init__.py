@@ -25,7 +25,7 @@ def build_app(config: ServeConfig):
 
     store = Store(config.db or default_db())
     assistant = load_assistant(config)
-    slots = config.max_concurrent or {"hf": 1}.get(config.backend, config.concurrency)
+    slots = config.max_concurrent or (1 if config.backend == "hf" else _backend_slots(assistant.backend))
     secret = lambda value, env: (value.get_secret_value() if value else os.environ.get(env)) or None  # noqa: E731
     settings = Settings(admin_token=secret(config.admin_token, "TASKFIT_ADMIN_TOKEN"),
                         api_key=secret(config.serve_api_key, "TASKFIT_SERVE_API_KEY"),
@@ -62,3 +62,8 @@ def serve(config: ServeConfig) -> None:
 
     server.startup = startup
     server.run()
+
+
+def _backend_slots(backend) -> int:
+    """Answers a backend generates at once: llama.cpp's server slots, an OpenAI client's concurrency."""
+    return getattr(backend, "parallel", None) or getattr(backend, "concurrency", None) or 4
