@@ -12,8 +12,6 @@ until its longest row is done while finished rows idle).
 - Stop strings are looked for in the last few tokens' text only (enough tokens to hold the longest stop string); a
   hit there is confirmed on the whole text with :func:`cut_at_stop`'s rule, which also makes the final cut.
 - Sampling is batched: temperature and top-p for every sampled row at once, then one draw per row from its generator.
-- Finished rows leave the batch in groups (a quarter of it, or when new rows join): removing a row copies the whole
-  KV cache, which on a CPU costs more than decoding a few idle rows.
 """
 
 from __future__ import annotations
@@ -27,8 +25,6 @@ from taskfit.models import kv
 from taskfit.models.base import cut_at_stop
 
 REFILL_FRACTION = 8  # refill when at least 1/8 of the slots are free (or nothing runs): fewer, larger prefills
-COMPACT_FRACTION = 4  # drop finished rows once they are 1/4 of the batch: each drop copies the whole KV cache, while
-# a finished row left in the batch costs little more than its share of one decoding step
 
 
 @dataclass
@@ -40,7 +36,6 @@ class _Row:
     window: int  # tokens whose text can hold a stop string that ends in the newest token
     produced: list[int] = field(default_factory=list)
     logprob: float = 0.0
-    done: bool = False
 
 
 @dataclass
@@ -71,19 +66,8 @@ class Decoder:
         torch = self.torch
         with torch.inference_mode():
             while queue or rows:
-                live = [i for i, row in enumerate(rows) if not row.done]
-                free = self.slots - len(live)
-                admit = bool(queue) and free > 0 and (not live or free * REFILL_FRACTION >= self.slots)
-                dead = len(rows) - len(live)
-                if dead and (admit or not live or dead * COMPACT_FRACTION >= len(rows)):
-                    if live:  # drop finished rows: a copy of the cache, so only once enough have finished
-                        kept = torch.tensor(live)
-                        cache, mask = kv.trim(*kv.select_rows(cache, mask, kept))
-                        logits = logits.index_select(0, kept)
-                        rows = [rows[i] for i in live]
-                    else:
-                        rows, cache, mask, logits = [], None, None, None
-                if admit:
+                free = self.slots - len(rows)
+                if queue and free and (not rows or free * REFILL_FRACTION >= self.slots):
                     new_rows, parts, new_logits = self._admit(queue, requests, free)
                     if rows:
                         parts.insert(0, (cache, mask))
@@ -91,24 +75,25 @@ class Decoder:
                     cache, mask = kv.join(parts) if len(parts) > 1 else parts[0]
                     logits = torch.cat(new_logits)
                     rows += new_rows
-                if not rows:
-                    continue
-                live = [i for i, row in enumerate(rows) if not row.done]
-                tokens = [self.b.pad_id] * len(rows)
-                picked = self._pick(logits.index_select(0, torch.tensor(live)), [rows[i] for i in live])
+                tokens = self._pick(logits, rows)
                 log_probs = torch.log_softmax(logits, dim=-1)
-                for i, token in zip(live, picked):
-                    row = rows[i]
-                    tokens[i] = token
+                keep = []
+                for i, (row, token) in enumerate(zip(rows, tokens)):
                     row.produced.append(token)
                     row.logprob += float(log_probs[i, token])
                     reason = self._finished(row, token)
-                    if reason is not None:
-                        row.done = True
+                    if reason is None:
+                        keep.append(i)
+                    else:
                         results[row.index] = self._result(row, reason)
-                if all(row.done for row in rows):
-                    continue  # the top of the loop clears them and admits what waits
-                # finished rows stay in the batch until compaction (fed a pad; their outputs unused)
+                if len(keep) < len(rows):
+                    if not keep:
+                        rows, cache, mask, logits = [], None, None, None
+                        continue
+                    kept = torch.tensor(keep)
+                    cache, mask = kv.trim(*kv.select_rows(cache, mask, kept))
+                    rows = [rows[i] for i in keep]
+                    tokens = [tokens[i] for i in keep]
                 mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype)], dim=1)
                 positions = torch.tensor([[row.position] for row in rows])
                 out, cache = self.b._forward(cache, input_ids=torch.tensor(tokens)[:, None], attention_mask=mask,
