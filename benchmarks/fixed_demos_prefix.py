@@ -32,10 +32,11 @@ def main() -> None:
             ("4-shot fixed, prefix run per context", "few_shot", fixed, 10**9),
             ("4-shot fixed, shared prefix once", "few_shot", fixed, SHARED_PREFIX_MIN_TOKENS)]
     rows, records = [], []
+    store_tokens = backend.prefixes.max_tokens if hasattr(backend, "prefixes") else 0
     for label, strategy, strategy_args, min_tokens in runs:
         backend.shared_prefix_min_tokens = min_tokens
         if hasattr(backend, "prefixes"):
-            backend.prefixes = type(backend.prefixes)(backend.prefixes.max_tokens if min_tokens < 10**9 else 0)
+            backend.prefixes = type(backend.prefixes)(store_tokens if min_tokens < 10**9 else 0)
         out = Path("runs/bench-prefix") / label.replace(" ", "_").replace(",", "")
         shutil.rmtree(out, ignore_errors=True)
         config = RunConfig(task="sst2", data_dir=args.data_dir, split="dev", limit=args.limit, strategy=strategy,
