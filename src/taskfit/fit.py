@@ -175,7 +175,8 @@ def probe_training(c: Candidate, folder: Path, seed: int) -> float:
         return float(tune(config).card["train_s"])
 
     if settings.get("method") == "head":
-        small, large = HEAD_PROBE_ROWS // 3, HEAD_PROBE_ROWS
+        large = min(HEAD_PROBE_ROWS, c.train_available or HEAD_PROBE_ROWS)  # a small split: what it has
+        small = max(1, large // 3)
         short, long = timed("short", limit=small, epochs=1), timed("long", limit=large, epochs=1)
         return max(long - short, long / 2) / (large - small) * HEAD_EPOCHS
     batch = settings.get("batch_size", 8)
