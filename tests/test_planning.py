@@ -87,6 +87,9 @@ def test_programs_run_in_the_sandbox_and_errors_are_fed_back(number_task, tmp_pa
     # the feedback is the next user turn, after the failed program as the assistant's turn
     revision = next(r for r in backend.requests if "carry" in "".join(m.content for m in r.prompt.messages))
     assert revision.prompt.messages[-2].role == "assistant" and "NameError" in revision.prompt.messages[-1].content
+    firsts = [r for r in backend.requests if all(m.role != "assistant" for m in r.prompt.messages)]
+    assert len(firsts) == len(QUESTIONS) and all(r.temperature == 0 for r in firsts)
+    assert revision.temperature == 0.7  # revisions are sampled
 
 
 def test_program_needs_a_number_task(tmp_path, shared_data):

@@ -16,6 +16,15 @@ def test_a_correct_program_gives_its_answer_variable_or_last_printed_line():
     assert printed.ok and printed.result == "10" and "working" in printed.stdout
 
 
+def test_a_program_that_only_defines_solution_is_run_by_calling_it():
+    run = run_program("def helper(x):\n    return x * 2\n\ndef solution():\n    return helper(21)\n")
+    assert run.ok and run.result == "42"
+    last = run_program("def total():\n    return 7 + 8\n")
+    assert last.ok and last.result == "15"
+    failing = run_program("def solution():\n    return 1 / 0\n")
+    assert not failing.ok and "ZeroDivisionError" in failing.error
+
+
 def test_no_result_and_exceptions_are_failed_attempts_with_the_error():
     silent = run_program("x = 1 + 1")
     assert not silent.ok and "set no `answer`" in silent.error

@@ -81,6 +81,8 @@ class ProgramOptions(BaseOptions):
     not_a_number: str = Field(default_factory=lambda: default("program", "not_a_number"))
     max_program_tokens: int = Field(default_factory=lambda: default("program", "max_program_tokens"), gt=0)
     revisions: int = Field(2, ge=0, description="times an error or a missing result is fed back for a new program")
+    revision_temperature: float = Field(0.7, ge=0, description="sampling temperature of revised programs (the first "
+                                        "is greedy)")
     timeout_s: float = Field(5.0, gt=0, le=60, description="seconds one program may run")
     memory_mb: int = Field(256, ge=64, le=4096, description="memory one program may use")
 

@@ -7,7 +7,9 @@ event and every ``open`` of a path outside its folder; the program's ``import`` 
 The parent kills it at the time limit; ``RLIMIT_AS`` bounds its memory and ``RLIMIT_CPU`` / ``RLIMIT_FSIZE`` back
 the rest up. Whatever the program does, the caller gets a :class:`ProgramRun` — never an exception.
 
-The result is the program's ``answer`` variable when it sets one, else the last line it printed.
+The result is the program's ``answer`` variable when it sets one, else the last line it printed, else (PAL's
+convention) the return value of its ``solution()`` function, or of the last function it defines that takes no
+arguments.
 """
 
 from __future__ import annotations
@@ -74,6 +76,20 @@ except BaseException as exc:
     result["ok"] = False
     lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
     result["error"] = "".join(line for line in lines if "program.py" in line or not line.startswith("  File")).strip()
+if result["ok"] and namespace.get("answer") is None and not printed.getvalue().strip():
+    # PAL's convention: a program that only defines solution() (or one function taking nothing) is run by calling it
+    import types
+    functions = [f for f in namespace.values() if isinstance(f, types.FunctionType)
+                 and f.__code__.co_filename == "program.py" and f.__code__.co_argcount == 0]
+    chosen = namespace.get("solution") if namespace.get("solution") in functions else (functions or [None])[-1]
+    if chosen is not None:
+        try:
+            namespace["answer"] = chosen()
+        except BaseException as exc:
+            result["ok"] = False
+            lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+            result["error"] = "".join(line for line in lines
+                                      if "program.py" in line or not line.startswith("  File")).strip()
 sys.stdout = real_stdout
 answer = namespace.get("answer")
 result["answer"] = None if answer is None or callable(answer) else str(answer)

@@ -12,7 +12,7 @@ from typing import Any
 from taskfit.api import Example, GenerateRequest, Message, Outcome, Prompt
 from taskfit.errors import UserError
 from taskfit.prompting import prompts
-from taskfit.prompting.context import StrategyContext, StrategyRun
+from taskfit.prompting.context import StrategyContext, StrategyRun, derive_seed
 from taskfit.prompting.options import ProgramOptions
 from taskfit.prompting.sandbox import run_program
 from taskfit.prompting.strategies.base import Strategy
@@ -40,7 +40,7 @@ class Program(Strategy):
         attempts: list[dict[str, Any]] = []
         prediction, tokens = None, 0
         for attempt in range(self.opts.revisions + 1):
-            (reply,) = yield [self._request(messages, attempt)]
+            (reply,) = yield [self._request(messages, attempt, example)]
             tokens += reply.n_tokens
             code = _code(reply.text)
             run = run_program(code, self.opts.timeout_s, self.opts.memory_mb)
@@ -64,10 +64,12 @@ class Program(Strategy):
         final = Prompt(tuple(messages), OPENER)
         return Outcome(prediction, prediction is not None, self.ctx.render(final), attempts[-1]["program"], extra)
 
-    def _request(self, messages: Sequence[Message], attempt: int) -> GenerateRequest:
-        """Greedy, so a revision differs only by what was fed back (a seed for each attempt all the same)."""
-        return GenerateRequest(Prompt(tuple(messages), OPENER), ("```",), self.opts.max_program_tokens, 0.0, 1.0,
-                               self.ctx.seed + attempt)
+    def _request(self, messages: Sequence[Message], attempt: int, example: Example) -> GenerateRequest:
+        """The first program greedy; revisions sampled at ``revision_temperature`` (seeded per example and attempt),
+        since a small model given its error often writes the same program again when decoding greedily."""
+        temperature = 0.0 if attempt == 0 else self.opts.revision_temperature
+        return GenerateRequest(Prompt(tuple(messages), OPENER), ("```",), self.opts.max_program_tokens, temperature,
+                               0.95 if temperature else 1.0, derive_seed(self.ctx.seed, example.index, attempt))
 
 
 def _code(text: str) -> str:
