@@ -139,6 +139,20 @@ def test_build_mixture_lists_rows_per_task_and_template(shared_data, tmp_path):
     assert again == samples  # seeded
 
 
+def test_plain_text_files_are_read_as_training_files_are(tmp_path):
+    from taskfit.tuning.mixture import read_plain_text
+
+    rows = tmp_path / "plain.jsonl"
+    rows.write_text('{"text": "one paragraph"}\n\n{"text": "another"}\n')
+    assert read_plain_text(rows) == ["one paragraph", "another"]
+    rows.write_text('{"text": "fine"}\n{"body": "no text key"}\n')
+    with pytest.raises(UserError, match=r"plain.jsonl:2: key 'text'"):
+        read_plain_text(rows)
+    rows.write_text('{"text": "fine"}\nnot json\n')
+    with pytest.raises(UserError, match=r"plain.jsonl:2: not valid JSON"):
+        read_plain_text(rows)
+
+
 def test_plain_text_learns_every_token(tiny_model_dir):
     from transformers import AutoTokenizer
 

@@ -20,7 +20,6 @@ The run card's ``data.mixture`` lists, per task, the rows available and used and
 from __future__ import annotations
 
 import copy
-import json
 import random
 from collections import Counter
 from collections.abc import Sequence
@@ -34,8 +33,10 @@ import yaml
 
 from taskfit.api import Example, Message, Prompt, continuation_for
 from taskfit.config import read_yaml, validate
+from taskfit.data.records import read_rows, text
 from taskfit.data.sampling import sample_indices
 from taskfit.errors import UserError
+from taskfit.paths import read_utf8
 from taskfit.prompting import prompts
 from taskfit.prompting.context import StrategyContext
 from taskfit.prompting.strategies import make_strategy
@@ -178,23 +179,20 @@ def _draw(rows: Sequence[Any], count: int, rng: random.Random) -> list[Any]:
 
 
 def read_plain_text(path: Path) -> list[str]:
-    """Paragraphs of a text file (split at blank lines), or the 'text' of each JSONL row."""
-    if not Path(path).is_file():
-        raise UserError(f"mixture plain_text file {path} not found")
-    content = Path(path).read_text(encoding="utf-8")
-    if Path(path).suffix == ".jsonl":
+    """Paragraphs of a text file (split at blank lines), or the 'text' of each JSONL row (read as training files
+    are: errors name file:line)."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        rows, _ = read_rows(path, "plain_text file", '{"text": "..."}')
         texts = []
-        for number, line in enumerate(content.splitlines(), 1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise UserError(f"{path}, line {number}: not JSON ({exc.msg})") from None
-                if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                    raise UserError(f"{path}, line {number}: expected an object with a 'text' string")
-                texts.append(row["text"])
+        for where, row in rows:
+            if not isinstance(row, dict):
+                raise UserError(f"{where}: expected an object with a 'text' string")
+            texts.append(text(row, "text", where))
+    elif path.is_file():
+        texts = [p.strip() for p in read_utf8(path).split("\n\n") if p.strip()]
     else:
-        texts = [p.strip() for p in content.split("\n\n") if p.strip()]
-    if not texts:
+        raise UserError(f"mixture plain_text file {path} not found")
+    if not any(t.strip() for t in texts):
         raise UserError(f"mixture plain_text file {path} holds no text")
     return texts
