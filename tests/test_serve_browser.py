@@ -29,12 +29,13 @@ KB = [("高等数学", "出版社", "武汉大学出版社"), ("线性代数", "
       ("<script>window.__pwned = 6</script>高等数学", "作者", "<img src=x onerror='window.__pwned = 7'>"),
       ("安德烈", "国籍", "<b>法国</b>")]
 
-# counts the distinct texts the newest answer shows while it is generated
-WATCH = """() => { window.__partials = []; const turns = document.getElementById('turns');
+# records each distinct text the newest answer shows, with the turn's status at that moment (the last delta and
+# "done" can arrive in one network read, so the final text may first be seen with status "done")
+WATCH = """() => { window.__shown = []; const turns = document.getElementById('turns');
   new MutationObserver(() => { const items = turns.querySelectorAll('li.turn'); const last = items[items.length - 1];
-    if (!last || last.dataset.status !== 'generating') return; const text = last.querySelector('.answer').textContent;
-    const seen = window.__partials; if (text && seen[seen.length - 1] !== text) seen.push(text); })
-  .observe(turns, {subtree: true, childList: true, characterData: true}); }"""
+    if (!last) return; const text = last.querySelector('.answer').textContent; const seen = window.__shown;
+    if (text && (!seen.length || seen[seen.length - 1].text !== text)) seen.push({text, status: last.dataset.status}); })
+  .observe(turns, {subtree: true, childList: true, characterData: true, attributes: true}); }"""
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,7 @@ def ask(page, question: str) -> dict:
     turn = page.locator("li.turn").nth(before)
     turn.locator(".feedback").wait_for(timeout=120_000)  # controls appear once the answer is finished
     return {"status": turn.get_attribute("data-status"), "answer": turn.locator(".answer").text_content(),
-            "question": turn.locator(".question").text_content(), "partials": page.evaluate("window.__partials"),
+            "question": turn.locator(".question").text_content(), "shown": page.evaluate("window.__shown"),
             "sources": turn.locator("details.sources li").all_text_contents(), "turn": turn}
 
 
@@ -85,8 +86,10 @@ def test_three_turns_stream_show_sources_and_feedback_lands_in_the_database(brow
     turns = [ask(page, q) for q in questions]
     for turn in turns:
         assert turn["status"] == "done"
-        assert len(turn["partials"]) >= 2, turn["partials"]  # streamed: partial answers before the whole one
-        assert turn["partials"][-1].strip() == turn["answer"]
+        partials = [s["text"] for s in turn["shown"] if s["status"] == "generating"]
+        assert len(partials) >= 2, turn["shown"]  # streamed: partial answers before the whole one
+        assert all(turn["answer"].startswith(p.strip()) for p in partials), turn["shown"]  # each a prefix of it
+        assert turn["shown"][-1]["text"] == turn["answer"]
         assert turn["sources"]
     assert "高等数学 | 出版社 | 武汉大学出版社" in turns[0]["sources"]
 
