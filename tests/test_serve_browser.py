@@ -34,7 +34,8 @@ KB = [("高等数学", "出版社", "武汉大学出版社"), ("线性代数", "
 WATCH = """() => { window.__shown = []; const turns = document.getElementById('turns');
   new MutationObserver(() => { const items = turns.querySelectorAll('li.turn'); const last = items[items.length - 1];
     if (!last) return; const text = last.querySelector('.answer').textContent; const seen = window.__shown;
-    if (text && (!seen.length || seen[seen.length - 1].text !== text)) seen.push({text, status: last.dataset.status}); })
+    if (text && (!seen.length || seen[seen.length - 1].text !== text))
+      seen.push({text, status: last.dataset.status}); })
   .observe(turns, {subtree: true, childList: true, characterData: true, attributes: true}); }"""
 
 
