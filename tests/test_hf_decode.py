@@ -7,7 +7,7 @@ import torch
 from taskfit.api import GenerateRequest, LoglikelihoodRequest, Message, Prompt
 from taskfit.models.base import cut_at_stop
 from taskfit.models.hf import HFBackend
-from taskfit.models.kv import PrefixStore
+from taskfit.models.kv import ContinuationStore, PrefixStore
 
 
 def prompt(text: str, system: str | None = None) -> Prompt:
@@ -141,6 +141,50 @@ def test_the_prefix_store_keeps_the_longest_match_and_forgets_the_least_used():
     assert list(store.entries) == [(1, 2, 3), (7, 8, 9)]
 
 
+def test_an_answer_continuing_its_reasoning_runs_only_the_tokens_after_it(tiny_model_dir):
+    """Chain of thought: the reasoning (``continued``) leaves its row's KV; the answer's prompt re-renders the
+    reasoning (stripped, with a trigger after it) and runs only the tokens after what it shares with the stored row —
+    for generation and log-likelihood alike, with the same text and log-probabilities as running it whole."""
+    stored = HFBackend(tiny_model_dir, threads=1)
+    plain = HFBackend(tiny_model_dir, threads=1)
+    plain.continuations = ContinuationStore(0)  # keeps nothing
+    reasoning = [GenerateRequest(prompt(" ".join(WORDS[i:] + WORDS[:i])), max_tokens=6 + 3 * i, continued=True)
+                 for i in range(6)]
+    stored.generate_batch_size = 4  # rows finish at different steps, slots refill
+    thoughts = stored.generate(reasoning)
+    assert [t.text for t in thoughts] == [t.text for t in plain.generate(reasoning)]
+    assert len(stored.continuations.entries) == len(reasoning)
+    answers = [GenerateRequest(Prompt(r.prompt.messages, f"Answer: {t.text.strip()}\nSo:"), max_tokens=5)
+               for r, t in zip(reasoning, thoughts)]
+    whole = [len(stored._encode(stored.render(a.prompt))) for a in answers]
+    own = [len(stored._encode(stored.render(r.prompt))) for r in reasoning]
+    for backend in (stored, plain):
+        backend.stats["input_tokens"] = 0
+    with_kv, without = stored.generate(answers), plain.generate(answers)
+    assert [a.text for a in with_kv] == [a.text for a in without]
+    assert [a.logprob for a in with_kv] == pytest.approx([a.logprob for a in without], abs=1e-4)
+    assert plain.stats["input_tokens"] == sum(whole)
+    assert stored.stats["input_tokens"] <= sum(w - o for w, o in zip(whole, own))  # not even the question again
+    scored = [LoglikelihoodRequest(a.prompt, " positive") for a in answers]
+    assert [r.logprob for r in stored.loglikelihood(scored)] == pytest.approx(
+        [r.logprob for r in plain.loglikelihood(scored)], abs=1e-4)
+
+
+def test_the_continuation_store_finds_the_longest_shared_beginning_and_forgets_the_least_used():
+    store = ContinuationStore(max_tokens=12)
+    store.put([1, 2, 3, 4], "a")
+    store.put([1, 2, 5, 6], "b")
+    store.put([7, 8], "c")
+    assert store.longest([1, 2, 3, 9, 9], limit=10) == (3, "a")  # shares 1 2 3, though not the whole key
+    assert store.longest([1, 2, 5, 6, 7], limit=10) == (4, "b")
+    assert store.longest([1, 2, 5, 6, 7], limit=3) == (3, "b")
+    assert store.longest([9], limit=10) is None
+    store.put([4, 4, 4, 4], "d")  # 14 tokens: the least recently used ([7, 8]) goes, then 12 fit
+    assert set(store.entries) == {(1, 2, 3, 4), (1, 2, 5, 6), (4, 4, 4, 4)}
+    assert store.sorted == sorted(store.entries) and store.tokens == 12
+    assert store.longest([7, 8, 1], limit=10) is None
+
+
 def test_default_slots_follow_memory(backend, monkeypatch):
     import taskfit.models.hf as hf
 
@@ -151,3 +195,46 @@ def test_default_slots_follow_memory(backend, monkeypatch):
     assert backend.generate_slots(100) == 5
     backend.generate_batch_size = None
     assert torch.is_tensor(torch.zeros(1))
+
+
+def _one_row(width: int, seed: int, layers: int = 2):
+    """A one-row cache of ``width`` columns with recognisable values, and its all-real mask."""
+    from taskfit.models.kv import from_layers
+
+    g = torch.Generator().manual_seed(seed)
+    return (from_layers([(torch.randn(1, 2, width, 3, generator=g), torch.randn(1, 2, width, 3, generator=g))
+                         for _ in range(layers)]), torch.ones(1, width, dtype=torch.long))
+
+
+def test_the_batch_cache_keeps_rows_right_aligned_through_joins_drops_and_growth():
+    """Rows written in place must read back as the dense right-aligned batch kv.join would build: a wider row joining
+    later widens the view to the left (masked zeros for the others), a dropped row is replaced by the last one, and
+    steps past the buffer's room move the view to a fresh buffer."""
+    from taskfit.models.kv import BatchCache, layers
+
+    batch = BatchCache(slots=6, room=2)
+    a, b, c = _one_row(3, 1), _one_row(5, 2), _one_row(7, 3)
+    batch.add([(a[0], a[1], 2), (b[0], b[1], 1)])  # rows: a, a, b
+    batch.add([(c[0], c[1], 1)])  # wider than the view: every other row gains masked columns on the left
+    assert batch.mask.tolist() == [[0] * 4 + [1] * 3, [0] * 4 + [1] * 3, [0, 0] + [1] * 5, [1] * 7]
+    keys = layers(batch.cache)[1][0]
+    assert torch.equal(keys[0, :, 4:], layers(a[0])[1][0][0]) and torch.equal(keys[3], layers(c[0])[1][0][0])
+    assert not keys[0, :, :4].any()  # masked columns are zeros, never stale memory
+    written = []
+    for step in range(5):  # more steps than the room: the view moves to a fresh buffer on the way
+        batch.step()
+        column = torch.full((batch.rows, 2, 1, 3), float(step + 1))
+        for layer in batch.cache.layers:
+            layer.update(column, -column)
+        batch.advance()
+        written.append(step + 1)
+    assert batch.mask.shape == (4, 12) and batch.mask[:, -5:].all()
+    assert layers(batch.cache)[0][0][:, 0, -5:, 0].tolist() == [[float(s) for s in written]] * 4
+    order = batch.drop([1])  # the last row (c) takes row 1's place
+    assert order == [0, 3, 2]
+    assert torch.equal(layers(batch.cache)[1][0][1, :, -12:-5], layers(c[0])[1][0][0])
+    order = batch.drop([1])  # c gone: no row uses the first columns any more, they are cut from the left
+    assert order == [0, 2] and batch.mask.shape == (2, 10)
+    row = batch.row(1)  # b's real columns, copied
+    assert layers(row)[0][0].shape == (1, 2, 10, 3)
+    assert torch.equal(layers(row)[0][0][0, :, :5], layers(b[0])[0][0][0])

@@ -89,6 +89,9 @@ class GenerateRequest:
     top_p: float = 1.0
     seed: int = 0
     json_schema: str | None = None  # JSON text of a schema the reply must match (backends with supports_json_schema)
+    # a later prompt will continue this one's text (reasoning before its answer): a backend may keep the finished
+    # row's KV cache for it; never part of what is asked, so not of a response's cache key either
+    continued: bool = False
 
 
 @dataclass(frozen=True)

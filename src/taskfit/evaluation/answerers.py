@@ -13,6 +13,10 @@ from taskfit.prompting.driver import drive
 from taskfit.prompting.fitting import fit_examples
 from taskfit.prompting.strategies import Strategy
 
+GENERATION_CHUNK = 128  # examples answered (and saved) together when a run generates: the decoder refills a finished
+# row's slot only from requests of the same call, so a chunk well above its 64 slots keeps them full
+SCORING_CHUNK = 32  # at least; 4 batches otherwise
+
 if TYPE_CHECKING:  # imported with torch, only when a head is evaluated (models.registry.load_head)
     from taskfit.models.head import HeadPredictor
 
@@ -28,6 +32,10 @@ class Answerer(Protocol):
         ...
 
     def answer(self, examples: Sequence[Example]) -> list[Outcome]: ...
+
+    def chunk_size(self, batch_size: int) -> int:
+        """Examples per :meth:`answer` call: each call's records are saved before the next starts."""
+        ...
 
     def describe(self) -> dict[str, Any]: ...
 
@@ -59,6 +67,9 @@ class StrategyAnswerer:
     def answer(self, examples: Sequence[Example]) -> list[Outcome]:
         return drive([self.strategy.run(ex) for ex in examples], self.backend)
 
+    def chunk_size(self, batch_size: int) -> int:
+        return max(4 * batch_size, GENERATION_CHUNK if self.strategy.generates() else SCORING_CHUNK)
+
     def describe(self) -> dict[str, Any]:
         return self.backend.describe()
 
@@ -85,6 +96,9 @@ class HeadAnswerer:
         answers = self.predictor.predict(texts, batch_size=self.batch_size, progress=self.progress)
         return [Outcome(prediction, True, " || ".join(text), extra.get("probs", prediction), extra)
                 for text, (prediction, extra) in zip(texts, answers)]
+
+    def chunk_size(self, batch_size: int) -> int:
+        return max(4 * batch_size, SCORING_CHUNK)
 
     def describe(self) -> dict[str, Any]:
         return self.predictor.describe()

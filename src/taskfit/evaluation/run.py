@@ -86,7 +86,7 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
         examples = answerer.prepare(examples)
     prepare_s = time.perf_counter() - prepare_start
     eval_start = time.perf_counter()
-    records = _run_chunks(answerer, examples, task, folder, max(4 * config.batch_size, 32), progress)
+    records = _run_chunks(answerer, examples, task, folder, answerer.chunk_size(config.batch_size), progress)
     eval_s = time.perf_counter() - eval_start
 
     timings = {

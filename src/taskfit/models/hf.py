@@ -42,6 +42,7 @@ CONTINUATION_CACHE_TOKENS = 16384  # context-cache tokens copied per continuatio
 GENERATE_SLOTS = 64  # rows decoded at once by default: throughput on a CPU still grows from 16 to 64 rows
 GENERATE_MEMORY_SHARE = 0.25  # of the free memory the decoding rows' KV cache may take
 PREFIX_STORE_BYTES = 512 * 2**20  # KV of shared prompt prefixes kept for the whole run
+CONTINUATION_MEMORY_SHARE = 0.25  # of the free memory (at least PREFIX_STORE_BYTES) finished reasoning's KV may take
 
 
 def render_with(tokenizer, prompt: Prompt, use_chat_template: bool) -> str:
@@ -109,6 +110,8 @@ class HFBackend(Backend):
         self.cache_keyword = cache_keyword(self.model)
         self.kv_bytes_per_token = kv.kv_bytes_per_token(self.model.config, self.model.dtype.itemsize)
         self.prefixes = kv.PrefixStore(PREFIX_STORE_BYTES // self.kv_bytes_per_token)
+        continuation_bytes = max(PREFIX_STORE_BYTES, int(CONTINUATION_MEMORY_SHARE * free_memory(self.device)))
+        self.continuations = kv.ContinuationStore(continuation_bytes // self.kv_bytes_per_token)
         self._previous: list[int] = []  # the last context run: a lone context's shared prefix is found against it
         self.stats = {"input_tokens": 0, "generated_tokens": 0, "forward_passes": 0}
 
@@ -186,6 +189,9 @@ class HFBackend(Backend):
         others = contexts if rows > 1 else [contexts[0], self._previous]
         shared = min(_common_prefix_length(others), shortest)
         self._previous = list(contexts[-1])
+        continued = self._continued(contexts)
+        if continued is not None:
+            return self._prefill_rows(contexts, continued, keep_cache)
         hit = self.prefixes.longest(contexts[0], shortest if rows == 1 else shared)
         start, prefix = hit if hit is not None else (0, None)
         if shared - start >= self.shared_prefix_min_tokens:
@@ -201,6 +207,46 @@ class HFBackend(Backend):
             mask = self._after_virtual(own_mask)
         out, cache = self._forward(cache, input_ids=ids, attention_mask=mask, use_cache=keep_cache, logits_to_keep=1,
                                    position_ids=virtual + start + own_positions)
+        self.stats["input_tokens"] += int(own_mask.sum())
+        self.stats["forward_passes"] += 1
+        return cache, mask, out.logits[:, -1, :].float()
+
+    def _continued(self, contexts: Sequence[Sequence[int]]) -> list[tuple[int, Any]] | None:
+        """Each context's longest stored beginning — a finished generation it continues, or a stored prefix — as
+        (tokens, cache); ``None`` when no context continues a stored generation (the shared-prefix path then runs).
+        Every row keeps at least its last token of its own."""
+        if not self.continuations.entries:
+            return None
+        found = [self.continuations.longest(ctx, len(ctx) - 1) for ctx in contexts]
+        if not any(hit is not None and hit[0] >= self.shared_prefix_min_tokens for hit in found):
+            return None
+        starts = []
+        for ctx, hit in zip(contexts, found):
+            prefix = self.prefixes.longest(ctx, len(ctx) - 1)
+            if hit is None or hit[0] < self.shared_prefix_min_tokens or (prefix is not None and prefix[0] >= hit[0]):
+                hit = prefix
+            starts.append(hit if hit is not None else (0, None))
+        return starts
+
+    def _prefill_rows(self, contexts: Sequence[Sequence[int]], starts: list[tuple[int, Any]], keep_cache: bool):
+        """``_prefill`` where each row continues a cache of its own (``starts``: tokens already cached, the cache):
+        the caches are joined right-aligned, each row's own tokens left-padded after them."""
+        torch = self.torch
+        virtual = self.virtual_tokens
+        template = next(cache for _, cache in starts if cache is not None)
+        parts = []
+        for start, cache in starts:
+            if cache is None:
+                cache = self._virtual_cache(1) if virtual else template
+            parts.append((kv.first_columns(cache, virtual + start), torch.ones((1, virtual + start), dtype=torch.long)))
+        cache, mask = kv.join(parts)
+        ids, own_mask, own_positions = self._left_pad([ctx[start:] for ctx, (start, _) in zip(contexts, starts)])
+        mask = torch.cat([mask, own_mask], dim=1)
+        begin = torch.tensor([[virtual + start] for start, _ in starts])
+        out, cache = self._forward(cache, input_ids=ids, attention_mask=mask, use_cache=keep_cache, logits_to_keep=1,
+                                   position_ids=begin + own_positions)
+        reused = sum(start for start, _ in starts)
+        self.stats["prefix_tokens_reused"] = self.stats.get("prefix_tokens_reused", 0) + reused
         self.stats["input_tokens"] += int(own_mask.sum())
         self.stats["forward_passes"] += 1
         return cache, mask, out.logits[:, -1, :].float()

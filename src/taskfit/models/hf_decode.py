@@ -12,6 +12,8 @@ until its longest row is done while finished rows idle).
 - Stop strings are looked for in the last few tokens' text only (enough tokens to hold the longest stop string); a
   hit there is confirmed on the whole text with :func:`cut_at_stop`'s rule, which also makes the final cut.
 - Sampling is batched: temperature and top-p for every sampled row at once, then one draw per row from its generator.
+- A finished request marked ``continued`` (reasoning its answer's prompt will continue) leaves its row's KV in the
+  backend's :class:`~taskfit.models.kv.ContinuationStore`, so the answer's prompt runs only its new tokens.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ REFILL_FRACTION = 8  # refill when at least 1/8 of the slots are free (or nothin
 class _Row:
     index: int
     request: GenerateRequest
+    ids: list[int]  # the prompt's tokens
     generator: object | None
     position: int  # position id of the next token fed
     window: int  # tokens whose text can hold a stop string that ends in the newest token
@@ -62,42 +65,45 @@ class Decoder:
         results: list[GenerateResult | None] = [None] * len(requests)
         queue = self._groups(encoded, requests, results)
         rows: list[_Row] = []
-        cache = mask = logits = None
+        batch: kv.BatchCache | None = None
+        logits = None
         torch = self.torch
+        room = max((r.max_tokens for r in requests), default=1) + 1
         with torch.inference_mode():
             while queue or rows:
                 free = self.slots - len(rows)
                 if queue and free and (not rows or free * REFILL_FRACTION >= self.slots):
                     new_rows, parts, new_logits = self._admit(queue, requests, free)
-                    if rows:
-                        parts.insert(0, (cache, mask))
-                        new_logits.insert(0, logits)
-                    cache, mask = kv.join(parts) if len(parts) > 1 else parts[0]
-                    logits = torch.cat(new_logits)
+                    if batch is None:
+                        batch = kv.BatchCache(self.slots, room)
+                    batch.add(parts)
+                    logits = torch.cat(([logits] if rows else []) + new_logits)
                     rows += new_rows
                 tokens = self._pick(logits, rows)
                 log_probs = torch.log_softmax(logits, dim=-1)
-                keep = []
+                gone = []
                 for i, (row, token) in enumerate(zip(rows, tokens)):
                     row.produced.append(token)
                     row.logprob += float(log_probs[i, token])
                     reason = self._finished(row, token)
-                    if reason is None:
-                        keep.append(i)
-                    else:
+                    if reason is not None:
+                        gone.append(i)
                         results[row.index] = self._result(row, reason)
-                if len(keep) < len(rows):
-                    if not keep:
-                        rows, cache, mask, logits = [], None, None, None
+                        if row.request.continued:  # the cache holds the prompt and every token but the newest
+                            self.b.continuations.put(row.ids + row.produced[:-1], batch.row(i))
+                if gone:
+                    if len(gone) == len(rows):
+                        rows, batch, logits = [], None, None
                         continue
-                    kept = torch.tensor(keep)
-                    cache, mask = kv.trim(*kv.select_rows(cache, mask, kept))
-                    rows = [rows[i] for i in keep]
-                    tokens = [tokens[i] for i in keep]
-                mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype)], dim=1)
+                    order = batch.drop(gone)
+                    rows = [rows[i] for i in order]
+                    tokens = [tokens[i] for i in order]
+                batch.step()
                 positions = torch.tensor([[row.position] for row in rows])
-                out, cache = self.b._forward(cache, input_ids=torch.tensor(tokens)[:, None], attention_mask=mask,
-                                             position_ids=positions, use_cache=True, logits_to_keep=1)
+                out, _ = self.b._forward(batch.cache, input_ids=torch.tensor(tokens)[:, None],
+                                         attention_mask=batch.mask, position_ids=positions, use_cache=True,
+                                         logits_to_keep=1)
+                batch.advance()
                 self.b.stats["forward_passes"] += 1
                 logits = out.logits[:, -1, :].float()
                 for row in rows:
@@ -121,13 +127,15 @@ class Decoder:
 
     def _admit(self, queue: deque, requests, free: int):
         """Take up to ``free`` waiting requests, run the prompts not run yet in one prefill, and return the new rows,
-        their (cache, mask) parts and their first-token logits."""
+        their (one-row cache, mask, copies) parts and their first-token logits."""
         taken: list[tuple[_Group, int]] = []
+        room = free
         for group in queue:
-            if len(taken) >= free:
+            if not room:
                 break
-            count = min(len(group.indices), free - len(taken))
+            count = min(len(group.indices), room)
             taken.append((group, count))
+            room -= count
         fresh = [group for group, _ in taken if group.prefilled is None]
         if fresh:
             cache, mask, logits = self.b._prefill([group.ids for group in fresh])
@@ -139,13 +147,12 @@ class Decoder:
         torch = self.torch
         for group, count in taken:
             one_cache, one_mask, one_logits = group.prefilled
-            copies = torch.zeros(count, dtype=torch.long)
-            parts.append(kv.select_rows(one_cache, one_mask, copies))
+            parts.append((one_cache, one_mask, count))
             first.append(one_logits.expand(count, -1))
             for _ in range(count):
                 index = group.indices.popleft()
                 request = requests[index]
-                rows.append(_Row(index, request,
+                rows.append(_Row(index, request, group.ids,
                                  torch.Generator().manual_seed(request.seed) if request.temperature > 0 else None,
                                  position=self.b.virtual_tokens + len(group.ids), window=_stop_window(request.stop)))
             if not group.indices:

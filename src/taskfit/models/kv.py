@@ -9,6 +9,7 @@ the left, and columns no row uses any more are cut from the left, so the cache i
 
 from __future__ import annotations
 
+import bisect
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -109,3 +110,239 @@ class PrefixStore:
         self.entries.move_to_end(key)
         while sum(len(k) for k in self.entries) > self.max_tokens:
             self.entries.popitem(last=False)
+
+
+class ContinuationStore:
+    """KV caches (one row each) of finished generations that a later prompt continues — a chain of thought before
+    its answer, a plan before its solution — so the later prompt runs only the tokens after the longest stored
+    sequence it shares a beginning with (the re-rendered text need not match to its end: a trimmed space or an
+    added trigger only costs the tokens after the first difference).
+
+    Keys are kept sorted, so the stored sequence sharing the longest beginning with a query is next to the query's
+    place in that order (two bisections, not a scan); least recently used entries go first when the stored tokens
+    pass ``max_tokens``."""
+
+    def __init__(self, max_tokens: int):
+        self.max_tokens = max_tokens
+        self.entries: OrderedDict[tuple[int, ...], object] = OrderedDict()
+        self.sorted: list[tuple[int, ...]] = []
+        self.tokens = 0
+        self.hits = 0
+
+    def put(self, ids: Sequence[int], cache) -> None:
+        key = tuple(ids)
+        if not key or len(key) > self.max_tokens:
+            return
+        if key not in self.entries:
+            bisect.insort(self.sorted, key)
+            self.tokens += len(key)
+        self.entries[key] = cache
+        self.entries.move_to_end(key)
+        while self.tokens > self.max_tokens:
+            old, _ = self.entries.popitem(last=False)
+            del self.sorted[bisect.bisect_left(self.sorted, old)]
+            self.tokens -= len(old)
+
+    def longest(self, ids: Sequence[int], limit: int) -> tuple[int, object] | None:
+        """(tokens shared, the stored cache) for the stored sequence sharing the longest beginning with ``ids``,
+        counted up to ``limit`` tokens; the cache may hold more columns than that (the caller cuts it)."""
+        query = tuple(ids)
+        place = bisect.bisect_left(self.sorted, query)
+        best, best_key = 0, None
+        for key in self.sorted[max(0, place - 1) : place + 1]:
+            shared = _shared_length(key, query, limit)
+            if shared > best:
+                best, best_key = shared, key
+        if best_key is None:
+            return None
+        self.entries.move_to_end(best_key)
+        self.hits += 1
+        return best, self.entries[best_key]
+
+
+def _shared_length(a: Sequence[int], b: Sequence[int], limit: int) -> int:
+    n = min(len(a), len(b), limit)
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def first_columns(cache, columns: int):
+    """The cache's first ``columns`` columns (a view)."""
+    return map_cache(cache, lambda t: t[:, :, :columns, :])
+
+
+def compact_row(cache, mask, row: int):
+    """Row ``row`` of a batch cache as a one-row cache holding only its real (unmasked) columns, copied, so it does
+    not keep the batch's tensors alive."""
+    columns = mask[row].nonzero().squeeze(-1)
+    return map_cache(cache, lambda t: t[row : row + 1].index_select(2, columns.to(t.device)))
+
+
+class BatchCache:
+    """The decoding batch's KV cache, kept in place: per layer one key and one value buffer of (slots, heads, columns,
+    head size) with room to the right, of which the batch is a view (its rows, columns ``begin:end``). A decode step
+    writes its column into the room instead of copying the whole cache (transformers' ``DynamicCache`` concatenates,
+    every step); a finished row is replaced by the batch's last row (one row copied, not the batch); a joining row is
+    written into the next free row, right-aligned, masked zeros on its left. Rows are right-aligned as everywhere in
+    this module; ``mask`` (rows x view columns) says which columns are real."""
+
+    def __init__(self, slots: int, room: int):
+        self.slots, self.room = slots, max(1, room)
+        self.layers: list = []
+        self.rows = self.begin = self.end = 0
+        self.mask = None
+        self.cache = None  # what the model's forward takes: a DynamicCache whose layers view the buffers
+
+    # -- rows in and out
+    def add(self, parts: Sequence[tuple]) -> None:
+        """Append the rows of ``parts`` — (one-row cache, its mask, how many copies) — in order."""
+        import torch
+
+        width = max(mask.shape[1] for _, mask, _ in parts)
+        count = sum(copies for _, _, copies in parts)
+        if not self.layers:
+            self._allocate(layers(parts[0][0]), width)
+        elif width > self.end - self.begin:
+            self._widen(width)
+        if self.rows + count > self.slots:
+            raise ValueError(f"{self.rows + count} rows do not fit {self.slots} slots")
+        view = self.end - self.begin
+        masks = [] if self.mask is None else [self.mask]
+        row = self.rows
+        for cache, mask, copies in parts:
+            own = mask.shape[1]
+            for (kbuf, vbuf), (k, v) in zip(self.layers, layers(cache)):
+                for buf, src in ((kbuf, k), (vbuf, v)):
+                    buf[row : row + copies, :, self.begin : self.end - own].zero_()
+                    buf[row : row + copies, :, self.end - own : self.end] = src.to(buf.device)
+            masks.append(torch.nn.functional.pad(mask, (view - own, 0)).expand(copies, -1))
+            row += copies
+        self.rows = row
+        self.mask = torch.cat(masks)
+        self._view()
+
+    def drop(self, gone: Sequence[int]) -> list[int]:
+        """Remove rows ``gone``: the last kept rows move into their places. Returns, for each row after, the row it
+        was before (reorder per-row state with it)."""
+        gone_set = set(gone)
+        kept = self.rows - len(gone_set)
+        holes = [i for i in sorted(gone_set) if i < kept]
+        movers = [i for i in range(kept, self.rows) if i not in gone_set]
+        order = list(range(kept))
+        for hole, mover in zip(holes, movers):
+            for kbuf, vbuf in self.layers:
+                kbuf[hole, :, self.begin : self.end] = kbuf[mover, :, self.begin : self.end]
+                vbuf[hole, :, self.begin : self.end] = vbuf[mover, :, self.begin : self.end]
+            order[hole] = mover
+        self.rows = kept
+        self.mask = self.mask[order]
+        used = self.mask.any(dim=0).nonzero()  # columns no row attends to any more are cut from the left
+        first = int(used[0]) if len(used) else self.mask.shape[1]
+        if first:
+            self.begin += first
+            self.mask = self.mask[:, first:]
+        self._view()
+        return order
+
+    def row(self, index: int):
+        """One row's real columns as a one-row cache of its own (a copy)."""
+        return compact_row(self.cache, self.mask, index)
+
+    # -- one decode step
+    def step(self) -> None:
+        """Before a forward pass: room for one more column (the model writes it) and the mask extended."""
+        import torch
+
+        if self.end + 1 > self.layers[0][0].shape[2]:
+            self._move(self.end - self.begin, self.room)
+        self.mask = torch.cat([self.mask, self.mask.new_ones((self.rows, 1))], dim=1)
+
+    def advance(self) -> None:
+        """After a forward pass: the column every layer wrote is part of the batch."""
+        self.end += 1
+        self._view()
+
+    # -- buffers
+    def _allocate(self, first: list[tuple], width: int) -> None:
+        self.layers = [(k.new_empty((self.slots, k.shape[1], width + self.room, k.shape[3])),
+                        v.new_empty((self.slots, v.shape[1], width + self.room, v.shape[3]))) for k, v in first]
+        self.begin, self.end = 0, width
+
+    def _widen(self, width: int) -> None:
+        """Give the view ``width`` columns by growing it to the left (the existing rows get masked zeros there)."""
+        import torch
+
+        grow = width - (self.end - self.begin)
+        if self.begin < grow:
+            self._move(width, self.room, keep_left=grow)
+        self.begin -= grow
+        for kbuf, vbuf in self.layers:
+            kbuf[: self.rows, :, self.begin : self.begin + grow].zero_()
+            vbuf[: self.rows, :, self.begin : self.begin + grow].zero_()
+        if self.mask is not None:
+            self.mask = torch.nn.functional.pad(self.mask, (grow, 0))
+
+    def _move(self, width: int, room: int, keep_left: int = 0) -> None:
+        """Copy the view into fresh buffers with ``keep_left`` free columns before it and ``room`` after."""
+        view = self.end - self.begin
+        columns = keep_left + max(width, view) + room
+        moved = []
+        for kbuf, vbuf in self.layers:
+            pair = []
+            for buf in (kbuf, vbuf):
+                fresh = buf.new_empty((self.slots, buf.shape[1], columns, buf.shape[3]))
+                fresh[: self.rows, :, keep_left : keep_left + view] = buf[: self.rows, :, self.begin : self.end]
+                pair.append(fresh)
+            moved.append(tuple(pair))
+        self.layers = moved
+        self.begin, self.end = keep_left, keep_left + view
+        if self.cache is not None:
+            self._view()
+
+    def _view(self) -> None:
+        if self.cache is None:
+            self.cache = _growing_cache(self)
+        for layer in self.cache.layers:
+            layer.view()
+
+
+_GROWING_LAYER = None
+
+
+def _growing_cache(batch: BatchCache):
+    """A ``DynamicCache`` whose layers view ``batch``'s buffers; a forward pass writes its column into them in
+    place, past the view (``BatchCache.advance`` then takes it in)."""
+    global _GROWING_LAYER
+    from transformers import DynamicCache
+
+    if _GROWING_LAYER is None:
+        from transformers.cache_utils import DynamicLayer
+
+        class GrowingLayer(DynamicLayer):
+            def __init__(self, owner: BatchCache, index: int):
+                super().__init__()
+                self.owner, self.index = owner, index
+                self.is_initialized = True
+
+            def view(self):
+                kbuf, vbuf = self.owner.layers[self.index]
+                self.device = kbuf.device
+                self.keys = kbuf[: self.owner.rows, :, self.owner.begin : self.owner.end]
+                self.values = vbuf[: self.owner.rows, :, self.owner.begin : self.owner.end]
+
+            def update(self, key_states, value_states, *args, **kwargs):
+                owner, new = self.owner, key_states.shape[-2]
+                kbuf, vbuf = owner.layers[self.index]
+                if owner.end + new > kbuf.shape[2]:
+                    raise RuntimeError("BatchCache.step() makes room before each forward pass")
+                kbuf[: owner.rows, :, owner.end : owner.end + new] = key_states
+                vbuf[: owner.rows, :, owner.end : owner.end + new] = value_states
+                return (kbuf[: owner.rows, :, owner.begin : owner.end + new],
+                        vbuf[: owner.rows, :, owner.begin : owner.end + new])
+
+        _GROWING_LAYER = GrowingLayer
+    cache = DynamicCache()
+    cache.layers = [_GROWING_LAYER(batch, i) for i in range(len(batch.layers))]
+    return cache

@@ -3,8 +3,10 @@
 Three steps exist: :class:`StepByStep` (chain-of-thought: "Let's think step by step", then "Therefore, the answer
 is"), :class:`CluesThenDecision` (CARP: clues and reasoning, then the decision) and :class:`PlanThenSolve`
 (plan-and-solve: a plan, then carrying it out, then the answer — two generations). A step's ``reason`` is a
-generator of requests that returns the reasoning as one :class:`GenerateResult`. :func:`reason_then_answer` is one
-greedy path; :func:`sample_and_vote` runs n seeded paths (each with or without a step) and votes.
+generator of requests that returns the reasoning as one :class:`GenerateResult`; its requests are marked
+``continued`` (the answer's prompt continues their text, so a backend may keep their KV).
+:func:`reason_then_answer` is one greedy path; :func:`sample_and_vote` runs n seeded paths (each with or without a
+step) and votes.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class StepByStep(OneRequestStep):
     def request(self, messages: Sequence[Message], temperature: float = 0.0, seed: int = 0) -> GenerateRequest:
         stop = tuple(s for s in (self.opts.answer_trigger, "\n\n\n") if s)
         return GenerateRequest(Prompt(tuple(messages), self.opts.reasoning_trigger), stop,
-                               self.opts.max_reasoning_tokens, temperature, self.opts.top_p, seed)
+                               self.opts.max_reasoning_tokens, temperature, self.opts.top_p, seed, continued=True)
 
     def answer_prefix(self, reasoning: str) -> str:
         return f"{self.opts.reasoning_trigger} {reasoning.strip()}\n{self.opts.answer_trigger}"
@@ -68,7 +70,7 @@ class CluesThenDecision(OneRequestStep):
 
     def request(self, messages: Sequence[Message], temperature: float = 0.0, seed: int = 0) -> GenerateRequest:
         return GenerateRequest(Prompt(tuple(messages), self.opts.clues_prefix), (self.opts.decision_prefix,),
-                               self.opts.max_reasoning_tokens, temperature, self.opts.top_p, seed)
+                               self.opts.max_reasoning_tokens, temperature, self.opts.top_p, seed, continued=True)
 
     def answer_prefix(self, reasoning: str) -> str:
         return f"{self.opts.clues_prefix} {reasoning.strip()}\n{self.opts.decision_prefix}"
@@ -85,10 +87,11 @@ class PlanThenSolve:
         o = self.opts
         stops = tuple(s for s in (o.solve_trigger, o.answer_trigger, "\n\n\n") if s)
         (plan,) = yield [GenerateRequest(Prompt(tuple(messages), o.plan_trigger), stops, o.max_plan_tokens,
-                                         temperature, o.top_p, seed)]
+                                         temperature, o.top_p, seed, continued=True)]
         opened = f"{o.plan_trigger} {plan.text.strip()}\n{o.solve_trigger}"
         (solved,) = yield [GenerateRequest(Prompt(tuple(messages), opened), (o.answer_trigger, "\n\n\n"),
-                                           o.max_reasoning_tokens, temperature, o.top_p, derive_seed(seed, 1))]
+                                           o.max_reasoning_tokens, temperature, o.top_p, derive_seed(seed, 1),
+                                           continued=True)]
         logprob = None if plan.logprob is None or solved.logprob is None else plan.logprob + solved.logprob
         return GenerateResult(text=f"{plan.text.strip()}\n{o.solve_trigger} {solved.text.strip()}",
                               n_tokens=plan.n_tokens + solved.n_tokens, finish_reason=solved.finish_reason,

@@ -20,6 +20,7 @@ class Strategy:
     name: ClassVar[str]
     Options: ClassVar[type[BaseOptions]] = BaseOptions
     needs_pool: ClassVar[bool] = False
+    writes_first: ClassVar[bool] = False  # generates text before it answers, whatever the answer mode (reasoning)
 
     def __init__(self, context: StrategyContext, options: dict[str, Any] | None = None):
         self.ctx, self.task = context, context.task
@@ -33,6 +34,10 @@ class Strategy:
         if isinstance(self.opts, DemoOptions):
             return self.opts.k > 0
         return self.needs_pool
+
+    def generates(self) -> bool:
+        """Whether this run sends generation requests (long, of uneven length: worth batching many together)."""
+        return self.writes_first or self.ctx.mode == "generate"
 
     def prepare(self, examples: Sequence[Example], backend) -> None:
         """Work done once before the examples run (default: nothing)."""

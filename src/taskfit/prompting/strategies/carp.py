@@ -28,6 +28,7 @@ class CARP(Strategy):
     """
 
     name = "carp"
+    writes_first = True
     Options = CARPOptions
     needs_pool = True
 

@@ -21,6 +21,7 @@ class ChainOfThought(Strategy):
     """
 
     name = "cot"
+    writes_first = True
     Options = CoTOptions
 
     def __init__(self, context: StrategyContext, options: dict[str, Any] | None = None):

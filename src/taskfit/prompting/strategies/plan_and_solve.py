@@ -14,6 +14,7 @@ from taskfit.prompting.strategies.base import Strategy
 
 class PlanAndSolve(Strategy):
     name = "plan_and_solve"
+    writes_first = True
     Options = PlanAndSolveOptions
 
     def __init__(self, context: StrategyContext, options: dict[str, Any] | None = None):

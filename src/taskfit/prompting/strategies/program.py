@@ -23,6 +23,7 @@ OPENER = "```python\n"
 
 class Program(Strategy):
     name = "program"
+    writes_first = True
     Options = ProgramOptions
 
     def __init__(self, context: StrategyContext, options: dict[str, Any] | None = None):
@@ -69,7 +70,8 @@ class Program(Strategy):
         since a small model given its error often writes the same program again when decoding greedily."""
         temperature = 0.0 if attempt == 0 else self.opts.revision_temperature
         return GenerateRequest(Prompt(tuple(messages), OPENER), ("```",), self.opts.max_program_tokens, temperature,
-                               0.95 if temperature else 1.0, derive_seed(self.ctx.seed, example.index, attempt))
+                               0.95 if temperature else 1.0, derive_seed(self.ctx.seed, example.index, attempt),
+                               continued=attempt < self.opts.revisions)  # a revision's prompt holds this program
 
 
 def _code(text: str) -> str:
