@@ -77,8 +77,9 @@ def main() -> None:
         delta = ""
         if "vs_base" in r:
             d = r["vs_base"]
-            p = d["p_mcnemar"] if d.get("p_mcnemar") is not None else d["p_permutation"]
-            delta = f"{d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}], p = {p:.3f}"
+            p = next((d[k] for k in ("p_mcnemar", "p_permutation", "p_bootstrap") if d.get(k) is not None), None)
+            delta = f"{d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" + ("" if p is None else
+                                                                                   f", p = {p:.3f}")
         rows.append([r["task"], r["role"], r["model"], r["n"], r["metric"],
                      f"{v['value']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]", delta, f"{r['eval_s']:.0f}"])
     table = markdown_table(["task", "role", "model", "n", "metric", "value [95% CI]", "Δ vs base [95% CI], p",
@@ -92,7 +93,8 @@ def main() -> None:
     text = ("LoRA (r 8, lr 2e-4, 1 epoch, batch 8) on a mixture of "
             f"{', '.join(MIXTURE_TASKS)} ({args.total} rows, proportional sampling), embedded "
             "SmolLM2-135M-Instruct; zero-shot log-likelihood evaluation on seeded dev rows; p = McNemar (accuracy) "
-            "or paired permutation (otherwise).\n\n" + "\n".join(mixes) + "\n\n" + table + "\n")
+            "or paired permutation (otherwise; the bootstrap sign share where no permutation p was computed).\n\n"
+            + "\n".join(mixes) + "\n\n" + table + "\n")
     Path(args.out + ".md").write_text(text)
     Path(args.out + ".json").write_text(json.dumps({"records": records, "cards": {
         k: {"data": c["data"], "steps": c["steps"], "train_s": c["train_s"]} for k, c in cards.items()}}, indent=2)
