@@ -187,7 +187,7 @@ class HFBackend(Backend):
         virtual = self.virtual_tokens
         shortest = min(len(ctx) for ctx in contexts) - 1
         others = contexts if rows > 1 else [contexts[0], self._previous]
-        shared = min(_common_prefix_length(others), shortest)
+        shared = min(kv.common_prefix_length(others), shortest)
         self._previous = list(contexts[-1])
         continued = self._continued(contexts)
         if continued is not None:
@@ -408,14 +408,3 @@ def free_memory(device: str) -> int:
     except OSError:
         pass
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
-def _common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
-    """How many leading tokens all ``sequences`` share."""
-    first = sequences[0]
-    n = min(len(seq) for seq in sequences)
-    for i in range(n):
-        token = first[i]
-        if any(seq[i] != token for seq in sequences):
-            return i
-    return n

@@ -150,7 +150,7 @@ class ContinuationStore:
         place = bisect.bisect_left(self.sorted, query)
         best, best_key = 0, None
         for key in self.sorted[max(0, place - 1) : place + 1]:
-            shared = _shared_length(key, query, limit)
+            shared = min(common_prefix_length((key, query)), limit)
             if shared > best:
                 best, best_key = shared, key
         if best_key is None:
@@ -160,10 +160,13 @@ class ContinuationStore:
         return best, self.entries[best_key]
 
 
-def _shared_length(a: Sequence[int], b: Sequence[int], limit: int) -> int:
-    n = min(len(a), len(b), limit)
+def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens all ``sequences`` share."""
+    first = sequences[0]
+    n = min(len(seq) for seq in sequences)
     for i in range(n):
-        if a[i] != b[i]:
+        token = first[i]
+        if any(seq[i] != token for seq in sequences):
             return i
     return n
 

@@ -13,7 +13,6 @@ class SelfConsistency(ChainOfThought):
     """Chain-of-thought's prompt and step, n seeded paths (``reasoning: false``: sampled answers) and a vote."""
 
     name = "self_consistency"
-    writes_first = True
     Options = SelfConsistencyOptions
 
     def run(self, example: Example) -> StrategyRun:
