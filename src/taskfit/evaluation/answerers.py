@@ -13,9 +13,9 @@ from taskfit.prompting.driver import drive
 from taskfit.prompting.fitting import fit_examples
 from taskfit.prompting.strategies import Strategy
 
-GENERATION_CHUNK = 128  # examples answered (and saved) together when a run generates: the decoder refills a finished
-# row's slot only from requests of the same call, so a chunk well above its 64 slots keeps them full
-SCORING_CHUNK = 32  # at least; 4 batches otherwise
+SCORING_CHUNK = 32  # examples answered (and saved) together: at least this, 4 batches otherwise
+GENERATION_CHUNK_SLOTS = 2  # a generating run on a backend that decodes N requests at once (the hf decoder's slots,
+# refilled only from requests of the same call) takes 2 N examples per chunk, so the slots stay full
 
 if TYPE_CHECKING:  # imported with torch, only when a head is evaluated (models.registry.load_head)
     from taskfit.models.head import HeadPredictor
@@ -68,7 +68,8 @@ class StrategyAnswerer:
         return drive([self.strategy.run(ex) for ex in examples], self.backend)
 
     def chunk_size(self, batch_size: int) -> int:
-        return max(4 * batch_size, GENERATION_CHUNK if self.strategy.generates() else SCORING_CHUNK)
+        slots = getattr(self.backend, "generate_parallelism", 0) if self.strategy.generates() else 0
+        return max(4 * batch_size, SCORING_CHUNK, GENERATION_CHUNK_SLOTS * slots)
 
     def describe(self) -> dict[str, Any]:
         return self.backend.describe()

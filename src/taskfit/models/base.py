@@ -30,6 +30,7 @@ class Backend(ABC):
     name: ClassVar[str]
     Options: ClassVar[type[BackendOptions]]  # its options (models/options.py): config keys, CLI flags, keywords
     supports_json_schema: ClassVar[bool] = False  # honours GenerateRequest.json_schema (constrained decoding)
+    generate_parallelism: int = 0  # generation requests one call decodes at once, when more help (0: no gain)
 
     @classmethod
     def resolve(cls, spec: str) -> tuple[str, str]:

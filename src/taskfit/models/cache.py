@@ -116,6 +116,7 @@ class CachedBackend(Backend):
         self.cache = cache
         self.name = inner.name
         self.supports_json_schema = bool(getattr(inner, "supports_json_schema", False))
+        self.generate_parallelism = int(getattr(inner, "generate_parallelism", 0))
         described = inner.describe()
         identity = {k: described.get(k) for k in ("backend", "path", "dtype", "chat_template")}
         identity["weights"] = weights_fingerprint(str(described.get("path", "")))

@@ -89,6 +89,7 @@ class HFBackend(Backend):
         self.display_name = display_name or self.model_id
         self.batch_size = batch_size
         self.generate_batch_size = generate_batch_size
+        self.generate_parallelism = generate_batch_size or GENERATE_SLOTS  # decoder slots refilled within a call
         self.progress = progress
         self.shared_prefix_min_tokens = SHARED_PREFIX_MIN_TOKENS
         self.device = resolve_device(device)
