@@ -11,7 +11,9 @@ until its longest row is done while finished rows idle).
   come from its own generator, so a seed gives the same path alone or among 63 others.
 - Stop strings are looked for in the last few tokens' text only (enough tokens to hold the longest stop string); a
   hit there is confirmed on the whole text with :func:`cut_at_stop`'s rule, which also makes the final cut.
-- Sampling is batched: temperature and top-p for every sampled row at once, then one draw per row from its generator.
+- Sampling is batched: temperature and top-p for every sampled row at once (top-p among each row's likeliest tokens,
+  sorting the vocabulary only when the nucleus is wider), then one uniform number per row from its generator picks
+  the token by inverse CDF.
 - A finished request marked ``continued`` (reasoning its answer's prompt will continue) leaves its row's KV in the
   backend's :class:`~taskfit.models.kv.ContinuationStore`, so the answer's prompt runs only its new tokens.
 """
@@ -80,11 +82,11 @@ class Decoder:
                     logits = torch.cat(([logits] if rows else []) + new_logits)
                     rows += new_rows
                 tokens = self._pick(logits, rows)
-                log_probs = torch.log_softmax(logits, dim=-1)
+                chosen = logits.gather(1, torch.tensor(tokens)[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
                 gone = []
-                for i, (row, token) in enumerate(zip(rows, tokens)):
+                for i, (row, token, logprob) in enumerate(zip(rows, tokens, chosen.tolist())):
                     row.produced.append(token)
-                    row.logprob += float(log_probs[i, token])
+                    row.logprob += logprob
                     reason = self._finished(row, token)
                     if reason is not None:
                         gone.append(i)
@@ -161,8 +163,12 @@ class Decoder:
 
     # ------------------------------------------------------------------ one step
     def _pick(self, logits, rows: list[_Row]) -> list[int]:
-        """Greedy argmax for greedy rows; for sampled rows temperature and top-p over the whole batch at once,
-        then one draw from each row's own generator."""
+        """Greedy argmax for greedy rows; for sampled rows temperature and top-p over the whole batch at once, then
+        one uniform draw from each row's own generator turned into a token by the kept probabilities' running sum
+        (inverse CDF).
+
+        Top-p looks at the ``TOP_K`` likeliest tokens first and sorts the whole vocabulary only for rows whose nucleus
+        is wider than that; a draw costs one random number instead of one per vocabulary entry."""
         torch = self.torch
         picked = logits.argmax(dim=-1).tolist()
         sampled = [i for i, row in enumerate(rows) if row.generator is not None]
@@ -172,12 +178,10 @@ class Decoder:
         temps = torch.tensor([rows[i].request.temperature for i in sampled], dtype=logits.dtype)[:, None]
         probs = torch.softmax(logits.index_select(0, index) / temps, dim=-1)
         top_p = torch.tensor([rows[i].request.top_p for i in sampled], dtype=probs.dtype)[:, None]
-        if bool((top_p < 1.0).any()):
-            sorted_probs, sorted_ids = probs.sort(dim=-1, descending=True)
-            keep = (sorted_probs.cumsum(-1) - sorted_probs < top_p) | (top_p >= 1.0)  # always keeps the top token
-            probs = torch.zeros_like(probs).scatter(1, sorted_ids, sorted_probs * keep)
+        uniform = torch.cat([torch.rand(1, generator=rows[i].generator, dtype=probs.dtype) for i in sampled])
+        chosen = _nucleus_draw(torch, probs, top_p, uniform)
         for j, i in enumerate(sampled):
-            picked[i] = int(torch.multinomial(probs[j], 1, generator=rows[i].generator))
+            picked[i] = chosen[j]
         return picked
 
     def _finished(self, row: _Row, token: int) -> str | None:
@@ -199,6 +203,45 @@ class Decoder:
         if self.bar is not None:
             self.bar.update(1)
         return GenerateResult(text=text, n_tokens=len(row.produced), finish_reason=reason, logprob=row.logprob)
+
+
+TOP_K = 256  # candidates a nucleus is looked for among before the whole vocabulary is sorted
+
+
+def _nucleus_draw(torch, probs, top_p, uniform) -> list[int]:
+    """Token ids drawn from each row of ``probs`` restricted to its top-p nucleus (the likeliest tokens whose mass
+    before them is under ``top_p``; the top token always), ``uniform`` holding one number in [0, 1) per row.
+
+    A row's result depends on that row alone: its nucleus comes from its top ``TOP_K`` when they hold ``top_p`` of
+    the mass, else from its full sort; a row with ``top_p`` ≥ 1 draws over the whole vocabulary in id order."""
+    n, vocab = probs.shape
+    chosen = torch.zeros(n, dtype=torch.long)
+    values, ids = probs.topk(min(TOP_K, vocab), dim=-1)
+    whole = top_p[:, 0] >= 1.0
+    narrow = ~whole & (values.sum(-1) >= top_p[:, 0])
+    wide = ~whole & ~narrow
+    if bool(narrow.any()):
+        chosen[narrow] = _inverse_cdf(torch, values[narrow], ids[narrow], top_p[narrow], uniform[narrow])
+    if bool(wide.any()):  # nuclei wider than the top TOP_K: sort those rows' whole vocabulary
+        sorted_values, sorted_ids = probs[wide].sort(dim=-1, descending=True)
+        chosen[wide] = _inverse_cdf(torch, sorted_values, sorted_ids, top_p[wide], uniform[wide])
+    if bool(whole.any()):
+        chosen[whole] = _inverse_cdf(torch, probs[whole], None, None, uniform[whole])
+    return chosen.tolist()
+
+
+def _inverse_cdf(torch, values, ids, top_p, uniform):
+    """Per row, the entry whose share of the running sum of ``values`` holds ``uniform`` × the row's total — among
+    the top-p nucleus when ``top_p`` is given (``values`` then sorted descending, ``ids`` their token ids)."""
+    count = values.shape[1]
+    if top_p is not None:
+        keep = values.cumsum(-1) - values < top_p
+        values = values * keep
+        count = keep.sum(-1, keepdim=True)
+    mass = values.cumsum(-1)
+    at = torch.searchsorted(mass, uniform[:, None] * mass[:, -1:], right=True)
+    at = torch.minimum(at, torch.as_tensor(count) - 1)  # u × total rounded up to the total
+    return (ids.gather(1, at) if ids is not None else at)[:, 0]
 
 
 def _stop_window(stop: Sequence[str]) -> int:
