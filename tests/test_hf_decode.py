@@ -199,10 +199,10 @@ def test_default_slots_follow_memory(backend, monkeypatch):
 
 def _one_row(width: int, seed: int, layers: int = 2):
     """A one-row cache of ``width`` columns with recognisable values, and its all-real mask."""
-    from taskfit.models.kv import from_layers
+    from taskfit.adapters.apply import cache_of
 
     g = torch.Generator().manual_seed(seed)
-    return (from_layers([(torch.randn(1, 2, width, 3, generator=g), torch.randn(1, 2, width, 3, generator=g))
+    return (cache_of([(torch.randn(1, 2, width, 3, generator=g), torch.randn(1, 2, width, 3, generator=g))
                          for _ in range(layers)]), torch.ones(1, width, dtype=torch.long))
 
 
@@ -275,3 +275,29 @@ def test_a_nucleus_draw_follows_the_truncated_distribution_and_depends_on_its_ro
     ranked = probs[0].argsort(descending=True)
     assert edges[0] == int(ranked[0])
     assert edges[1] == int(ranked[int((nucleus(probs[0], 0.9) > 0).sum()) - 1])
+
+
+def test_length_buckets_split_only_where_padding_costs_more_than_a_pass():
+    from taskfit.models.kv import length_buckets
+
+    assert length_buckets([5, 6, 7], 64) == [[2, 1, 0]]  # close lengths: one pass
+    groups = length_buckets([7] * 50 + [100] * 4, 64)  # four long rows would pad fifty short ones to 100
+    assert sorted(map(sorted, groups)) == [list(range(50)), [50, 51, 52, 53]]
+    assert length_buckets([7] * 50 + [100] * 4, 10**6) == [[50, 51, 52, 53] + list(range(50))]
+    assert length_buckets([], 64) == []
+
+
+def test_prefilling_rows_of_very_different_lengths_in_several_passes_changes_no_logits(backend):
+    """A batch whose own tokens range from a few to hundreds runs in passes of similar lengths; each row's logits and
+    cache are those of the row run alone, rows in the order given."""
+    contexts = [backend._encode(backend.render(prompt(" ".join(WORDS[i % 4 :] * (1 + 12 * (i % 3 == 0))))))
+                for i in range(7)]
+    assert max(map(len, contexts)) > 4 * min(map(len, contexts))
+    before = backend.stats["forward_passes"]
+    cache, mask, logits = backend._prefill(contexts)
+    assert backend.stats["forward_passes"] - before > 1
+    assert mask.shape == (7, max(map(len, contexts)))
+    for i, ctx in enumerate(contexts):
+        _, alone_mask, alone = backend._prefill([ctx])
+        assert torch.allclose(logits[i], alone[0], atol=1e-4)
+        assert int(mask[i].sum()) == len(ctx)

@@ -80,13 +80,26 @@ def check_mergeable(adapter: Path) -> None:
 
 def map_cache(cache, fn):
     """A new KV cache whose every layer's keys and values are ``fn`` of the given cache's (row selection,
-    expansion)."""
-    from transformers import DynamicCache
+    expansion). The tensors ``fn`` returns are taken as they are — a view stays a view — so only ``fn`` copies; a
+    forward pass on the new cache concatenates into new tensors and never writes into the given one's."""
+    return cache_of([(fn(layer.keys), fn(layer.values)) for layer in cache.layers])
 
-    mapped = DynamicCache()
-    for layer, cached in enumerate(cache.layers):
-        mapped.update(fn(cached.keys), fn(cached.values), layer)
-    return mapped
+
+def cache_of(tensors):
+    """A ``DynamicCache`` holding the given (keys, values) per layer without copying them (``DynamicCache.update``
+    would concatenate each onto an empty tensor: a copy per layer)."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    cache = DynamicCache()
+    layers = []
+    for keys, values in tensors:
+        layer = DynamicLayer()
+        layer.lazy_initialization(keys, values)
+        layer.keys, layer.values = keys, values
+        layers.append(layer)
+    cache.layers = layers
+    return cache
 
 
 def cache_keyword(model) -> str:

@@ -42,6 +42,7 @@ CONTINUATION_CACHE_TOKENS = 16384  # context-cache tokens copied per continuatio
 GENERATE_SLOTS = 64  # rows decoded at once by default: throughput on a CPU still grows from 16 to 64 rows
 GENERATE_MEMORY_SHARE = 0.25  # of the free memory the decoding rows' KV cache may take
 PREFIX_STORE_BYTES = 512 * 2**20  # KV of shared prompt prefixes kept for the whole run
+PREFILL_PASS_TOKENS = 64  # a forward pass's fixed cost, in padded token positions: prefill passes split when cheaper
 CONTINUATION_MEMORY_SHARE = 0.25  # of the free memory (at least PREFIX_STORE_BYTES) finished reasoning's KV may take
 
 
@@ -174,31 +175,58 @@ class HFBackend(Backend):
             yield index, LoglikelihoodResult(float(picked.sum()), greedy, len(cont))
 
     def _prefill(self, contexts: Sequence[Sequence[int]], keep_cache: bool = True):
-        """Run ``contexts`` (token ids, one row each) in one forward pass; returns the KV cache (``None`` unless
-        ``keep_cache``), the attention mask over its columns, and each row's last-position logits (fp32).
+        """Run ``contexts`` (token ids, one row each); returns the KV cache (``None`` unless ``keep_cache``), the
+        attention mask over its columns, and each row's last-position logits (fp32), rows in the order given.
 
         A prefix that every context begins with runs once per run: the prefix store gives it when it holds one;
         otherwise contexts sharing at least ``shared_prefix_min_tokens`` leading tokens (with each other, or a lone
         context with the previous call's, as an assistant's system prompt) run them once here and store them. Every
         row keeps at least its last token of its own. Suffixes are left-padded between prefix and suffix (the pads
         masked, positions counting real tokens only), so every row ends on a real token and only the last
-        position's logits are computed, which skips most of the vocabulary projection."""
+        position's logits are computed, which skips most of the vocabulary projection.
+
+        Rows whose own token counts differ widely (reasoning that re-tokenized differently from how it was generated
+        beside answers that continue theirs) run in separate passes of similar lengths
+        (:func:`~taskfit.models.kv.length_buckets`), so a long row does not pad every short one to its length."""
         torch = self.torch
         rows = len(contexts)
-        virtual = self.virtual_tokens
         shortest = min(len(ctx) for ctx in contexts) - 1
         others = contexts if rows > 1 else [contexts[0], self._previous]
         shared = min(kv.common_prefix_length(others), shortest)
         self._previous = list(contexts[-1])
-        continued = self._continued(contexts)
-        if continued is not None:
-            return self._prefill_rows(contexts, continued, keep_cache)
-        hit = self.prefixes.longest(contexts[0], shortest if rows == 1 else shared)
-        start, prefix = hit if hit is not None else (0, None)
-        if shared - start >= self.shared_prefix_min_tokens:
-            prefix, start = self._run_prefix(contexts[0], start, shared, prefix), shared
+        starts = self._continued(contexts)
+        if starts is None:
+            hit = self.prefixes.longest(contexts[0], shortest if rows == 1 else shared)
+            start, prefix = hit if hit is not None else (0, None)
+            if shared - start >= self.shared_prefix_min_tokens:
+                prefix, start = self._run_prefix(contexts[0], start, shared, prefix), shared
+            starts = [(start, prefix)] * rows
+        buckets = kv.length_buckets([len(ctx) - start for ctx, (start, _) in zip(contexts, starts)],
+                                    PREFILL_PASS_TOKENS)
+        if len(buckets) == 1:
+            return self._prefill_part(contexts, starts, keep_cache)
+        parts = [self._prefill_part([contexts[i] for i in bucket], [starts[i] for i in bucket], keep_cache)
+                 for bucket in buckets]
+        back = torch.tensor(sorted(range(rows), key=[i for bucket in buckets for i in bucket].__getitem__))
+        cache, mask = kv.join([(cache, mask) for cache, mask, _ in parts])
+        logits = torch.cat([logits for _, _, logits in parts]).index_select(0, back)
+        if cache is None:
+            return None, mask.index_select(0, back), logits
+        cache, mask = kv.select_rows(cache, mask, back)
+        return cache, mask, logits
+
+    def _prefill_part(self, contexts: Sequence[Sequence[int]], starts: list[tuple[int, Any]], keep_cache: bool):
+        """One forward pass of ``_prefill``: every row begins with the same cached prefix (its cache expanded, no
+        copy), or each continues a cache of its own."""
+        torch = self.torch
+        rows = len(contexts)
+        virtual = self.virtual_tokens
+        start, prefix = starts[0]
+        if any(s != start or c is not prefix for s, c in starts):
+            return self._prefill_rows(contexts, starts, keep_cache)
         if start:
-            cache = map_cache(prefix, lambda t: t.expand(rows, -1, -1, -1))
+            # a stored continuation may hold more columns than the beginning this row shares with it
+            cache = map_cache(prefix, lambda t: t[:, :, : virtual + start, :].expand(rows, -1, -1, -1))
             ids, own_mask, own_positions = self._left_pad([ctx[start:] for ctx in contexts])
             mask = torch.cat([torch.ones((rows, virtual + start), dtype=torch.long), own_mask], dim=1)
             self.stats["prefix_tokens_reused"] = self.stats.get("prefix_tokens_reused", 0) + start * rows

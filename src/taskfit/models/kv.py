@@ -13,21 +13,12 @@ import bisect
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from taskfit.adapters.apply import map_cache
+from taskfit.adapters.apply import cache_of, map_cache
 
 
 def layers(cache) -> list[tuple]:
     """(keys, values) per layer, each rows x heads x columns x head size."""
     return [(layer.keys, layer.values) for layer in cache.layers]
-
-
-def from_layers(tensors: Sequence[tuple]):
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    for index, (keys, values) in enumerate(tensors):
-        cache.update(keys, values, index)
-    return cache
 
 
 def select_rows(cache, mask, rows):
@@ -38,7 +29,7 @@ def select_rows(cache, mask, rows):
 
 def join(parts: Sequence[tuple]):
     """One right-aligned batch from (cache, mask) parts: each part left-padded (masked zeros) to the widest, rows
-    stacked in order."""
+    stacked in order. Parts without a cache (``None``) join their masks only."""
     import torch
 
     width = max(mask.shape[1] for _, mask in parts)
@@ -46,10 +37,13 @@ def join(parts: Sequence[tuple]):
     for cache, mask in parts:
         grow = width - mask.shape[1]
         masks.append(torch.nn.functional.pad(mask, (grow, 0)))
-        per_part.append([(_pad_columns(k, grow), _pad_columns(v, grow)) for k, v in layers(cache)])
+        if cache is not None:
+            per_part.append([(_pad_columns(k, grow), _pad_columns(v, grow)) for k, v in layers(cache)])
+    if not per_part:
+        return None, torch.cat(masks)
     joined = [(torch.cat([part[i][0] for part in per_part]), torch.cat([part[i][1] for part in per_part]))
               for i in range(len(per_part[0]))]
-    return from_layers(joined), torch.cat(masks)
+    return cache_of(joined), torch.cat(masks)
 
 
 def _pad_columns(tensor, grow: int):
@@ -169,6 +163,26 @@ def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
         if any(seq[i] != token for seq in sequences):
             return i
     return n
+
+
+def length_buckets(lengths: Sequence[int], pass_tokens: int) -> list[list[int]]:
+    """Indices of ``lengths`` (rows' own token counts) split into groups that run as one left-padded pass each, the
+    split that minimises the padded positions run plus ``pass_tokens`` per pass (dynamic programming over the rows
+    sorted longest first; a group is a run of that order). Groups come longest first."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    n = len(order)
+    best = [0.0] + [float("inf")] * n  # best[j]: cost of the first j rows of the order
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        for i in range(j):  # the last group is order[i:j], as wide as its first (longest) row
+            cost = best[i] + (j - i) * lengths[order[i]] + pass_tokens
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    groups, j = [], n
+    while j:
+        groups.append(order[cut[j] : j])
+        j = cut[j]
+    return groups[::-1]
 
 
 def first_columns(cache, columns: int):
