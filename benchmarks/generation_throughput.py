@@ -10,8 +10,9 @@ Run it twice, once against the previous commit's code (a second worktree on PYTH
 then compare:
 
     PYTHONPATH=/tmp/prev/src python benchmarks/generation_throughput.py --label before --engines hf
-    python benchmarks/generation_throughput.py --label after
-    python benchmarks/generation_throughput.py --compare before after
+    python benchmarks/generation_throughput.py --label after --engines reference,hf
+    python benchmarks/generation_throughput.py --label llamacpp --engines llamacpp   # optional, its own rows
+    python benchmarks/generation_throughput.py --compare before after llamacpp
 
 Each label writes benchmarks/results/generation_throughput_<label>.json and its run folders under
 runs/bench-throughput/<label>; --compare writes benchmarks/results/generation_throughput.md (speed ratios, and whether
@@ -162,17 +163,20 @@ def _commit() -> str:
         return "?"
 
 
-def compare(before_label: str, after_label: str) -> None:
+def compare(before_label: str, after_label: str, *more_labels: str) -> None:
+    """The table of ``before`` against ``after``; ``more_labels`` (e.g. the llamacpp engines measured on their own)
+    add their rows under their own label."""
     from taskfit.report.table import markdown_table
 
     before = json.loads((RESULTS / f"generation_throughput_{before_label}.json").read_text())
     after = json.loads((RESULTS / f"generation_throughput_{after_label}.json").read_text())
+    more = [(label, json.loads((RESULTS / f"generation_throughput_{label}.json").read_text())) for label in more_labels]
     lines = [f"Embedded model (SmolLM2-135M-Instruct), {after['cores']} cores, one engine at a time in one process. "
              f"`{before_label}` = commit {before['commit']}, `{after_label}` = commit {after['commit']}.", "",
              f"## (a) Uniform requests: {UNIFORM_REQUESTS} prompts, {UNIFORM_TOKENS} greedy tokens each", ""]
     ref = next((u for u in after["uniform"] if u["engine"] == "transformers generate, batch 64"), None)
     rows = []
-    for label, record in ((before_label, before), (after_label, after)):
+    for label, record in [(before_label, before), (after_label, after), *more]:
         for u in record["uniform"]:
             share = f"{u['tokens_per_s'] / ref['tokens_per_s']:.2f}x" if ref else ""
             rows.append([label, u["engine"], u["generated_tokens"], u["prompt_tokens"], f"{u['seconds']:.1f}",
@@ -199,6 +203,12 @@ def compare(before_label: str, after_label: str) -> None:
                          row["generated_tokens"], f"{row['tokens_per_s']:.1f}", speedup, row["prompt_tokens"],
                          f"{acc['value']:.3f} [{acc['ci_low']:.3f}, {acc['ci_high']:.3f}]",
                          same if label == after_label else ""])
+    for label, record in more:
+        for w in record["workloads"]:
+            acc = w["accuracy"]
+            rows.append([label, w["engine"], w["workload"], w["rows"], f"{w['eval_s']:.1f}", w["generated_tokens"],
+                         f"{w['tokens_per_s']:.1f}", "", w["prompt_tokens"],
+                         f"{acc['value']:.3f} [{acc['ci_low']:.3f}, {acc['ci_high']:.3f}]", ""])
     lines += [markdown_table(["code", "engine", "workload", "rows", "eval s", "generated tokens", "tokens/s",
                               "speed-up", "prompt tokens run", "accuracy [95% CI]", "same samples as before"],
                              rows), ""]
@@ -217,8 +227,13 @@ def _same_samples(old_folder: str, new_folder: str) -> str:
         old, new = outputs(old_folder), outputs(new_folder)
     except OSError as exc:
         return f"cannot tell ({exc.__class__.__name__})"
+    if len(old) != len(new):
+        return f"no: {len(old)} rows before, {len(new)} after"
     differing = sum(a != b for a, b in zip(old, new))
-    return "yes" if differing == 0 and len(old) == len(new) else f"no: {differing} of {len(new)} rows differ"
+    if not differing:
+        return "yes"
+    predictions = sum(a.get("prediction") != b.get("prediction") for a, b in zip(old, new))
+    return f"no: outputs differ in {differing} of {len(new)} rows, predictions in {predictions}"
 
 
 def main() -> None:
@@ -226,10 +241,13 @@ def main() -> None:
     parser.add_argument("--label", default="after")
     parser.add_argument("--engines", default="reference,hf,llamacpp")
     parser.add_argument("--data-dir", default="../shared/data")
-    parser.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"))
+    parser.add_argument("--compare", nargs="+", metavar="LABEL",
+                        help="BEFORE AFTER [MORE...]: write the comparison table from recorded labels")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if args.compare:
+        if len(args.compare) < 2:
+            parser.error("--compare needs a BEFORE and an AFTER label")
         compare(*args.compare)
     else:
         measure(args.label, args.engines.split(","), args.data_dir)
