@@ -86,3 +86,28 @@ def test_every_run_records_its_cost_and_links_a_tuned_models_run_card(tmp_path, 
     assert cost["requests_cached"] == 0 and cost["rows_resumed"] == 0 and cost["peak_rss_mib"] > 0
     assert cost["training"] == {"run_card": str(adapter / "run_card.json"), "train_s": 12.5,
                                 "trainable_parameters": 4096, "labelled_examples": 64, "steps": 8}
+
+
+def test_fitting_renders_only_rows_that_could_come_near_the_window(tmp_path, tiny_model_dir):
+    """A demo pool of many short rows is not pushed through the chat template row by row (SST-2's 67k-row pool took
+    9 s); a row near the window still is, and is shortened."""
+    from taskfit.api import Example
+    from taskfit.prompting.fitting import fit_examples
+    from taskfit.prompting.prompts import task_prompt
+    from taskfit.tasks.task import load_task
+
+    (tmp_path / "cls.yaml").write_text(CLASSIFY_TASK)
+    task = load_task(str(tmp_path / "cls.yaml"))
+    backend = HFBackend(tiny_model_dir, threads=1)
+    backend.max_length = 4096  # counting only: a real model's window, not the tiny one's
+    rendered = []
+    render = backend.render
+    backend.render = lambda prompt: rendered.append(prompt) or render(prompt)
+    window = backend.context_window()
+    rows = [Example(i, {"text": f"short row {i}"}, "pos") for i in range(200)]
+    rows.append(Example(200, {"text": "x " * window}, "neg"))  # about a token a character pair: past the window
+    fitted = fit_examples(rows, task, "loglikelihood", backend, reserve=16)
+    assert fitted[:200] == rows[:200]
+    assert fitted[200].meta["truncated"]["field"] == "text"
+    assert backend.count_tokens(render(task_prompt(task, fitted[200], "loglikelihood"))) <= window - 16
+    assert len([p for p in rendered if "short row" in p.messages[-1].content]) == 1  # the first row, measured

@@ -238,7 +238,7 @@ class HFBackend(Backend):
                                    position_ids=virtual + start + own_positions)
         self.stats["input_tokens"] += int(own_mask.sum())
         self.stats["forward_passes"] += 1
-        return cache, mask, out.logits[:, -1, :].float()
+        return (cache if keep_cache else None), mask, out.logits[:, -1, :].float()
 
     def _continued(self, contexts: Sequence[Sequence[int]]) -> list[tuple[int, Any]] | None:
         """Each context's longest stored beginning — a finished generation it continues, or a stored prefix — as
@@ -278,7 +278,7 @@ class HFBackend(Backend):
         self.stats["prefix_tokens_reused"] = self.stats.get("prefix_tokens_reused", 0) + reused
         self.stats["input_tokens"] += int(own_mask.sum())
         self.stats["forward_passes"] += 1
-        return cache, mask, out.logits[:, -1, :].float()
+        return (cache if keep_cache else None), mask, out.logits[:, -1, :].float()
 
     def _run_prefix(self, ids: Sequence[int], start: int, end: int, base):
         """Run ``ids[start:end]`` on top of ``base`` (the stored cache of ``ids[:start]``, or nothing), store the

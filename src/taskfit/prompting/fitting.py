@@ -21,6 +21,7 @@ from taskfit.tasks.task import Task
 log = logging.getLogger(__name__)
 
 MARK = " …"
+TEMPLATE_SLACK = 256  # bytes of room kept beyond twice the first row's template text before a row is rendered
 
 
 def fit_examples(examples: Sequence[Example], task: Task, mode: str, backend, reserve: int) -> list[Example]:
@@ -30,9 +31,16 @@ def fit_examples(examples: Sequence[Example], task: Task, mode: str, backend, re
     if window is None:  # a server that does not say (or a backend that cannot count): it applies its own limit
         return list(examples)
     limit = max(window - reserve, window // 2)
+    template: list[int] = []  # bytes the chat template adds around one row's messages, measured on the first row
 
     def tokens(example: Example) -> int:
-        text = backend.render(task_prompt(task, example, mode))
+        prompt = task_prompt(task, example, mode)
+        own = sum(len(m.content.encode("utf-8")) for m in prompt.messages) + len(prompt.answer_prefix.encode("utf-8"))
+        if template and own + 2 * template[0] + TEMPLATE_SLACK <= limit:
+            return 0  # far inside the window: skip rendering (a 67k-row demo pool took 9 s through the template)
+        text = backend.render(prompt)
+        if not template:
+            template.append(max(0, len(text.encode("utf-8")) - own))
         if len(text.encode("utf-8")) <= limit:  # every token is at least one byte: no need to tokenize
             return 0
         return backend.count_tokens(text)
