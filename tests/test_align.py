@@ -104,6 +104,8 @@ def test_align_eval_compares_policies_on_the_same_prompts(tiny_model_dir, tmp_pa
     base, tuned = results["policies"]
     assert base["policy"] == "base" and base["prompts"] == 6
     assert base["win_rate_vs_start"] == 0.5 and base["kl_to_start"]["value"] == pytest.approx(0, abs=1e-6)
+    assert base["reward_delta_vs_start"]["value"] == pytest.approx(0, abs=1e-9)
+    assert tuned["reward_delta_vs_start"]["value"] == pytest.approx(tuned["reward"]["value"] - base["reward"]["value"])
     assert tuned["perplexity_chosen"] != base["perplexity_chosen"]  # the DPO LoRA changed the model
     answers = [json.loads(line) for line in (out / "answers_1.jsonl").read_text().splitlines()]
     assert len(answers) == 6 and all(a["policy"] == str(dpo) for a in answers)

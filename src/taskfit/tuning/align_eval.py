@@ -2,12 +2,12 @@
 held-out prompts with the same seeds.
 
 Each policy answers every prompt once (sampled with a seed per prompt shared by all policies, so answers pair up
-across policies). Per policy: the reward model's mean with its 95% CI and the win rate against the first policy
-(the start; ties half), the judge's mean (a second, independent reward such as the MiniLM one), distinct-1 and
-distinct-2 over an equal number of words per policy (the shortest policy's total, so a terse policy is not
-rewarded for saying little), mean length in words, the share of empty answers, perplexity on the held-out chosen
-answers, a KL estimate to the start policy (the mean over prompts of log π(y|x) − log π_start(y|x) on the
-policy's own answers), and seconds.
+across policies). Per policy: the reward model's mean with its 95% CI, the win rate against the first policy (the
+start; ties half) and the paired difference to it (mean and 95% CI over prompts), the judge's mean (a second,
+independent reward such as the MiniLM one), distinct-1 and distinct-2 over an equal number of words per policy (the
+shortest policy's total, so a terse policy is not rewarded for saying little), mean length in words, the share of
+empty answers, perplexity on the held-out chosen answers, a KL estimate to the start policy (the mean over prompts
+of log π(y|x) − log π_start(y|x) on the policy's own answers), and seconds.
 """
 
 from __future__ import annotations
@@ -96,6 +96,7 @@ def evaluate_policies(config: AlignConfig, policies: list[str], judge: str | Non
             mine, base = rows[summary["policy"]]["reward"], rows[first]["reward"]
             summary["win_rate_vs_start"] = sum(1.0 if a > b else 0.5 if a == b else 0.0
                                                for a, b in zip(mine, base)) / len(mine)
+            summary["reward_delta_vs_start"] = mean_with_ci([a - b for a, b in zip(mine, base)]).as_dict()
     output.mkdir(parents=True, exist_ok=True)
     for i, policy in enumerate(policies):
         (output / f"answers_{i}.jsonl").write_text("".join(
@@ -135,9 +136,10 @@ def _ci(value: dict[str, Any] | None) -> str:
 
 
 def to_markdown(results: dict[str, Any]) -> str:
-    headers = ["policy", "reward [95% CI]", "win vs start", "judge [95% CI]", "distinct-1", "distinct-2",
-               "mean words", "empty", "ppl (chosen)", "KL to start", "seconds"]
-    rows = [[p["policy"], _ci(p.get("reward")), f"{p['win_rate_vs_start']:.3f}" if "win_rate_vs_start" in p else "-",
+    headers = ["policy", "reward [95% CI]", "reward − start, paired [95% CI]", "win vs start", "judge [95% CI]",
+               "distinct-1", "distinct-2", "mean words", "empty", "ppl (chosen)", "KL to start", "seconds"]
+    rows = [[p["policy"], _ci(p.get("reward")), _ci(p.get("reward_delta_vs_start")),
+             f"{p['win_rate_vs_start']:.3f}" if "win_rate_vs_start" in p else "-",
              _ci(p.get("judge")), f"{p['distinct_1']:.3f}", f"{p['distinct_2']:.3f}", f"{p['mean_words']:.1f}",
              f"{p['empty_rate']:.1%}", f"{p['perplexity_chosen']:.2f}", _ci(p["kl_to_start"]), p["seconds"]]
             for p in results["policies"]]
