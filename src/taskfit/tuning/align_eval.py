@@ -141,7 +141,7 @@ def to_markdown(results: dict[str, Any]) -> str:
     rows = [[p["policy"], _ci(p.get("reward")), _ci(p.get("reward_delta_vs_start")),
              f"{p['win_rate_vs_start']:.3f}" if "win_rate_vs_start" in p else "-",
              _ci(p.get("judge")), f"{p['distinct_1']:.3f}", f"{p['distinct_2']:.3f}", f"{p['mean_words']:.1f}",
-             f"{p['empty_rate']:.1%}", f"{p['perplexity_chosen']:.2f}", _ci(p["kl_to_start"]), p["seconds"]]
+             f"{p['empty_rate']:.1%}", f"{p['perplexity_chosen']:.2f}", _ci(p["kl_to_start"]), f"{p['seconds']:.0f}"]
             for p in results["policies"]]
     return (f"{results['prompts']} held-out prompts, one sampled answer each (temperature {results['temperature']}, "
             f"{results['max_new_tokens']} new tokens, the same seed per prompt for every policy); distinct-n over "
