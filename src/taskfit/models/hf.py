@@ -229,16 +229,11 @@ class HFBackend(Backend):
             cache = map_cache(prefix, lambda t: t[:, :, : virtual + start, :].expand(rows, -1, -1, -1))
             ids, own_mask, own_positions = self._left_pad([ctx[start:] for ctx in contexts])
             mask = torch.cat([torch.ones((rows, virtual + start), dtype=torch.long), own_mask], dim=1)
-            self.stats["prefix_tokens_reused"] = self.stats.get("prefix_tokens_reused", 0) + start * rows
         else:
             cache = self._virtual_cache(rows)
             ids, own_mask, own_positions = self._left_pad(contexts)
             mask = self._after_virtual(own_mask)
-        out, cache = self._forward(cache, input_ids=ids, attention_mask=mask, use_cache=keep_cache, logits_to_keep=1,
-                                   position_ids=virtual + start + own_positions)
-        self.stats["input_tokens"] += int(own_mask.sum())
-        self.stats["forward_passes"] += 1
-        return (cache if keep_cache else None), mask, out.logits[:, -1, :].float()
+        return self._own_pass(cache, ids, mask, own_mask, virtual + start + own_positions, start * rows, keep_cache)
 
     def _continued(self, contexts: Sequence[Sequence[int]]) -> list[tuple[int, Any]] | None:
         """Each context's longest stored beginning — a finished generation it continues, or a stored prefix — as
@@ -272,9 +267,15 @@ class HFBackend(Backend):
         ids, own_mask, own_positions = self._left_pad([ctx[start:] for ctx, (start, _) in zip(contexts, starts)])
         mask = torch.cat([mask, own_mask], dim=1)
         begin = torch.tensor([[virtual + start] for start, _ in starts])
+        return self._own_pass(cache, ids, mask, own_mask, begin + own_positions, sum(start for start, _ in starts),
+                              keep_cache)
+
+    def _own_pass(self, cache, ids, mask, own_mask, positions, reused: int, keep_cache: bool):
+        """The forward pass of the rows' own tokens on ``cache`` (``reused`` tokens taken from it), counted in the
+        stats; returns the cache (``None`` unless ``keep_cache``: the model grows a cache it is given even without
+        ``use_cache``), the mask and each row's last-position logits (fp32)."""
         out, cache = self._forward(cache, input_ids=ids, attention_mask=mask, use_cache=keep_cache, logits_to_keep=1,
-                                   position_ids=begin + own_positions)
-        reused = sum(start for start, _ in starts)
+                                   position_ids=positions)
         self.stats["prefix_tokens_reused"] = self.stats.get("prefix_tokens_reused", 0) + reused
         self.stats["input_tokens"] += int(own_mask.sum())
         self.stats["forward_passes"] += 1

@@ -39,9 +39,10 @@ def fit_examples(examples: Sequence[Example], task: Task, mode: str, backend, re
         if template and own + 2 * template[0] + TEMPLATE_SLACK <= limit:
             return 0  # far inside the window: skip rendering (a 67k-row demo pool took 9 s through the template)
         text = backend.render(prompt)
+        size = len(text.encode("utf-8"))
         if not template:
-            template.append(max(0, len(text.encode("utf-8")) - own))
-        if len(text.encode("utf-8")) <= limit:  # every token is at least one byte: no need to tokenize
+            template.append(max(0, size - own))
+        if size <= limit:  # every token is at least one byte: no need to tokenize
             return 0
         return backend.count_tokens(text)
 
