@@ -46,7 +46,8 @@ for name, keep in (("train", lambda r: r["id"] % 10 != 0), ("dev", lambda r: r["
 EOF
       fi
       K="--task nlpcc_kbqa --data-dir $OUT/kbqa-data"
-      [ -f "$OUT/kbqa-sft/adapter_config.json" ] || timed $T tune $K --method lora --limit 1000 \
+      # KBQA_SFT_LIMIT rows of SFT (default 1000 ≈ 1 h here at ~30 s a step of 8; the recorded run used 400)
+      [ -f "$OUT/kbqa-sft/adapter_config.json" ] || timed $T tune $K --method lora --limit "${KBQA_SFT_LIMIT:-1000}" \
         --output "$OUT/kbqa-sft"
       [ -f "$OUT/kbqa-sft-eval/results.json" ] || timed $T eval $K --split dev --limit 200 --mode generate \
         --adapter "$OUT/kbqa-sft" --output "$OUT/kbqa-sft-eval"

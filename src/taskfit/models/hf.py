@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
-from taskfit.adapters.apply import cache_keyword, map_cache
+from taskfit.adapters.apply import cache_keyword, cache_of, map_cache
 from taskfit.api import (
     GenerateRequest,
     GenerateResult,
@@ -28,7 +28,7 @@ from taskfit.api import (
     render_plain,
 )
 from taskfit.errors import UserError
-from taskfit.models import kv
+from taskfit.models import cascade, kv
 from taskfit.models.base import Backend, StreamCutter, encode_pair, register_backend
 from taskfit.models.hf_decode import Decoder
 from taskfit.models.loading import load_causal_lm, resolve_device
@@ -102,6 +102,8 @@ class HFBackend(Backend):
         self.virtual_tokens = self.virtual.get_seq_length() if self.virtual is not None else 0
         self.quantize = quantize
         self.model.eval()
+        # a shared prefix is read once per batch, not copied into every row (CPU; checked on load)
+        self.cascade = cascade.enable(self.model)
         self.use_chat_template = bool(chat_template and self.tokenizer.chat_template)
         if chat_template and not self.tokenizer.chat_template:
             log.warning("%s has no chat template; prompts are rendered as plain text", self.display_name)
@@ -224,6 +226,13 @@ class HFBackend(Backend):
         start, prefix = starts[0]
         if any(s != start or c is not prefix for s, c in starts):
             return self._prefill_rows(contexts, starts, keep_cache)
+        if self.cascade and (start or virtual):
+            ids, own_mask, own_positions = self._left_pad([ctx[start:] for ctx in contexts])
+            shared = [(k[:, :, : virtual + start], v[:, :, : virtual + start])
+                      for k, v in kv.layers(prefix if start else self.virtual)]
+            mask = torch.cat([torch.ones((rows, virtual + start), dtype=torch.long), own_mask], dim=1)
+            return self._own_pass(None, ids, mask, own_mask, virtual + start + own_positions, start * rows, keep_cache,
+                                  shared)
         if start:
             # a stored continuation may hold more columns than the beginning this row shares with it
             cache = map_cache(prefix, lambda t: t[:, :, : virtual + start, :].expand(rows, -1, -1, -1))
@@ -270,12 +279,24 @@ class HFBackend(Backend):
         return self._own_pass(cache, ids, mask, own_mask, begin + own_positions, sum(start for start, _ in starts),
                               keep_cache)
 
-    def _own_pass(self, cache, ids, mask, own_mask, positions, reused: int, keep_cache: bool):
+    def _own_pass(self, cache, ids, mask, own_mask, positions, reused: int, keep_cache: bool, shared=None):
         """The forward pass of the rows' own tokens on ``cache`` (``reused`` tokens taken from it), counted in the
         stats; returns the cache (``None`` unless ``keep_cache``: the model grows a cache it is given even without
-        ``use_cache``), the mask and each row's last-position logits (fp32)."""
-        out, cache = self._forward(cache, input_ids=ids, attention_mask=mask, use_cache=keep_cache, logits_to_keep=1,
-                                   position_ids=positions)
+        ``use_cache``), the mask and each row's last-position logits (fp32).
+
+        ``shared``: per-layer (keys, values) of a prefix every row continues, read once for the batch by cascade
+        attention (:mod:`~taskfit.models.cascade`) instead of sitting in ``cache``; a kept cache gets it in front."""
+        if shared is None:
+            out, cache = self._forward(cache, input_ids=ids, attention_mask=mask, use_cache=keep_cache,
+                                       logits_to_keep=1, position_ids=positions)
+        else:
+            out, cache = self._forward(cache, input_ids=ids, attention_mask=own_mask, use_cache=keep_cache,
+                                       logits_to_keep=1, position_ids=positions, shared_prefix=shared)
+            if keep_cache:
+                rows = ids.shape[0]
+                cache = cache_of([(self.torch.cat([pk.expand(rows, -1, -1, -1), k], dim=2),
+                                   self.torch.cat([pv.expand(rows, -1, -1, -1), v], dim=2))
+                                  for (pk, pv), (k, v) in zip(shared, kv.layers(cache))])
         self.stats["prefix_tokens_reused"] = self.stats.get("prefix_tokens_reused", 0) + reused
         self.stats["input_tokens"] += int(own_mask.sum())
         self.stats["forward_passes"] += 1
