@@ -286,17 +286,14 @@ class HFBackend(Backend):
 
         ``shared``: per-layer (keys, values) of a prefix every row continues, read once for the batch by cascade
         attention (:mod:`~taskfit.models.cascade`) instead of sitting in ``cache``; a kept cache gets it in front."""
-        if shared is None:
-            out, cache = self._forward(cache, input_ids=ids, attention_mask=mask, use_cache=keep_cache,
-                                       logits_to_keep=1, position_ids=positions)
-        else:
-            out, cache = self._forward(cache, input_ids=ids, attention_mask=own_mask, use_cache=keep_cache,
-                                       logits_to_keep=1, position_ids=positions, shared_prefix=shared)
-            if keep_cache:
-                rows = ids.shape[0]
-                cache = cache_of([(self.torch.cat([pk.expand(rows, -1, -1, -1), k], dim=2),
-                                   self.torch.cat([pv.expand(rows, -1, -1, -1), v], dim=2))
-                                  for (pk, pv), (k, v) in zip(shared, kv.layers(cache))])
+        extra = {} if shared is None else {"shared_prefix": shared}
+        out, cache = self._forward(cache, input_ids=ids, attention_mask=mask if shared is None else own_mask,
+                                   use_cache=keep_cache, logits_to_keep=1, position_ids=positions, **extra)
+        if shared is not None and keep_cache:
+            rows = ids.shape[0]
+            cache = cache_of([(self.torch.cat([pk.expand(rows, -1, -1, -1), k], dim=2),
+                               self.torch.cat([pv.expand(rows, -1, -1, -1), v], dim=2))
+                              for (pk, pv), (k, v) in zip(shared, kv.layers(cache))])
         self.stats["prefix_tokens_reused"] = self.stats.get("prefix_tokens_reused", 0) + reused
         self.stats["input_tokens"] += int(own_mask.sum())
         self.stats["forward_passes"] += 1
