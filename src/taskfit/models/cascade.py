@@ -32,8 +32,8 @@ NAME = "taskfit_cascade"  # the attention implementation's name in transformers'
 def cascade_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
                       shared_prefix=None, **kwargs):
     """An attention function for transformers' ``AttentionInterface``: SDPA unless ``shared_prefix`` is given, else
-    the two-part attention of the module docstring. Shapes: query (rows, heads, T, d), key / value (rows, kv heads,
-    T, d) — this pass's own tokens only; returns (rows, T, heads, d)."""
+    the two-part attention of the module docstring (inference: no dropout). Shapes: query (rows, heads, T, d), key /
+    value (rows, kv heads, T, d) — this pass's own tokens only; returns (rows, T, heads, d)."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     if shared_prefix is None:
@@ -65,7 +65,7 @@ def cascade_attention(module, query, key, value, attention_mask, dropout: float 
     # the prefix part's weight exp(l_p - logaddexp(l_p, l_o)) is sigmoid(l_p - l_o). A query whose own columns are
     # all masked (a left pad) comes back as 0 with log-sum-exp 0: it only weighs in on its own pad position, which
     # no real token attends to
-    out = torch.lerp(out_o, out_p, torch.sigmoid(lse_p - lse_o)[..., None])
+    out = torch.lerp(out_o, out_p, torch.sigmoid(lse_p - lse_o)[..., None].to(out_o.dtype))
     return out.transpose(1, 2).contiguous(), None
 
 
