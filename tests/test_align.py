@@ -131,3 +131,25 @@ def test_task_metric_rewards_read_answers_as_the_task_does(shared_data):
                                                       ""]) == [1.0, 0.0, 0.0]
     with pytest.raises(UserError, match="metric:accuracy"):
         MetricReward("rouge_l", task, {})
+
+
+def test_answer_logprobs_equal_a_plain_forward_pass_per_row(tiny_model_dir):
+    """The left-padded, last-positions-only scoring of held-out answers gives each row's answer log-probability as
+    one unpadded forward pass over the whole row does."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from taskfit.prompting.preference_tokens import PairIds
+    from taskfit.tuning.align import answer_logps
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    pairs = [PairIds(chosen=list(range(5, 5 + n)), rejected=list(range(40, 40 + n + extra)), prompt_length=prompt)
+             for n, extra, prompt in ((6, 3, 2), (12, 0, 9), (4, 7, 1), (9, 1, 5))]
+    for which in ("chosen", "rejected"):
+        got = answer_logps(model, pairs, which, batch_size=3)
+        for value, pair in zip(got, pairs):
+            row = getattr(pair, which)
+            with torch.inference_mode():
+                logps = torch.log_softmax(model(input_ids=torch.tensor([row])).logits[0, :-1], -1)
+            expected = logps[torch.arange(len(row) - 1), torch.tensor(row[1:])][pair.prompt_length - 1:].sum()
+            assert value == pytest.approx(float(expected), abs=1e-4)

@@ -165,7 +165,11 @@ def _train(config: AlignConfig, model, tokenizer, rows: list[dict[str, Any]], ou
 
 
 def answer_logps(model, pairs: list[PairIds], which: str, batch_size: int = 8) -> list[float]:
-    """Sum of the log-probabilities of each pair's ``which`` answer ("chosen" / "rejected") after its prompt."""
+    """Sum of the log-probabilities of each pair's ``which`` answer ("chosen" / "rejected") after its prompt.
+
+    Rows are left-padded (positions counting real tokens), so every answer ends at the last column and the
+    vocabulary projection runs only for the last (longest answer + 1) positions (``logits_to_keep``): prompts are
+    most of each row, and the full-vocabulary logits of every position were most of the time and memory."""
     import torch
 
     values = []
@@ -176,12 +180,16 @@ def answer_logps(model, pairs: list[PairIds], which: str, batch_size: int = 8) -
             batch = pairs[start:start + batch_size]
             rows = [getattr(p, which) for p in batch]
             width = max(len(r) for r in rows)
-            ids = torch.tensor([r + [0] * (width - len(r)) for r in rows], device=device)
-            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
-            logps = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), -1)
-            picked = logps.gather(-1, ids[:, 1:, None]).squeeze(-1)
+            keep = max(len(r) - p.prompt_length for p, r in zip(batch, rows)) + 1
+            ids = torch.tensor([[0] * (width - len(r)) + r for r in rows], device=device)
+            mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                           logits_to_keep=keep).logits[:, :-1].float()
+            targets = ids[:, width - keep + 1:]
+            picked = logits.gather(-1, targets[..., None]).squeeze(-1) - logits.logsumexp(-1)
             for i, (p, r) in enumerate(zip(batch, rows)):
-                values.append(float(picked[i, p.prompt_length - 1:len(r) - 1].sum()))
+                values.append(float(picked[i, keep - 1 - (len(r) - p.prompt_length):].sum()))
     return values
 
 
