@@ -100,6 +100,7 @@ def _passes_check(model, torch) -> bool:
     """The last-position logits of two rows continuing a 5-token prefix through cascade attention equal those of the
     rows run in full (1e-3)."""
     from taskfit.adapters.apply import cache_keyword
+    from taskfit.models import kv
 
     keyword = cache_keyword(model)
     vocab = int(model.config.vocab_size)
@@ -109,7 +110,7 @@ def _passes_check(model, torch) -> bool:
         with torch.inference_mode():
             full = model(input_ids=torch.cat([prefix.expand(2, -1), own], dim=1), logits_to_keep=1).logits[:, -1]
             cache = getattr(model(input_ids=prefix, use_cache=True, logits_to_keep=1), keyword)
-            shared = [(layer.keys, layer.values) for layer in cache.layers]
+            shared = kv.layers(cache)
             split = model(input_ids=own, position_ids=torch.arange(5, 8)[None, :].expand(2, -1),
                           shared_prefix=shared, logits_to_keep=1).logits[:, -1]
     except Exception as exc:  # noqa: BLE001 - any failure means: keep SDPA

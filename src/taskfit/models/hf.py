@@ -226,23 +226,20 @@ class HFBackend(Backend):
         start, prefix = starts[0]
         if any(s != start or c is not prefix for s, c in starts):
             return self._prefill_rows(contexts, starts, keep_cache)
-        if self.cascade and (start or virtual):
-            ids, own_mask, own_positions = self._left_pad([ctx[start:] for ctx in contexts])
+        ids, own_mask, own_positions = self._left_pad([ctx[start:] for ctx in contexts])
+        mask = torch.cat([torch.ones((rows, virtual + start), dtype=torch.long), own_mask], dim=1)
+        shared = None
+        if self.cascade and (start or virtual):  # the prefix stays out of the cache, read once by cascade attention
+            cache = None
             shared = [(k[:, :, : virtual + start], v[:, :, : virtual + start])
                       for k, v in kv.layers(prefix if start else self.virtual)]
-            mask = torch.cat([torch.ones((rows, virtual + start), dtype=torch.long), own_mask], dim=1)
-            return self._own_pass(None, ids, mask, own_mask, virtual + start + own_positions, start * rows, keep_cache,
-                                  shared)
-        if start:
+        elif start:
             # a stored continuation may hold more columns than the beginning this row shares with it
             cache = map_cache(prefix, lambda t: t[:, :, : virtual + start, :].expand(rows, -1, -1, -1))
-            ids, own_mask, own_positions = self._left_pad([ctx[start:] for ctx in contexts])
-            mask = torch.cat([torch.ones((rows, virtual + start), dtype=torch.long), own_mask], dim=1)
         else:
             cache = self._virtual_cache(rows)
-            ids, own_mask, own_positions = self._left_pad(contexts)
-            mask = self._after_virtual(own_mask)
-        return self._own_pass(cache, ids, mask, own_mask, virtual + start + own_positions, start * rows, keep_cache)
+        return self._own_pass(cache, ids, mask, own_mask, virtual + start + own_positions, start * rows, keep_cache,
+                              shared)
 
     def _continued(self, contexts: Sequence[Sequence[int]]) -> list[tuple[int, Any]] | None:
         """Each context's longest stored beginning — a finished generation it continues, or a stored prefix — as
@@ -355,12 +352,6 @@ class HFBackend(Backend):
         if self.virtual is None:
             return None
         return map_cache(self.virtual, lambda t: t.expand(rows, -1, -1, -1))
-
-    def _after_virtual(self, mask):
-        """The attention mask with the virtual tokens (always attended) in front."""
-        if not self.virtual_tokens:
-            return mask
-        return self.torch.cat([self.torch.ones((mask.shape[0], self.virtual_tokens), dtype=mask.dtype), mask], dim=1)
 
     # ------------------------------------------------------------------ generation
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
