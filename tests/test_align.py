@@ -11,6 +11,7 @@ import pytest
 from taskfit.api import Message
 from taskfit.cli import main
 from taskfit.data.preferences import PreferencePair, RatedRow, pair_row, rated_row
+from taskfit.tuning.align import kto_order
 
 
 def prefs(n: int) -> list[PreferencePair]:
@@ -48,7 +49,8 @@ def test_feedback_style_rows_run_one_kto_step(tiny_model_dir, tmp_path):
 def raft_args(tiny_model_dir, data, out, reward):
     return ["align", "--method", "raft", "--model", f"hf:{tiny_model_dir}", "--data", str(data), "--reward", reward,
             "--iterations", "2", "--samples", "2", "--prompts", "4", "--max-new-tokens", "6", "--eval-prompts", "3",
-            "--batch-size", "2", "--dev-share", "0.3", "--lr", "1e-3", "--output", str(out), "--no-progress"]
+            "--eval-samples", "2", "--epochs", "2", "--batch-size", "2", "--dev-share", "0.3", "--lr", "1e-3",
+            "--output", str(out), "--no-progress"]
 
 
 def test_raft_is_reproducible_and_resumes_to_the_same_result(tiny_model_dir, tmp_path):
@@ -57,6 +59,15 @@ def test_raft_is_reproducible_and_resumes_to_the_same_result(tiny_model_dir, tmp
     assert main(raft_args(tiny_model_dir, data, a, "length:longer")) == 0
     card = json.loads((a / "run_card.json").read_text())
     assert len(card["iterations"]) == 2 and card["data"]["heldout_prompts"] == 3
+    for it in card["iterations"]:  # --epochs 2: two passes over the kept answers, batches of 2
+        assert it["steps"] == 2 * -(-it["selected"] // 2)
+    held = [json.loads(line) for line in (a / "iter_2" / "heldout.jsonl").read_text().splitlines()]
+    assert len(held) == 6 and [h["sample"] for h in held] == [0, 1] * 3  # --eval-samples 2 per held-out prompt
+    means = {}
+    for h in held:
+        means.setdefault(h["prompt"], []).append(h["reward"])
+    assert card["iterations"][-1]["heldout"]["mean_reward"]["value"] == pytest.approx(
+        sum(sum(v) / 2 for v in means.values()) / 3)
     first = [json.loads(line) for line in (a / "iter_1" / "candidates.jsonl").read_text().splitlines()]
     assert len(first) == 8 and sum(c["kept"] for c in first) <= 4
     for c in first:  # the kept answer of a prompt is its best usable one
@@ -98,8 +109,8 @@ def test_align_eval_compares_policies_on_the_same_prompts(tiny_model_dir, tmp_pa
                  "--no-progress"]) == 0
     out = tmp_path / "eval"
     assert main(["align", "eval", "--model", f"hf:{tiny_model_dir}", "--data", str(data), "--policies",
-                 f"base,{dpo}", "--reward", "length:longer", "--eval-prompts", "6", "--max-new-tokens", "8",
-                 "--output", str(out)]) == 0
+                 f"base,{dpo}", "--reward", "length:longer", "--eval-prompts", "6", "--eval-samples", "2",
+                 "--max-new-tokens", "8", "--output", str(out)]) == 0
     results = json.loads((out / "align_eval.json").read_text())
     base, tuned = results["policies"]
     assert base["policy"] == "base" and base["prompts"] == 6
@@ -108,7 +119,14 @@ def test_align_eval_compares_policies_on_the_same_prompts(tiny_model_dir, tmp_pa
     assert tuned["reward_delta_vs_start"]["value"] == pytest.approx(tuned["reward"]["value"] - base["reward"]["value"])
     assert tuned["perplexity_chosen"] != base["perplexity_chosen"]  # the DPO LoRA changed the model
     answers = [json.loads(line) for line in (out / "answers_1.jsonl").read_text().splitlines()]
-    assert len(answers) == 6 and all(a["policy"] == str(dpo) for a in answers)
+    assert len(answers) == 12 and all(a["policy"] == str(dpo) for a in answers)
+    assert results["samples_per_prompt"] == 2 and len({a["answer"] for a in answers}) > 6  # two draws per prompt
+    from taskfit.tuning.rewards import load_reward
+
+    scores = load_reward("length:longer").score([((Message("user", a["prompt"])),) for a in answers],
+                                                [a["answer"] for a in answers])
+    per_prompt = [(scores[i] + scores[i + 1]) / 2 for i in range(0, 12, 2)]  # a prompt's reward: its answers' mean
+    assert tuned["reward"]["value"] == pytest.approx(sum(per_prompt) / 6)
     assert "| policy" in (out / "align_eval.md").read_text()
 
 
@@ -153,3 +171,18 @@ def test_answer_logprobs_equal_a_plain_forward_pass_per_row(tiny_model_dir):
                 logps = torch.log_softmax(model(input_ids=torch.tensor([row])).logits[0, :-1], -1)
             expected = logps[torch.arange(len(row) - 1), torch.tensor(row[1:])][pair.prompt_length - 1:].sum()
             assert value == pytest.approx(float(expected), abs=1e-4)
+
+
+def test_kto_rows_are_shuffled_into_batches_of_distinct_prompts():
+    # pairs split into rated rows arrive chosen, rejected, chosen, rejected, ...: read in that order (TRL's KTO reads
+    # sequentially) the rotated KL completion of every rejected row would be its own prompt's chosen answer
+    rows = [{"prompt_ids": [p, 1], "completion_ids": [p, side], "label": side == 7}
+            for p in range(12) for side in (7, 8)]
+    ordered = kto_order(rows, 4, seed=3)
+    assert sorted(map(str, ordered)) == sorted(map(str, rows))
+    assert ordered != rows and ordered == kto_order(rows, 4, seed=3) and ordered != kto_order(rows, 4, seed=4)
+    batches = [ordered[i:i + 4] for i in range(0, len(ordered), 4)]
+    assert all(len({tuple(r["prompt_ids"]) for r in b}) == len(b) for b in batches)
+    # one prompt only: duplicates are unavoidable and nothing is lost
+    same = [{"prompt_ids": [5], "completion_ids": [i], "label": True} for i in range(6)]
+    assert sorted(r["completion_ids"][0] for r in kto_order(same, 4, seed=1)) == list(range(6))

@@ -395,6 +395,8 @@ class RaftSection(StrictModel):
     selection: Literal["best", "global"] = Field("best", description="raft: the best answer per prompt, or the best "
                                                                      "b of all (the paper's Algorithm 1)")
     eval_prompts: int = Field(64, gt=0, description="raft: held-out prompts answered after every iteration")
+    eval_samples: int = Field(1, gt=0, description="raft and align eval: sampled answers per held-out prompt (a "
+                                                   "prompt's reward is their mean; more samples narrow the CI)")
 
 
 class AlignConfig(BookkeepingSection, LoraSection, OptimSection, RaftSection, PreferenceDataSection,

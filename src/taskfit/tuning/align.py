@@ -69,6 +69,7 @@ def train_align(config: AlignConfig) -> dict[str, Any]:
                  + [r for r in data.rated if r.prompt not in dev_prompts])
         rows = [{"prompt_ids": r.ids[:r.prompt_length], "completion_ids": r.ids[r.prompt_length:], "label": r.label}
                 for r in renderer.rated(rated)]
+        rows = kto_order(rows, config.batch_size, config.seed)
     if len(rows) < 2:
         raise UserError(f"only {len(rows)} training rows after the dev split and cutting; give more data")
     out.mkdir(parents=True, exist_ok=True)
@@ -110,6 +111,38 @@ def train_align(config: AlignConfig) -> dict[str, Any]:
         card["dev"] = dev
     write_run_card(out, card, _markdown(card))
     return card
+
+
+def kto_order(rows: list[dict[str, Any]], batch_size: int, seed: int) -> list[dict[str, Any]]:
+    """The order KTO reads its rows in: seeded shuffle, then batches of distinct prompts where the data allows.
+
+    TRL's KTO reads rows sequentially (``train_sampling_strategy='sequential'``, which it requires) and estimates the
+    KL baseline of a batch from its completions rotated by one row: (x_i, y_{i-1}). Rows in file order would train
+    on the file's first rows only, and a pair split into two rated rows puts its chosen and rejected answers side by
+    side, so the "mismatched" KL completion would be the same prompt's other answer. Each batch is filled from the
+    shuffled rows with the first row whose prompt it does not hold yet; a duplicate prompt goes in only when no
+    other row is left."""
+    import random
+
+    pool = list(rows)
+    random.Random(seed).shuffle(pool)
+    ordered: list[dict[str, Any]] = []
+    while pool:
+        batch: list[dict[str, Any]] = []
+        seen: set[tuple[int, ...]] = set()
+        i = 0
+        while len(batch) < batch_size and pool:
+            if i >= len(pool):  # only rows of prompts already in the batch are left
+                i = 0
+                seen.clear()
+            key = tuple(pool[i]["prompt_ids"])
+            if key in seen:
+                i += 1
+                continue
+            batch.append(pool.pop(i))
+            seen.add(key)
+        ordered += batch
+    return ordered
 
 
 def _pretokenized(trainer_class):

@@ -1,9 +1,11 @@
 """``taskfit align eval``: one table over aligned policies (base, SFT, RAFT iterations, DPO, KTO) on the same
 held-out prompts with the same seeds.
 
-Each policy answers every prompt once (sampled with a seed per prompt shared by all policies, so answers pair up
-across policies). Per policy: the reward model's mean with its 95% CI, the win rate against the first policy (the
-start; ties half) and the paired difference to it (mean and 95% CI over prompts), the judge's mean (a second,
+Each policy answers every prompt ``eval_samples`` times (sampled with seeds per prompt and sample shared by all
+policies, so answers pair up across policies); a prompt's reward is the mean over its answers, which narrows the
+CIs without more prompts. Per policy: the reward model's mean over prompts with its 95% CI, the win rate against the
+first policy (the start; ties half) and the paired difference to it (mean and 95% CI over prompts), the judge's mean
+(a second,
 independent reward such as the MiniLM one), distinct-1 and distinct-2 over an equal number of words per policy (the
 shortest policy's total, so a terse policy is not rewarded for saying little), mean length in words, the share of
 empty answers, perplexity on the held-out chosen answers, a KL estimate to the start policy (the mean over prompts
@@ -51,16 +53,18 @@ def evaluate_policies(config: AlignConfig, policies: list[str], judge: str | Non
     prompts = list(dict.fromkeys(p.prompt for p in pairs))
     chosen_of = {p.prompt: p.chosen for p in pairs}
     picked = [prompts[i] for i in sample_indices(len(prompts), min(config.eval_prompts, len(prompts)), config.seed)]
+    k = config.eval_samples
+    asked = [p for p in picked for _ in range(k)]  # every answer's prompt, k in a row
     _, location = resolve_model(config.model)
     rows = {}
     for policy in policies:
         started = time.perf_counter()
         backend = _backend(config, location, policy)
         requests = [GenerateRequest(Prompt(p), max_tokens=config.max_new_tokens, temperature=config.temperature,
-                                    top_p=config.top_p, seed=sample_seed(config.seed, 0, str(i), 0))
-                    for i, p in enumerate(picked)]
+                                    top_p=config.top_p, seed=sample_seed(config.seed, 0, str(i), j))
+                    for i, p in enumerate(picked) for j in range(k)]
         texts = [r.text for r in backend.generate(requests)]
-        own = _logprobs(backend, picked, texts)
+        own = _logprobs(backend, asked, texts)
         chosen = backend.loglikelihood([LoglikelihoodRequest(Prompt(p), chosen_of[p]) for p in picked])
         nll = -sum(r.logprob for r in chosen) / max(1, sum(r.n_tokens for r in chosen))
         rows[policy] = {"texts": texts, "own": own, "perplexity_chosen": math.exp(nll),
@@ -68,7 +72,7 @@ def evaluate_policies(config: AlignConfig, policies: list[str], judge: str | Non
         del backend
     start = _backend(config, location, policies[0])
     for policy, row in rows.items():
-        reference = _logprobs(start, picked, row["texts"])
+        reference = _logprobs(start, asked, row["texts"])
         row["kl"] = mean_with_ci([a - b for a, b in zip(row["own"], reference) if a is not None and b is not None])
     del start
     reward = load_reward(config.reward) if config.reward else None
@@ -86,10 +90,10 @@ def evaluate_policies(config: AlignConfig, policies: list[str], judge: str | Non
                    "perplexity_chosen": row["perplexity_chosen"], "kl_to_start": row["kl"].as_dict(),
                    "seconds": round(row["seconds"], 1)}
         if reward is not None:
-            row["reward"] = reward.score(picked, texts)
+            row["reward"] = _per_prompt(reward.score(asked, texts), k)
             summary["reward"] = mean_with_ci(row["reward"]).as_dict()
         if judge_fn is not None:
-            summary["judge"] = mean_with_ci(judge_fn.score(picked, texts)).as_dict()
+            summary["judge"] = mean_with_ci(_per_prompt(judge_fn.score(asked, texts), k)).as_dict()
         table.append(summary)
     if reward is not None:
         for summary in table:
@@ -101,12 +105,18 @@ def evaluate_policies(config: AlignConfig, policies: list[str], judge: str | Non
     for i, policy in enumerate(policies):
         (output / f"answers_{i}.jsonl").write_text("".join(
             json.dumps({"policy": policy, "prompt": p[-1].content, "answer": t}, ensure_ascii=False) + "\n"
-            for p, t in zip(picked, rows[policy]["texts"])), encoding="utf-8")
-    results = {"policies": table, "prompts": len(picked), "seed": config.seed, "reward": config.reward, "judge": judge,
+            for p, t in zip(asked, rows[policy]["texts"])), encoding="utf-8")
+    results = {"policies": table, "prompts": len(picked), "samples_per_prompt": k, "seed": config.seed,
+               "reward": config.reward, "judge": judge,
                "max_new_tokens": config.max_new_tokens, "temperature": config.temperature, "words_budget": budget}
     write_json(output / "align_eval.json", results)
     (output / "align_eval.md").write_text(to_markdown(results) + "\n", encoding="utf-8")
     return results
+
+
+def _per_prompt(values: list[float], k: int) -> list[float]:
+    """The mean of each prompt's k consecutive values."""
+    return [sum(values[i:i + k]) / k for i in range(0, len(values), k)]
 
 
 def _logprobs(backend: HFBackend, prompts: list[tuple], texts: list[str]) -> list[float | None]:
@@ -143,6 +153,8 @@ def to_markdown(results: dict[str, Any]) -> str:
              _ci(p.get("judge")), f"{p['distinct_1']:.3f}", f"{p['distinct_2']:.3f}", f"{p['mean_words']:.1f}",
              f"{p['empty_rate']:.1%}", f"{p['perplexity_chosen']:.2f}", _ci(p["kl_to_start"]), f"{p['seconds']:.0f}"]
             for p in results["policies"]]
-    return (f"{results['prompts']} held-out prompts, one sampled answer each (temperature {results['temperature']}, "
-            f"{results['max_new_tokens']} new tokens, the same seed per prompt for every policy); distinct-n over "
+    k = results.get("samples_per_prompt", 1)
+    each = "one sampled answer each" if k == 1 else f"{k} sampled answers each (a prompt's reward is their mean)"
+    return (f"{results['prompts']} held-out prompts, {each} (temperature {results['temperature']}, "
+            f"{results['max_new_tokens']} new tokens, the same seeds for every policy); distinct-n over "
             f"{results['words_budget']} words per policy.\n\n" + markdown_table(headers, rows))

@@ -127,6 +127,15 @@ def degenerate(text: str) -> str | None:
     return None
 
 
+def prompt_means(records: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Each prompt's mean reward over its scored answers (NaN rewards left out; a prompt with none is left out)."""
+    values: dict[str, list[float]] = {}
+    for r in records:
+        if not math.isnan(r["reward"]):
+            values.setdefault(r["prompt"], []).append(r["reward"])
+    return {k: sum(v) / len(v) for k, v in values.items()}
+
+
 def distinct_n(texts: Sequence[str], n: int) -> float:
     """Distinct n-grams over all n-grams of the answers (Li et al. 2016), on whitespace words."""
     grams = [tuple(words[i:i + n]) for t in texts for words in [t.split()] for i in range(len(words) - n + 1)]
@@ -240,8 +249,8 @@ def _counts(candidates: list[dict[str, Any]]) -> dict[str, int]:
 
 def _finetune(config: AlignConfig, location: str, policy: str | None, selected: list[dict[str, Any]],
               prompts: dict[str, RaftPrompt], folder: Path, t: int) -> dict[str, Any]:
-    """One epoch of answer-only SFT on the selected answers, continuing the policy's adapter (a new LoRA at t=1
-    without a start adapter)."""
+    """``config.epochs`` passes of answer-only SFT over the selected answers, continuing the policy's adapter (a new
+    LoRA at t=1 without a start adapter)."""
     import torch
     from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 
@@ -259,7 +268,7 @@ def _finetune(config: AlignConfig, location: str, policy: str | None, selected: 
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     method = Method(model, model.peft_config["default"], None, trainable, total)
-    tune = TuneConfig(method="lora", model=config.model, epochs=1, batch_size=config.batch_size,
+    tune = TuneConfig(method="lora", model=config.model, epochs=config.epochs, batch_size=config.batch_size,
                       gradient_accumulation=config.gradient_accumulation, lr=config.learning_rate(),
                       weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio, max_length=config.max_length,
                       seed=config.seed + t, save_steps=10**9, logging_steps=1, report_to=config.report_to,
@@ -278,18 +287,22 @@ def _finetune(config: AlignConfig, location: str, policy: str | None, selected: 
 
 def _heldout(config: AlignConfig, location: str, policy: str | None, held: list[RaftPrompt], reward,
              folder: Path) -> dict[str, Any]:
-    """The policy's answers to the held-out prompts (the same seeds at every iteration) and their rewards."""
+    """The policy's ``eval_samples`` answers to each held-out prompt (the same seeds at every iteration) and their
+    rewards; the mean reward and its CI are over prompts, each prompt's reward the mean of its answers'."""
     backend = HFBackend(location, adapter=policy, batch_size=config.batch_size * 2, threads=config.threads,
                         progress=config.progress)
+    owners = [p for p in held for _ in range(config.eval_samples)]
     requests = [GenerateRequest(p.prompt, max_tokens=config.max_new_tokens, temperature=config.temperature,
-                                top_p=config.top_p, seed=sample_seed(config.seed, 0, p.key, 0)) for p in held]
+                                top_p=config.top_p, seed=sample_seed(config.seed, 0, p.key, k))
+                for p in held for k in range(config.eval_samples)]
     texts = [r.text for r in backend.generate(requests)]
-    rewards = reward.score([p.prompt.messages for p in held], texts)
+    rewards = reward.score([p.prompt.messages for p in owners], texts)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "heldout.jsonl").write_text("".join(
-        json.dumps({"prompt": p.key, "text": t, "reward": r}, ensure_ascii=False) + "\n"
-        for p, t, r in zip(held, texts, rewards)), encoding="utf-8")
-    return {"mean_reward": mean_with_ci([r for r in rewards if not math.isnan(r)]).as_dict(),
+    records = [{"prompt": p.key, "sample": i % config.eval_samples, "text": t, "reward": r}
+               for i, (p, t, r) in enumerate(zip(owners, texts, rewards))]
+    (folder / "heldout.jsonl").write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return {"mean_reward": mean_with_ci(list(prompt_means(records).values())).as_dict(),
             "distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2),
             "empty_rate": sum(not t.strip() for t in texts) / len(texts),
             "mean_words": sum(len(t.split()) for t in texts) / len(texts)}
@@ -297,10 +310,12 @@ def _heldout(config: AlignConfig, location: str, policy: str | None, held: list[
 
 def _card(config: AlignConfig, state: dict[str, Any], name: str, location: str, out: Path, held: list[RaftPrompt],
           seconds: float) -> dict[str, Any]:
-    start = [json.loads(line)["reward"] for line in (out / "iter_0" / "heldout.jsonl").read_text().splitlines()]
-    last = out / f"iter_{len(state['iterations'])}" / "heldout.jsonl"
-    end = [json.loads(line)["reward"] for line in last.read_text().splitlines()] if state["iterations"] else start
-    diffs = [e - s for s, e in zip(start, end) if not (math.isnan(s) or math.isnan(e))]
+    def read(folder: Path) -> dict[str, float]:
+        return prompt_means([json.loads(line) for line in (folder / "heldout.jsonl").read_text().splitlines()])
+
+    start = read(out / "iter_0")
+    end = read(out / f"iter_{len(state['iterations'])}")
+    diffs = [end[k] - v for k, v in start.items() if k in end]
     history = [h for it in state["iterations"] for h in it.get("loss_history", [])]
     if history:
         plot_loss([{"step": i + 1, "loss": h["loss"]} for i, h in enumerate(history)], out / "loss.png",
