@@ -22,16 +22,22 @@ for step in $STEPS; do
     rm-minilm)
       [ -f "$OUT/rm-minilm/reward.json" ] || timed $T reward train --method minilm --data $HH --output "$OUT/rm-minilm" ;;
     raft-hh)
+      # 3 passes over each iteration's 64 kept answers (24 steps of 8; 1 pass = 8 steps barely moved the policy)
       timed $T align --method raft --reward "$OUT/rm-minilm" --data $HH --iterations 3 --prompts 64 --samples 4 \
-        --max-new-tokens 48 --eval-prompts 64 --max-length 384 --output "$OUT/raft-hh" --resume ;;
+        --max-new-tokens 48 --epochs 3 --eval-prompts 64 --eval-samples 4 --max-length 384 --output "$OUT/raft-hh" \
+        --resume ;;
     dpo | kto)
-      # 20 steps of 4 pairs at 192 tokens: DPO at batch 8 / 256 tokens ran ~40 s a step on this machine
-      [ -f "$OUT/$step/run_card.json" ] || timed $T align --method "$step" --data $HH --max-steps 20 --batch-size 4 \
+      # DPO: 20 steps of 4 pairs at 192 tokens (at batch 8 / 256 tokens it ran ~40 s a step on this machine); KTO: 40
+      # steps of 4 rated rows — the same 160 answers, since a pair is two rated rows
+      steps=20; [ "$step" = kto ] && steps=40
+      [ -f "$OUT/$step/run_card.json" ] || timed $T align --method "$step" --data $HH --max-steps $steps --batch-size 4 \
         --lr 5e-4 --max-length 192 --output "$OUT/$step" ;;
     align-eval)
-      timed $T align eval --policies "base,$OUT/raft-hh/iter_3/adapter,$OUT/dpo,$OUT/kto" --reward "$OUT/rm-minilm" \
-        --data "$OUT/rm-minilm/dev.jsonl" --eval-prompts 200 --max-new-tokens 48 --max-length 384 \
-        --output "$OUT/align-eval" ;;
+      # the policies of this OUT that exist (base first); 4 sampled answers per prompt, a prompt's reward their mean
+      P=base
+      for q in raft-hh/iter_3/adapter dpo kto; do [ -f "$OUT/$q/adapter_config.json" ] && P="$P,$OUT/$q"; done
+      timed $T align eval --policies "$P" --reward "$OUT/rm-minilm" --data "$OUT/rm-minilm/dev.jsonl" \
+        --eval-prompts 200 --eval-samples 4 --max-new-tokens 48 --max-length 384 --output "$OUT/align-eval" ;;
     kbqa)
       D="$OUT/kbqa-data/nlpcc2016_kbqa"
       if [ ! -f "$D/dev.jsonl" ]; then
@@ -51,8 +57,10 @@ EOF
         --output "$OUT/kbqa-sft"
       [ -f "$OUT/kbqa-sft-eval/results.json" ] || timed $T eval $K --split dev --limit 200 --mode generate \
         --adapter "$OUT/kbqa-sft" --output "$OUT/kbqa-sft-eval"
-      timed $T align --method raft $K --reward metric:rouge_l --adapter "$OUT/kbqa-sft" --iterations 3 \
-        --prompts 64 --samples 4 --max-new-tokens 32 --eval-prompts 64 --output "$OUT/raft-kbqa" --resume
+      # learn only from right answers (ROUGE-L 1.0 = the gold entity), sampled at temperature 0.7
+      timed $T align --method raft $K --reward metric:rouge_l --min-reward 1.0 --temperature 0.7 \
+        --adapter "$OUT/kbqa-sft" --iterations 3 --prompts 64 --samples 4 --max-new-tokens 32 --eval-prompts 64 \
+        --output "$OUT/raft-kbqa" --resume
       [ -f "$OUT/raft-kbqa-eval/results.json" ] || timed $T eval $K --split dev --limit 200 --mode generate \
         --adapter "$OUT/raft-kbqa/iter_3/adapter" --output "$OUT/raft-kbqa-eval"
       $T compare-results "$OUT/kbqa-sft-eval" "$OUT/raft-kbqa-eval" | tee "$OUT/kbqa-compare.txt" ;;

@@ -74,6 +74,16 @@ def test_raft_is_reproducible_and_resumes_to_the_same_result(tiny_model_dir, tmp
         rivals = [d for d in first if d["prompt"] == c["prompt"] and d["discarded"] is None]
         if c["kept"]:
             assert c["reward"] == max(d["reward"] for d in rivals)
+    # --min-reward: the same first iteration learns only from answers that reach it
+    cut = sorted(c["reward"] for c in first)[len(first) // 2]
+    strict = raft_args(tiny_model_dir, data, tmp_path / "c", "length:longer") + ["--min-reward", str(cut)]
+    strict[strict.index("--iterations") + 1] = "1"
+    assert main(strict) == 0
+    again = [json.loads(line) for line in (tmp_path / "c" / "iter_1" / "candidates.jsonl").read_text().splitlines()]
+    assert [c["text"] for c in again] == [c["text"] for c in first]
+    assert all((c["discarded"] == "below min_reward") == (c["reward"] < cut)
+               for c in again if c["discarded"] in (None, "below min_reward"))
+    assert any(c["kept"] for c in again) and all(c["reward"] >= cut for c in again if c["kept"])
     # the same run again, stopped after one iteration and resumed, gives the same selections and adapter
     one = raft_args(tiny_model_dir, data, b, "length:longer")
     one[one.index("--iterations") + 1] = "1"

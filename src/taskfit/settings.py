@@ -394,6 +394,8 @@ class RaftSection(StrictModel):
     top_p: float = Field(1.0, gt=0, le=1, description="raft: nucleus sampling")
     selection: Literal["best", "global"] = Field("best", description="raft: the best answer per prompt, or the best "
                                                                      "b of all (the paper's Algorithm 1)")
+    min_reward: float | None = Field(None, description="raft: learn only from answers whose reward reaches this "
+                                                       "(metric rewards: 1.0 keeps only right answers)")
     eval_prompts: int = Field(64, gt=0, description="raft: held-out prompts answered after every iteration")
     eval_samples: int = Field(1, gt=0, description="raft and align eval: sampled answers per held-out prompt (a "
                                                    "prompt's reward is their mean; more samples narrow the CI)")

@@ -9,7 +9,8 @@ first policy (the start; ties half) and the paired difference to it (mean and 95
 independent reward such as the MiniLM one), distinct-1 and distinct-2 over an equal number of words per policy (the
 shortest policy's total, so a terse policy is not rewarded for saying little), mean length in words, the share of
 empty answers, perplexity on the held-out chosen answers, a KL estimate to the start policy (the mean over prompts
-of log π(y|x) − log π_start(y|x) on the policy's own answers), and seconds.
+of log π(y|x) − log π_start(y|x) on the policy's own first answer to each, so that more samples do not multiply the
+scoring passes), and seconds.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def evaluate_policies(config: AlignConfig, policies: list[str], judge: str | Non
                                     top_p=config.top_p, seed=sample_seed(config.seed, 0, str(i), j))
                     for i, p in enumerate(picked) for j in range(k)]
         texts = [r.text for r in backend.generate(requests)]
-        own = _logprobs(backend, asked, texts)
+        own = _logprobs(backend, picked, texts[::k])  # the KL estimate reads each prompt's first answer
         chosen = backend.loglikelihood([LoglikelihoodRequest(Prompt(p), chosen_of[p]) for p in picked])
         nll = -sum(r.logprob for r in chosen) / max(1, sum(r.n_tokens for r in chosen))
         rows[policy] = {"texts": texts, "own": own, "perplexity_chosen": math.exp(nll),
@@ -72,7 +73,7 @@ def evaluate_policies(config: AlignConfig, policies: list[str], judge: str | Non
         del backend
     start = _backend(config, location, policies[0])
     for policy, row in rows.items():
-        reference = _logprobs(start, asked, row["texts"])
+        reference = _logprobs(start, picked, row["texts"][::k])
         row["kl"] = mean_with_ci([a - b for a, b in zip(row["own"], reference) if a is not None and b is not None])
     del start
     reward = load_reward(config.reward) if config.reward else None

@@ -4,8 +4,11 @@ Per iteration t: take ``prompts`` (b) training prompts (a seeded draw per iterat
 answers each from the current policy (the hf backend with the policy's adapter; each answer seeded by (seed, t,
 prompt, k), so a sample's text does not depend on the batch), score them, discard empty and degenerate answers,
 keep the best answer per prompt (``selection: best``) or the best b overall (``global``, the paper's Algorithm 1),
-and fine-tune the same LoRA adapter on them with ``tune``'s answer-only loss (one epoch). Then the new policy answers
-the held-out prompts (the same seeds every iteration, so rewards pair up across iterations).
+and fine-tune the same LoRA adapter on them with ``tune``'s answer-only loss (``epochs`` passes). With a verifiable
+reward, ``min_reward`` keeps only answers that reach it (1.0: only right answers, rejection-sampling fine-tuning as in
+STaR, Zelikman et al. 2022), so a prompt none of whose samples is right teaches nothing rather than a wrong answer.
+Then the new policy answers the held-out prompts (the same seeds every iteration, so rewards pair up across
+iterations).
 
 The reward is a reward model folder (``taskfit reward train``) or one of the task's own per-example metrics
 (``metric:accuracy`` for GSM8K's number answers, ``metric:rouge_l`` / ``metric:mrr`` for KBQA, ``metric:exact_match``
@@ -192,7 +195,8 @@ def train_raft(config: AlignConfig, resume: bool = False) -> dict[str, Any]:
         (folder / "candidates.jsonl").write_text(
             "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in candidates), encoding="utf-8")
         if not selected:
-            raise UserError(f"iteration {t}: every sampled answer was empty or degenerate; nothing to learn from")
+            raise UserError(f"iteration {t}: every sampled answer was empty, degenerate or below --min-reward; "
+                            "nothing to learn from (sample more: --samples, --prompts; or lower --min-reward)")
         train_info = _finetune(config, location, policy, selected, {r.key: r for r in chosen}, folder, t)
         policy = str(folder / "adapter")
         evaluation = _heldout(config, location, policy, held, reward, folder)
@@ -218,7 +222,8 @@ def _sample(config: AlignConfig, location: str, policy: str | None, prompts: lis
     rewards = reward.score([p.prompt.messages for p in owners], texts)
     out = []
     for i, (p, text, value) in enumerate(zip(owners, texts, rewards)):
-        why = degenerate(text) or (None if not math.isnan(value) else "unscored")
+        why = degenerate(text) or ("unscored" if math.isnan(value) else None) or (
+            "below min_reward" if config.min_reward is not None and value < config.min_reward else None)
         out.append({"prompt": p.key, "sample": i % config.samples, "seed": requests[i].seed, "text": text,
                     "reward": value, "discarded": why, "kept": False})
     return out
