@@ -5,10 +5,9 @@ Each policy answers every prompt ``eval_samples`` times (sampled with seeds per 
 policies, so answers pair up across policies); a prompt's reward is the mean over its answers, which narrows the
 CIs without more prompts. Per policy: the reward model's mean over prompts with its 95% CI, the win rate against the
 first policy (the start; ties half) and the paired difference to it (mean and 95% CI over prompts), the judge's mean
-(a second,
-independent reward such as the MiniLM one), distinct-1 and distinct-2 over an equal number of words per policy (the
-shortest policy's total, so a terse policy is not rewarded for saying little), mean length in words, the share of
-empty answers, perplexity on the held-out chosen answers, a KL estimate to the start policy (the mean over prompts
+(a second, independent reward such as the MiniLM one), distinct-1 and distinct-2 over an equal number of words per
+policy (the shortest policy's total, so a terse policy is not rewarded for saying little), mean length in words, the
+share of empty answers, perplexity on the held-out chosen answers, a KL estimate to the start policy (the mean over prompts
 of log π(y|x) − log π_start(y|x) on the policy's own first answer to each, so that more samples do not multiply the
 scoring passes), and seconds.
 """
