@@ -7,9 +7,9 @@ CIs without more prompts. Per policy: the reward model's mean over prompts with 
 first policy (the start; ties half) and the paired difference to it (mean and 95% CI over prompts), the judge's mean
 (a second, independent reward such as the MiniLM one), distinct-1 and distinct-2 over an equal number of words per
 policy (the shortest policy's total, so a terse policy is not rewarded for saying little), mean length in words, the
-share of empty answers, perplexity on the held-out chosen answers, a KL estimate to the start policy (the mean over prompts
-of log π(y|x) − log π_start(y|x) on the policy's own first answer to each, so that more samples do not multiply the
-scoring passes), and seconds.
+share of empty answers, perplexity on the held-out chosen answers, a KL estimate to the start policy (the mean over
+prompts of log π(y|x) − log π_start(y|x) on the policy's own first answer to each, so that more samples do not
+multiply the scoring passes), and seconds.
 """
 
 from __future__ import annotations
