@@ -162,21 +162,20 @@ def test_task_metric_rewards_read_answers_as_the_task_does(shared_data):
 
 
 def test_answer_logprobs_equal_a_plain_forward_pass_per_row(tiny_model_dir):
-    """Scoring held-out pairs with the prompt run once (left-padded, its cache repeated for both answers, which run
-    right-padded on it) gives each answer's log-probability as one unpadded forward pass over the whole row does."""
+    """The left-padded, last-positions-only scoring of held-out answers gives each row's answer log-probability as
+    one unpadded forward pass over the whole row does."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from taskfit.prompting.preference_tokens import PairIds
-    from taskfit.tuning.align import pair_logps
+    from taskfit.tuning.align import answer_logps
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
-    pairs = [PairIds(chosen=list(range(5, 5 + n)), prompt_length=prompt,
-                     rejected=list(range(5, 5 + prompt)) + list(range(40, 40 + n + extra)))
-             for n, extra, prompt in ((6, 3, 2), (12, 0, 9), (4, 7, 1), (9, -4, 5))]
-    got = dict(zip(("chosen", "rejected"), pair_logps(model, pairs, batch_size=3)))
+    pairs = [PairIds(chosen=list(range(5, 5 + n)), rejected=list(range(40, 40 + n + extra)), prompt_length=prompt)
+             for n, extra, prompt in ((6, 3, 2), (12, 0, 9), (4, 7, 1), (9, 1, 5))]
     for which in ("chosen", "rejected"):
-        for value, pair in zip(got[which], pairs):
+        got = answer_logps(model, pairs, which, batch_size=3)
+        for value, pair in zip(got, pairs):
             row = getattr(pair, which)
             with torch.inference_mode():
                 logps = torch.log_softmax(model(input_ids=torch.tensor([row])).logits[0, :-1], -1)

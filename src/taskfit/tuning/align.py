@@ -197,54 +197,40 @@ def _train(config: AlignConfig, model, tokenizer, rows: list[dict[str, Any]], ou
     return trainer, result, time.perf_counter() - started
 
 
-def pair_logps(model, pairs: list[PairIds], batch_size: int = 8) -> tuple[list[float], list[float]]:
-    """Sum of the log-probabilities of each pair's chosen and rejected answers after their shared prompt.
+def answer_logps(model, pairs: list[PairIds], which: str, batch_size: int = 8) -> list[float]:
+    """Sum of the log-probabilities of each pair's ``which`` answer ("chosen" / "rejected") after its prompt.
 
-    The prompt runs once per pair: prompts left-padded (positions counting real tokens) in one pass that keeps its KV
-    cache and only the last position's logits (the first answer token's distribution); the cache's rows are repeated
-    for the two answers, which run right-padded on it. Prompts are most of each row, so this is about half the work
-    of scoring the two answers separately, and the vocabulary projection runs only on answer positions."""
+    Rows are left-padded (positions counting real tokens), so every answer ends at the last column and the
+    vocabulary projection runs only for the last (longest answer + 1) positions (``logits_to_keep``): prompts are
+    most of each row, and the full-vocabulary logits of every position were most of the time and memory."""
     import torch
 
-    from taskfit.adapters.apply import cache_keyword
-    from taskfit.models.kv import select_rows
-
-    keyword = cache_keyword(model.get_base_model() if hasattr(model, "get_base_model") else model)
-    chosen, rejected = [], []
+    values = []
     device = next(model.parameters()).device
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(pairs), batch_size):
             batch = pairs[start:start + batch_size]
-            prompts = [p.chosen[:p.prompt_length] for p in batch]
-            width = max(len(x) for x in prompts)
-            ids = torch.tensor([[0] * (width - len(x)) + x for x in prompts], device=device)
-            mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in prompts], device=device)
+            rows = [getattr(p, which) for p in batch]
+            width = max(len(r) for r in rows)
+            keep = max(len(r) - p.prompt_length for p, r in zip(batch, rows)) + 1
+            ids = torch.tensor([[0] * (width - len(r)) + r for r in rows], device=device)
+            mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
-            first = out.logits[:, -1].float().log_softmax(-1)
-            rows = torch.arange(len(batch), device=device).repeat_interleave(2)
-            cache, mask = select_rows(getattr(out, keyword), mask, rows)
-            answers = [a for p in batch for a in (p.chosen[p.prompt_length:], p.rejected[p.prompt_length:])]
-            span = max(len(a) for a in answers)
-            answer_ids = torch.tensor([a + [0] * (span - len(a)) for a in answers], device=device)
-            answer_mask = torch.tensor([[1] * len(a) + [0] * (span - len(a)) for a in answers], device=device)
-            logits = model(input_ids=answer_ids, attention_mask=torch.cat([mask, answer_mask], 1),
-                           position_ids=positions[rows, -1:] + 1 + torch.arange(span, device=device),
-                           use_cache=False, **{keyword: cache}).logits[:, :-1].float()
-            later = logits.gather(-1, answer_ids[:, 1:, None]).squeeze(-1) - logits.logsumexp(-1)
-            opening = first[rows].gather(-1, answer_ids[:, :1]).squeeze(-1)
-            totals = opening + (later * answer_mask[:, 1:]).sum(-1)
-            for i, a in enumerate(answers):
-                (chosen if i % 2 == 0 else rejected).append(float(totals[i]) if a else 0.0)
-    return chosen, rejected
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                           logits_to_keep=keep).logits[:, :-1].float()
+            targets = ids[:, width - keep + 1:]
+            picked = logits.gather(-1, targets[..., None]).squeeze(-1) - logits.logsumexp(-1)
+            for i, (p, r) in enumerate(zip(batch, rows)):
+                values.append(float(picked[i, keep - 1 - (len(r) - p.prompt_length):].sum()))
+    return values
 
 
 def _dev_margins(model, pairs: list[PairIds], beta: float) -> dict[str, Any]:
     """Implicit rewards on held-out pairs: β (log π − log π_ref) of each answer, the LoRA disabled for π_ref."""
-    policy = dict(zip(("chosen", "rejected"), pair_logps(model, pairs)))
+    policy = {w: answer_logps(model, pairs, w) for w in ("chosen", "rejected")}
     with model.disable_adapter():
-        reference = dict(zip(("chosen", "rejected"), pair_logps(model, pairs)))
+        reference = {w: answer_logps(model, pairs, w) for w in ("chosen", "rejected")}
     records = []
     for i in range(len(pairs)):
         chosen = beta * (policy["chosen"][i] - reference["chosen"][i])
