@@ -55,13 +55,13 @@ EOF
       # KBQA_SFT_LIMIT rows of SFT (default 1000 ≈ 1 h here at ~30 s a step of 8; the recorded run used 400)
       [ -f "$OUT/kbqa-sft/adapter_config.json" ] || timed $T tune $K --method lora --limit "${KBQA_SFT_LIMIT:-1000}" \
         --output "$OUT/kbqa-sft"
-      [ -f "$OUT/kbqa-sft-eval/results.json" ] || timed $T eval $K --split dev --limit 200 --mode generate \
+      [ -f "$OUT/kbqa-sft-eval/results.json" ] || timed $T eval $K --split dev --limit 400 --mode generate \
         --adapter "$OUT/kbqa-sft" --output "$OUT/kbqa-sft-eval"
-      # learn only from right answers (ROUGE-L 1.0 = the gold entity), sampled at temperature 0.7
-      timed $T align --method raft $K --reward metric:rouge_l --min-reward 1.0 --temperature 0.7 \
+      # learn only from right answers (ROUGE-L 1.0 = the gold entity), sampled at temperature 0.7, 2 passes over them
+      timed $T align --method raft $K --reward metric:rouge_l --min-reward 1.0 --temperature 0.7 --epochs 2 \
         --adapter "$OUT/kbqa-sft" --iterations 3 --prompts 64 --samples 4 --max-new-tokens 32 --eval-prompts 64 \
         --output "$OUT/raft-kbqa" --resume
-      [ -f "$OUT/raft-kbqa-eval/results.json" ] || timed $T eval $K --split dev --limit 200 --mode generate \
+      [ -f "$OUT/raft-kbqa-eval/results.json" ] || timed $T eval $K --split dev --limit 400 --mode generate \
         --adapter "$OUT/raft-kbqa/iter_3/adapter" --output "$OUT/raft-kbqa-eval"
       $T compare-results "$OUT/kbqa-sft-eval" "$OUT/raft-kbqa-eval" | tee "$OUT/kbqa-compare.txt" ;;
     rm-lora)

@@ -90,6 +90,21 @@ def test_bleu_from_records_matches_sacrebleu():
     assert metric_value("bleu", recs) == pytest.approx(expected)
 
 
+def test_resampled_bleu_equals_sacrebleu_on_every_resample():
+    from taskfit.metrics.registry import METRICS, resample_indices, resampled_values
+    from taskfit.metrics.text import corpus_bleu
+
+    rng = np.random.default_rng(3)
+    words = ["武汉", "大学", "出版社", "北京", "中国", "首都", "杨可桢", "电路"]
+    gold = np.array(["".join(rng.choice(words, rng.integers(1, 5))) for _ in range(30)], dtype=object)
+    pred = np.array([g if r < 0.4 else "" if r < 0.5 else "".join(rng.choice(words, rng.integers(1, 4)))
+                     for g, r in zip(gold, rng.random(30))], dtype=object)
+    indices = resample_indices(30, 25, seed=1)
+    fast = resampled_values(METRICS["bleu"], (pred, gold), indices, [])
+    slow = [corpus_bleu(list(pred[idx]), list(gold[idx])) for idx in indices]
+    assert np.allclose(fast, slow, atol=1e-9) and len(set(np.round(fast, 6))) > 5  # resamples really differ
+
+
 def test_resampled_macro_f1_equals_scikit_learn_on_every_resample():
     from taskfit.metrics.classification import macro_f1_resampled, macro_f1_values
     from taskfit.metrics.registry import UNPARSED, resample_indices

@@ -8,7 +8,8 @@ Two kinds:
 - *mean* metrics are the average of one per-example column (accuracy, SQuAD EM/F1, MRR, MAP, MC2,
   ROUGE-L): bootstrap resamples are one vectorized numpy operation;
 - *corpus* metrics need the whole list at once (macro-F1 via scikit-learn, Pearson/Spearman via scipy,
-  BLEU via sacrebleu): recomputed per resample.
+  BLEU via sacrebleu): recomputed per resample, except where per-example statistics can be summed per resample
+  (macro-F1's confusion counts, BLEU's n-gram counts).
 
 Confidence intervals are percentile bootstraps over examples (resampled with replacement, a fixed seed).
 The paired comparison of two runs (:mod:`taskfit.metrics.paired`) uses the same metric functions on the
@@ -106,7 +107,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     _mean_metric("map", "ap", "mean average precision of the ranked candidates"),
     _mean_metric("rouge_l", "rouge_l", "ROUGE-L F-measure (rouge-score; character level for Chinese)"),
     Metric("bleu", "corpus BLEU, 0-100 (sacrebleu, Chinese tokenizer)", _text_columns,
-           lambda pred, gold: text.corpus_bleu(list(pred), list(gold), chinese=True)),
+           lambda pred, gold: text.corpus_bleu(list(pred), list(gold), chinese=True),
+           batched=lambda pred, gold, indices, labels: text.corpus_bleu_resampled(pred, gold, indices, chinese=True)),
 )}
 
 

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 from functools import lru_cache
 
+import numpy as np
 from scipy import stats
 
 _PUNCT = set(string.punctuation)
@@ -90,6 +91,21 @@ def corpus_bleu(predictions: Sequence[str], references: Sequence[str], chinese: 
 
     tokenize = "zh" if chinese else "13a"
     return float(sacrebleu.corpus_bleu(list(predictions), [list(references)], tokenize=tokenize).score)
+
+
+def corpus_bleu_resampled(predictions: Sequence[str], references: Sequence[str], indices: np.ndarray,
+                          chinese: bool = True) -> np.ndarray:
+    """Corpus BLEU of every resample (each row of ``indices`` picks rows of predictions/references), equal to
+    :func:`corpus_bleu` on each. BLEU is a function of summed per-sentence n-gram counts, so each sentence is
+    tokenized and counted once and a resample only sums its rows' counts — instead of sacrebleu re-tokenizing the
+    whole corpus per resample (minutes for a paired test of 400 rows x 2,000 resamples). Uses sacrebleu's
+    per-segment statistics, the route its own significance tests take."""
+    from sacrebleu.metrics import BLEU
+
+    bleu = BLEU(tokenize="zh" if chinese else "13a")
+    counts = np.asarray(bleu._extract_corpus_statistics(list(predictions), [list(references)]), dtype=np.int64)
+    sums = counts[np.asarray(indices)].sum(axis=1)
+    return np.array([bleu._compute_score_from_stats(row.tolist()).score for row in sums], dtype=np.float64)
 
 
 class _CharTokenizer:
