@@ -140,6 +140,23 @@ def test_align_eval_compares_policies_on_the_same_prompts(tiny_model_dir, tmp_pa
     assert "| policy" in (out / "align_eval.md").read_text()
 
 
+def test_align_eval_refuses_a_bad_reward_or_policy_before_generating(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    import taskfit.tuning.align_eval as align_eval
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("a model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(align_eval, "HFBackend", no_generation)
+    data = jsonl(tmp_path / "prefs.jsonl", [pair_row(p) for p in prefs(4)])
+    common = ["align", "eval", "--model", f"hf:{tiny_model_dir}", "--data", str(data), "--output", str(tmp_path / "e")]
+    assert main(common + ["--policies", "base", "--reward", str(tmp_path / "no-rm")]) == 2
+    assert "not a reward model folder" in capsys.readouterr().err
+    assert main(common + ["--policies", f"base,{tmp_path / 'no-policy'}", "--reward", "length:longer"]) == 2
+    assert "not 'base', an adapter folder or a model folder" in capsys.readouterr().err
+    assert main(common + ["--policies", "base", "--reward", "length:longer", "--judge", "length:wider"]) == 2
+    assert "use length:shorter or length:longer" in capsys.readouterr().err
+
+
 def test_task_metric_rewards_read_answers_as_the_task_does(shared_data):
     from pathlib import Path
 

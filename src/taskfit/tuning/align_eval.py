@@ -31,24 +31,38 @@ from taskfit.runs import write_json
 from taskfit.settings import AlignConfig
 from taskfit.tables import markdown_table
 from taskfit.tuning.raft import distinct_n, sample_seed
-from taskfit.tuning.rewards import load_reward
+from taskfit.tuning.rewards import check_reward, load_reward
+
+
+def _policy_kind(policy: str) -> str:
+    """``base`` (the model itself), ``adapter`` (a LoRA folder) or ``model`` (a merged SFT / DPO output)."""
+    if policy == "base":
+        return "base"
+    folder = Path(policy)
+    if (folder / "adapter_config.json").is_file():
+        return "adapter"
+    if (folder / "config.json").is_file():
+        return "model"
+    raise UserError(f"--policies {policy}: not 'base', an adapter folder or a model folder")
 
 
 def _backend(config: AlignConfig, location: str, policy: str) -> HFBackend:
-    """``base`` (the model itself), an adapter folder, or a whole model folder (a merged SFT / DPO output)."""
-    if policy == "base":
-        return HFBackend(location, threads=config.threads, batch_size=config.batch_size * 2)
-    folder = Path(policy)
-    if (folder / "adapter_config.json").is_file():
-        return HFBackend(location, adapter=folder, threads=config.threads, batch_size=config.batch_size * 2)
-    if (folder / "config.json").is_file():
-        return HFBackend(folder, threads=config.threads, batch_size=config.batch_size * 2)
-    raise UserError(f"--policies {policy}: not 'base', an adapter folder or a model folder")
+    kind, batch = _policy_kind(policy), config.batch_size * 2
+    if kind == "base":
+        return HFBackend(location, threads=config.threads, batch_size=batch)
+    if kind == "adapter":
+        return HFBackend(location, adapter=Path(policy), threads=config.threads, batch_size=batch)
+    return HFBackend(Path(policy), threads=config.threads, batch_size=batch)
 
 
 def evaluate_policies(config: AlignConfig, policies: list[str], judge: str | None, output: Path) -> dict[str, Any]:
     if not policies:
         raise UserError("--policies: give the policies to compare, the start first (e.g. base,runs/dpo)")
+    for policy in policies:  # every bad argument is refused before minutes of generation, not after
+        _policy_kind(policy)
+    for spec in (config.reward, judge):
+        if spec:
+            check_reward(spec)
     pairs, _ = read_preferences(config.data).as_pairs()
     prompts = list(dict.fromkeys(p.prompt for p in pairs))
     chosen_of = {p.prompt: p.chosen for p in pairs}

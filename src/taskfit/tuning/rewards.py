@@ -104,18 +104,23 @@ class MiniLMReward:
         return {"kind": "minilm judge", "folder": str(self.folder), "encoder": self.config.get("encoder")}
 
 
-def load_reward(spec: str | Path) -> RewardFunction:
-    """A reward folder from ``taskfit reward train``, or ``length:shorter`` / ``length:longer``."""
+def check_reward(spec: str | Path) -> None:
+    """Refuse a ``--reward`` that :func:`load_reward` could not load, without loading any model."""
     text = str(spec)
     if text.startswith("length:"):
-        prefer = text.split(":", 1)[1]
-        if prefer not in ("shorter", "longer"):
+        if text.split(":", 1)[1] not in ("shorter", "longer"):
             raise UserError(f"--reward {text}: use length:shorter or length:longer")
-        return LengthReward(prefer)
-    folder = Path(text)
-    config_path = folder / REWARD_CONFIG
-    if not config_path.is_file():
+    elif not (Path(text) / REWARD_CONFIG).is_file():
         raise UserError(f"--reward {text}: not a reward model folder ({REWARD_CONFIG} missing); train one with "
                         "`taskfit reward train`, or use length:shorter / length:longer")
-    kind = json.loads(config_path.read_text(encoding="utf-8")).get("kind", "lm")
+
+
+def load_reward(spec: str | Path) -> RewardFunction:
+    """A reward folder from ``taskfit reward train``, or ``length:shorter`` / ``length:longer``."""
+    check_reward(spec)
+    text = str(spec)
+    if text.startswith("length:"):
+        return LengthReward(text.split(":", 1)[1])
+    folder = Path(text)
+    kind = json.loads((folder / REWARD_CONFIG).read_text(encoding="utf-8")).get("kind", "lm")
     return MiniLMReward(folder) if kind == "minilm" else LMReward(folder)
