@@ -100,6 +100,10 @@ CASES = {
                        "a task needs a data source"),
     "null key in task": (lambda t: ["eval", "--task", task_file(t, TASK.replace("eval_split: dev", "eval_split: "))],
                          "key 'eval_split' is empty (null)"),
+    "YAML yes as a label word": (lambda t: ["eval", "--task", task_file(t, TASK.replace(
+        "{value: pos}", "{value: pos, verbalizer: yes}"))], 'quote the value, e.g. "yes"'),
+    "YAML off as a label": (lambda t: ["eval", "--task", task_file(t, TASK.replace("{value: neg}", "{value: off}"))],
+                            "as a boolean, not text"),
     # --- the data
     "binary data file": (lambda t: ["eval", "--task", task_file(t), "--data-dir",
                                     data_dir(t, PNG)], "dev.jsonl:1: not UTF-8 text"),
@@ -179,6 +183,9 @@ CASES = {
                                        "no checkpoint-* folder"),
     # --- comparing, merging, exporting
     "compare missing folder": (lambda t: ["compare-results", str(t / "a"), str(t / "b")], str(Path("a"))),
+    "compare a run with itself": (lambda t: ["compare-results", run_folder(t, '{"task": {"name": "x"}}',
+                                                                           '{"index": 0}\n'), str(t / "someone")],
+                                  "A and B are the same run"),
     "compare broken results": (lambda t: ["compare-results", run_folder(t, "{not json"), str(t)], "results.json"),
     "merge adapter missing": (lambda t: ["merge", str(t / "adapter"), str(t / "merged")], "adapter"),
     "export not gguf": (lambda t: ["export", str(t / "model.bin")], "must end in .gguf"),
@@ -212,3 +219,98 @@ def test_bad_input_exits_2_with_one_line(name, tmp_path, capsys, no_model_loads,
     assert "Traceback" not in err
     assert len(lines) == 1 and expected in lines[0], (name, err)
     assert not (tmp_path / "run").exists()  # nothing half-made
+
+
+# --------------------------------------------------------------------------- every command that writes (issue 35)
+def prefs(tmp: Path) -> str:
+    path = tmp / "prefs.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"q{i}", "chosen": "yes", "rejected": "no"}) + "\n"
+                            for i in range(6)))
+    return str(path)
+
+
+def plan(tmp: Path, out: str) -> str:
+    path = tmp / "plan.yaml"
+    path.write_text(json.dumps({"tasks": ["demo"], "strategies": ["zero_shot"], "output": out}))
+    return str(path)
+
+
+# command -> (argv with the output path, whether the output is a file, its suffix)
+WRITERS = {
+    "eval": (lambda t, o: ["eval", "--task", "demo", "--output", o], False, ""),
+    "tune": (lambda t, o: ["tune", "--task", "sst2", "--data-dir", "../shared/data", "--output", o], False, ""),
+    "tune head": (lambda t, o: ["tune", "--method", "head", "--task", "sst2", "--output", o], False, ""),
+    "reward train": (lambda t, o: ["reward", "train", "--method", "minilm", "--data", prefs(t), "--output", o],
+                     False, ""),
+    "reward eval": (lambda t, o: ["reward", "eval", "--reward", "length:shorter", "--data", prefs(t), "--output", o],
+                    False, ""),
+    "reward score": (lambda t, o: ["reward", "score", "--reward", "length:shorter", "--data", prefs(t),
+                                   "--output", o], True, ".jsonl"),
+    "align dpo": (lambda t, o: ["align", "--method", "dpo", "--data", prefs(t), "--output", o], False, ""),
+    "align raft": (lambda t, o: ["align", "--method", "raft", "--reward", "length:shorter", "--data", prefs(t),
+                                 "--output", o], False, ""),
+    "align eval": (lambda t, o: ["align", "eval", "--policies", "base", "--reward", "length:shorter", "--data",
+                                 prefs(t), "--output", o], False, ""),
+    "merge": (lambda t, o: ["merge", str(t / "no-adapter"), o], False, ""),
+    "export": (lambda t, o: ["export", o], True, ".gguf"),
+    "report html": (lambda t, o: ["report", str(t / "no-run"), "--html", o], True, ".html"),
+    "report md": (lambda t, o: ["report", str(t / "no-run"), "--md", o], True, ".md"),
+    "grid": (lambda t, o: ["grid", plan(t, o)], False, ""),
+    "fit": (lambda t, o: ["fit", "sst2", "--data-dir", "../shared/data", "--output", o], False, ""),
+    "feedback export": (lambda t, o: ["feedback", "export", "--as", "dpo", "--db", str(t / "no.sqlite"),
+                                      "--output", o], True, ".jsonl"),
+    "serve db": (lambda t, o: ["serve", "--db", o], True, ".sqlite"),
+}
+
+
+def other_run(tmp: Path, suffix: str) -> Path:
+    """A finished eval run's folder (for a file output: a folder where the file should be)."""
+    folder = tmp / f"other{suffix}"
+    folder.mkdir()
+    (folder / "run.json").write_text('{"fingerprint": "someone else"}\n')
+    (folder / "samples.jsonl").write_text('{"index": 0}\n')
+    (folder / "run_card.json").write_text("{}\n")
+    return folder
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def nothing_loads(no_model_loads, monkeypatch):
+    """No model of any backend may load (serve's default backend is llama.cpp)."""
+    import taskfit.serve.assistant
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the output path was refused")
+
+    monkeypatch.setattr(taskfit.serve.assistant, "load_backend", refuse)
+
+
+@pytest.mark.parametrize("problem", ["unwritable", "under a file", "another run"])
+@pytest.mark.parametrize("command", list(WRITERS))
+def test_every_command_that_writes_refuses_a_bad_output_before_any_work(command, problem, tmp_path, capsys,
+                                                                        nothing_loads, monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    monkeypatch.setenv("TASKFIT_HOME", str(tmp_path / "home"))
+    work = tmp_path / "w"
+    work.mkdir()
+    build, is_file, suffix = WRITERS[command]
+    if problem == "unwritable":
+        out = f"/proc/taskfit-cannot-write/out{suffix}"
+    elif problem == "under a file":
+        (work / "afile").write_text("x")
+        out = str(work / "afile" / f"out{suffix}")
+    else:
+        out = str(other_run(work, suffix))
+    argv = build(work, out)
+    before = snapshot(work)
+    code = main(argv)
+    _, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.startswith("taskfit: error:")]
+    assert code == 2, (command, problem, err[-2000:])
+    assert "Traceback" not in err
+    assert len(lines) == 1, err
+    assert Path(out).name in lines[0] or "afile" in lines[0], lines[0]
+    assert snapshot(work) == before  # nothing half-written, nothing overwritten

@@ -17,6 +17,7 @@ from taskfit.serve.gate import Gate
 from taskfit.serve.store import Store
 from taskfit.tasks.task import load_task
 
+MODEL = "smollm2-135m-instruct"
 KB = [("高等数学", "出版社", "武汉大学出版社"), ("高等数学", "作者", "同济大学数学系"),
       ("线性代数", "出版时间", "2013-12-30"), ("安德烈", "国籍", "法国")]
 
@@ -157,24 +158,24 @@ def test_the_openai_client_streams_and_gets_usage(backend, kb_file, tmp_path):
         client = OpenAI(base_url=f"{base}/v1", api_key="key-1")
         assert [m.id for m in client.models.list()] == ["smollm2-135m-instruct"]
         messages = [{"role": "user", "content": "Name a colour."}]
-        stream = client.chat.completions.create(model="x", messages=messages, max_tokens=12, temperature=0,
+        stream = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=12, temperature=0,
                                                 stream=True, stream_options={"include_usage": True})
         pieces, usage = [], None
         for chunk in stream:
             if chunk.choices and chunk.choices[0].delta.content:
                 pieces.append(chunk.choices[0].delta.content)
             usage = chunk.usage or usage
-        whole = client.chat.completions.create(model="x", messages=messages, max_tokens=12, temperature=0)
+        whole = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=12, temperature=0)
         assert len(pieces) >= 2 and "".join(pieces) == whole.choices[0].message.content
         assert usage.completion_tokens == whole.usage.completion_tokens == 12
         assert usage.prompt_tokens == whole.usage.prompt_tokens > 5
         assert whole.choices[0].finish_reason == "length"
         direct = backend.generate([_request(messages, 12)])[0]
         assert whole.choices[0].message.content == direct.text
-        text = client.completions.create(model="x", prompt="The capital of France is", max_tokens=4,
+        text = client.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=4,
                                          temperature=0).choices[0].text
         assert "Paris" in text
-        stopped = client.chat.completions.create(model="x", messages=messages, max_tokens=30, temperature=0,
+        stopped = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=30, temperature=0,
                                                  stop=["."])
         assert "." not in stopped.choices[0].message.content
         denied = httpx.get(f"{base}/v1/models", headers={"Authorization": "Bearer wrong"})

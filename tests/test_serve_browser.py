@@ -117,6 +117,33 @@ def test_three_turns_stream_show_sources_and_feedback_lands_in_the_database(brow
     assert problems == []
 
 
+def test_a_failed_answer_offers_regenerate_and_a_fitted_question_says_what_was_cut(browser, server):
+    base, db = server
+    page, problems = open_page(browser, base)
+    first = ask(page, "《高等数学》是哪个出版社出版的？")
+    turn_id = first["turn"].get_attribute("data-turn")
+    with sqlite3.connect(db) as connection:  # as a server killed mid-answer leaves it after its restart
+        connection.execute("UPDATE turns SET status = 'failed', answer = '武汉', error = 'the server stopped' "
+                           "WHERE id = ?", (turn_id,))
+    page.reload()
+    failed = page.locator(f'li.turn[data-turn="{turn_id}"]')
+    assert failed.get_attribute("data-status") == "failed"
+    assert failed.locator("button.up").count() == 0  # no feedback on a cut answer, only a way to get a whole one
+    page.evaluate(WATCH)
+    failed.locator("button.regenerate").click()
+    regenerated = page.locator("li.turn").nth(1)
+    regenerated.locator(".feedback").wait_for(timeout=120_000)
+    assert regenerated.get_attribute("data-status") == "done"
+    assert regenerated.get_attribute("data-parent") == turn_id
+
+    long = ask(page, "问" * 3000 + "《线性代数》的出版时间是什么？")  # ~6,000 tokens in a 4,096-token window
+    notice = long["turn"].locator(".notice").text_content()
+    assert "middle of your question was left out" in notice
+    page.reload()
+    assert page.locator("li.turn .notice").all_text_contents() == [notice]
+    assert problems == []
+
+
 def test_script_in_questions_and_facts_stays_text(browser, server):
     base, _ = server
     page, problems = open_page(browser, base)

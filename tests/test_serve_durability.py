@@ -92,3 +92,45 @@ def test_acknowledged_feedback_survives_sigkill_exactly_once(tmp_path):
             client.close()
         server.kill()
         server.wait(10)
+
+
+def test_an_answer_cut_by_sigkill_is_failed_after_a_restart_and_can_be_regenerated(tmp_path):
+    db, port = tmp_path / "assistant.sqlite", free_port()
+    args = ["--db", str(db), "--max-tokens", "600", "--threads", "1"]
+    base = f"http://127.0.0.1:{port}"
+    server = start_process(args, port)
+    try:
+        with httpx.Client(timeout=60) as http:
+            seen, meta = [], None
+            with http.stream("POST", f"{base}/api/chat",
+                             json={"question": "Write a long story about a dragon who learns to bake bread."}) as r:
+                assert r.status_code == 200
+                first = None
+                for line in r.iter_lines():
+                    if line.startswith("data: "):
+                        data = json.loads(line[6:])
+                        if "turn" in data and meta is None:
+                            meta = data
+                        if "text" in data:
+                            seen.append(data["text"])
+                            first = first or time.monotonic()
+                        assert "answer" not in data, "the answer finished before the kill; ask for a longer one"
+                    if first and time.monotonic() - first > 2.5:  # at least two partial saves have happened
+                        server.send_signal(signal.SIGKILL)
+                        server.wait(10)
+                        break
+            server = start_process(args, port)
+            turns = http.get(f"{base}/api/conversations/{meta['conversation']}").json()["turns"]
+            assert len(turns) == 1
+            cut = turns[0]
+            assert cut["status"] == "failed" and "server stopped" in cut["error"]
+            assert cut["answer"] and "".join(seen).startswith(cut["answer"])  # what was saved of what streamed
+            assert 'data-status="failed"' in http.get(base, params={"c": meta["conversation"]}).text
+            refused = http.post(f"{base}/api/feedback", json={"event": "event-oncut1", "turn": cut["id"],
+                                                               "kind": "up"})
+            assert refused.status_code == 422  # feedback needs a finished answer; regenerating gives one
+            again = chat(http, base, "-", regenerate=cut["id"])
+            assert "done" in again and again["meta"]["parent"] == cut["id"]
+    finally:
+        server.kill()
+        server.wait(10)

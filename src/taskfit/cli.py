@@ -9,7 +9,6 @@ Subcommands import their workflow lazily, so ``taskfit tasks`` never pays for to
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -314,12 +313,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from taskfit.paths import output_file
     from taskfit.report import render
 
     if args.volume is not None and args.volume <= 0:
         raise UserError(f"--volume {args.volume}: give a positive number of predictions")
     if args.bootstrap_samples < 100:
         raise UserError(f"--bootstrap-samples {args.bootstrap_samples}: give at least 100 resamples")
+    for flag, path in (("--html", args.html), ("--md", args.md)):
+        if path:
+            output_file(path, flag)
     report = render.build(args.runs, args.baseline, args.volume, args.bootstrap_samples, args.seed)
     if not args.html and not args.md:
         sys.stdout.write(render.to_markdown(report))
@@ -333,6 +336,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_grid(args: argparse.Namespace) -> int:
     from taskfit import grid
     from taskfit.report.table import markdown_table
+    from taskfit.runs import collection_folder
 
     if args.jobs < 1:
         raise UserError(f"--jobs {args.jobs}: give 1 or more")
@@ -356,6 +360,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
         sys.stdout.write(f"{len(cells)} cells, about {total / 60:.0f} minutes on a 2-core CPU with the embedded "
                          "model (a rough prior; nothing was run)\n")
         return 0
+    collection_folder(plan.output, "the plan's output")
     cores = os.cpu_count() or 1
     if args.jobs > cores:
         log.warning("--jobs %d on %d cores: using %d", args.jobs, cores, cores)
@@ -462,10 +467,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_feedback(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from taskfit.paths import output_file
+    from taskfit.runs import write_jsonl
     from taskfit.serve import default_db
     from taskfit.serve.export import export_rows
     from taskfit.serve.store import Store
 
+    out = output_file(args.output)
     db = Path(args.db) if args.db else default_db()
     if not db.is_file():
         raise UserError(f"no assistant database at {db}; pass --db (the file `taskfit serve --db` wrote)")
@@ -474,11 +482,7 @@ def cmd_feedback(args: argparse.Namespace) -> int:
         rows = export_rows(store, args.fmt)
     finally:
         store.close()
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    partial.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    partial.replace(out)
+    write_jsonl(out, rows)
     sys.stdout.write(f"wrote {len(rows)} {args.fmt} rows to {out}\n")
     return 0
 

@@ -22,6 +22,8 @@ def compare_runs(a: str | Path, b: str | Path, n_resamples: int = 2000, seed: in
     """Paired comparison of runs A and B on the same examples (matched by index and input). Runs on different
     example sets are refused unless ``intersect``, which compares the shared ones and says how many were dropped."""
     run_a, run_b = read_run(a), read_run(b)
+    if run_a.folder.resolve() == run_b.folder.resolve():
+        raise UserError(f"A and B are the same run ({run_a.folder}); give two different run folders")
     res_a, samples_a, res_b, samples_b = run_a.results, run_a.samples, run_b.results, run_b.samples
     if res_a["task"]["name"] != res_b["task"]["name"]:
         raise UserError(f"the runs are on different tasks ({res_a['task']['name']} vs {res_b['task']['name']})")

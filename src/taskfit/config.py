@@ -77,8 +77,23 @@ def _describe(exc: ValidationError, model_cls: type[BaseModel], source: str) -> 
     value = err.get("input")
     shown = repr(value) if not isinstance(value, dict) else "a mapping"
     if value is None:
-        return f"{source}: key '{loc}' is empty (null): {message}{more}"
-    return f"{source}: key '{loc}' has invalid value {shown}: {message}{more}"
+        return f"{source}: key '{loc}' is empty (null): {message}{_yaml_hint(err)}{more}"
+    return f"{source}: key '{loc}' has invalid value {shown}: {message}{_yaml_hint(err)}{more}"
+
+
+# what YAML 1.1 (PyYAML) reads an unquoted word as, when the word is not text to it
+_YAML_READS = {bool: ("yes, no, on, off, true and false", "a boolean"), type(None): ("null, ~ and nothing", "null"),
+               int: ("digits", "a number"), float: ("digits", "a number")}
+
+
+def _yaml_hint(err: dict[str, Any]) -> str:
+    """For a text field that YAML gave another type (``verbalizer: yes`` is the boolean True): say to quote it."""
+    value = err.get("input")
+    if err["type"] != "string_type" or type(value) not in _YAML_READS:
+        return ""
+    words, kind = _YAML_READS[type(value)]
+    example = '"null"' if value is None else ('"yes"' if value is True else '"no"' if value is False else f'"{value}"')
+    return f" (YAML reads {words} without quotes as {kind}, not text: quote the value, e.g. {example})"
 
 
 def _allowed_keys(model_cls: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

@@ -29,6 +29,7 @@ from taskfit.errors import UserError
 from taskfit.evaluation import evaluate
 from taskfit.grid import Cell, CellSkipped, run_cells, run_in_process
 from taskfit.report import render
+from taskfit.runs import collection_folder
 from taskfit.settings import RunConfig, TuneConfig
 from taskfit.tasks.task import Task, load_task
 from taskfit.tuning import tune
@@ -265,6 +266,7 @@ def fit(task_name: str, budget_s: float, data_dir: Path | None, output: Path, mo
         split: str | None = None) -> render.Report:
     started = time.monotonic()
     deadline = started + budget_s
+    collection_folder(output)
     task = load_task(task_name)
     candidates, notes, eval_rows, _ = propose(task, data_dir, model, split)
     speed = probe(candidates, output, seed, eval_rows)

@@ -22,14 +22,13 @@ import json
 import logging
 import os
 import resource
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from taskfit.errors import UserError
-from taskfit.paths import read_utf8
+from taskfit.paths import output_folder, read_utf8
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +63,12 @@ class RunFolder:
     @classmethod
     def open(cls, path: Path, run_fingerprint: str, indices: Sequence[int]) -> RunFolder:
         """Create or reopen ``path`` for the run with ``run_fingerprint`` over examples ``indices``."""
-        path = Path(path)
-        if path.exists() and not path.is_dir():
-            raise UserError(f"--output {path} is a file; give a folder for the run")
+        path = output_folder(path)
         marker, samples = path / MARKER, path / SAMPLES
+        if path.is_dir() and not marker.is_file() and any(path.iterdir()):
+            raise UserError(f"{path} holds files that are not a taskfit eval run (no {MARKER}); choose another "
+                            "--output")
         if samples.exists():
-            if not marker.is_file():
-                raise UserError(f"{path} already holds {SAMPLES} from another run; choose another --output")
             try:
                 previous = json.loads(marker.read_text(encoding="utf-8")).get("fingerprint")
             except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
@@ -78,9 +76,6 @@ class RunFolder:
             if previous != run_fingerprint:
                 raise UserError(f"{path} holds a run with a different configuration, task or data; "
                                 "choose another --output (or delete the folder to start over)")
-        existing = next(p for p in (path, *path.parents) if p.exists())
-        if not _can_write_in(existing):
-            raise UserError(f"cannot write the run folder {path} ({existing} is not writable); choose another --output")
         folder = cls(path, list(indices), fingerprint=run_fingerprint)
         if samples.exists():
             folder._read_done()
@@ -197,19 +192,27 @@ def _read_json(path: Path, text: str, first_line: int) -> Any:
                         "written by taskfit eval") from None
 
 
-def _can_write_in(folder: Path) -> bool:
-    """Whether a folder can be made in ``folder`` (tried, not guessed from permission bits, which say yes to root on
-    read-only filesystems and /proc); the probe is removed at once."""
-    try:
-        probe = tempfile.mkdtemp(prefix=".taskfit-probe-", dir=folder)
-    except OSError:
-        return False
-    os.rmdir(probe)
-    return True
+def collection_folder(path: str | Path, flag: str = "--output") -> Path:
+    """A folder that holds run folders (a grid's or the autopilot's ``output``), checked before any work: writable,
+    and not itself one run's folder (whose files the runs inside would mix with)."""
+    path = output_folder(path, flag)
+    found = [name for name in (MARKER, SAMPLES, RUN_CARD) if (path / name).is_file()]
+    if found:
+        raise UserError(f"{flag} {path} is one run's folder ({found[0]} there), not a folder for a grid of runs; "
+                        "choose another")
+    return path
 
 
 def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def write_jsonl(path: Path, rows: Sequence[Any]) -> None:
+    """``rows`` as JSON lines, written beside ``path`` and renamed into place: a cut write leaves no half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    partial.replace(path)
 
 
 def write_run_card(folder: Path, card: dict[str, Any], markdown: str) -> None:

@@ -450,6 +450,10 @@ class ServeHTTPSection(StrictModel):
     host: str = Field("127.0.0.1", description="address to bind (loopback by default; put a reverse proxy with TLS "
                                                "in front to serve others)", json_schema_extra=OPERATIONAL)
     port: int = Field(8000, ge=0, le=65535, description="port (0: any free one)", json_schema_extra=OPERATIONAL)
+    allowed_hosts: list[str] = Field([], description="host names requests may address besides 127.0.0.1, localhost "
+                                     "and --host (a name a reverse proxy forwards; '*' any); others get 400, so a "
+                                     "web page cannot reach the assistant through DNS rebinding",
+                                     json_schema_extra=OPERATIONAL)
     db: Path | None = Field(None, description="SQLite file for conversations and feedback "
                                               "(default $TASKFIT_HOME/assistant.sqlite)")
     admin_token: SecretStr | None = Field(None, description="token for GET /api/export (default "

@@ -40,7 +40,7 @@ from taskfit.errors import UserError
 CONTAINERS = ("paired_conversation", "text_to_scored_textlist")
 SHAPES = ('TRL {"prompt", "chosen", "rejected"} or {"prompt", "completion", "label"}, LLaMA-Factory ranking / '
           'kto_tag rows, HH-RLHF transcripts, or LMFlow paired_conversation / text_to_scored_textlist')
-TAG_KEYS = ("id", "feedback_id", "conversation", "turn", "model", "adapter")
+TAG_KEYS = ("id", "feedback_id", "conversation", "turn", "model", "adapter", "reason")
 _HH_TURN = re.compile(r"\n\n(Human|Assistant):")
 
 

@@ -6,7 +6,7 @@ import logging
 import os
 from pathlib import Path
 
-from taskfit.paths import taskfit_home
+from taskfit.paths import output_file, taskfit_home
 from taskfit.settings import ServeConfig
 
 log = logging.getLogger(__name__)
@@ -23,11 +23,16 @@ def build_app(config: ServeConfig):
     from taskfit.serve.gate import Gate
     from taskfit.serve.store import Store
 
-    store = Store(config.db or default_db())
+    store = Store(output_file(config.db or default_db(), "--db"))  # checked before the model loads
+    interrupted = store.fail_interrupted()
+    if interrupted:
+        log.warning("%d answer(s) were cut by the server stopping; they are marked failed (with the text saved) and "
+                    "can be regenerated", interrupted)
     assistant = load_assistant(config)
     slots = config.max_concurrent or (1 if config.backend == "hf" else _backend_slots(assistant.backend))
     secret = lambda value, env: (value.get_secret_value() if value else os.environ.get(env)) or None  # noqa: E731
-    settings = Settings(admin_token=secret(config.admin_token, "TASKFIT_ADMIN_TOKEN"),
+    settings = Settings(host=config.host, allowed_hosts=config.allowed_hosts,
+                        admin_token=secret(config.admin_token, "TASKFIT_ADMIN_TOKEN"),
                         api_key=secret(config.serve_api_key, "TASKFIT_SERVE_API_KEY"),
                         max_question_chars=config.max_question_chars, max_messages=config.max_messages,
                         max_answer_tokens=config.max_answer_tokens,
@@ -47,6 +52,9 @@ def serve(config: ServeConfig) -> None:
     if config.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("binding %s: the assistant is reachable from other machines; put it behind a reverse proxy with "
                     "TLS and authentication", config.host)
+        if config.host in ("0.0.0.0", "::") and not config.allowed_hosts:
+            log.warning("only requests addressed to 127.0.0.1 or localhost are answered; pass --allowed-hosts with "
+                        "the names clients use (or '*' behind a proxy that checks them)")
     uvicorn_config = uvicorn.Config(app, host=config.host, port=config.port, log_level="warning", access_log=False,
                                     timeout_graceful_shutdown=5)
     server = uvicorn.Server(uvicorn_config)

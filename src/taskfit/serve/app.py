@@ -32,10 +32,10 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from taskfit.serve.assistant import Assistant
+from taskfit.serve.assistant import Assistant, PromptTooLong
 from taskfit.serve.export import export_rows
 from taskfit.serve.gate import Busy, Gate
-from taskfit.serve.http import ApiError, error_response, require_bearer, require_unicode
+from taskfit.serve.http import ApiError, Guard, allowed_hosts, error_response, require_bearer, require_unicode
 from taskfit.serve.openai_api import add_openai_routes
 from taskfit.serve.store import NotFound, Store
 
@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "taskfit_session"
 MAX_BODY_BYTES = 1 << 20
+PARTIAL_SAVE_S = 1.0  # how often a streaming answer's text so far is written to the store
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
@@ -68,6 +69,8 @@ class FeedbackIn(BaseModel):
 class Settings(BaseModel):
     """What the application needs beyond the assistant and the store."""
 
+    host: str = "127.0.0.1"
+    allowed_hosts: list[str] = []
     admin_token: str | None = None
     api_key: str | None = None
     max_question_chars: int = 4000
@@ -80,20 +83,12 @@ def create_app(assistant: Assistant, store: Store, gate: Gate, settings: Setting
     app = FastAPI(title="taskfit assistant", version="1", docs_url=None, redoc_url=None)
     app.state.assistant, app.state.store, app.state.gate, app.state.settings = assistant, store, gate, settings
 
-    @app.middleware("http")
-    async def limits_and_headers(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            response: Response = error_response(413, f"request body over {MAX_BODY_BYTES} bytes")
-        else:
-            response = await call_next(request)
-        for key, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(key, value)
-        return response
+    app.add_middleware(Guard, max_body=MAX_BODY_BYTES, hosts=allowed_hosts(settings.host, settings.allowed_hosts),
+                       headers=SECURITY_HEADERS, api_key=settings.api_key)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
-        return error_response(exc.status, exc.message, exc.kind)
+        return error_response(exc.status, exc.message, exc.kind, param=exc.param, code=exc.code)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -102,7 +97,7 @@ def create_app(assistant: Assistant, store: Store, gate: Gate, settings: Setting
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
-        return error_response(exc.status_code, str(exc.detail))
+        return error_response(exc.status_code, str(exc.detail), headers=exc.headers)  # 405 keeps its Allow
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page(request: Request, c: str | None = None):
@@ -162,19 +157,27 @@ def create_app(assistant: Assistant, store: Store, gate: Gate, settings: Setting
         except NotFound:
             raise ApiError(404, "no such conversation or turn", "not_found") from None
         seed = secrets.randbelow(2**31) if temperature else 0
-        asked = assistant.ask(question, history, seed=seed, temperature=temperature)
+        try:
+            asked = assistant.ask(question, history, seed=seed, temperature=temperature)
+        except PromptTooLong as exc:
+            raise ApiError(413, f"{exc}; ask a shorter question") from None
         turn = store.start_turn(session, conversation, question=question, prompt=asked.stored_prompt(),
                                 rendered=asked.rendered, sources=asked.sources, parent=parent,
                                 settings={"temperature": asked.request.temperature, "seed": seed,
-                                          "max_tokens": asked.request.max_tokens, "stop": list(asked.request.stop)},
+                                          "max_tokens": asked.request.max_tokens, "stop": list(asked.request.stop),
+                                          **({"fitted": asked.fitted} if asked.fitted else {})},
                                 **{k: v for k, v in assistant.identity().items() if k in ("model", "adapter", "task")})
 
         def work(emit):
             produced: list[str] = []
+            saved = [time.monotonic()]
 
             def relay(delta: str) -> None:
                 produced.append(delta)
                 emit(delta)
+                if time.monotonic() - saved[0] >= PARTIAL_SAVE_S:  # a crash keeps what was streamed until here
+                    store.save_partial(turn.id, "".join(produced))
+                    saved[0] = time.monotonic()
 
             try:
                 result = assistant.backend.generate_streaming(asked.request, relay)
@@ -187,7 +190,8 @@ def create_app(assistant: Assistant, store: Store, gate: Gate, settings: Setting
 
         async def events():
             yield _sse("meta", {"conversation": conversation, "turn": turn.id, "parent": parent,
-                                "question": question, "sources": asked.sources})
+                                "question": question, "sources": asked.sources,
+                                "notice": asked.fitted["notice"] if asked.fitted else None})
             try:
                 async for event in gate.stream(work, settings.answer_timeout):
                     if event.kind == "delta":
@@ -281,10 +285,11 @@ def render_turn(turn: dict[str, Any]) -> str:
     sources = "".join(f"<li>{escape(s)}</li>" for s in turn["sources"])
     status = escape(turn["status"])
     error = f'<p class="error">{escape(turn["error"])}</p>' if turn.get("error") else ""
+    notice = f'<p class="notice">{escape(turn["notice"])}</p>' if turn.get("notice") else ""
     parent = f' data-parent="{escape(turn["parent"])}"' if turn.get("parent") else ""
     return (f'<li class="turn" data-turn="{escape(turn["id"])}" data-status="{status}"{parent}>'
             f'<p class="question">{escape(turn["question"])}</p>'
-            f'<p class="answer">{escape(turn["answer"].strip())}</p>{error}'
+            f'<p class="answer">{escape(turn["answer"].strip())}</p>{notice}{error}'
             f'<details class="sources"><summary>Sources ({len(turn["sources"])})</summary><ul>{sources}</ul></details>'
             f'</li>')
 

@@ -6,6 +6,11 @@ facts the KBQA answer space retrieves for it. Earlier turns of the conversation 
 assistant messages (their questions and answers, not their fact blocks). Without ``--task`` the user turn is the
 question, after the retrieved passages when there is a knowledge base.
 
+A prompt that would not leave the answer its room in the model's window is fitted here, never by the backend cutting
+its start (which drops the system prompt and the instruction): the oldest earlier turns go first, then the middle of
+the question (its beginning and end kept, `` … `` marking the cut). :attr:`Asked.fitted` records what was left out
+and what the user is told; the stored prompt is the one the model saw.
+
 With the llamacpp backend an ``--adapter`` is merged and exported to a GGUF file once (kept under
 ``$TASKFIT_HOME/serve/`` by the adapter's content hash), as ``taskfit export`` does.
 """
@@ -33,16 +38,23 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_TOKENS = 256
 FACTS_HEADER = "Facts:"
+CUT_MARK = " … "
+
+
+class PromptTooLong(ValueError):
+    """Even without earlier turns and with the question cut to nothing, the prompt leaves the answer no room."""
 
 
 @dataclass(frozen=True)
 class Asked:
-    """What one answer is generated from: the prompt, its rendering, the facts shown, the request."""
+    """What one answer is generated from: the prompt, its rendering, the facts shown, the request, and what was left
+    out to fit the model's window (None: nothing)."""
 
     prompt: Prompt
     rendered: str
     sources: list[str]
     request: GenerateRequest
+    fitted: dict[str, Any] | None = None
 
     def stored_prompt(self) -> dict[str, Any]:
         return {"messages": self.prompt.as_dicts(), "answer_prefix": self.prompt.answer_prefix}
@@ -65,16 +77,79 @@ class Assistant:
     # ------------------------------------------------------------------ prompts
     def ask(self, question: str, history: Sequence[tuple[str, str]], *, seed: int = 0,
             temperature: float | None = None) -> Asked:
-        """The prompt and request for ``question`` after ``history`` ((question, answer) pairs, oldest first)."""
-        messages: list[Message] = prompts.system_messages(self.task) if self.task is not None else []
-        for earlier, answer in list(history)[-self.history_turns:] if self.history_turns else []:
-            messages += [Message("user", earlier), Message("assistant", answer)]
-        text, sources = self._user_turn(question)
-        prompt = Prompt((*messages, Message("user", text)),
-                        self.task.config.prompt.answer_prefix if self.task is not None else "")
+        """The prompt and request for ``question`` after ``history`` ((question, answer) pairs, oldest first),
+        fitted to the model's window with room for the answer."""
+        history = list(history)[-self.history_turns:] if self.history_turns else []
+        prompt, sources = self._prompt(question, history)
+        rendered, fitted = self.backend.render(prompt), None
+        limit = self.prompt_limit(self.max_tokens)
+        if limit is not None and self._tokens(rendered, limit) > limit:
+            prompt, sources, fitted = self._fit(question, history, limit)
+            rendered = self.backend.render(prompt)
         chosen = self.temperature if temperature is None else temperature
         request = GenerateRequest(prompt, self.stop, self.max_tokens, chosen, 1.0, seed)
-        return Asked(prompt, self.backend.render(prompt), sources, request)
+        return Asked(prompt, rendered, sources, request, fitted)
+
+    def prompt_limit(self, answer_tokens: int) -> int | None:
+        """Tokens a prompt may have so that ``answer_tokens`` still fit (None: the backend's server decides)."""
+        window = self.backend.context_window()
+        return None if window is None else max(window - answer_tokens, window // 2)
+
+    def _prompt(self, question: str, history: Sequence[tuple[str, str]]) -> tuple[Prompt, list[str]]:
+        messages: list[Message] = prompts.system_messages(self.task) if self.task is not None else []
+        for earlier, answer in history:
+            messages += [Message("user", earlier), Message("assistant", answer)]
+        text, sources = self._user_turn(question)
+        return Prompt((*messages, Message("user", text)),
+                      self.task.config.prompt.answer_prefix if self.task is not None else ""), sources
+
+    def _tokens(self, rendered: str, limit: int) -> int:
+        """Tokens of a rendered prompt; 0 when its bytes already fit (a token is at least a byte: no tokenizing)."""
+        return 0 if len(rendered.encode("utf-8")) <= limit else self.backend.count_tokens(rendered)
+
+    def _fit(self, question: str, history: list[tuple[str, str]],
+             limit: int) -> tuple[Prompt, list[str], dict[str, Any]]:
+        """Leave out the oldest turns, then the middle of the question, until the prompt fits ``limit`` tokens."""
+        dropped = 0
+        while history:
+            history, dropped = history[1:], dropped + 1
+            prompt, sources = self._prompt(question, history)
+            if self._tokens(self.backend.render(prompt), limit) <= limit:
+                return prompt, sources, self._record(limit, dropped, len(question), len(question))
+
+        def cut(n: int) -> str:
+            if n >= len(question):
+                return question
+            tail = n // 2
+            return question[:n - tail].rstrip() + CUT_MARK + question[len(question) - tail:].lstrip()
+
+        def fits(n: int) -> bool:
+            return self._tokens(self.backend.render(self._prompt(cut(n), [])[0]), limit) <= limit
+
+        if not fits(0):
+            raise PromptTooLong(f"the prompt does not fit the model's window of {self.backend.context_window()} "
+                                f"tokens with {self.max_tokens} for the answer, even without the question")
+        low, high = 0, len(question)  # the most characters of the question that fit
+        while low < high:
+            middle = (low + high + 1) // 2
+            low, high = (middle, high) if fits(middle) else (low, middle - 1)
+        prompt, sources = self._prompt(cut(low), [])
+        return prompt, sources, self._record(limit, dropped, len(question), low)
+
+    def _record(self, limit: int, dropped: int, chars: int, kept: int) -> dict[str, Any]:
+        window = self.backend.context_window()
+        parts = []
+        if kept < chars:
+            parts.append(f"the middle of your question was left out ({kept:,} of {chars:,} characters kept)")
+        if dropped:
+            parts.append(f"{dropped} earlier turn{'s' if dropped > 1 else ''} of this conversation "
+                         f"{'were' if dropped > 1 else 'was'} not shown to the model")
+        notice = (f"Too long for the model's {window:,}-token window with room for the answer: "
+                  + "; ".join(parts) + ".")
+        log.info("fitted a prompt to %d tokens: %d earlier turns dropped, question %d -> %d characters", limit,
+                 dropped, chars, kept)
+        return {"window": window, "prompt_limit": limit, "history_dropped": dropped, "question_chars": chars,
+                "question_kept_chars": kept, "notice": notice}
 
     def _user_turn(self, question: str) -> tuple[str, list[str]]:
         sources: list[str] = []
@@ -140,8 +215,5 @@ def _exported(model: str, adapter: Path) -> Path:
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         log.info("merging %s into %s and exporting it to %s (once)", adapter, model, target)
-        partial = target.with_suffix(".partial.gguf")
-        partial.unlink(missing_ok=True)  # left by an export that was cut
-        export_gguf(model, partial, adapter=adapter, qtype="q8_0")
-        partial.replace(target)
+        export_gguf(model, target, adapter=adapter, qtype="q8_0")  # written whole or not at all
     return target

@@ -9,7 +9,9 @@
 The prompt is the exact message list the model answered (system prompt, earlier turns, the user turn with its
 retrieved facts); the completion is the answer after the served answer prefix, written with that prefix, so a model
 trained on it sees the assistant turn the server renders. Each row carries ``feedback_id``, ``conversation``,
-``turn``, ``model`` and ``adapter`` (read back as tags by :mod:`taskfit.data.preferences`). A later event on the same
+``turn``, ``model``, ``adapter`` and, when the user gave one, the ``reason`` they wrote with the event (a thumbs-down's
+"the page count is wrong, it is 304" is what a better answer can later be written from); all are read back as tags by
+:mod:`taskfit.data.preferences`. A later event on the same
 answer and kind replaces an earlier one (a user who changes a thumb from up to down counts once, as down).
 """
 
@@ -33,8 +35,9 @@ def _answer(turn: Turn, text: str) -> str:
 
 
 def _tags(event: dict[str, Any], turn: Turn) -> tuple[tuple[str, Any], ...]:
+    reason = (event.get("reason") or "").strip()
     return (("feedback_id", event["feedback_id"]), ("conversation", turn.conversation), ("turn", turn.id),
-            ("model", turn.model), ("adapter", turn.adapter))
+            ("model", turn.model), ("adapter", turn.adapter), *((("reason", reason),) if reason else ()))
 
 
 def latest_events(store: Store) -> list[dict[str, Any]]:

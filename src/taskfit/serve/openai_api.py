@@ -5,9 +5,15 @@ message is continued (an answer prefix, as llama.cpp and vLLM do; ``taskfit eval
 prefix that way), and only the continuation comes back. ``/v1/completions`` sends its prompt as raw text, no chat
 template. ``usage`` counts the rendered prompt's tokens and the generated ones. Streaming follows OpenAI's chunk
 format, ``data: [DONE]`` last, with a usage chunk when ``stream_options.include_usage`` is set. With a serve API
-key every ``/v1`` request needs ``Authorization: Bearer <key>``.
+key every ``/v1`` request needs ``Authorization: Bearer <key>`` (checked by :class:`~taskfit.serve.http.Guard`
+before the body is read, so a request without it learns nothing about the API).
 
-Not offered (a 400 says so): ``n`` > 1, ``echo``, prompt log-probabilities, tools.
+As OpenAI and vLLM do: a ``model`` other than the served one is 404 ``model_not_found``; a prompt that leaves the
+answer no room in the model's window is 400 ``context_length_exceeded`` (never cut silently). ``response_format``
+(``json_object``, ``json_schema``) is honoured where the backend constrains its output (llama.cpp, a server behind
+the openai backend). Parameters this server would otherwise ignore are a 400 naming them: ``tools``,
+``tool_choice``, ``functions``, ``logprobs`` / ``top_logprobs``, ``logit_bias``, non-zero presence and frequency
+penalties, ``n`` > 1, ``echo``, ``suffix``, ``best_of`` > 1.
 """
 
 from __future__ import annotations
@@ -16,15 +22,16 @@ import asyncio
 import json
 import secrets
 import time
+from dataclasses import replace
 from typing import Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from taskfit.api import GenerateRequest, Message, Prompt
 from taskfit.serve.gate import Busy
-from taskfit.serve.http import ApiError, require_bearer, require_unicode
+from taskfit.serve.http import ApiError, require_unicode
 
 MAX_TOKENS_LIMIT = 4096
 
@@ -59,30 +66,90 @@ class SamplingIn(BaseModel):
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int = Field(1, ge=1, le=1, description="only 1")
+    n: int = Field(1, ge=1, description="only 1")
     user: str | None = None
+    # accepted so that a request asking for them is refused by name instead of being answered without them
+    logit_bias: dict[str, float] | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+
+    def unhonoured(self) -> list[str]:
+        """The parameters of this request that would change the answer and that this server does not apply."""
+        asked = {"n": self.n > 1, "logit_bias": bool(self.logit_bias), "presence_penalty": self.presence_penalty != 0,
+                 "frequency_penalty": self.frequency_penalty != 0}
+        return [name for name, given in asked.items() if given]
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
 
 
 class ChatIn(SamplingIn):
     messages: list[ChatMessageIn] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_LIMIT)
     logprobs: bool | None = None
+    top_logprobs: int | None = None
     continue_final_message: bool | None = None
     add_generation_prompt: bool | None = None
+    response_format: ResponseFormat | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    functions: list[Any] | None = None
+    function_call: Any = None
+
+    def unhonoured(self) -> list[str]:
+        asked = {"tools": bool(self.tools), "tool_choice": self.tool_choice not in (None, "none", "auto"),
+                 "functions": bool(self.functions), "function_call": self.function_call not in (None, "none", "auto"),
+                 "logprobs": bool(self.logprobs), "top_logprobs": self.top_logprobs is not None}
+        return super().unhonoured() + [name for name, given in asked.items() if given]
 
 
 class CompletionIn(SamplingIn):
     prompt: str | list[str]
     echo: bool = False
     logprobs: int | None = Field(None, ge=0, le=5)
+    suffix: str | None = None
+    best_of: int = Field(1, ge=1)
+
+    def unhonoured(self) -> list[str]:
+        asked = {"echo": self.echo, "logprobs": bool(self.logprobs), "suffix": bool(self.suffix),
+                 "best_of": self.best_of > 1}
+        return super().unhonoured() + [name for name, given in asked.items() if given]
 
 
 def add_openai_routes(app: FastAPI, assistant, gate, settings) -> None:
-    def check_key(request: Request) -> None:
-        if settings.api_key:
-            require_bearer(request, settings.api_key, "the server's API key (taskfit serve --serve-api-key)")
+    def check(body: SamplingIn) -> None:
+        """404 for another model, 400 naming the parameters this server would otherwise ignore."""
+        served = assistant.identity()["model"]
+        if body.model not in (None, "", served):
+            raise ApiError(404, f"The model '{body.model}' does not exist on this server; it serves '{served}' "
+                                "(GET /v1/models)", param="model", code="model_not_found")
+        refused = body.unhonoured()
+        if refused:
+            raise ApiError(400, f"not offered by this server: {', '.join(refused)}; leave them out (no tool calls, no "
+                                "token log-probabilities, one choice per request, no sampling penalties)",
+                           param=refused[0], code="unsupported_parameter")
 
-    def request_for(prompt: Prompt, body: SamplingIn, max_tokens: int | None) -> GenerateRequest:
+    def schema_of(response_format: ResponseFormat | None) -> str | None:
+        """The JSON schema a reply must match, for backends that constrain their output."""
+        if response_format is None or response_format.type == "text":
+            return None
+        if not getattr(assistant.backend, "supports_json_schema", False):
+            raise ApiError(400, f"response_format: the {assistant.backend.name} backend cannot constrain its output; "
+                                "serve with --backend llamacpp for JSON answers", param="response_format")
+        if response_format.type == "json_object":
+            return json.dumps({"type": "object"})
+        schema = (response_format.json_schema or {}).get("schema")
+        if not isinstance(schema, dict):
+            raise ApiError(400, "response_format.json_schema.schema: give the JSON schema the reply must match",
+                           param="response_format")
+        return json.dumps(schema)
+
+    def request_for(prompt: Prompt, body: SamplingIn, max_tokens: int | None,
+                    schema: str | None = None) -> GenerateRequest:
+        check(body)
         stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
         if len(stop) > 4 or any(not s for s in stop):
             raise ApiError(400, "stop: at most 4 non-empty strings")
@@ -90,7 +157,22 @@ def add_openai_routes(app: FastAPI, assistant, gate, settings) -> None:
             raise ApiError(400, f"max_tokens {max_tokens} is over this server's limit of {settings.max_answer_tokens}")
         seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
         return GenerateRequest(prompt, tuple(stop), max_tokens or assistant.max_tokens, body.temperature,
-                               body.top_p, seed % (2**31))
+                               body.top_p, seed % (2**31), json_schema=schema)
+
+    def fitted(generate: GenerateRequest, counted: int, asked: int | None) -> GenerateRequest:
+        """The request with room for its answer in the model's window, or OpenAI's context-length 400 (a prompt is
+        never cut silently: the model would not see what ``usage`` counts)."""
+        window = assistant.backend.context_window()
+        if window is None:
+            return generate
+        room = window - counted
+        if room <= 0 or (asked is not None and asked > room):
+            wanted = asked or generate.max_tokens
+            raise ApiError(400, f"This model's maximum context length is {window} tokens. However, you requested "
+                                f"{counted + wanted} tokens ({counted} in the messages, {wanted} in the completion). "
+                                "Please reduce the length of the messages or completion.",
+                           param="messages", code="context_length_exceeded")
+        return replace(generate, max_tokens=min(generate.max_tokens, room))
 
     def prompt_tokens(prompt: Prompt) -> int:
         try:
@@ -99,15 +181,13 @@ def add_openai_routes(app: FastAPI, assistant, gate, settings) -> None:
             return 0
 
     @app.get("/v1/models")
-    def models(request: Request) -> dict[str, Any]:
-        check_key(request)
+    def models() -> dict[str, Any]:
         identity = assistant.identity()
         return {"object": "list", "data": [{"id": identity["model"], "object": "model", "created": 0,
                                             "owned_by": "taskfit", "adapter": identity["adapter"]}]}
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatIn, request: Request):
-        check_key(request)
+    async def chat_completions(body: ChatIn):
         if len(body.messages) > settings.max_messages:
             raise ApiError(413, f"{len(body.messages)} messages; the limit is {settings.max_messages}")
         turns = [Message("system" if m.role == "developer" else m.role, m.text()) for m in body.messages]
@@ -120,15 +200,16 @@ def add_openai_routes(app: FastAPI, assistant, gate, settings) -> None:
         if not turns and not prefix:
             raise ApiError(400, "messages: nothing to answer (only an empty assistant message)")
         prompt = Prompt(tuple(turns), prefix)
-        generate = request_for(prompt, body, body.max_completion_tokens or body.max_tokens)
-        return await respond(body, generate, "chat.completion", prompt)
+        asked = body.max_completion_tokens or body.max_tokens
+        generate = request_for(prompt, body, asked, schema_of(body.response_format))
+        return await respond(body, generate, "chat.completion", prompt, asked)
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionIn, request: Request):
-        check_key(request)
+    async def completions(body: CompletionIn):
         if body.echo or body.logprobs:
             raise ApiError(400, "echo and logprobs are not offered by this server; use --mode generate "
-                                "(or a server with prompt log-probabilities, such as vLLM, for log-likelihood)")
+                                "(or a server with prompt log-probabilities, such as vLLM, for log-likelihood)",
+                           param="echo" if body.echo else "logprobs", code="unsupported_parameter")
         texts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if len(texts) != 1:
             raise ApiError(400, "prompt: one string")
@@ -138,12 +219,14 @@ def add_openai_routes(app: FastAPI, assistant, gate, settings) -> None:
             raise ApiError(400, "prompt: must not be empty")
         require_unicode(texts)
         prompt = Prompt((), texts[0])
-        return await respond(body, request_for(prompt, body, body.max_tokens), "text_completion", prompt)
+        return await respond(body, request_for(prompt, body, body.max_tokens), "text_completion", prompt,
+                             body.max_tokens)
 
-    async def respond(body: SamplingIn, generate: GenerateRequest, kind: str, prompt: Prompt):
+    async def respond(body: SamplingIn, generate: GenerateRequest, kind: str, prompt: Prompt, asked: int | None):
         ident = ("chatcmpl-" if kind == "chat.completion" else "cmpl-") + secrets.token_hex(12)
         created, model = int(time.time()), assistant.identity()["model"]
         counted = await asyncio.to_thread(prompt_tokens, prompt)  # the backend may ask its server
+        generate = fitted(generate, counted, asked)
 
         def work(emit):
             return assistant.backend.generate_streaming(generate, emit)

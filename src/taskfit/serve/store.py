@@ -5,8 +5,11 @@ server acknowledged survives a SIGKILL a moment later. Every feedback event carr
 (``UNIQUE``): a click retried after a lost answer is stored once. Conversations belong to one browser session;
 every read checks the session, and a conversation of another session reads as missing.
 
-A turn is written (status ``generating``, with its context) before the model produces its first token and finished
-afterwards (``done``, or ``failed`` with the error and the partial answer), so a failed answer loses nothing. A
+A turn is written (status ``generating``, with its context) before the model produces its first token, its text so
+far is saved while it streams, and it is finished afterwards (``done``, or ``failed`` with the error and the partial
+answer), so a failed answer loses nothing. A turn a killed server left ``generating`` is marked ``failed`` when the
+server starts again (:meth:`Store.fail_interrupted`), keeping the text saved before the kill, so the page offers to
+regenerate it. A
 regenerated answer is a new turn at the same position with ``parent`` naming the turn it replaces; picking one of
 them is a ``pick`` feedback event.
 """
@@ -65,6 +68,7 @@ CREATE INDEX IF NOT EXISTS feedback_turn ON feedback(turn);
 """
 
 FEEDBACK_KINDS = ("up", "down", "better", "pick")
+INTERRUPTED = "the server stopped while this answer was being written; regenerate it"
 
 
 class NotFound(LookupError):
@@ -88,11 +92,13 @@ class Turn:
     adapter: str | None
     task: str | None
     created: float
+    notice: str | None = None  # what was left out of the prompt to fit the model's window, as the user is told
 
     def public(self) -> dict[str, Any]:
         """What the page shows of a turn (the context stays server-side)."""
         return {"id": self.id, "position": self.position, "parent": self.parent, "question": self.question,
-                "answer": self.answer, "status": self.status, "error": self.error, "sources": self.sources}
+                "answer": self.answer, "status": self.status, "error": self.error, "sources": self.sources,
+                "notice": self.notice}
 
 
 class Store:
@@ -100,17 +106,16 @@ class Store:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        except (OSError, sqlite3.Error) as exc:
-            raise UserError(f"cannot open the feedback database {self.path}: {exc}; choose another --db") from None
-        self.lock = threading.Lock()
-        with self.lock:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA foreign_keys=ON")
             self.db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise UserError(f"cannot open the feedback database {self.path}: {exc}; choose another --db") from None
 
     def close(self) -> None:
         with self.lock:
@@ -196,6 +201,17 @@ class Store:
         self._write("UPDATE turns SET answer = ?, status = ?, error = ?, generated_tokens = ?, finished = ? "
                     "WHERE id = ?", (answer, "failed" if error else "done", error, generated_tokens, time.time(), turn))
 
+    def save_partial(self, turn: str, answer: str) -> None:
+        """The text streamed so far of a turn still generating (kept if the server dies before it finishes)."""
+        self._write("UPDATE turns SET answer = ? WHERE id = ? AND status = 'generating'", (answer, turn))
+
+    def fail_interrupted(self) -> int:
+        """Mark the turns a stopped server left ``generating`` as failed, keeping their saved text; call it when a
+        server starts on this file (never while another server is answering from it). Returns how many."""
+        cursor = self._write("UPDATE turns SET status = 'failed', error = ?, finished = ? WHERE status = 'generating'",
+                             (INTERRUPTED, time.time()))
+        return cursor.rowcount
+
     def turn(self, session: str, turn: str) -> Turn:
         rows = self._read("SELECT t.* FROM turns t JOIN conversations c ON c.id = t.conversation "
                           "WHERE t.id = ? AND c.session = ?", (turn, session))
@@ -241,4 +257,5 @@ def _turn(row: sqlite3.Row) -> Turn:
     return Turn(id=row["id"], conversation=row["conversation"], position=row["position"], parent=row["parent"],
                 question=row["question"], answer=row["answer"], status=row["status"], error=row["error"],
                 prompt=json.loads(row["prompt"]), rendered=row["rendered"], sources=json.loads(row["sources"]),
-                model=row["model"], adapter=row["adapter"], task=row["task"], created=row["created"])
+                model=row["model"], adapter=row["adapter"], task=row["task"], created=row["created"],
+                notice=(json.loads(row["settings"]).get("fitted") or {}).get("notice"))

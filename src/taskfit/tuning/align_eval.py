@@ -27,6 +27,7 @@ from taskfit.errors import UserError
 from taskfit.metrics.registry import mean_with_ci
 from taskfit.models.catalog import resolve_model
 from taskfit.models.hf import HFBackend
+from taskfit.paths import output_folder
 from taskfit.runs import write_json
 from taskfit.settings import AlignConfig
 from taskfit.tables import markdown_table
@@ -58,6 +59,7 @@ def _backend(config: AlignConfig, location: str, policy: str) -> HFBackend:
 def evaluate_policies(config: AlignConfig, policies: list[str], judge: str | None, output: Path) -> dict[str, Any]:
     if not policies:
         raise UserError("--policies: give the policies to compare, the start first (e.g. base,runs/dpo)")
+    output_folder(output, fresh=True)
     for policy in policies:  # every bad argument is refused before minutes of generation, not after
         _policy_kind(policy)
     for spec in (config.reward, judge):

@@ -11,7 +11,7 @@ from typing import Any
 
 from taskfit.data.preferences import PreferenceData, PreferencePair, read_preferences, split_by_prompt
 from taskfit.data.sampling import sample_indices
-from taskfit.errors import UserError
+from taskfit.paths import output_folder
 from taskfit.settings import TuneConfig, load_tune_config
 from taskfit.tasks.task import load_task
 
@@ -33,11 +33,10 @@ class PreferenceSplit:
 
 
 def fresh_output(output: Path | None, stage: str, method: str) -> Path:
-    """The output folder of a new run (default runs/<stage>/<method>-<time>); a folder holding files is refused."""
-    out = Path(output or f"runs/{stage}/{method}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}")
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} is not empty; choose another --output")
-    return out
+    """The output folder of a new run (default runs/<stage>/<method>-<time>), checked before anything loads: a file,
+    a folder that cannot be written or one holding files is refused."""
+    return output_folder(output or f"runs/{stage}/{method}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}",
+                         fresh=True)
 
 
 def preference_split(files: list[Path], limit: int | None, dev_share: float, seed: int) -> PreferenceSplit:

@@ -23,6 +23,7 @@ from taskfit.errors import UserError
 from taskfit.models.catalog import KNOWN_MODELS, resolve_model
 from taskfit.models.llamacpp import resolve_gguf
 from taskfit.models.loading import load_causal_lm
+from taskfit.paths import output_file, output_folder
 from taskfit.runs import RUN_CARD_MD, read_run_card, write_run_card
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def export_gguf(model: str, output: str | Path, *, adapter: str | Path | None = 
 
     if qtype not in TYPES:
         raise UserError(f"--type {qtype}: use one of {', '.join(TYPES)}")
-    output = Path(output)
+    output = output_file(output, "export")
     if output.suffix != ".gguf":
         raise UserError(f"{output}: the output file name must end in .gguf")
     if output.exists():
@@ -73,7 +74,8 @@ def export_gguf(model: str, output: str | Path, *, adapter: str | Path | None = 
     if arch != "llama":
         raise UserError(f"template {template} is a {arch!r} model, not llama")
     template_tensors = {t.name: [int(d) for d in reversed(t.shape)] for t in reader.tensors}
-    writer = gguf.GGUFWriter(str(output), arch)
+    partial = output.with_name(output.name + ".partial")  # renamed into place when whole: a cut export leaves no .gguf
+    writer = gguf.GGUFWriter(str(partial), arch)
     for key, field in reader.fields.items():
         if key.startswith(SKIPPED_KEYS):
             continue
@@ -109,10 +111,12 @@ def export_gguf(model: str, output: str | Path, *, adapter: str | Path | None = 
     if missing:
         raise UserError(f"the model has no tensors for {missing[:3]} of the template; wrong template?")
     output.parent.mkdir(parents=True, exist_ok=True)
+    partial.unlink(missing_ok=True)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    partial.replace(output)
     summary = {"output": str(output), "type": qtype, "template": str(template), "tensors": counts,
                "bytes": output.stat().st_size, "adapter": str(adapter) if adapter else None}
     log.info("wrote %s (%.1f MiB, %s)", output, summary["bytes"] / 2**20, counts)
@@ -125,9 +129,8 @@ def merge(adapter: str | Path, output: str | Path) -> Path:
     from peft import PeftConfig
 
     adapter, output = Path(adapter), Path(output)
+    output_folder(output, "merge", fresh=True)
     check_mergeable(adapter)
-    if output.exists() and any(output.iterdir()):
-        raise UserError(f"{output} is not empty; choose another output folder")
     loaded = load_causal_lm(PeftConfig.from_pretrained(adapter).base_model_name_or_path, adapter=adapter)
     loaded.model.save_pretrained(output)
     loaded.tokenizer.save_pretrained(output)

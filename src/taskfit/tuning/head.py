@@ -35,7 +35,7 @@ from taskfit.models.head import CONFIG_FILE, HEAD_WEIGHTS, HeadModel, encoder_ba
 from taskfit.prompting.embeddings import encoder_location
 from taskfit.runs import peak_rss_mib, write_run_card
 from taskfit.tasks.task import load_task
-from taskfit.tuning.common import TuneConfig, TuneResult, card_markdown, plot_loss, task_examples
+from taskfit.tuning.common import TuneConfig, TuneResult, card_markdown, fresh_output, plot_loss, task_examples
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,7 @@ def train_head(config: TuneConfig, resume: bool = False) -> TuneResult:
     if config.task is None:
         raise UserError("--method head trains on a task's split (--task), not on a --train-file or a --mixture")
     started = time.perf_counter()
-    out = Path(config.output or f"runs/tune/head-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}")
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} is not empty; choose another --output")
+    out = fresh_output(config.output, "tune", "head")
     torch.manual_seed(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)

@@ -44,6 +44,7 @@ from taskfit.metrics.registry import mean_with_ci
 from taskfit.models.catalog import resolve_model
 from taskfit.models.hf import HFBackend
 from taskfit.models.loading import load_causal_lm
+from taskfit.paths import output_folder
 from taskfit.prompting.prompts import task_prompt
 from taskfit.prompting.tokens import Pair, Tokenizer
 from taskfit.runs import peak_rss_mib, write_json, write_run_card
@@ -151,7 +152,7 @@ def train_raft(config: AlignConfig, resume: bool = False) -> dict[str, Any]:
     started = time.perf_counter()
     if config.reward is None:
         raise UserError("RAFT needs --reward: a reward model folder or metric:NAME (with --task)")
-    out = Path(config.output or f"runs/align/raft-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}")
+    out = output_folder(config.output or f"runs/align/raft-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}")
     settings = json.loads(config.model_dump_json(exclude={"output", "threads", "progress", "report_to"}))
     state_path = out / STATE
     if out.exists() and any(out.iterdir()):

@@ -9,7 +9,6 @@ answer wins", "the longer answer wins") are scored too, with the paired differen
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from datetime import UTC, datetime
@@ -24,8 +23,9 @@ from taskfit.data.sampling import sample_indices
 from taskfit.errors import UserError
 from taskfit.metrics.paired import paired_compare
 from taskfit.metrics.registry import compute_metrics
-from taskfit.runs import RunFolder, fingerprint, peak_rss_mib
-from taskfit.tuning.rewards import LengthReward, RewardFunction, load_reward
+from taskfit.paths import output_file, output_folder
+from taskfit.runs import RunFolder, fingerprint, peak_rss_mib, write_jsonl
+from taskfit.tuning.rewards import LengthReward, RewardFunction, check_reward, load_reward
 
 
 def pair_records(pairs: list[PreferencePair], reward: RewardFunction) -> list[dict[str, Any]]:
@@ -52,6 +52,8 @@ def pair_records(pairs: list[PreferencePair], reward: RewardFunction) -> list[di
 def evaluate_reward(reward_spec: str, data: list[Path], output: Path, limit: int | None = None, seed: int = 1234,
                     bootstrap_samples: int = 2000) -> dict[str, Any]:
     started = time.perf_counter()
+    output_folder(output)
+    check_reward(reward_spec)
     preferences = read_preferences(data)
     pairs, _ = preferences.as_pairs()
     if limit is not None and limit < len(pairs):
@@ -110,6 +112,8 @@ def evaluate_reward(reward_spec: str, data: list[Path], output: Path, limit: int
 
 def score_file(reward_spec: str, data: list[Path], output: Path) -> int:
     """Rewards of every answer in the files, as JSONL: pairs get both rewards, rated rows their one reward."""
+    output_file(output)
+    check_reward(reward_spec)
     preferences = read_preferences(data)
     reward = load_reward(reward_spec)
     rows: list[dict[str, Any]] = []
@@ -121,6 +125,5 @@ def score_file(reward_spec: str, data: list[Path], output: Path) -> int:
         values = reward.score([r.prompt for r in preferences.rated], [r.completion for r in preferences.rated])
         rows += [{"source": r.source, "label": r.label, "reward": None if math.isnan(v) else v}
                  for r, v in zip(preferences.rated, values)]
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    write_jsonl(output, rows)
     return len(rows)

@@ -26,6 +26,7 @@ from taskfit.adapters.bottleneck import BottleneckConfig, add_adapters, save_ada
 from taskfit.errors import UserError
 from taskfit.models.catalog import resolve_model
 from taskfit.models.loading import load_causal_lm, resolve_device
+from taskfit.paths import output_folder
 from taskfit.runs import peak_rss_mib, read_run_card, write_json, write_run_card
 from taskfit.tuning.common import (
     LLAMA_ATTENTION,
@@ -88,7 +89,7 @@ def train_sft(config: TuneConfig, resume: bool = False) -> TuneResult:
     torch.manual_seed(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
-    out, start_step = output_folder(config, resume)
+    out, start_step = tune_output(config, resume)
     if resume and (card := read_run_card(out)) is not None:
         log.info("%s is complete (%s steps); nothing to resume", out, card.get("steps"))
         return TuneResult(card, None)
@@ -149,9 +150,9 @@ def train_sft(config: TuneConfig, resume: bool = False) -> TuneResult:
     return TuneResult(card, method.model)
 
 
-def output_folder(config: TuneConfig, resume: bool) -> tuple[Path, int]:
+def tune_output(config: TuneConfig, resume: bool) -> tuple[Path, int]:
     """The output folder and the step to resume from; refused before anything loads if it holds another run."""
-    out = Path(config.output or f"runs/tune/{config.method}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}")
+    out = output_folder(config.output or f"runs/tune/{config.method}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}")
     if out.exists() and any(out.iterdir()) and not resume:
         if not list(out.glob("checkpoint-*")):
             raise UserError(f"{out} is not empty; choose another --output")

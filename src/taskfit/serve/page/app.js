@@ -61,10 +61,20 @@
     list.replaceChildren(...sources.map((s) => el("li", null, s)));
   }
 
+  // A finished answer gets feedback controls; a failed one (an error, or cut by a server restart) only Regenerate.
   function addControls(item) {
-    if (item.querySelector(".feedback") || item.dataset.status !== "done") return;
+    const state = item.dataset.status;
+    if (item.querySelector(".feedback") || !item.dataset.turn || (state !== "done" && state !== "failed")) return;
     const turn = item.dataset.turn;
     const box = el("div", "feedback");
+    if (state === "failed") {
+      const retry = el("button", "regenerate", "Regenerate");
+      retry.type = "button";
+      retry.addEventListener("click", () => ask(null, turn));
+      box.append(retry);
+      item.appendChild(box);
+      return;
+    }
     const note = el("span", "note");
     const up = el("button", "up", "✓ Good");
     up.type = "button"; up.title = "Good answer"; up.setAttribute("aria-label", "good answer");
@@ -155,6 +165,7 @@
             item.dataset.turn = data.turn;
             if (data.parent) item.dataset.parent = data.parent;
             q.textContent = data.question;
+            if (data.notice) item.insertBefore(el("p", "notice", data.notice), answer.nextSibling);
             sourcesBlock(item, data.sources);
             if (conversation !== data.conversation) {
               conversation = data.conversation;
