@@ -92,9 +92,9 @@ def test_raft_is_reproducible_and_resumes_to_the_same_result(tiny_model_dir, tmp
     assert main(into_a) == 2  # other settings into a finished run's folder: refused, nothing lost
     assert (a / "iter_2" / "adapter").is_dir()
     assert main(one) == 0
-    state = json.loads((b / "raft.json").read_text())
-    state["settings"]["iterations"] = 2  # as if the two-iteration run had been cut after its first iteration
-    (b / "raft.json").write_text(json.dumps(state))
+    settings = json.loads((b / "settings.json").read_text())
+    settings["iterations"] = 2  # as if the two-iteration run had been cut after its first iteration
+    (b / "settings.json").write_text(json.dumps(settings))
     assert main(raft_args(tiny_model_dir, data, b, "length:longer") + ["--resume"]) == 0
     for t in (1, 2):
         assert (a / f"iter_{t}" / "candidates.jsonl").read_text() == (b / f"iter_{t}" / "candidates.jsonl").read_text()

@@ -180,7 +180,7 @@ CASES = {
                                     "--method head is the head stage"),
     "tune bad lr": (lambda t: ["tune", "--task", "sst2", "--lr", "-1"], "key 'lr' has invalid value -1"),
     "tune resume without checkpoint": (lambda t: ["tune", "--task", "sst2", "--resume", "--output", str(t)],
-                                       "no checkpoint-* folder"),
+                                       "holds no run to continue"),
     # --- comparing, merging, exporting
     "compare missing folder": (lambda t: ["compare-results", str(t / "a"), str(t / "b")], str(Path("a"))),
     "compare a run with itself": (lambda t: ["compare-results", run_folder(t, '{"task": {"name": "x"}}',

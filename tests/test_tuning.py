@@ -80,7 +80,7 @@ def test_resume_continues_the_step_count(tmp_path, tiny_model_dir, train_file):
     assert tune(config(tiny_model_dir, train_file, out), resume=True).card == finished
     # a crash after the first checkpoint: only checkpoint-6 and the run's settings are left
     for path in out.iterdir():
-        if path.name not in ("checkpoint-6", "tune.json"):
+        if path.name not in ("checkpoint-6", "settings.json"):
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     with pytest.raises(UserError, match="--resume"):
         tune(config(tiny_model_dir, train_file, out))

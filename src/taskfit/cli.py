@@ -494,18 +494,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     card = tune(config, resume=args.resume).card
     sys.stdout.write(f"{card['method']}: {card['steps']} steps, loss {card['first_loss']} -> {card['final_loss']}, "
                      f"{card['trainable_parameters']:,} trainable parameters ({100 * card['trainable_share']:.3f}%), "
-                     f"{card['train_s']} s\noutput: {card['output']} (evaluate with {_evaluate_hint(card)})\n")
+                     f"{card['train_s']} s\noutput: {card['output']} (evaluate with `taskfit eval "
+                     f"{card['evaluate_with']}`)\n")
     return 0
-
-
-def _evaluate_hint(card: dict) -> str:
-    """How to evaluate what ``taskfit tune`` produced."""
-    out = card["output"]
-    if card["method"] == "head":
-        return f"`taskfit eval --task {card['config']['task']} --model head:{out}`"
-    if card["method"] == "full":
-        return f"`taskfit eval --model hf:{out}`"
-    return f"`taskfit eval --adapter {out}`"
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -138,6 +138,11 @@ def operational_keys(model_cls: type[BaseModel]) -> set[str]:
     return {name for name, f in model_cls.model_fields.items() if (f.json_schema_extra or {}).get("operational")}
 
 
+def run_identity(config: BaseModel) -> dict[str, Any]:
+    """What a run computes from: its settings without the operational ones (what a resumed run must share)."""
+    return json.loads(config.model_dump_json(exclude=operational_keys(type(config))))
+
+
 def merged(path: str | Path | None, overrides: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """A YAML config (if any) with flags laid over it, and where it came from: a flag given replaces the key, a
     mapping given as flags (``--strategy-arg``, ``--instruction``) is merged key by key into the YAML's mapping."""
@@ -232,15 +237,44 @@ class MixtureSpec(StrictModel):
     plain_text: PlainTextSource | None = None
 
 
+TUNE_RATES = {"lora": 2e-4, "ia3": 2e-3, "prefix": 1e-2, "prompt": 1e-2, "adapter": 5e-4, "full": 2e-5, "head": 5e-5}
+REWARD_RATES = {"lora": 1e-4, "full": 1e-5, "top": 2e-5, "minilm": 1.0}
+# DPO / KTO: a new LoRA on the start policy, moved by preference losses; RAFT: tune's LoRA rate, since each
+# iteration is a short answer-only SFT (at 5e-5 an iteration's 8 steps barely moved the policy:
+# benchmarks/results/alignment_hh.md)
+ALIGN_RATES = {"dpo": 5e-5, "kto": 5e-5, "raft": 2e-4}
+"""Each command's default learning rate per method: read by ``learning_rate()`` and shown in its ``--lr`` help."""
+
+
+def _lr_field(rates: dict[str, float], note: str = "") -> Any:
+    shown = lambda rate: f"{rate:g}" if rate >= 0.01 else f"{rate:.0e}".replace("e-0", "e-")  # noqa: E731
+    defaults = ", ".join(f"{shown(rate)} ({method})" for method, rate in rates.items())
+    return Field(None, gt=0, description=f"learning rate; default {defaults}{note}")
+
+
 class OptimSection(StrictModel):
     epochs: float = Field(1.0, gt=0, description="passes over the data")
     max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: run the epochs)")
     batch_size: int = Field(8, gt=0, description="rows per optimizer step (before accumulation)")
     gradient_accumulation: int = Field(1, gt=0, description="batches per optimizer step")
-    lr: float | None = Field(None, gt=0, description="default: 2e-4 (lora), 2e-3 (ia3), 1e-2 (prefix, prompt), "
-                                                    "5e-4 (adapter), 2e-5 (full), 5e-5 (head)")
+    lr: float | None = Field(None, gt=0, description="learning rate")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="share of steps with a linear warm-up")
+
+
+class TuneOptimSection(OptimSection):
+    lr: float | None = _lr_field(TUNE_RATES)
+
+
+class RewardOptimSection(OptimSection):
+    lr: float | None = _lr_field(REWARD_RATES, "; for minilm the inverse L2 strength C of the logistic regression")
+
+
+class AlignOptimSection(OptimSection):
+    max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: run the epochs); raft: per "
+                                           "iteration")
+    epochs: float = Field(1.0, gt=0, description="passes over the data; raft: over each iteration's kept answers")
+    lr: float | None = _lr_field(ALIGN_RATES)
 
 
 class LoraSection(StrictModel):
@@ -268,20 +302,41 @@ class HeadSection(StrictModel):
 
 
 class BookkeepingSection(StrictModel):
+    """How a training run is run, not what it trains: every field is operational (left out of a run's identity, so
+    a resumed run may change it)."""
+
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where training runs; auto = a CUDA GPU when "
-                                                   "torch sees one (bf16 / fp16 mixed precision there), else the CPU. "
-                                                   "Several GPUs: accelerate launch -m taskfit.cli tune ...")
-    output: Path | None = Field(None, description="output folder (default runs/tune/<method>-<time>)")
-    save_steps: int = Field(200, gt=0, description="checkpoint every N steps")
-    logging_steps: int = Field(5, gt=0, description="log the loss every N steps")
+                                                   "torch sees one (bf16 / fp16 mixed precision there), else the CPU",
+                                                   json_schema_extra=OPERATIONAL)
+    output: Path | None = Field(None, description="output folder", json_schema_extra=OPERATIONAL)
+    logging_steps: int = Field(5, gt=0, description="log the loss every N steps", json_schema_extra=OPERATIONAL)
     report_to: list[str] = Field(default_factory=lambda: ["none"],
-                                 description="tensorboard, wandb or mlflow (the Trainer's report_to)")
-    threads: int | None = Field(None, gt=0, description="CPU threads (default: all cores)")
-    progress: bool = Field(True, description="show progress bars")
+                                 description="tensorboard, wandb or mlflow (the Trainer's report_to)",
+                                 json_schema_extra=OPERATIONAL)
+    threads: int | None = Field(None, gt=0, description="CPU threads (default: all cores)",
+                                json_schema_extra=OPERATIONAL)
+    progress: bool = Field(True, description="show progress bars", json_schema_extra=OPERATIONAL)
 
 
-class TuneConfig(BookkeepingSection, HeadSection, BottleneckSection, VirtualTokensSection, LoraSection,
-                 OptimSection, TuneDataSection, StageSection):
+class TuneBookkeepingSection(BookkeepingSection):
+    output: Path | None = Field(None, description="output folder (default runs/tune/<method>-<time>)",
+                                json_schema_extra=OPERATIONAL)
+    save_steps: int = Field(200, gt=0, description="checkpoint every N steps (--resume continues from the last)",
+                            json_schema_extra=OPERATIONAL)
+
+
+class RewardBookkeepingSection(BookkeepingSection):
+    output: Path | None = Field(None, description="output folder (default runs/reward/<method>-<time>)",
+                                json_schema_extra=OPERATIONAL)
+
+
+class AlignBookkeepingSection(BookkeepingSection):
+    output: Path | None = Field(None, description="output folder (default runs/align/<method>-<time>; align eval: "
+                                                  "runs/align-eval)", json_schema_extra=OPERATIONAL)
+
+
+class TuneConfig(TuneBookkeepingSection, HeadSection, BottleneckSection, VirtualTokensSection, LoraSection,
+                 TuneOptimSection, TuneDataSection, StageSection):
     """Everything ``taskfit tune`` needs; every CLI flag is also a YAML key (``--config tune.yaml``)."""
 
     @model_validator(mode="before")
@@ -303,14 +358,14 @@ class TuneConfig(BookkeepingSection, HeadSection, BottleneckSection, VirtualToke
         return data
 
     def learning_rate(self) -> float:
-        return self.lr or {"lora": 2e-4, "ia3": 2e-3, "prefix": 1e-2, "prompt": 1e-2, "adapter": 5e-4, "full": 2e-5,
-                           "head": 5e-5}[self.method]
+        return self.lr or TUNE_RATES[self.method]
 
 
 TUNE_SECTIONS: list[tuple[str, type[BaseModel]]] = [
-    ("stage and model", StageSection), ("data", TuneDataSection), ("optimisation", OptimSection),
+    ("stage and model", StageSection), ("data", TuneDataSection), ("optimisation", TuneOptimSection),
     ("lora / ia3", LoraSection), ("prefix / prompt tuning", VirtualTokensSection),
-    ("bottleneck adapters", BottleneckSection), ("head", HeadSection), ("hardware and bookkeeping", BookkeepingSection)]
+    ("bottleneck adapters", BottleneckSection), ("head", HeadSection),
+    ("hardware and bookkeeping", TuneBookkeepingSection)]
 
 
 def load_tune_config(path: str | Path | None, overrides: dict[str, Any]) -> TuneConfig:
@@ -344,16 +399,17 @@ class PreferenceDataSection(StrictModel):
     seed: int = Field(1234, description="seed for sampling, the dev split, initialisation and data order")
 
 
-class RewardConfig(BookkeepingSection, LoraSection, OptimSection, PreferenceDataSection, RewardModelSection):
+class RewardConfig(RewardBookkeepingSection, LoraSection, RewardOptimSection, PreferenceDataSection,
+                   RewardModelSection):
     """Everything ``taskfit reward train`` needs; every flag is also a YAML key."""
 
     def learning_rate(self) -> float:
-        return self.lr or {"lora": 1e-4, "full": 1e-5, "top": 2e-5, "minilm": 1.0}[self.method]
+        return self.lr or REWARD_RATES[self.method]
 
 
 REWARD_SECTIONS: list[tuple[str, type[BaseModel]]] = [
-    ("reward model", RewardModelSection), ("data", PreferenceDataSection), ("optimisation", OptimSection),
-    ("lora", LoraSection), ("hardware and bookkeeping", BookkeepingSection)]
+    ("reward model", RewardModelSection), ("data", PreferenceDataSection), ("optimisation", RewardOptimSection),
+    ("lora", LoraSection), ("hardware and bookkeeping", RewardBookkeepingSection)]
 
 
 def load_reward_config(path: str | Path | None, overrides: dict[str, Any]) -> RewardConfig:
@@ -401,20 +457,17 @@ class RaftSection(StrictModel):
                                                    "prompt's reward is their mean; more samples narrow the CI)")
 
 
-class AlignConfig(BookkeepingSection, LoraSection, OptimSection, RaftSection, PreferenceDataSection,
+class AlignConfig(AlignBookkeepingSection, LoraSection, AlignOptimSection, RaftSection, PreferenceDataSection,
                   AlignMethodSection):
     """Everything ``taskfit align`` needs; TRL's own key names for its options; every flag is also a YAML key."""
 
     def learning_rate(self) -> float:
-        """DPO / KTO: 5e-5 (a new LoRA on the start policy, moved by preference losses); RAFT: 2e-4, the LoRA rate of
-        `tune`, since each iteration is a short answer-only SFT (at 5e-5 the 8 steps of an iteration barely moved the
-        policy: benchmarks/results/alignment_hh.md)."""
-        return self.lr or (2e-4 if self.method == "raft" else 5e-5)
+        return self.lr or ALIGN_RATES[self.method]
 
 
 ALIGN_SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("method and model", AlignMethodSection), ("data", PreferenceDataSection), ("raft", RaftSection),
-    ("optimisation", OptimSection), ("lora", LoraSection), ("hardware and bookkeeping", BookkeepingSection)]
+    ("optimisation", AlignOptimSection), ("lora", LoraSection), ("hardware and bookkeeping", AlignBookkeepingSection)]
 
 
 def load_align_config(path: str | Path | None, overrides: dict[str, Any]) -> AlignConfig:

@@ -17,11 +17,8 @@ merged model (``--model hf:DIR``), since the new LoRA only makes sense on the SF
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,25 +26,31 @@ from taskfit.adapters.apply import quiet_checkpointing_rename
 from taskfit.errors import UserError
 from taskfit.metrics.registry import mean_with_ci
 from taskfit.models.catalog import resolve_model
-from taskfit.models.loading import load_causal_lm, resolve_device
+from taskfit.models.loading import load_causal_lm
 from taskfit.prompting.preference_tokens import PairIds, PreferenceTokenizer
 from taskfit.prompting.tokens import Tokenizer
-from taskfit.runs import peak_rss_mib, write_run_card
 from taskfit.settings import AlignConfig
-from taskfit.tuning.common import LORA_TARGETS, fresh_output, plot_loss, preference_split
+from taskfit.tuning.common import preference_split
+from taskfit.tuning.skeleton import (
+    RunCard,
+    begin,
+    count_parameters,
+    lora_config,
+    loss_history,
+    plot_loss,
+    seed_and_threads,
+    stage_output,
+    training_arguments,
+)
 
 log = logging.getLogger(__name__)
 
 def train_align(config: AlignConfig) -> dict[str, Any]:
-    import torch
-
     started = time.perf_counter()
-    out = fresh_output(config.output, "align", config.method)
+    out, _ = stage_output(config, "align")
     split = preference_split(config.data, config.limit, config.dev_share, config.seed)
     data, unpaired, train_pairs, dev_pairs = split.data, split.unpaired, split.train, split.dev
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
+    seed_and_threads(config)
     name, location = resolve_model(config.model)
     loaded = load_causal_lm(location, adapter=config.adapter)
     if loaded.virtual is not None:
@@ -72,7 +75,7 @@ def train_align(config: AlignConfig) -> dict[str, Any]:
         rows = kto_order(rows, config.batch_size, config.seed)
     if len(rows) < 2:
         raise UserError(f"only {len(rows)} training rows after the dev split and cutting; give more data")
-    out.mkdir(parents=True, exist_ok=True)
+    begin(out, config)
     with quiet_checkpointing_rename():
         trainer, result, train_s = _train(config, loaded.model, tokenizer, rows, out)
         dev_renderer = PreferenceTokenizer(renderer.tokenizer, config.max_length)
@@ -82,35 +85,32 @@ def train_align(config: AlignConfig) -> dict[str, Any]:
             model = model.merge_and_unload()
         model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    history = [h for h in trainer.state.log_history if "loss" in h]
+    history = loss_history(trainer)
     plot_loss(history, out / "loss.png", f"{config.method} on {', '.join(Path(f).name for f in config.data)}")
-    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in trainer.model.parameters())
-    tokens = sum(len(v) for row in rows for k, v in row.items() if k.endswith("_ids"))
-    card = {
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "method": config.method,
-        "base_model": {"name": name, "path": str(location)},
-        "start": str(config.adapter) if config.adapter else "the base model",
-        "reference": ("the SFT adapter merged into the base weights; the new LoRA disabled" if config.adapter else
-                      "the base model (the new LoRA disabled)"),
-        "evaluate_with": f"--model hf:{out}" if config.adapter else f"--adapter {out}",
-        "data": {"files": [str(f) for f in config.data], "formats": dict(data.formats),
+    trainable, total = count_parameters(trainer.model)
+    start = str(config.adapter) if config.adapter else "the base model"
+    reference = ("the SFT adapter merged into the base weights; the new LoRA disabled" if config.adapter else
+                 "the base model (the new LoRA disabled)")
+    card_data = {"files": [str(f) for f in config.data], "formats": dict(data.formats),
                  "dropped_when_read": dict(data.dropped), "rated_rows_unpaired": unpaired,
-                 "train_rows": len(rows), "dev_pairs": len(dev_pairs), "tokenized": dict(renderer.counts)},
-        "config": json.loads(config.model_dump_json()),
-        "trainable_parameters": trainable, "total_parameters": total, "trainable_share": trainable / total,
-        "steps": trainer.state.global_step,
-        "first_loss": history[0]["loss"] if history else None,
-        "final_loss": history[-1]["loss"] if history else result.training_loss,
-        "loss_history": [{"step": h["step"], "loss": h["loss"]} for h in history],
-        "train_s": round(train_s, 2), "tokens_per_s": round(tokens * config.epochs / train_s, 1) if train_s else None,
-        "total_s": round(time.perf_counter() - started, 2), "peak_rss_mib": peak_rss_mib(), "output": str(out),
-    }
+                 "train_rows": len(rows), "dev_pairs": len(dev_pairs), "tokenized": dict(renderer.counts)}
+    lines = [f"- start: {start}; reference: {reference}",
+             f"- data: {', '.join(card_data['files'])}: {len(rows)} training rows, {len(dev_pairs)} dev pairs; "
+             f"formats {card_data['formats']}; dropped when read {card_data['dropped_when_read']}; tokenized "
+             f"{card_data['tokenized']}"]
     if dev is not None:
-        card["dev"] = dev
-    write_run_card(out, card, _markdown(card))
-    return card
+        m, a = dev["mean_margin"], dev["accuracy"]
+        lines.append(f"- held-out pairs ({dev['n']}): mean implicit reward margin {m['value']:.4f} "
+                     f"[{m['ci_low']:.4f}, {m['ci_high']:.4f}], ranked right {a['value']:.4f} "
+                     f"[{a['ci_low']:.4f}, {a['ci_high']:.4f}]")
+    return RunCard(
+        method=config.method, base_model={"name": name, "path": str(location)}, data=card_data, config=config,
+        output=out, started=started, evaluate_with=f"--model hf:{out}" if config.adapter else f"--adapter {out}",
+        trainable_parameters=trainable, total_parameters=total, steps=trainer.state.global_step,
+        loss_history=history, fallback_loss=result.training_loss, train_s=train_s,
+        tokens=sum(len(v) for row in rows for k, v in row.items() if k.endswith("_ids")) * config.epochs,
+        extras={"start": start, "reference": reference, **({"dev": dev} if dev is not None else {})},
+        lines=lines).write()
 
 
 def kto_order(rows: list[dict[str, Any]], batch_size: int, seed: int) -> list[dict[str, Any]]:
@@ -165,33 +165,21 @@ def _pretokenized(trainer_class):
 
 def _train(config: AlignConfig, model, tokenizer, rows: list[dict[str, Any]], out: Path):
     import datasets
-    from peft import LoraConfig, TaskType
     from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 
-    per_epoch = math.ceil(len(rows) / (config.batch_size * config.gradient_accumulation))
-    total_steps = config.max_steps if config.max_steps > 0 else math.ceil(per_epoch * config.epochs)
-    gpu = resolve_device(config.device) == "cuda"
-    common = dict(
-        output_dir=str(out / "checkpoints"), per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation, learning_rate=config.learning_rate(),
-        num_train_epochs=config.epochs, max_steps=config.max_steps, weight_decay=config.weight_decay,
-        warmup_steps=int(config.warmup_ratio * total_steps), logging_steps=config.logging_steps, save_strategy="no",
-        seed=config.seed, data_seed=config.seed, report_to=config.report_to, use_cpu=not gpu, bf16=False,
-        gradient_checkpointing=False, max_length=config.max_length, disable_tqdm=not config.progress,
-        dataloader_num_workers=0, beta=config.beta, remove_unused_columns=False,
-    )
+    own = dict(save_strategy="no", max_length=config.max_length, beta=config.beta, remove_unused_columns=False)
+    if config.loss_type:
+        own["loss_type"] = [config.loss_type] if config.method == "dpo" else config.loss_type
     if config.method == "dpo":
-        args = DPOConfig(**common, **({"loss_type": [config.loss_type]} if config.loss_type else {}))
+        args = training_arguments(config, out / "checkpoints", len(rows), DPOConfig, **own)
         trainer_class = _pretokenized(DPOTrainer)
     else:
-        args = KTOConfig(**common, desirable_weight=config.desirable_weight,
-                         undesirable_weight=config.undesirable_weight,
-                         **({"loss_type": config.loss_type} if config.loss_type else {}))
+        args = training_arguments(config, out / "checkpoints", len(rows), KTOConfig, **own,
+                                  desirable_weight=config.desirable_weight,
+                                  undesirable_weight=config.undesirable_weight)
         trainer_class = _pretokenized(KTOTrainer)
-    lora = LoraConfig(task_type=TaskType.CAUSAL_LM, r=config.rank, lora_alpha=config.alpha,
-                      lora_dropout=config.dropout, target_modules=config.target_modules or LORA_TARGETS)
     trainer = trainer_class(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
-                            processing_class=tokenizer, peft_config=lora)
+                            processing_class=tokenizer, peft_config=lora_config(config, "CAUSAL_LM"))
     started = time.perf_counter()
     result = trainer.train()
     return trainer, result, time.perf_counter() - started
@@ -239,23 +227,3 @@ def _dev_margins(model, pairs: list[PairIds], beta: float) -> dict[str, Any]:
     margin = mean_with_ci([r["margin"] for r in records])
     accuracy = mean_with_ci([r["correct"] for r in records])
     return {"n": len(records), "mean_margin": margin.as_dict(), "accuracy": accuracy.as_dict()}
-
-
-def _markdown(card: dict[str, Any]) -> str:
-    data = card["data"]
-    lines = [f"# Run card: {card['method']}", "",
-             f"- start: {card['start']}; reference: {card['reference']}; evaluate with `{card['evaluate_with']}`",
-             f"- data: {', '.join(data['files'])}: {data['train_rows']} training rows, {data['dev_pairs']} dev pairs; "
-             f"formats {data['formats']}; dropped when read {data['dropped_when_read']}; tokenized "
-             f"{data['tokenized']}",
-             f"- trainable: {card['trainable_parameters']:,} of {card['total_parameters']:,} parameters",
-             f"- steps {card['steps']}, loss {card['first_loss']} -> {card['final_loss']}, {card['train_s']} s, "
-             f"{card['tokens_per_s']} tokens/s, peak RSS {card['peak_rss_mib']} MiB"]
-    if "dev" in card:
-        dev = card["dev"]
-        m, a = dev["mean_margin"], dev["accuracy"]
-        lines.append(f"- held-out pairs ({dev['n']}): mean implicit reward margin {m['value']:.4f} "
-                     f"[{m['ci_low']:.4f}, {m['ci_high']:.4f}], ranked right {a['value']:.4f} "
-                     f"[{a['ci_low']:.4f}, {a['ci_high']:.4f}]")
-    lines += ["", "```json", json.dumps(card["config"], indent=2), "```", ""]
-    return "\n".join(lines)

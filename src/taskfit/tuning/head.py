@@ -21,7 +21,6 @@ import math
 import os
 import random
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +32,9 @@ from taskfit.errors import UserError
 from taskfit.models.catalog import HEAD_TASK_TYPES
 from taskfit.models.head import CONFIG_FILE, HEAD_WEIGHTS, HeadModel, encoder_batch, encoder_texts
 from taskfit.prompting.embeddings import encoder_location
-from taskfit.runs import peak_rss_mib, write_run_card
 from taskfit.tasks.task import load_task
-from taskfit.tuning.common import TuneConfig, TuneResult, card_markdown, fresh_output, plot_loss, task_examples
+from taskfit.tuning.common import TuneConfig, TuneResult, data_line, task_examples
+from taskfit.tuning.skeleton import RunCard, begin, plot_loss, seed_and_threads, stage_output
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +58,11 @@ def _targets(task, examples) -> torch.Tensor:
 def train_head(config: TuneConfig, resume: bool = False) -> TuneResult:
     """The head stage: check, load the encoder, fit encoder + head on the task's split, save the folder and the run
     card (``TuneResult``)."""
-    if resume:
-        raise UserError("--method head trains in minutes and keeps no checkpoints; run it again without --resume")
     if config.task is None:
         raise UserError("--method head trains on a task's split (--task), not on a --train-file or a --mixture")
     started = time.perf_counter()
-    out = fresh_output(config.output, "tune", "head")
-    torch.manual_seed(config.seed)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    out, _ = stage_output(config, "tune", resume=resume)
+    seed_and_threads(config)
     task = load_task(config.task)
     _check_task(task)  # before reading any data
     task, examples = task_examples(config, task)
@@ -86,32 +81,19 @@ def train_head(config: TuneConfig, resume: bool = False) -> TuneResult:
                    list(examples[0].fields), "max_length": max_length, "outputs": outputs,
                    **({"labels": task.space.values} if outputs > 1 else
                       {"score_range": [task.space.low, task.space.high]})}
+    begin(out, config)
     _save(out, model, tokenizer, head_config)
     plot_loss(history, out / "loss.png", f"head on {task.name}")
     parameters = sum(p.numel() for p in model.parameters())
-    card = {
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "method": "head",
-        "base_model": {"name": config.encoder, "path": str(location)},
-        "data": {"task": task.name, "split": config.split, "n": len(examples), "tokens": seen_tokens,
-                 "answer_tokens": 0, "chat_template": False},
-        "config": json.loads(config.model_dump_json()),
-        "trainable_parameters": parameters,
-        "total_parameters": parameters,
-        "trainable_share": 1.0,
-        "steps": step,
-        "final_loss": history[-1]["loss"] if history else None,
-        "first_loss": history[0]["loss"] if history else None,
-        "loss_history": [{"step": h["step"], "loss": h["loss"]} for h in history],
-        "train_loss": sum(h["loss"] for h in history) / len(history) if history else None,
-        "train_s": round(train_s, 2),
-        "total_s": round(time.perf_counter() - started, 2),
-        "tokens_per_s": round(seen_tokens / train_s, 1) if train_s > 0 else None,
-        "peak_rss_mib": peak_rss_mib(),
-        "resumed_from_step": 0,
-        "output": str(out),
-    }
-    write_run_card(out, card, card_markdown(card))
+    data = {"task": task.name, "split": config.split, "n": len(examples), "tokens": seen_tokens, "answer_tokens": 0,
+            "chat_template": False}
+    card = RunCard(method="head", base_model={"name": config.encoder, "path": str(location)}, data=data,
+                   config=config, output=out, started=started, evaluate_with=f"--task {task.name} --model head:{out}",
+                   trainable_parameters=parameters, total_parameters=parameters, steps=step, loss_history=history,
+                   train_s=train_s, tokens=seen_tokens,
+                   extras={"train_loss": sum(h["loss"] for h in history) / len(history) if history else None,
+                           "resumed_from_step": 0},
+                   lines=[data_line(data)]).write()
     return TuneResult(card, model.eval())
 
 

@@ -16,9 +16,9 @@ The reward is a reward model folder (``taskfit reward train``) or one of the tas
 evaluation would score it, which is RAFT with a verifiable reward on the user's own task.
 
 Every candidate with its seed, reward and fate is written to ``iter_<t>/candidates.jsonl``; each iteration's adapter
-to ``iter_<t>/adapter``; the held-out answers to ``iter_<t>/heldout.jsonl``. ``--resume`` (or rerunning into the same
-folder with the same settings) continues after the last finished iteration, and gives what an uninterrupted run
-gives: everything an iteration uses is derived from the seed and the previous iteration's files.
+to ``iter_<t>/adapter``; the held-out answers to ``iter_<t>/heldout.jsonl``. ``--resume`` (into the same folder, with the
+same settings: :func:`taskfit.tuning.skeleton.stage_output`) continues after the last finished iteration, and gives
+what an uninterrupted run gives: everything an iteration uses is derived from the seed and the previous iteration's files.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +43,24 @@ from taskfit.metrics.registry import mean_with_ci
 from taskfit.models.catalog import resolve_model
 from taskfit.models.hf import HFBackend
 from taskfit.models.loading import load_causal_lm
-from taskfit.paths import output_folder
 from taskfit.prompting.prompts import task_prompt
 from taskfit.prompting.tokens import Pair, Tokenizer
-from taskfit.runs import peak_rss_mib, write_json, write_run_card
-from taskfit.settings import AlignConfig, TuneConfig
+from taskfit.runs import write_json
+from taskfit.settings import AlignConfig
 from taskfit.tasks.task import load_task
-from taskfit.tuning.common import LORA_TARGETS, plot_loss
 from taskfit.tuning.rewards import load_reward
-from taskfit.tuning.sft import Method, _trainer
+from taskfit.tuning.sft import Method, sft_trainer
+from taskfit.tuning.skeleton import (
+    RunCard,
+    begin,
+    count_parameters,
+    lora_config,
+    loss_history,
+    plot_loss,
+    seed_and_threads,
+    stage_output,
+    training_arguments,
+)
 
 log = logging.getLogger(__name__)
 STATE = "raft.json"
@@ -147,22 +155,12 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
 
 
 def train_raft(config: AlignConfig, resume: bool = False) -> dict[str, Any]:
-    import torch
-
     started = time.perf_counter()
     if config.reward is None:
         raise UserError("RAFT needs --reward: a reward model folder or metric:NAME (with --task)")
-    out = output_folder(config.output or f"runs/align/raft-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}")
-    settings = json.loads(config.model_dump_json(exclude={"output", "threads", "progress", "report_to"}))
+    out, continuing = stage_output(config, "align", resume=resume, resumable=True)
     state_path = out / STATE
-    if out.exists() and any(out.iterdir()):
-        previous = json.loads(state_path.read_text(encoding="utf-8")) if state_path.is_file() else None
-        if previous is None or previous.get("settings") != settings:
-            raise UserError(f"{out} holds another run; choose another --output (a RAFT run resumes only into its "
-                            "own folder with the same settings)")
-    out.mkdir(parents=True, exist_ok=True)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    seed_and_threads(config)
     task = load_task(config.task) if config.task else None
     train, held = raft_prompts(config, task)
     if not train or not held:
@@ -177,8 +175,9 @@ def train_raft(config: AlignConfig, resume: bool = False) -> dict[str, Any]:
     else:
         reward = load_reward(config.reward)
     name, location = resolve_model(config.model)
-    state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.is_file() else {
-        "settings": settings, "iterations": []}
+    if not continuing:
+        begin(out, config)
+    state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.is_file() else {"iterations": []}
     policy = str(config.adapter) if config.adapter else None
     if not state["iterations"]:
         state["start"] = _heldout(config, location, policy, held, reward, out / "iter_0")
@@ -206,9 +205,7 @@ def train_raft(config: AlignConfig, resume: bool = False) -> dict[str, Any]:
                                     "mean_selected_reward": sum(c["reward"] for c in selected) / len(selected),
                                     **train_info, "heldout": evaluation})
         write_json(state_path, state)
-    card = _card(config, state, name, location, out, held, time.perf_counter() - started)
-    write_run_card(out, card, _markdown(card))
-    return card
+    return _card(config, state, name, location, out, held, started).write()
 
 
 def _sample(config: AlignConfig, location: str, policy: str | None, prompts: list[RaftPrompt], reward,
@@ -258,7 +255,7 @@ def _finetune(config: AlignConfig, location: str, policy: str | None, selected: 
     """``config.epochs`` passes of answer-only SFT over the selected answers, continuing the policy's adapter (a new
     LoRA at t=1 without a start adapter)."""
     import torch
-    from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+    from peft import PeftModel, get_peft_model
 
     torch.manual_seed(config.seed + t)
     loaded = load_causal_lm(location)
@@ -266,29 +263,23 @@ def _finetune(config: AlignConfig, location: str, policy: str | None, selected: 
         if policy:
             model = PeftModel.from_pretrained(loaded.model, policy, is_trainable=True)
         else:
-            model = get_peft_model(loaded.model, LoraConfig(
-                task_type=TaskType.CAUSAL_LM, r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
-                target_modules=config.target_modules or LORA_TARGETS))
+            model = get_peft_model(loaded.model, lora_config(config, "CAUSAL_LM"))
     encode = Tokenizer(loaded.tokenizer, config.chat_template)
     tokenized = [encode(Pair(prompts[c["prompt"]].prompt, c["text"].strip()), config.max_length) for c in selected]
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    trainable, total = count_parameters(model)
     method = Method(model, model.peft_config["default"], None, trainable, total)
-    tune = TuneConfig(method="lora", model=config.model, epochs=config.epochs, batch_size=config.batch_size,
-                      gradient_accumulation=config.gradient_accumulation, lr=config.learning_rate(),
-                      weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio, max_length=config.max_length,
-                      seed=config.seed + t, save_steps=10**9, logging_steps=1, report_to=config.report_to,
-                      threads=config.threads, progress=config.progress, device=config.device, output=folder)
+    args = training_arguments(config, folder / "checkpoints", len(tokenized), seed=config.seed + t,
+                              data_seed=config.seed + t, logging_steps=1, save_strategy="no",
+                              remove_unused_columns=False)
     with quiet_checkpointing_rename():
-        trainer = _trainer(tune, method, tokenized, loaded.tokenizer, folder / "checkpoints")
+        trainer = sft_trainer(args, method, tokenized, loaded.tokenizer)
         began = time.perf_counter()
         trainer.train()
         train_s = time.perf_counter() - began
         model.save_pretrained(folder / "adapter")
     loaded.tokenizer.save_pretrained(folder / "adapter")
-    history = [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
-    return {"train_s": round(train_s, 2), "steps": trainer.state.global_step, "loss_history": history,
-            "trainable_parameters": trainable}
+    return {"train_s": round(train_s, 2), "steps": trainer.state.global_step, "loss_history": loss_history(trainer),
+            "trainable_parameters": trainable, "total_parameters": total}
 
 
 def _heldout(config: AlignConfig, location: str, policy: str | None, held: list[RaftPrompt], reward,
@@ -315,48 +306,40 @@ def _heldout(config: AlignConfig, location: str, policy: str | None, held: list[
 
 
 def _card(config: AlignConfig, state: dict[str, Any], name: str, location: str, out: Path, held: list[RaftPrompt],
-          seconds: float) -> dict[str, Any]:
+          started: float) -> RunCard:
     def read(folder: Path) -> dict[str, float]:
         return prompt_means([json.loads(line) for line in (folder / "heldout.jsonl").read_text().splitlines()])
 
+    iterations = state["iterations"]
     start = read(out / "iter_0")
-    end = read(out / f"iter_{len(state['iterations'])}")
+    end = read(out / f"iter_{len(iterations)}")
     diffs = [end[k] - v for k, v in start.items() if k in end]
-    history = [h for it in state["iterations"] for h in it.get("loss_history", [])]
+    history = [{"step": i + 1, "loss": h["loss"]}
+               for i, h in enumerate(h for it in iterations for h in it.get("loss_history", []))]
     if history:
-        plot_loss([{"step": i + 1, "loss": h["loss"]} for i, h in enumerate(history)], out / "loss.png",
-                  "RAFT fine-tuning loss (steps of every iteration)")
-    return {
-        "created": datetime.now(UTC).isoformat(timespec="seconds"), "method": "raft",
-        "base_model": {"name": name, "path": str(location)},
-        "start": str(config.adapter) if config.adapter else "the base model (a new LoRA from iteration 1)",
-        "reward": config.reward, "config": json.loads(config.model_dump_json()),
-        "data": {"task": config.task, "files": [str(f) for f in config.data], "heldout_prompts": len(held)},
-        "iterations": state["iterations"], "heldout_start": state["start"],
-        "heldout_end_minus_start": mean_with_ci(diffs).as_dict() if diffs else None,
-        "heldout_win_rate": (sum(d > 0 for d in diffs) + 0.5 * sum(d == 0 for d in diffs)) / len(diffs)
-        if diffs else None,
-        "trainable_parameters": state["iterations"][-1]["trainable_parameters"] if state["iterations"] else 0,
-        "train_s": round(sum(it["train_s"] for it in state["iterations"]), 2),
-        "loss_history": [{"step": i + 1, "loss": h["loss"]} for i, h in enumerate(history)],
-        "total_s": round(seconds, 2), "peak_rss_mib": peak_rss_mib(), "output": str(out),
-        "evaluate_with": f"--adapter {out}/iter_{len(state['iterations'])}/adapter",
-    }
-
-
-def _markdown(card: dict[str, Any]) -> str:
-    lines = [f"# Run card: RAFT with {card['reward']}", "", f"- start: {card['start']}",
-             f"- held-out prompts: {card['data']['heldout_prompts']}; start mean reward "
-             f"{card['heldout_start']['mean_reward']['value']:.4f}"]
-    for it in card["iterations"]:
+        plot_loss(history, out / "loss.png", "RAFT fine-tuning loss (steps of every iteration)")
+    begun = str(config.adapter) if config.adapter else "the base model (a new LoRA from iteration 1)"
+    change = mean_with_ci(diffs).as_dict() if diffs else None
+    win = (sum(d > 0 for d in diffs) + 0.5 * sum(d == 0 for d in diffs)) / len(diffs) if diffs else None
+    lines = [f"- reward: {config.reward}; start: {begun}",
+             f"- held-out prompts: {len(held)}; start mean reward {state['start']['mean_reward']['value']:.4f}"]
+    for it in iterations:
         h = it["heldout"]
         lines.append(f"- iteration {it['iteration']}: {it['selected']} of {it['candidates']} answers kept (discarded "
                      f"{it['discarded']}), mean kept reward {it['mean_selected_reward']:.4f}; held-out mean reward "
                      f"{h['mean_reward']['value']:.4f}, distinct-2 {h['distinct_2']:.3f}, empty {h['empty_rate']:.1%}")
-    if card["heldout_end_minus_start"]:
-        d = card["heldout_end_minus_start"]
-        lines.append(f"- end − start on held-out prompts: {d['value']:+.4f} [{d['ci_low']:+.4f}, "
-                     f"{d['ci_high']:+.4f}], win rate {card['heldout_win_rate']:.3f}")
-    lines += [f"- evaluate with `taskfit eval {card['evaluate_with']}`", "", "```json",
-              json.dumps(card["config"], indent=2), "```", ""]
-    return "\n".join(lines)
+    if change:
+        lines.append(f"- end − start on held-out prompts: {change['value']:+.4f} [{change['ci_low']:+.4f}, "
+                     f"{change['ci_high']:+.4f}], win rate {win:.3f}")
+    last = iterations[-1] if iterations else {}
+    return RunCard(
+        method="raft", base_model={"name": name, "path": str(location)},
+        data={"task": config.task, "files": [str(f) for f in config.data], "heldout_prompts": len(held)},
+        config=config, output=out, started=started,
+        evaluate_with=f"--adapter {out}/iter_{len(iterations)}/adapter",
+        trainable_parameters=last.get("trainable_parameters", 0), total_parameters=last.get("total_parameters", 0),
+        steps=sum(it["steps"] for it in iterations), loss_history=history,
+        train_s=sum(it["train_s"] for it in iterations),
+        extras={"start": begun, "reward": config.reward, "iterations": iterations, "heldout_start": state["start"],
+                "heldout_end_minus_start": change, "heldout_win_rate": win},
+        lines=lines)

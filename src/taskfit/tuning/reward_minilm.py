@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -19,9 +18,10 @@ from taskfit.models.reward import REWARD_CONFIG
 from taskfit.prompting.embeddings import DEFAULT_ENCODER, embed
 from taskfit.settings import RewardConfig
 from taskfit.tuning.rewards import judge_text
+from taskfit.tuning.skeleton import Trained
 
 
-def train_minilm(config: RewardConfig, train: list[PreferencePair], out: Path) -> dict[str, Any]:
+def train_minilm(config: RewardConfig, train: list[PreferencePair], out: Path) -> Trained:
     from sklearn.linear_model import LogisticRegression
 
     started = time.perf_counter()
@@ -36,8 +36,7 @@ def train_minilm(config: RewardConfig, train: list[PreferencePair], out: Path) -
                                                  "weights": [float(w) for w in weights]}) + "\n", encoding="utf-8")
     train_s = time.perf_counter() - started
     train_accuracy = float(np.mean(diff @ weights > 0))
-    return {"base_model": {"name": DEFAULT_ENCODER, "path": DEFAULT_ENCODER}, "trainable_parameters": len(weights),
-            "total_parameters": len(weights), "trainable_share": 1.0,
-            "trainable": "a linear reward on frozen MiniLM embeddings (C = --lr)", "steps": int(fit.n_iter_[0]),
-            "first_loss": None, "final_loss": None, "train_accuracy": train_accuracy, "train_s": round(train_s, 2),
-            "tokens_per_s": None}
+    return Trained(base_model={"name": DEFAULT_ENCODER, "path": DEFAULT_ENCODER},
+                   note="a linear reward on frozen MiniLM embeddings (C = --lr)", trainable=len(weights),
+                   total=len(weights), steps=int(fit.n_iter_[0]), loss_history=[], train_s=train_s,
+                   extras={"train_accuracy": train_accuracy})

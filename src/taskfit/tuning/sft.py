@@ -12,12 +12,9 @@ tokens only. The output folder holds the adapter (PEFT format) or the full model
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +22,22 @@ from taskfit.adapters.apply import quiet_checkpointing_rename
 from taskfit.adapters.bottleneck import BottleneckConfig, add_adapters, save_adapters
 from taskfit.errors import UserError
 from taskfit.models.catalog import resolve_model
-from taskfit.models.loading import load_causal_lm, resolve_device
-from taskfit.paths import output_folder
-from taskfit.runs import peak_rss_mib, read_run_card, write_json, write_run_card
-from taskfit.tuning.common import (
-    LLAMA_ATTENTION,
-    LLAMA_MLP,
-    TuneConfig,
-    TuneResult,
-    card_markdown,
-    plot_loss,
-    task_examples,
-)
+from taskfit.models.loading import load_causal_lm
+from taskfit.tuning.common import TuneConfig, TuneResult, data_line, task_examples
 from taskfit.tuning.data import Tokenizer, collate, pairs_from_task, read_training_file
 from taskfit.tuning.mixture import build_mixture
+from taskfit.tuning.skeleton import (
+    LLAMA_MLP,
+    RunCard,
+    begin,
+    finished_card,
+    lora_config,
+    loss_history,
+    plot_loss,
+    seed_and_threads,
+    stage_output,
+    training_arguments,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +45,10 @@ log = logging.getLogger(__name__)
 
 def peft_config(config: TuneConfig, model_path: str, instruction: str | None):
     """The PEFT configuration of ``config.method`` (None for full fine-tuning)."""
-    from peft import IA3Config, LoraConfig, PrefixTuningConfig, PromptTuningConfig, TaskType
+    from peft import IA3Config, PrefixTuningConfig, PromptTuningConfig, TaskType
 
     if config.method == "lora":
-        return LoraConfig(task_type=TaskType.CAUSAL_LM, r=config.rank, lora_alpha=config.alpha,
-                          lora_dropout=config.dropout,
-                          target_modules=config.target_modules or LLAMA_ATTENTION + LLAMA_MLP)
+        return lora_config(config, "CAUSAL_LM")
     if config.method == "ia3":
         targets = config.target_modules or ["k_proj", "v_proj", "down_proj"]
         return IA3Config(task_type=TaskType.CAUSAL_LM, target_modules=targets,
@@ -83,16 +80,16 @@ def training_samples(config: TuneConfig):
 def train_sft(config: TuneConfig, resume: bool = False) -> TuneResult:
     """The sft stage, read top to bottom: output folder -> data -> model + method -> Trainer -> train -> save ->
     loss curve and run card."""
-    import torch
-
     started = time.perf_counter()
-    torch.manual_seed(config.seed)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    out, start_step = tune_output(config, resume)
-    if resume and (card := read_run_card(out)) is not None:
+    out, continuing = stage_output(config, "tune", resume=resume, resumable=True)
+    if continuing and (card := finished_card(out)) is not None:
         log.info("%s is complete (%s steps); nothing to resume", out, card.get("steps"))
         return TuneResult(card, None)
+    start_step = _last_checkpoint_step(out) if continuing else 0
+    if continuing and start_step == 0:
+        raise UserError(f"--resume: no checkpoint-* folder in {out}; the run stopped before its first checkpoint "
+                        "(--save-steps): run it again without --resume into another --output")
+    seed_and_threads(config)
     samples, data_info, instruction = training_samples(config)
     if not samples:
         raise UserError("no training samples")
@@ -108,87 +105,33 @@ def train_sft(config: TuneConfig, resume: bool = False) -> TuneResult:
     log.info("%s on %d samples: %d trainable parameters of %d (%.3f%%)", config.method, len(samples),
              method.trainable, method.total, 100 * method.trainable / method.total)
 
-    trainer = _trainer(config, method, tokenized, loaded.tokenizer, out)
-    if not resume:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / SETTINGS_FILE, resume_settings(config))
+    args = training_arguments(config, out, len(tokenized), save_steps=config.save_steps, save_total_limit=3,
+                              remove_unused_columns=False)
+    trainer = sft_trainer(args, method, tokenized, loaded.tokenizer)
+    if not continuing:
+        begin(out, config)
     train_start = time.perf_counter()
     with quiet_checkpointing_rename():
-        result = trainer.train(resume_from_checkpoint=True if resume else None)
+        result = trainer.train(resume_from_checkpoint=True if continuing else None)
         train_s = time.perf_counter() - train_start
         method.save(out)
     loaded.tokenizer.save_pretrained(out)
-    history = [entry for entry in trainer.state.log_history if "loss" in entry]
+    history = loss_history(trainer)
     plot_loss(history, out / "loss.png", f"{config.method} on "
               f"{data_info.get('task') or data_info.get('file') or 'a mixture'}")
     steps_done = trainer.state.global_step
     tokens_per_step = (sum(len(item.input_ids) for item in tokenized) / len(tokenized) * config.batch_size
                        * config.gradient_accumulation)
-    card = {
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "method": config.method,
-        "base_model": {"name": name, "path": model_path},
-        "data": {**data_info, "tokens": sum(len(item.input_ids) for item in tokenized),
-                 "answer_tokens": answer_tokens, "chat_template": encode.chat},
-        "config": json.loads(config.model_dump_json()),
-        "trainable_parameters": method.trainable,
-        "total_parameters": method.total,
-        "trainable_share": method.trainable / method.total,
-        "steps": steps_done,
-        "final_loss": history[-1]["loss"] if history else result.training_loss,
-        "first_loss": history[0]["loss"] if history else None,
-        "loss_history": [{"step": h["step"], "loss": h["loss"]} for h in history],
-        "train_loss": result.training_loss,
-        "train_s": round(train_s, 2),
-        "total_s": round(time.perf_counter() - started, 2),
-        "tokens_per_s": round((steps_done - start_step) * tokens_per_step / train_s, 1) if train_s > 0 else None,
-        "peak_rss_mib": peak_rss_mib(),
-        "resumed_from_step": start_step,
-        "output": str(out),
-    }
-    write_run_card(out, card, card_markdown(card))
-    return TuneResult(card, method.model)
-
-
-def tune_output(config: TuneConfig, resume: bool) -> tuple[Path, int]:
-    """The output folder and the step to resume from; refused before anything loads if it holds another run."""
-    out = output_folder(config.output or f"runs/tune/{config.method}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}")
-    if out.exists() and any(out.iterdir()) and not resume:
-        if not list(out.glob("checkpoint-*")):
-            raise UserError(f"{out} is not empty; choose another --output")
-        raise UserError(f"{out} holds checkpoints of an earlier run; pass --resume to continue it, or choose "
-                        "another --output")
-    if resume:
-        _check_same_run(out, config)
-    start_step = _last_checkpoint_step(out) if resume else 0
-    if resume and start_step == 0 and read_run_card(out) is None:
-        raise UserError(f"--resume: no checkpoint-* folder in {out}")
-    return out, start_step
-
-
-SETTINGS_FILE = "tune.json"
-_NOT_SETTINGS = {"output", "threads", "progress", "report_to", "save_steps", "logging_steps", "device"}
-
-
-def resume_settings(config: TuneConfig) -> dict[str, Any]:
-    """What a resumed run must share with the run it continues (how it is run — threads, logging — may change)."""
-    return json.loads(config.model_dump_json(exclude=_NOT_SETTINGS))
-
-
-def _check_same_run(out: Path, config: TuneConfig) -> None:
-    """``--resume`` continues only the run that wrote ``out``: other data or settings would silently train a
-    different model from its checkpoint (a forgotten --limit once turned a 125-step run into 8,419 steps)."""
-    path = out / SETTINGS_FILE
-    if not path.is_file():
-        log.warning("%s has no %s (written since this check exists); resuming without comparing settings", out,
-                    SETTINGS_FILE)
-        return
-    before, now = json.loads(path.read_text(encoding="utf-8")), resume_settings(config)
-    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
-    if changed:
-        detail = ", ".join(f"{k}: {before.get(k)!r} then, {now.get(k)!r} now" for k in changed[:4])
-        raise UserError(f"--resume: {out} was trained with other settings ({detail}); give the same command "
-                        "as the run being resumed, or another --output")
+    data = {**data_info, "tokens": sum(len(item.input_ids) for item in tokenized), "answer_tokens": answer_tokens,
+            "chat_template": encode.chat}
+    return TuneResult(RunCard(
+        method=config.method, base_model={"name": name, "path": model_path}, data=data, config=config, output=out,
+        started=started, evaluate_with=f"--model hf:{out}" if config.method == "full" else f"--adapter {out}",
+        trainable_parameters=method.trainable, total_parameters=method.total, steps=steps_done,
+        loss_history=history, fallback_loss=result.training_loss, train_s=train_s,
+        tokens=(steps_done - start_step) * tokens_per_step,
+        extras={"train_loss": result.training_loss, "resumed_from_step": start_step},
+        lines=[data_line(data)]).write(), method.model)
 
 
 @dataclass
@@ -226,28 +169,13 @@ def with_method(model, config: TuneConfig, model_path: str, instruction: str | N
     return Method(model, peft, bottleneck, trainable, sum(p.numel() for p in model.parameters()))
 
 
-def _trainer(config: TuneConfig, method: Method, tokenized, tokenizer, out: Path):
-    """The transformers Trainer for answer-only loss (plain loss for prefix / prompt tuning, which shift positions),
-    on the CPU or a GPU (``--device``; mixed precision there, the weights stay fp32)."""
+def sft_trainer(args, method: Method, tokenized, tokenizer):
+    """The transformers Trainer with the answer-only loss (the plain loss for prefix / prompt tuning, which shift
+    positions) on rows already tokenized, padded per batch."""
     import torch
-    from transformers import Trainer, TrainingArguments
+    from transformers import Trainer
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    gpu = resolve_device(config.device) == "cuda"
-    bf16 = gpu and torch.cuda.is_bf16_supported()
-    per_epoch = math.ceil(len(tokenized) / (config.batch_size * config.gradient_accumulation))
-    total_steps = config.max_steps if config.max_steps > 0 else math.ceil(per_epoch * config.epochs)
-    args = TrainingArguments(
-        output_dir=str(out), per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation, learning_rate=config.learning_rate(),
-        num_train_epochs=config.epochs, max_steps=config.max_steps, weight_decay=config.weight_decay,
-        warmup_steps=int(config.warmup_ratio * total_steps), lr_scheduler_type="linear",
-        logging_steps=config.logging_steps,
-        save_steps=config.save_steps, save_total_limit=3, seed=config.seed, data_seed=config.seed,
-        report_to=config.report_to, use_cpu=not gpu, bf16=bf16, fp16=gpu and not bf16,
-        disable_tqdm=not config.progress, remove_unused_columns=False,
-        dataloader_num_workers=0,
-    )
     prompt_learning = method.peft is not None and method.peft.is_prompt_learning
     trainer_class = Trainer if prompt_learning else _answer_only_trainer(Trainer)
     return trainer_class(model=method.model, args=args, train_dataset=_ListDataset(tokenized),

@@ -1,0 +1,262 @@
+"""What every tuning stage shares, written once: the Trainer's arguments, the LoRA configuration, the output folder
+and its resume rule, and the run card.
+
+A stage (``sft``, ``head``, ``reward``, ``dpo`` / ``kto``, ``raft``) is its own module read top to bottom — output
+folder, data, model, trainer, train, save, card — and keeps only what is its own: its data, its model set-up, its
+loss and its extra card fields. TRL's ``RewardConfig(TrainingArguments)`` and LLaMA-Factory's per-stage workflows
+are the models: a stage adds keywords to :func:`training_arguments`, it never re-lists the common ones.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from taskfit.errors import UserError
+from taskfit.models.loading import resolve_device
+from taskfit.paths import output_folder
+from taskfit.runs import RUN_CARD, peak_rss_mib, read_run_card, write_json, write_run_card
+from taskfit.settings import run_identity
+
+log = logging.getLogger(__name__)
+
+LLAMA_ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
+LLAMA_MLP = ["gate_proj", "up_proj", "down_proj"]
+LORA_TARGETS = LLAMA_ATTENTION + LLAMA_MLP  # every projection of a Llama-family decoder layer
+
+SETTINGS_FILE = "settings.json"  # a run's identity: what must match for --resume to continue it
+LEGACY_SETTINGS = (("tune.json", None), ("raft.json", "settings"))  # where sft and RAFT kept them before
+
+
+# ------------------------------------------------------------------------------------------------ set-up
+def seed_and_threads(config) -> None:
+    """Seed torch with the run's seed and use ``--threads`` CPU threads (all cores when unset)."""
+    import torch
+
+    torch.manual_seed(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+
+
+def training_arguments(config, output_dir: Path, rows: int, args_class: type | None = None, **stage: Any):
+    """The Trainer's arguments of a stage: the keywords every stage shares, from ``config``'s optimisation and
+    bookkeeping sections, and ``stage``'s own (``beta``, ``max_length``, checkpointing ...), which win.
+
+    ``args_class`` is ``TrainingArguments`` or a TRL config built on it (``RewardConfig``, ``DPOConfig``,
+    ``KTOConfig``); ``rows`` sets the warm-up steps (``warmup_ratio`` of the steps the run will take). On a GPU every
+    stage trains in mixed precision (bf16 where supported, else fp16; the weights stay fp32), on the CPU in fp32."""
+    import torch
+    from transformers import TrainingArguments
+
+    gpu = resolve_device(config.device) == "cuda"
+    bf16 = gpu and torch.cuda.is_bf16_supported()
+    per_epoch = math.ceil(rows / (config.batch_size * config.gradient_accumulation))
+    total_steps = config.max_steps if config.max_steps > 0 else math.ceil(per_epoch * config.epochs)
+    common = dict(
+        output_dir=str(output_dir), per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation, learning_rate=config.learning_rate(),
+        num_train_epochs=config.epochs, max_steps=config.max_steps, weight_decay=config.weight_decay,
+        warmup_steps=int(config.warmup_ratio * total_steps), lr_scheduler_type="linear",
+        logging_steps=config.logging_steps, seed=config.seed, data_seed=config.seed, report_to=config.report_to,
+        use_cpu=not gpu, bf16=bf16, fp16=gpu and not bf16, disable_tqdm=not config.progress,
+        dataloader_num_workers=0,
+    )
+    args_class = args_class or TrainingArguments
+    if args_class is not TrainingArguments:  # TRL's configs turn gradient checkpointing on by default
+        common["gradient_checkpointing"] = False
+    return args_class(**(common | stage))
+
+
+def lora_config(config, task_type: str):
+    """The LoRA every stage trains (``task_type``: ``CAUSAL_LM``, or ``SEQ_CLS`` for a reward model): rank, alpha,
+    dropout and target modules from the settings, every projection of a Llama layer by default."""
+    from peft import LoraConfig, TaskType
+
+    return LoraConfig(task_type=getattr(TaskType, task_type), r=config.rank, lora_alpha=config.alpha,
+                      lora_dropout=config.dropout, target_modules=config.target_modules or LORA_TARGETS)
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameters of ``model``."""
+    return (sum(p.numel() for p in model.parameters() if p.requires_grad),
+            sum(p.numel() for p in model.parameters()))
+
+
+def loss_history(trainer) -> list[dict[str, Any]]:
+    """The Trainer's logged training losses, oldest first: ``[{"step", "loss"}, ...]``."""
+    return [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
+
+
+# ------------------------------------------------------------------------------------------------ output
+def stage_output(config, stage: str, *, resume: bool = False, resumable: bool = False) -> tuple[Path, bool]:
+    """The output folder of a run and whether it continues one, checked before any data or model loads.
+
+    A new run needs an empty (or new) folder. A folder holding a run (its ``settings.json``) is continued only with
+    ``--resume``, by a stage that can (``resumable``), and only with the same identity — the settings minus the
+    operational ones (where output goes, threads, logging, device ...); the keys that differ are named. Any other
+    folder that holds files is refused, so nothing is overwritten."""
+    out = output_folder(config.output or
+                        f"runs/{stage}/{config.method}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}")
+    if resume and not resumable:
+        raise UserError(f"--resume: {stage} --method {config.method} trains in one go and keeps no checkpoints; run "
+                        "it again without --resume")
+    if not (out.is_dir() and any(out.iterdir())):
+        if resume:
+            raise UserError(f"--resume: {out} holds no run to continue; run the command without --resume")
+        return out, False
+    saved = saved_identity(out)
+    if saved is None or not resumable:
+        raise UserError(f"{out} is not empty; choose another --output")
+    now = run_identity(config)
+    changed = sorted(k for k in now if saved.get(k) != now[k])
+    if changed:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} then, {now[k]!r} now" for k in changed[:4])
+        raise UserError(f"{'--resume: ' if resume else ''}{out} holds a run with other settings ({detail}); give the "
+                        "same command as that run, or another --output")
+    if not resume:
+        raise UserError(f"{out} holds this run already; pass --resume to continue it, or choose another --output")
+    return out, True
+
+
+def begin(out: Path, config) -> None:
+    """Create the output folder of a new run with its identity, once its data has been read and checked."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / SETTINGS_FILE, run_identity(config))
+
+
+def saved_identity(out: Path) -> dict[str, Any] | None:
+    """The identity of the run in ``out`` (None: no run of taskfit's there)."""
+    for name, key in ((SETTINGS_FILE, None), *LEGACY_SETTINGS):
+        path = out / name
+        if path.is_file():
+            try:
+                saved = json.loads(path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                return None
+            saved = saved.get(key) if key and isinstance(saved, dict) else saved
+            if isinstance(saved, dict):
+                return saved
+    return None
+
+
+def finished_card(out: Path) -> dict[str, Any] | None:
+    """The run card of a run that finished in ``out`` (nothing left to resume), or None."""
+    return read_run_card(out) if (out / RUN_CARD).is_file() else None
+
+
+# ------------------------------------------------------------------------------------------------ the card
+@dataclass
+class Trained:
+    """What a stage's training step reports for its card (a reward model's LM or MiniLM fit, ...)."""
+
+    base_model: dict[str, Any]
+    note: str  # what trained, in words
+    trainable: int
+    total: int
+    steps: int
+    loss_history: list[dict[str, Any]]
+    train_s: float
+    fallback_loss: float | None = None
+    tokens: float | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunCard:
+    """What a training run did: the fields every stage's card has, the stage's extras, and its own markdown lines.
+
+    ``evaluate_with`` is how to evaluate what was trained (``taskfit eval`` arguments), written by the stage that
+    knows, so the CLI, grids and the autopilot read it instead of re-deriving it from the method's name."""
+
+    method: str
+    base_model: dict[str, Any]
+    data: dict[str, Any]
+    config: Any
+    output: Path
+    started: float  # time.perf_counter() when the stage began
+    evaluate_with: str | None = None
+    trainable_parameters: int = 0
+    total_parameters: int = 0
+    steps: int = 0
+    loss_history: list[dict[str, Any]] = field(default_factory=list)
+    fallback_loss: float | None = None  # the final loss when none was logged (the Trainer's mean training loss)
+    train_s: float = 0.0
+    tokens: float | None = None  # tokens trained on, for tokens/s
+    extras: dict[str, Any] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)  # the stage's own lines of RUN_CARD.md
+
+    def as_dict(self) -> dict[str, Any]:
+        import time
+
+        history = self.loss_history
+        return {
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "method": self.method,
+            "base_model": self.base_model,
+            "data": self.data,
+            "config": json.loads(self.config.model_dump_json()),
+            "trainable_parameters": self.trainable_parameters,
+            "total_parameters": self.total_parameters,
+            "trainable_share": self.trainable_parameters / self.total_parameters if self.total_parameters else None,
+            "steps": self.steps,
+            "first_loss": history[0]["loss"] if history else None,
+            "final_loss": history[-1]["loss"] if history else self.fallback_loss,
+            "loss_history": history,
+            "train_s": round(self.train_s, 2),
+            "total_s": round(time.perf_counter() - self.started, 2),
+            "tokens_per_s": round(self.tokens / self.train_s, 1) if self.tokens and self.train_s > 0 else None,
+            "peak_rss_mib": peak_rss_mib(),
+            "output": str(self.output),
+            "evaluate_with": self.evaluate_with,
+            **self.extras,
+        }
+
+    def write(self) -> dict[str, Any]:
+        """``run_card.json`` and ``RUN_CARD.md`` in the output folder; returns the card."""
+        card = self.as_dict()
+        write_run_card(self.output, card, card_markdown(card, self.lines))
+        return card
+
+
+def card_markdown(card: dict[str, Any], lines: list[str]) -> str:
+    """RUN_CARD.md: the common facts, the stage's own lines, the loss curve, the config."""
+    share = card["trainable_share"]
+    out = [f"# Run card: {card['method']}", "",
+           f"- base model: {card['base_model']['name']} ({card['base_model']['path']})",
+           *lines,
+           f"- trainable parameters: {card['trainable_parameters']:,} of {card['total_parameters']:,}"
+           + (f" ({100 * share:.3f}%)" if share is not None else ""),
+           f"- steps: {card['steps']}, loss {card['first_loss']} -> {card['final_loss']}",
+           f"- time: {card['train_s']} s training, {card['tokens_per_s']} tokens/s, "
+           f"peak RSS {card['peak_rss_mib']} MiB"]
+    if card.get("evaluate_with"):
+        out.append(f"- evaluate with `taskfit eval {card['evaluate_with']}`")
+    if (Path(card["output"]) / "loss.png").is_file():
+        out += ["", "![loss](loss.png)"]
+    out += ["", "Config:", "", "```json", json.dumps(card["config"], indent=2), "```", ""]
+    return "\n".join(out)
+
+
+def plot_loss(history: list[dict[str, Any]], path: Path, title: str) -> None:
+    """The training loss against the optimizer step, as a PNG beside the run card."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if history:
+        ax.plot([h["step"] for h in history], [h["loss"] for h in history], marker="o", markersize=3)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
