@@ -16,9 +16,10 @@ The reward is a reward model folder (``taskfit reward train``) or one of the tas
 evaluation would score it, which is RAFT with a verifiable reward on the user's own task.
 
 Every candidate with its seed, reward and fate is written to ``iter_<t>/candidates.jsonl``; each iteration's adapter
-to ``iter_<t>/adapter``; the held-out answers to ``iter_<t>/heldout.jsonl``. ``--resume`` (into the same folder, with the
-same settings: :func:`taskfit.tuning.skeleton.stage_output`) continues after the last finished iteration, and gives
-what an uninterrupted run gives: everything an iteration uses is derived from the seed and the previous iteration's files.
+to ``iter_<t>/adapter``; the held-out answers to ``iter_<t>/heldout.jsonl``. ``--resume`` (into the same folder,
+with the same settings: :func:`taskfit.tuning.skeleton.stage_output`) continues after the last finished iteration,
+and gives what an uninterrupted run gives: everything an iteration uses is derived from the seed and the previous
+iteration's files.
 """
 
 from __future__ import annotations
