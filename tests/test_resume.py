@@ -102,7 +102,7 @@ def test_cut_line_is_redone_and_other_configs_are_refused(tmp_path, tiny_model_d
         evaluate(config.model_copy(update={"seed": 99}), backend=backend, progress=False)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "samples.jsonl").write_text("{}\n")
-    with pytest.raises(UserError, match="from another run"):
+    with pytest.raises(UserError, match="not a taskfit eval run"):
         evaluate(config.model_copy(update={"output": tmp_path / "other"}), backend=backend, progress=False)
 
 

@@ -18,6 +18,7 @@ from taskfit.errors import UserError
 from taskfit.settings import AlignConfig, RewardConfig, TuneConfig
 from taskfit.tuning import tune
 from taskfit.tuning.align import train_align
+from taskfit.tuning.online_rl import train_online
 from taskfit.tuning.raft import train_raft
 from taskfit.tuning.reward import train_reward
 
@@ -112,6 +113,12 @@ def test_every_align_flag_is_read_and_max_steps_holds_in_every_method(tiny_model
                                          **{**common, "data": []}))
     train_raft(config)
     read |= seen
+    for method in ("grpo", "rloo"):  # --max-steps caps the RL steps; the prompts come from a task here
+        config, seen = recording(AlignConfig(method=method, task="demo", split="test", reward="metric:accuracy",
+                                             num_generations=2, max_new_tokens=4, eval_prompts=2, max_steps=2,
+                                             epochs=5, output=tmp_path / method, **{**common, "data": []}))
+        assert train_online(config)["steps"] == 2, method
+        read |= seen
     assert set(AlignConfig.model_fields) - read == set()
 
 
@@ -130,8 +137,8 @@ def test_each_command_shows_its_own_defaults():
     assert "runs/tune/<method>-<time>" in tune_help
     assert "runs/reward/<method>-<time>" in reward_help and "runs/tune" not in reward_help
     assert "runs/align/<method>-<time>" in align_help and "runs/tune" not in align_help
-    assert "--save-steps" in tune_help  # checkpoints exist only where tune writes them
-    assert "--save-steps" not in reward_help and "--save-steps" not in align_help
+    assert "--save-steps" in tune_help  # checkpoints exist only where they are written: tune, align's grpo / rloo
+    assert "--save-steps" not in reward_help and "grpo / rloo: checkpoint every N steps" in align_help
 
 
 def test_one_output_rule_for_every_stage(tiny_model_dir, tmp_path, prefs_file):

@@ -109,12 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--seed", type=int, default=1234)
             cmd.add_argument("--bootstrap-samples", type=int, default=2000)
 
-    al = sub.add_parser("align", help="preference optimisation (DPO, KTO) from pairs or rated rows, on the base "
-                        "model or an SFT adapter")
+    al = sub.add_parser("align", help="alignment on the base model or an SFT adapter: preference optimisation "
+                        "(DPO, KTO), RAFT, or reinforcement learning against a reward (GRPO, RLOO)")
     al.add_argument("--config", help="align YAML; any flag below can be a key there, flags override it")
     al.add_argument("action", nargs="?", choices=["train", "eval"], default="train",
                     help="train (default) a policy, or eval: compare policies on held-out prompts")
-    al.add_argument("--resume", action="store_true", help="raft: continue after the last finished iteration")
+    al.add_argument("--resume", action="store_true", help="raft: continue after the last finished iteration; grpo / "
+                    "rloo: from the last checkpoint")
     al.add_argument("--policies", help="eval: comma-separated policies, the start first: base, adapter folders, "
                     "model folders")
     al.add_argument("--judge", help="eval: a second reward (e.g. a MiniLM reward folder) reported beside --reward")
@@ -407,6 +408,17 @@ def cmd_align(args: argparse.Namespace) -> int:
         results = evaluate_policies(config, [p.strip() for p in (args.policies or "").split(",") if p.strip()],
                                     args.judge, output)
         sys.stdout.write(to_markdown(results) + f"\nwritten to {output}/align_eval.json and align_eval.md\n")
+        return 0
+    if config.method in ("grpo", "rloo"):
+        from taskfit.tuning.online_rl import train_online
+
+        card = train_online(config, resume=args.resume)
+        d = card["heldout_end_minus_start"]
+        change = "-" if not d or d["ci_low"] is None else \
+            f"{d['value']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
+        sys.stdout.write(f"{card['method']}: {card['steps']} steps; held-out mean reward trained - start {change}, "
+                         f"win rate {card['heldout_win_rate']}\noutput: {card['output']} (evaluate with `taskfit eval "
+                         f"{card['evaluate_with']}`)\n")
         return 0
     if config.method == "raft":
         card = train_raft(config, resume=args.resume)

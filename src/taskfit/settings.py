@@ -242,7 +242,7 @@ REWARD_RATES = {"lora": 1e-4, "full": 1e-5, "top": 2e-5, "minilm": 1.0}
 # DPO / KTO: a new LoRA on the start policy, moved by preference losses; RAFT: tune's LoRA rate, since each
 # iteration is a short answer-only SFT (at 5e-5 an iteration's 8 steps barely moved the policy:
 # benchmarks/results/alignment_hh.md)
-ALIGN_RATES = {"dpo": 5e-5, "kto": 5e-5, "raft": 2e-4}
+ALIGN_RATES = {"dpo": 5e-5, "kto": 5e-5, "raft": 2e-4, "grpo": 1e-4, "rloo": 1e-4}
 """Each command's default learning rate per method: read by ``learning_rate()`` and shown in its ``--lr`` help."""
 
 
@@ -333,6 +333,8 @@ class RewardBookkeepingSection(BookkeepingSection):
 class AlignBookkeepingSection(BookkeepingSection):
     output: Path | None = Field(None, description="output folder (default runs/align/<method>-<time>; align eval: "
                                                   "runs/align-eval)", json_schema_extra=OPERATIONAL)
+    save_steps: int = Field(50, gt=0, description="grpo / rloo: checkpoint every N steps (--resume continues from "
+                                                  "the last)", json_schema_extra=OPERATIONAL)
 
 
 class TuneConfig(TuneBookkeepingSection, HeadSection, BottleneckSection, VirtualTokensSection, LoraSection,
@@ -421,61 +423,98 @@ def load_reward_config(path: str | Path | None, overrides: dict[str, Any]) -> Re
 
 
 # ------------------------------------------------------------------------------------------------- taskfit align
+BETAS = {"dpo": 0.1, "kto": 0.1, "grpo": 0.04, "rloo": 0.05}
+"""``taskfit align``'s default TRL beta per method (grpo: DeepSeekMath's KL coefficient; rloo: TRL's)."""
+
+
 class AlignMethodSection(StrictModel):
-    method: Literal["dpo", "kto", "raft"] = Field(
+    method: Literal["dpo", "kto", "raft", "grpo", "rloo"] = Field(
         "dpo", description="dpo: pairs (chosen vs rejected); kto: rated rows (desirable or not), pairs split into "
-                           "two rated rows; raft: sample, score with --reward, fine-tune on the best, repeat")
+                           "two rated rows; raft: sample, score with --reward, fine-tune on the best, repeat; grpo / "
+                           "rloo: reinforcement learning against --reward (TRL's GRPOTrainer / RLOOTrainer: groups "
+                           "of --num-generations answers per prompt, advantages against the group)")
     model: str = Field("smollm2-135m-instruct", description="known model or hf:<folder>")
     adapter: Path | None = Field(None, description="start from this SFT adapter (`taskfit tune`): merged into the "
                                                    "weights, it is both the start policy and the frozen reference")
-    beta: float = Field(0.1, gt=0, description="TRL beta: how far the policy may move from the reference")
-    loss_type: str | None = Field(None, description="TRL loss_type (dpo default sigmoid, kto default kto)")
+    beta: float | None = Field(None, ge=0, description="TRL beta: how far the policy may move from the reference "
+                               "(grpo / rloo: the KL coefficient; 0 loads no reference); default "
+                               + ", ".join(f"{v:g} ({k})" for k, v in BETAS.items()))
+    loss_type: str | None = Field(None, description="TRL loss_type (dpo default sigmoid, kto default kto, grpo "
+                                                    "default dapo; rloo has none)")
     desirable_weight: float = Field(1.0, gt=0, description="kto: weight of desirable rows")
     undesirable_weight: float = Field(1.0, gt=0, description="kto: weight of undesirable rows")
 
 
 class RaftSection(StrictModel):
-    reward: str | None = Field(None, description="raft: a `taskfit reward train` folder, or metric:NAME, one of the "
-                                                 "--task's metrics (accuracy, exact_match, f1, rouge_l, mrr, map) "
-                                                 "scored per answer as its evaluation scores it")
-    task: str | None = Field(None, description="raft: take prompts (and gold answers) from this task instead of "
-                                               "--data")
-    data_dir: Path | None = Field(None, description="raft with --task: folder laid out as D/<dataset>/<split>.jsonl")
-    split: str = Field("train", description="raft with --task: the split prompts come from")
+    reward: str | None = Field(None, description="raft, grpo, rloo: a `taskfit reward train` folder, "
+                                                 "length:shorter|longer, or metric:NAME, one of the --task's metrics "
+                                                 "(accuracy, exact_match, f1, rouge_l, mrr, map) scored per answer as "
+                                                 "its evaluation scores it; several, comma-separated, each with an "
+                                                 "optional *WEIGHT (metric:exact_match,length:shorter*0.1)")
+    task: str | None = Field(None, description="raft, grpo, rloo: take prompts (and gold answers) from this task "
+                                               "instead of --data")
+    data_dir: Path | None = Field(None, description="with --task: folder laid out as D/<dataset>/<split>.jsonl")
+    split: str = Field("train", description="with --task: the split prompts come from")
     iterations: int = Field(3, gt=0, description="raft: sample -> score -> fine-tune rounds")
     samples: int = Field(4, gt=0, description="raft: answers sampled per prompt (K)")
     prompts: int = Field(64, gt=0, description="raft: prompts per iteration (b)")
-    max_new_tokens: int = Field(48, gt=0, description="raft: tokens per sampled answer")
-    temperature: float = Field(1.0, gt=0, description="raft: sampling temperature")
-    top_p: float = Field(1.0, gt=0, le=1, description="raft: nucleus sampling")
+    max_new_tokens: int = Field(48, gt=0, description="raft, grpo, rloo: tokens per sampled answer")
+    temperature: float = Field(1.0, gt=0, description="raft, grpo, rloo: sampling temperature")
+    top_p: float = Field(1.0, gt=0, le=1, description="raft, grpo, rloo: nucleus sampling")
     selection: Literal["best", "global"] = Field("best", description="raft: the best answer per prompt, or the best "
                                                                      "b of all (the paper's Algorithm 1)")
     min_reward: float | None = Field(None, description="raft: learn only from answers whose reward reaches this "
                                                        "(metric rewards: 1.0 keeps only right answers)")
-    eval_prompts: int = Field(64, gt=0, description="raft: held-out prompts answered after every iteration")
+    eval_prompts: int = Field(64, gt=0, description="raft, grpo, rloo: held-out prompts answered by the start policy "
+                                                    "and after every iteration (raft) or after training (grpo, rloo)")
     eval_samples: int = Field(1, gt=0, description="raft and align eval: sampled answers per held-out prompt (a "
                                                    "prompt's reward is their mean; more samples narrow the CI)")
 
 
-class AlignConfig(AlignBookkeepingSection, LoraSection, AlignOptimSection, RaftSection, PreferenceDataSection,
-                  AlignMethodSection):
+class OnlineRLSection(StrictModel):
+    num_generations: int = Field(4, ge=2, description="grpo / rloo: answers sampled per prompt, scored against each "
+                                                      "other (--batch-size must be a multiple)")
+    vllm_server: str | None = Field(None, description="grpo / rloo: generate with a running `trl vllm-serve` at this "
+                                                      "URL (TRL's vLLM server mode, for GPU clusters; not run here)")
+
+
+class AlignConfig(AlignBookkeepingSection, LoraSection, AlignOptimSection, OnlineRLSection, RaftSection,
+                  PreferenceDataSection, AlignMethodSection):
     """Everything ``taskfit align`` needs; TRL's own key names for its options; every flag is also a YAML key."""
 
     def learning_rate(self) -> float:
         return self.lr or ALIGN_RATES[self.method]
 
+    def kl_beta(self) -> float:
+        return self.beta if self.beta is not None else BETAS[self.method]
+
+    @model_validator(mode="after")
+    def _method_options(self) -> AlignConfig:
+        """Options that the chosen method cannot take, refused before anything loads."""
+        if self.method in ("dpo", "kto") and self.beta == 0:
+            raise ValueError(f"--beta 0: {self.method} needs a positive beta (it scales the implicit reward)")
+        if self.method == "rloo" and self.loss_type:
+            raise ValueError("--loss-type: TRL's RLOO has one loss; leave --loss-type out (grpo takes dapo, grpo, "
+                             "dr_grpo, bnpo ...)")
+        if self.method in ("grpo", "rloo") and (self.batch_size * self.gradient_accumulation) % self.num_generations:
+            raise ValueError(f"--batch-size {self.batch_size} x --gradient-accumulation {self.gradient_accumulation} "
+                             f"answers per step is not a multiple of --num-generations {self.num_generations}: each "
+                             "prompt's answers must share a step")
+        return self
+
 
 ALIGN_SECTIONS: list[tuple[str, type[BaseModel]]] = [
-    ("method and model", AlignMethodSection), ("data", PreferenceDataSection), ("raft", RaftSection),
+    ("method and model", AlignMethodSection), ("data", PreferenceDataSection), ("raft, grpo, rloo", RaftSection),
+    ("grpo, rloo", OnlineRLSection),
     ("optimisation", AlignOptimSection), ("lora", LoraSection), ("hardware and bookkeeping", AlignBookkeepingSection)]
 
 
 def load_align_config(path: str | Path | None, overrides: dict[str, Any]) -> AlignConfig:
     data, source = merged(path, overrides)
     config = validate(AlignConfig, data, source)
-    if not config.data and not (config.method == "raft" and config.task):
-        raise UserError("no preference data: pass --data FILE (repeatable) or set 'data:' in the config (RAFT: or "
-                        "--task NAME)")
+    if not config.data and not (config.method in ("raft", "grpo", "rloo") and config.task):
+        raise UserError("no preference data: pass --data FILE (repeatable) or set 'data:' in the config (raft, grpo, "
+                        "rloo: or --task NAME)")
     return config
 
 

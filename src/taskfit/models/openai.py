@@ -101,6 +101,7 @@ class OpenAIBackend(Backend):
         self.official = urlparse(self.base_url).hostname == "api.openai.com"
         self.supports_loglikelihood = api == "completions"
         self.stats = {"requests": 0, "prompt_tokens": 0, "generated_tokens": 0}
+        self.token_logprobs = True  # ask chat answers for their tokens' log-probabilities until a server refuses
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ plumbing
@@ -247,10 +248,19 @@ class OpenAIBackend(Backend):
         usage: dict[str, Any]
         if self.api == "chat":
             body["messages"] = self._messages(request.prompt)
-            body["logprobs"] = True
+            if self.token_logprobs:
+                body["logprobs"] = True
             if request.prompt.answer_prefix and not self.official:
                 body |= {"continue_final_message": True, "add_generation_prompt": False}
-            choice, usage = self._complete("chat/completions", body, cutter, request.prompt.answer_prefix)
+            try:
+                choice, usage = self._complete("chat/completions", body, cutter, request.prompt.answer_prefix)
+            except ServerError as exc:  # a server that offers no log-probabilities (taskfit serve) says so with 400
+                if exc.status != 400 or "logprobs" not in str(exc) or not body.pop("logprobs", None):
+                    raise
+                self.token_logprobs = False
+                log.info("%s offers no token log-probabilities; answers carry none (weighted votes count each path "
+                         "once)", self.base_url)
+                choice, usage = self._complete("chat/completions", body, cutter, request.prompt.answer_prefix)
             text = (choice.get("message") or {}).get("content") or ""
             prefix = request.prompt.answer_prefix
             if prefix and text.startswith(prefix):  # llama.cpp's server repeats the prefilled part

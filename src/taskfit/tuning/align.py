@@ -79,7 +79,7 @@ def train_align(config: AlignConfig) -> dict[str, Any]:
     with quiet_checkpointing_rename():
         trainer, result, train_s = _train(config, loaded.model, tokenizer, rows, out)
         dev_renderer = PreferenceTokenizer(renderer.tokenizer, config.max_length)
-        dev = _dev_margins(trainer.model, dev_renderer.pairs(dev_pairs), config.beta) if dev_pairs else None
+        dev = _dev_margins(trainer.model, dev_renderer.pairs(dev_pairs), config.kl_beta()) if dev_pairs else None
         model = trainer.model
         if config.adapter:
             model = model.merge_and_unload()
@@ -167,7 +167,8 @@ def _train(config: AlignConfig, model, tokenizer, rows: list[dict[str, Any]], ou
     import datasets
     from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 
-    own = dict(save_strategy="no", max_length=config.max_length, beta=config.beta, remove_unused_columns=False)
+    own = dict(save_strategy="no", max_length=config.max_length, beta=config.kl_beta(),
+               remove_unused_columns=False)
     if config.loss_type:
         own["loss_type"] = [config.loss_type] if config.method == "dpo" else config.loss_type
     if config.method == "dpo":

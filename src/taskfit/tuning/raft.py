@@ -49,7 +49,7 @@ from taskfit.prompting.tokens import Pair, Tokenizer
 from taskfit.runs import write_json
 from taskfit.settings import AlignConfig
 from taskfit.tasks.task import load_task
-from taskfit.tuning.rewards import load_reward
+from taskfit.tuning.rewards import RewardFunction, WeightedReward, load_reward, reward_specs
 from taskfit.tuning.sft import Method, sft_trainer
 from taskfit.tuning.skeleton import (
     RunCard,
@@ -100,6 +100,29 @@ class MetricReward:
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "task metric", "metric": self.name, "task": self.task.name}
+
+
+def reward_parts(spec: str, task, rows: Sequence[RaftPrompt]) -> list[tuple[str, RewardFunction, float]]:
+    """The rewards of ``--reward`` (name, reward, weight): task metrics scored against ``rows``' examples, reward
+    model folders and length rules loaded."""
+    parts = []
+    for name, weight in reward_specs(spec):
+        if name.startswith("metric:"):
+            if task is None:
+                raise UserError(f"--reward {name} scores answers against a task's gold answers; give --task")
+            examples = {r.prompt.messages: r.example for r in rows}
+            parts.append((name, MetricReward(name.split(":", 1)[1], task, examples), weight))
+        else:
+            parts.append((name, load_reward(name), weight))
+    return parts
+
+
+def build_reward(spec: str, task, rows: Sequence[RaftPrompt]) -> RewardFunction:
+    """``--reward`` as one reward function (several: their weighted sum)."""
+    parts = reward_parts(spec, task, rows)
+    if len(parts) == 1 and parts[0][2] == 1:
+        return parts[0][1]
+    return WeightedReward([(reward, weight) for _, reward, weight in parts])
 
 
 def _key(prompt: Prompt) -> str:
@@ -168,20 +191,14 @@ def train_raft(config: AlignConfig, resume: bool = False) -> dict[str, Any]:
         raise UserError(f"RAFT needs training and held-out prompts ({len(train)} and {len(held)}); give more data or "
                         "another --dev-share")
     held = held[:config.eval_prompts]
-    if config.reward.startswith("metric:"):
-        if task is None:
-            raise UserError("--reward metric:NAME scores answers against a task's gold answers; give --task")
-        examples = {r.prompt.messages: r.example for r in train + held}
-        reward = MetricReward(config.reward.split(":", 1)[1], task, examples)
-    else:
-        reward = load_reward(config.reward)
+    reward = build_reward(config.reward, task, train + held)
     name, location = resolve_model(config.model)
     if not continuing:
         begin(out, config)
     state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.is_file() else {"iterations": []}
     policy = str(config.adapter) if config.adapter else None
     if not state["iterations"]:
-        state["start"] = _heldout(config, location, policy, held, reward, out / "iter_0")
+        state["start"] = heldout_answers(config, location, policy, held, reward, out / "iter_0")
         write_json(state_path, state)
     for t in range(1, config.iterations + 1):
         folder = out / f"iter_{t}"
@@ -200,7 +217,7 @@ def train_raft(config: AlignConfig, resume: bool = False) -> dict[str, Any]:
                             "nothing to learn from (sample more: --samples, --prompts; or lower --min-reward)")
         train_info = _finetune(config, location, policy, selected, {r.key: r for r in chosen}, folder, t)
         policy = str(folder / "adapter")
-        evaluation = _heldout(config, location, policy, held, reward, folder)
+        evaluation = heldout_answers(config, location, policy, held, reward, folder)
         state["iterations"].append({"iteration": t, "prompts": len(chosen), "candidates": len(candidates),
                                     "selected": len(selected), "discarded": _counts(candidates),
                                     "mean_selected_reward": sum(c["reward"] for c in selected) / len(selected),
@@ -283,7 +300,7 @@ def _finetune(config: AlignConfig, location: str, policy: str | None, selected: 
             "trainable_parameters": trainable, "total_parameters": total}
 
 
-def _heldout(config: AlignConfig, location: str, policy: str | None, held: list[RaftPrompt], reward,
+def heldout_answers(config: AlignConfig, location: str, policy: str | None, held: list[RaftPrompt], reward,
              folder: Path) -> dict[str, Any]:
     """The policy's ``eval_samples`` answers to each held-out prompt (the same seeds at every iteration) and their
     rewards; the mean reward and its CI are over prompts, each prompt's reward the mean of its answers'."""

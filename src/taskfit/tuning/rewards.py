@@ -3,7 +3,10 @@
 Every one answers ``score(prompts, answers) -> list[float]`` for parallel lists, so the reward evaluation, RAFT's
 selection and the alignment table treat them alike. ``load_reward(spec)`` reads a ``taskfit reward train`` folder
 (an LM reward model or a MiniLM one, as its ``reward.json`` says) or one of the rules ``length:shorter`` /
-``length:longer`` (the baselines every reward model must beat on the same pairs).
+``length:longer`` (the baselines every reward model must beat on the same pairs). A ``--reward`` may list several,
+comma-separated, each with an optional weight (``metric:exact_match,length:shorter*0.1``: :func:`reward_specs`);
+:class:`WeightedReward` scores their weighted sum. ``metric:NAME`` (a task's own per-example metric) needs the task's
+examples and is built by the stage that has them (:mod:`taskfit.tuning.raft`).
 """
 
 from __future__ import annotations
@@ -104,9 +107,55 @@ class MiniLMReward:
         return {"kind": "minilm judge", "folder": str(self.folder), "encoder": self.config.get("encoder")}
 
 
+def reward_specs(spec: str | Path) -> list[tuple[str, float]]:
+    """``"metric:exact_match,length:shorter*0.1"`` -> ``[("metric:exact_match", 1.0), ("length:shorter", 0.1)]``."""
+    parts = []
+    for item in str(spec).split(","):
+        item = item.strip()
+        name, star, weight = item.rpartition("*")
+        name, weight = (name.strip(), weight.strip()) if star else (item, "1")
+        try:
+            value = float(weight)
+        except ValueError:
+            value = float("nan")
+        if not name or value != value:
+            raise UserError(f"--reward {spec}: {item!r} is not REWARD or REWARD*WEIGHT; separate rewards with commas, "
+                            "e.g. metric:exact_match,length:shorter*0.1")
+        parts.append((name, value))
+    return parts
+
+
+@dataclass
+class WeightedReward:
+    """Several rewards as one: the weighted sum of their scores (NaN when one of them cannot score an answer)."""
+
+    parts: list[tuple[RewardFunction, float]]
+
+    @property
+    def name(self) -> str:
+        return ",".join(r.name if w == 1 else f"{r.name}*{w:g}" for r, w in self.parts)
+
+    def score(self, prompts: Sequence[Prompt], answers: Sequence[str]) -> list[float]:
+        total = np.zeros(len(answers))
+        for reward, weight in self.parts:
+            total += weight * np.asarray(reward.score(prompts, answers), dtype=float)
+        return [float(v) for v in total]
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "weighted sum", "parts": [{**r.describe(), "weight": w} for r, w in self.parts]}
+
+
 def check_reward(spec: str | Path) -> None:
-    """Refuse a ``--reward`` that :func:`load_reward` could not load, without loading any model."""
-    text = str(spec)
+    """Refuse a ``--reward`` that :func:`load_reward` could not load, without loading any model (``metric:`` rewards
+    are checked against their task by the stage that builds them)."""
+    parts = reward_specs(spec)
+    if len(parts) > 1:
+        for name, _ in parts:
+            check_reward(name)
+        return
+    text = parts[0][0]
+    if text.startswith("metric:"):
+        return
     if text.startswith("length:"):
         if text.split(":", 1)[1] not in ("shorter", "longer"):
             raise UserError(f"--reward {text}: use length:shorter or length:longer")
@@ -116,9 +165,16 @@ def check_reward(spec: str | Path) -> None:
 
 
 def load_reward(spec: str | Path) -> RewardFunction:
-    """A reward folder from ``taskfit reward train``, or ``length:shorter`` / ``length:longer``."""
+    """A reward folder from ``taskfit reward train``, or ``length:shorter`` / ``length:longer`` (several,
+    comma-separated with weights: their :class:`WeightedReward`)."""
     check_reward(spec)
-    text = str(spec)
+    parts = reward_specs(spec)
+    if len(parts) > 1 or parts[0][1] != 1:
+        return WeightedReward([(load_reward(name), weight) for name, weight in parts])
+    text = parts[0][0]
+    if text.startswith("metric:"):
+        raise UserError(f"--reward {text}: a task metric scores answers against a task's gold answers; use it with "
+                        "`taskfit align --method raft|grpo|rloo --task NAME`")
     if text.startswith("length:"):
         return LengthReward(text.split(":", 1)[1])
     folder = Path(text)
