@@ -16,6 +16,7 @@ T="python -m taskfit.cli"
 mkdir -p "$OUT"
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 timed() { local s; s=$(date +%s); "$@"; log "took $(( $(date +%s) - s )) s: $*"; }
+again() { [ -f "$1/settings.json" ] && echo --resume; true; }  # continue a folder that holds this run
 
 for step in $STEPS; do
   case $step in
@@ -25,7 +26,7 @@ for step in $STEPS; do
       # 3 passes over each iteration's 64 kept answers (24 steps of 8; 1 pass = 8 steps barely moved the policy)
       timed $T align --method raft --reward "$OUT/rm-minilm" --data $HH --iterations 3 --prompts 64 --samples 4 \
         --max-new-tokens 48 --epochs 3 --eval-prompts 64 --eval-samples 4 --max-length 384 --output "$OUT/raft-hh" \
-        --resume ;;
+        $(again "$OUT/raft-hh") ;;
     dpo | kto)
       # DPO: 20 steps of 4 pairs at 192 tokens (at batch 8 / 256 tokens it ran ~40 s a step on this machine); KTO: 80
       # steps of 4 rated rows — twice DPO's 160 answers (at 40 steps its margin's CI still included 0)
@@ -60,7 +61,7 @@ EOF
       # learn only from right answers (ROUGE-L 1.0 = the gold entity), sampled at temperature 0.7, 2 passes over them
       timed $T align --method raft $K --reward metric:rouge_l --min-reward 1.0 --temperature 0.7 --epochs 2 \
         --adapter "$OUT/kbqa-sft" --iterations 3 --prompts 64 --samples 4 --max-new-tokens 32 --eval-prompts 64 \
-        --output "$OUT/raft-kbqa" --resume
+        --output "$OUT/raft-kbqa" $(again "$OUT/raft-kbqa")
       [ -f "$OUT/raft-kbqa-eval/results.json" ] || timed $T eval $K --split dev --limit 400 --mode generate \
         --adapter "$OUT/raft-kbqa/iter_3/adapter" --output "$OUT/raft-kbqa-eval"
       $T compare-results "$OUT/kbqa-sft-eval" "$OUT/raft-kbqa-eval" | tee "$OUT/kbqa-compare.txt" ;;

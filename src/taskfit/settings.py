@@ -474,6 +474,9 @@ class RaftSection(StrictModel):
 class OnlineRLSection(StrictModel):
     num_generations: int = Field(4, ge=2, description="grpo / rloo: answers sampled per prompt, scored against each "
                                                       "other (--batch-size must be a multiple)")
+    generation: Literal["generate", "continuous"] = Field(
+        "generate", description="grpo / rloo: how TRL samples the answers: transformers' generate, or its continuous "
+                                "batching engine (benchmarks/results/online_rl.md compares them here)")
     vllm_server: str | None = Field(None, description="grpo / rloo: generate with a running `trl vllm-serve` at this "
                                                       "URL (TRL's vLLM server mode, for GPU clusters; not run here)")
 

@@ -32,6 +32,19 @@ class RatedIds:
     label: bool
 
 
+def without_oldest_turn(turns: Sequence[Message]) -> list[Message] | None:
+    """``turns`` less the oldest turn (a user message with the assistant's reply), the system prompt and the last
+    message always kept; ``None`` when nothing is left to remove."""
+    turns = list(turns)
+    removable = [i for i, m in enumerate(turns[:-1]) if m.role != "system"]
+    if not removable:
+        return None
+    del turns[removable[0]]
+    if removable[0] < len(turns) and turns[removable[0]].role == "assistant":
+        del turns[removable[0]]
+    return turns
+
+
 @dataclass
 class PreferenceTokenizer:
     tokenizer: Tokenizer
@@ -55,14 +68,11 @@ class PreferenceTokenizer:
                 if cut:
                     self.counts["prompts cut by whole turns"] += 1
                 return encoded
-            removable = [i for i, m in enumerate(turns[:-1]) if m.role != "system"]
-            if not removable:
+            shorter = without_oldest_turn(turns)
+            if shorter is None:
                 self.counts["dropped: too long even with the last turn alone"] += 1
                 return None
-            del turns[removable[0]]
-            if removable[0] < len(turns) and turns[removable[0]].role == "assistant":
-                del turns[removable[0]]  # a turn is the user's message with the assistant's reply
-            cut = True
+            turns, cut = shorter, True
 
     def pairs(self, pairs: Sequence[PreferencePair]) -> list[PairIds]:
         out = []

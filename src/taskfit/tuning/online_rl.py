@@ -31,10 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from taskfit.adapters.apply import quiet_checkpointing_rename
+from taskfit.api import Prompt
 from taskfit.errors import UserError
 from taskfit.metrics.registry import mean_with_ci
 from taskfit.models.catalog import resolve_model
 from taskfit.models.loading import load_causal_lm
+from taskfit.prompting.preference_tokens import without_oldest_turn
 from taskfit.prompting.tokens import Tokenizer
 from taskfit.runs import write_json
 from taskfit.settings import AlignConfig
@@ -91,7 +93,10 @@ def train_online(config: AlignConfig, resume: bool = False) -> dict[str, Any]:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     encode = Tokenizer(tokenizer, config.chat_template)
-    rows = [{"prompt": encode.render(p.prompt), "key": p.key} for p in train]
+    rows, cut = fitted_rows(train, encode, config.max_length - config.max_new_tokens)
+    if not rows:
+        raise UserError(f"no training prompt fits --max-length {config.max_length} with --max-new-tokens "
+                        f"{config.max_new_tokens}; raise --max-length")
     _check_tokenization(tokenizer, encode, rows[0]["prompt"])
     if not continuing:
         begin(out, config)
@@ -118,8 +123,31 @@ def train_online(config: AlignConfig, resume: bool = False) -> dict[str, Any]:
     # the trained policy: the new LoRA on the base (or, from an SFT adapter, the merged model)
     policy_location, policy = (str(out), None) if config.adapter else (location, str(out))
     end = heldout_answers(config, policy_location, policy, held, reward, out / "heldout_end")
-    return _card(config, name, location, out, started, state["start"], end, trainable, total, trainer, history, rl,
-                 result, train_s, len(train), len(held)).write()
+    card = _card(config, name, location, out, started, state["start"], end, trainable, total, trainer, history, rl,
+                 result, train_s, len(rows), len(held))
+    card.data["prompts_fitted"] = cut
+    return card.write()
+
+
+def fitted_rows(prompts: list[RaftPrompt], encode: Tokenizer, limit: int) -> tuple[list[dict[str, Any]], dict]:
+    """Each prompt rendered as TRL will read it, cut by whole turns from the left (the system prompt and the last
+    turn kept) until it leaves ``max_new_tokens`` of ``max_length`` for the answer; prompts that never fit are left
+    out. The rewards still read each prompt whole (by its key)."""
+    rows, counts = [], {"cut by whole turns": 0, "dropped: too long with the last turn alone": 0}
+    for p in prompts:
+        turns: list | None = list(p.prompt.messages)
+        text = encode.render(p.prompt)
+        while len(encode.encode(text)) > limit:
+            turns = without_oldest_turn(turns)
+            if turns is None:
+                break
+            text = encode.render(Prompt(tuple(turns), p.prompt.answer_prefix))
+        if turns is None:
+            counts["dropped: too long with the last turn alone"] += 1
+            continue
+        counts["cut by whole turns"] += len(turns) < len(p.prompt.messages)
+        rows.append({"prompt": text, "key": p.key})
+    return rows, counts
 
 
 def _check_tokenization(tokenizer, encode: Tokenizer, rendered: str) -> None:
@@ -146,6 +174,8 @@ def _trainer(config: AlignConfig, model, tokenizer, rows: list[dict[str, Any]], 
         own["loss_type"] = config.loss_type
     if config.vllm_server:
         own.update(use_vllm=True, vllm_mode="server", vllm_server_base_url=config.vllm_server)
+    elif config.generation == "continuous":
+        own["use_transformers_continuous_batching"] = True
     grpo = config.method == "grpo"
     args = training_arguments(config, out, len(rows) * config.num_generations, GRPOConfig if grpo else RLOOConfig,
                               **own)
@@ -164,7 +194,9 @@ def trl_reward(name: str, reward, by_key: dict[str, RaftPrompt]):
         values = reward.score([by_key[k].prompt.messages for k in key], list(completions))
         return [None if v != v else float(v) for v in values]  # None: this reward cannot score the answer
 
-    taskfit_reward.__name__ = name.replace(":", "_").replace("/", "_")
+    # TRL logs each reward under its function's name: a rule or metric by its spec, a reward model by its folder
+    shown = name if ":" in name else Path(name).name
+    taskfit_reward.__name__ = shown.replace(":", "_").replace("/", "_")
     return taskfit_reward
 
 
@@ -235,6 +267,7 @@ def _card(config: AlignConfig, name: str, location: str, out: Path, started: flo
         evaluate_with=f"--model hf:{out}" if config.adapter else f"--adapter {out}",
         trainable_parameters=trainable, total_parameters=total, steps=trainer.state.global_step,
         loss_history=history, fallback_loss=result.training_loss, train_s=train_s,
+        tokens=trainer.state.num_input_tokens_seen,
         extras={"start": begun, "reward": config.reward, "rl_history": rl, "heldout_start": start,
                 "heldout_end": end, "heldout_end_minus_start": change, "heldout_win_rate": win},
         lines=lines)
