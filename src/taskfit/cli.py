@@ -409,24 +409,15 @@ def cmd_align(args: argparse.Namespace) -> int:
                                     args.judge, output)
         sys.stdout.write(to_markdown(results) + f"\nwritten to {output}/align_eval.json and align_eval.md\n")
         return 0
-    if config.method in ("grpo", "rloo"):
+    if config.method in ("raft", "grpo", "rloo"):
         from taskfit.tuning.online_rl import train_online
 
-        card = train_online(config, resume=args.resume)
+        card = (train_raft if config.method == "raft" else train_online)(config, resume=args.resume)
         d = card["heldout_end_minus_start"]
         change = "-" if not d or d["ci_low"] is None else \
             f"{d['value']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
         sys.stdout.write(f"{card['method']}: {card['steps']} steps; held-out mean reward trained - start {change}, "
                          f"win rate {card['heldout_win_rate']}\noutput: {card['output']} (evaluate with `taskfit eval "
-                         f"{card['evaluate_with']}`)\n")
-        return 0
-    if config.method == "raft":
-        card = train_raft(config, resume=args.resume)
-        d = card["heldout_end_minus_start"]
-        change = "-" if not d or d["ci_low"] is None else \
-            f"{d['value']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
-        sys.stdout.write(f"raft: {len(card['iterations'])} iterations; held-out mean reward end - start {change}, win "
-                         f"rate {card['heldout_win_rate']}\noutput: {card['output']} (evaluate with `taskfit eval "
                          f"{card['evaluate_with']}`)\n")
         return 0
     card = train_align(config)

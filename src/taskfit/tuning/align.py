@@ -26,7 +26,6 @@ from taskfit.adapters.apply import quiet_checkpointing_rename
 from taskfit.errors import UserError
 from taskfit.metrics.registry import mean_with_ci
 from taskfit.models.catalog import resolve_model
-from taskfit.models.loading import load_causal_lm
 from taskfit.prompting.preference_tokens import PairIds, PreferenceTokenizer
 from taskfit.prompting.tokens import Tokenizer
 from taskfit.settings import AlignConfig
@@ -35,6 +34,7 @@ from taskfit.tuning.skeleton import (
     RunCard,
     begin,
     count_parameters,
+    load_start_policy,
     lora_config,
     loss_history,
     plot_loss,
@@ -52,13 +52,8 @@ def train_align(config: AlignConfig) -> dict[str, Any]:
     data, unpaired, train_pairs, dev_pairs = split.data, split.unpaired, split.train, split.dev
     seed_and_threads(config)
     name, location = resolve_model(config.model)
-    loaded = load_causal_lm(location, adapter=config.adapter)
-    if loaded.virtual is not None:
-        raise UserError(f"--adapter {config.adapter}: prefix / prompt adapters cannot be merged; align from a LoRA, "
-                        "IA3 or full SFT run")
+    loaded = load_start_policy(location, config.adapter)
     tokenizer = loaded.tokenizer
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
     renderer = PreferenceTokenizer(Tokenizer(tokenizer, config.chat_template), config.max_length)
     if config.method == "dpo":
         rows = [{"prompt_ids": p.chosen[:p.prompt_length], "chosen_ids": p.chosen[p.prompt_length:],

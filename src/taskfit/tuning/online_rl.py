@@ -35,19 +35,18 @@ from taskfit.api import Prompt
 from taskfit.errors import UserError
 from taskfit.metrics.registry import mean_with_ci
 from taskfit.models.catalog import resolve_model
-from taskfit.models.loading import load_causal_lm
 from taskfit.prompting.preference_tokens import without_oldest_turn
 from taskfit.prompting.tokens import Tokenizer
 from taskfit.runs import write_json
 from taskfit.settings import AlignConfig
-from taskfit.tasks.task import load_task
-from taskfit.tuning.raft import RaftPrompt, heldout_answers, prompt_means, raft_prompts, reward_parts
-from taskfit.tuning.rewards import WeightedReward
+from taskfit.tuning.raft import RaftPrompt, heldout_answers, one_reward, prompt_means, prompts_and_reward
+from taskfit.tuning.rewards import check_reward
 from taskfit.tuning.skeleton import (
     RunCard,
     begin,
     count_parameters,
     finished_card,
+    load_start_policy,
     lora_config,
     loss_history,
     seed_and_threads,
@@ -68,6 +67,7 @@ def train_online(config: AlignConfig, resume: bool = False) -> dict[str, Any]:
     if config.reward is None:
         raise UserError(f"{config.method} needs --reward: a reward model folder, length:shorter|longer or "
                         "metric:NAME (with --task)")
+    check_reward(config.reward)  # before any data or model: a mistyped reward is refused at once
     out, continuing = stage_output(config, "align", resume=resume, resumable=True)
     if continuing and (card := finished_card(out)) is not None:
         log.info("%s is complete; nothing to resume", out)
@@ -76,22 +76,11 @@ def train_online(config: AlignConfig, resume: bool = False) -> dict[str, Any]:
         raise UserError(f"--resume: no checkpoint-* folder in {out}; the run stopped before its first checkpoint "
                         "(--save-steps): run it again without --resume into another --output")
     seed_and_threads(config)
-    task = load_task(config.task) if config.task else None
-    train, held = raft_prompts(config, task)
-    if not train or not held:
-        raise UserError(f"{config.method} needs training and held-out prompts ({len(train)} and {len(held)}); give "
-                        "more data or another --dev-share")
-    held = held[:config.eval_prompts]
-    parts = reward_parts(config.reward, task, train + held)
-    reward = parts[0][1] if len(parts) == 1 and parts[0][2] == 1 else WeightedReward([(r, w) for _, r, w in parts])
+    train, held, parts = prompts_and_reward(config, keep_parts=True)
+    reward = one_reward(parts)
     name, location = resolve_model(config.model)
-    loaded = load_causal_lm(location, adapter=config.adapter)
-    if loaded.virtual is not None:
-        raise UserError(f"--adapter {config.adapter}: prefix / prompt adapters cannot be merged; start from a LoRA, "
-                        "IA3 or full SFT run")
+    loaded = load_start_policy(location, config.adapter)
     tokenizer = loaded.tokenizer
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
     encode = Tokenizer(tokenizer, config.chat_template)
     rows, cut = fitted_rows(train, encode, config.max_length - config.max_new_tokens)
     if not rows:

@@ -49,7 +49,7 @@ from taskfit.prompting.tokens import Pair, Tokenizer
 from taskfit.runs import write_json
 from taskfit.settings import AlignConfig
 from taskfit.tasks.task import load_task
-from taskfit.tuning.rewards import RewardFunction, WeightedReward, load_reward, reward_specs
+from taskfit.tuning.rewards import RewardFunction, WeightedReward, check_reward, load_reward, reward_specs
 from taskfit.tuning.sft import Method, sft_trainer
 from taskfit.tuning.skeleton import (
     RunCard,
@@ -117,12 +117,24 @@ def reward_parts(spec: str, task, rows: Sequence[RaftPrompt]) -> list[tuple[str,
     return parts
 
 
-def build_reward(spec: str, task, rows: Sequence[RaftPrompt]) -> RewardFunction:
-    """``--reward`` as one reward function (several: their weighted sum)."""
-    parts = reward_parts(spec, task, rows)
+def one_reward(parts: list[tuple[str, RewardFunction, float]]) -> RewardFunction:
+    """Rewards as one reward function (several: their weighted sum)."""
     if len(parts) == 1 and parts[0][2] == 1:
         return parts[0][1]
     return WeightedReward([(reward, weight) for _, reward, weight in parts])
+
+
+def prompts_and_reward(config: AlignConfig, keep_parts: bool = False):
+    """What an online stage (RAFT, GRPO, RLOO) samples and scores: the training prompts, the held-out ones (at most
+    ``eval_prompts``) and the reward — one function, or its parts (name, reward, weight) with ``keep_parts``."""
+    task = load_task(config.task) if config.task else None
+    train, held = raft_prompts(config, task)
+    if not train or not held:
+        raise UserError(f"{config.method} needs training and held-out prompts ({len(train)} and {len(held)}); give "
+                        "more data or another --dev-share")
+    held = held[:config.eval_prompts]
+    parts = reward_parts(config.reward, task, train + held)
+    return train, held, (parts if keep_parts else one_reward(parts))
 
 
 def _key(prompt: Prompt) -> str:
@@ -182,16 +194,11 @@ def train_raft(config: AlignConfig, resume: bool = False) -> dict[str, Any]:
     started = time.perf_counter()
     if config.reward is None:
         raise UserError("RAFT needs --reward: a reward model folder or metric:NAME (with --task)")
+    check_reward(config.reward)  # before any data or model: a mistyped reward is refused at once
     out, continuing = stage_output(config, "align", resume=resume, resumable=True)
     state_path = out / STATE
     seed_and_threads(config)
-    task = load_task(config.task) if config.task else None
-    train, held = raft_prompts(config, task)
-    if not train or not held:
-        raise UserError(f"RAFT needs training and held-out prompts ({len(train)} and {len(held)}); give more data or "
-                        "another --dev-share")
-    held = held[:config.eval_prompts]
-    reward = build_reward(config.reward, task, train + held)
+    train, held, reward = prompts_and_reward(config)
     name, location = resolve_model(config.model)
     if not continuing:
         begin(out, config)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from taskfit.errors import UserError
-from taskfit.models.loading import resolve_device
+from taskfit.models.loading import load_causal_lm, resolve_device
 from taskfit.paths import output_folder
 from taskfit.runs import RUN_CARD, peak_rss_mib, read_run_card, write_json, write_run_card
 from taskfit.settings import run_identity
@@ -79,6 +79,18 @@ def lora_config(config, task_type: str):
 
     return LoraConfig(task_type=getattr(TaskType, task_type), r=config.rank, lora_alpha=config.alpha,
                       lora_dropout=config.dropout, target_modules=config.target_modules or LORA_TARGETS)
+
+
+def load_start_policy(location: str, adapter: Path | None):
+    """The model a preference or RL stage starts from: the base, or an SFT adapter merged into it (LoRA, IA3, full;
+    a prefix / prompt adapter cannot be merged), with a pad token for batches."""
+    loaded = load_causal_lm(location, adapter=adapter)
+    if loaded.virtual is not None:
+        raise UserError(f"--adapter {adapter}: prefix / prompt adapters cannot be merged; start from a LoRA, IA3 or "
+                        "full SFT run")
+    if loaded.tokenizer.pad_token_id is None:
+        loaded.tokenizer.pad_token = loaded.tokenizer.eos_token
+    return loaded
 
 
 def count_parameters(model) -> tuple[int, int]:
