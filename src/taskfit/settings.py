@@ -467,8 +467,9 @@ class RaftSection(StrictModel):
                                                        "(metric rewards: 1.0 keeps only right answers)")
     eval_prompts: int = Field(64, gt=0, description="raft, grpo, rloo: held-out prompts answered by the start policy "
                                                     "and after every iteration (raft) or after training (grpo, rloo)")
-    eval_samples: int = Field(1, gt=0, description="raft and align eval: sampled answers per held-out prompt (a "
-                                                   "prompt's reward is their mean; more samples narrow the CI)")
+    eval_samples: int = Field(1, gt=0, description="raft, grpo, rloo and align eval: sampled answers per held-out "
+                                                   "prompt (a prompt's reward is their mean; more samples narrow the "
+                                                   "CI)")
 
 
 class OnlineRLSection(StrictModel):
