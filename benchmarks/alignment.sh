@@ -11,17 +11,13 @@ set -euo pipefail
 OUT=${1:?usage: alignment.sh OUT [STEP...]}
 shift
 STEPS=${*:-rm-minilm raft-hh dpo kto align-eval kbqa rm-lora}
-HH=../shared/data/hh_rlhf/train.jsonl
-T="python -m taskfit.cli"
+source "$(dirname "$0")/common.sh"
 mkdir -p "$OUT"
-log() { echo "[$(date +%H:%M:%S)] $*"; }
-timed() { local s; s=$(date +%s); "$@"; log "took $(( $(date +%s) - s )) s: $*"; }
-again() { [ -f "$1/settings.json" ] && echo --resume; true; }  # continue a folder that holds this run
 
 for step in $STEPS; do
   case $step in
     rm-minilm)
-      [ -f "$OUT/rm-minilm/reward.json" ] || timed $T reward train --method minilm --data $HH --output "$OUT/rm-minilm" ;;
+      rm_minilm "$OUT" ;;
     raft-hh)
       # 3 passes over each iteration's 64 kept answers (24 steps of 8; 1 pass = 8 steps barely moved the policy)
       timed $T align --method raft --reward "$OUT/rm-minilm" --data $HH --iterations 3 --prompts 64 --samples 4 \

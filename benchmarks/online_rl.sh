@@ -9,18 +9,14 @@ set -euo pipefail
 OUT=${1:?usage: online_rl.sh OUT [STEP...]}
 shift
 STEPS=${*:-rm-minilm grpo-hh rloo-hh generation align-eval}
-HH=../shared/data/hh_rlhf/train.jsonl
-T="python -m taskfit.cli"
+source "$(dirname "$0")/common.sh"
 mkdir -p "$OUT"
-log() { echo "[$(date +%H:%M:%S)] $*"; }
-timed() { local s; s=$(date +%s); "$@"; log "took $(( $(date +%s) - s )) s: $*"; }
-again() { [ -f "$1/settings.json" ] && echo --resume; true; }  # continue a folder that holds this run
 STEPS_RL=${RL_STEPS:-30}
 
 for step in $STEPS; do
   case $step in
     rm-minilm)
-      [ -f "$OUT/rm-minilm/reward.json" ] || timed $T reward train --method minilm --data $HH --output "$OUT/rm-minilm" ;;
+      rm_minilm "$OUT" ;;
     grpo-hh | rloo-hh)
       # 2 prompts x 4 answers per step, 48 new tokens, the MiniLM judge as the reward; 100 held-out prompts x 2
       method=${step%-hh}

@@ -67,6 +67,22 @@ def start_process(args: list[str], port: int, env: dict[str, str] | None = None)
     raise RuntimeError("taskfit serve did not start:\n" + "".join(lines))
 
 
+def write_kb(path: Path, triples) -> Path:
+    """A knowledge base of (subject, predicate, object) triples as the JSONL ``--kb`` reads."""
+    path.write_text("".join(json.dumps({"subject": s, "predicate": p, "object": o}, ensure_ascii=False) + "\n"
+                            for s, p, o in triples), encoding="utf-8")
+    return path
+
+
+def kbqa_task(kb: Path):
+    """The built-in KBQA task answering from ``kb``, as `taskfit serve --task nlpcc_kbqa --kb` sets it up."""
+    from taskfit.tasks.task import load_task
+
+    task = load_task("nlpcc_kbqa")
+    task.prepare_answers([], "train", None, kb)
+    return task
+
+
 def chat(http: httpx.Client, base: str, question: str, conversation: str | None = None,
          regenerate: str | None = None) -> dict:
     """POST /api/chat and read its server-sent events: {"events": [(name, data)...], "deltas": [...], ...}."""

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 
 import httpx
 import pytest
 
-from serving import chat, running
+from serving import chat, kbqa_task, running, write_kb
 from taskfit.api import GenerateRequest, GenerateResult, Message, Prompt
 from taskfit.models.registry import load_backend
 from taskfit.serve.app import Settings, create_app
 from taskfit.serve.assistant import Assistant
 from taskfit.serve.gate import Gate
 from taskfit.serve.store import Store
-from taskfit.tasks.task import load_task
 
 MODEL = "smollm2-135m-instruct"
 KB = [("高等数学", "出版社", "武汉大学出版社"), ("高等数学", "作者", "同济大学数学系"),
@@ -31,15 +29,11 @@ def backend():
 
 @pytest.fixture(scope="module")
 def kb_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("kb") / "kb.jsonl"
-    path.write_text("".join(json.dumps({"subject": s, "predicate": p, "object": o}, ensure_ascii=False) + "\n"
-                            for s, p, o in KB), encoding="utf-8")
-    return path
+    return write_kb(tmp_path_factory.mktemp("kb") / "kb.jsonl", KB)
 
 
 def make_app(backend, kb_file, tmp_path, **settings):
-    task = load_task("nlpcc_kbqa")
-    task.prepare_answers([], "train", None, kb_file)
+    task = kbqa_task(kb_file)
     assistant = Assistant(backend, task=task, model="smollm2-135m-instruct", max_tokens=24)
     store = Store(tmp_path / "assistant.sqlite")
     gate = Gate(settings.pop("slots", 2), settings.pop("max_waiting", 8), 30)

@@ -7,18 +7,16 @@ text (nothing runs, no console error, not even a blocked inline script); Chinese
 
 from __future__ import annotations
 
-import json
 import sqlite3
 
 import pytest
 
-from serving import running
+from serving import kbqa_task, running, write_kb
 from taskfit.models.registry import load_backend
 from taskfit.serve.app import Settings, create_app
 from taskfit.serve.assistant import Assistant
 from taskfit.serve.gate import Gate
 from taskfit.serve.store import Store
-from taskfit.tasks.task import load_task
 
 ATTACKS = ["<script>window.__pwned = 1</script>高等数学",
            '<img src=x onerror="window.__pwned = 2">线性代数',
@@ -42,11 +40,7 @@ WATCH = """() => { window.__shown = []; const turns = document.getElementById('t
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("assistant")
-    kb = folder / "kb.jsonl"
-    kb.write_text("".join(json.dumps({"subject": s, "predicate": p, "object": o}, ensure_ascii=False) + "\n"
-                          for s, p, o in KB), encoding="utf-8")
-    task = load_task("nlpcc_kbqa")
-    task.prepare_answers([], "train", None, kb)
+    task = kbqa_task(write_kb(folder / "kb.jsonl", KB))
     backend = load_backend("llamacpp", "smollm2-135m-instruct", concurrency=2, threads=2)
     store = Store(folder / "assistant.sqlite")
     app = create_app(Assistant(backend, task=task, model="smollm2-135m-instruct", max_tokens=24), store,

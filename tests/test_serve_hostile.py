@@ -12,14 +12,13 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from serving import chat, running
+from serving import chat, kbqa_task, running, write_kb
 from taskfit.models.registry import load_backend
 from taskfit.serve.app import MAX_BODY_BYTES, Settings, create_app
 from taskfit.serve.assistant import Assistant
 from taskfit.serve.export import export_rows
 from taskfit.serve.gate import Gate
 from taskfit.serve.store import Store
-from taskfit.tasks.task import load_task
 
 MODEL = "smollm2-135m-instruct"
 KB = [("高等数学", "出版社", "武汉大学出版社"), ("高等数学", "页数", "304")]
@@ -36,11 +35,7 @@ def backend():
 def served(backend, tmp_path_factory):
     """One server for the module: the KBQA assistant with an API key on /v1."""
     folder = tmp_path_factory.mktemp("hostile")
-    kb = folder / "kb.jsonl"
-    kb.write_text("".join(json.dumps({"subject": s, "predicate": p, "object": o}, ensure_ascii=False) + "\n"
-                          for s, p, o in KB), encoding="utf-8")
-    task = load_task("nlpcc_kbqa")
-    task.prepare_answers([], "train", None, kb)
+    task = kbqa_task(write_kb(folder / "kb.jsonl", KB))
     store = Store(folder / "assistant.sqlite")
     app = create_app(Assistant(backend, task=task, model=MODEL, max_tokens=16), store, Gate(2, 8, 60),
                      Settings(api_key="key-1", allowed_hosts=["assistant.example"]))

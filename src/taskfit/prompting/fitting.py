@@ -24,13 +24,25 @@ MARK = " …"
 TEMPLATE_SLACK = 256  # bytes of room kept beyond twice the first row's template text before a row is rendered
 
 
+def prompt_limit(window: int, reserve: int) -> int:
+    """Tokens a prompt may have in a ``window``-token context so that ``reserve`` are left for what follows (at least
+    half the window stays the prompt's)."""
+    return max(window - reserve, window // 2)
+
+
+def tokens_over(backend, text: str, limit: int) -> int:
+    """Tokens of a rendered prompt, or 0 when its bytes already fit ``limit`` (every token is at least one byte, so
+    a short prompt is never tokenized)."""
+    return 0 if len(text.encode("utf-8")) <= limit else backend.count_tokens(text)
+
+
 def fit_examples(examples: Sequence[Example], task: Task, mode: str, backend, reserve: int) -> list[Example]:
     """``examples`` with the longest input field of each row that does not fit shortened so that its prompt leaves
     ``reserve`` tokens of the window free (for the answer, reasoning, demos' slack); the others unchanged."""
     window = backend.context_window() if hasattr(backend, "context_window") else None
     if window is None:  # a server that does not say (or a backend that cannot count): it applies its own limit
         return list(examples)
-    limit = max(window - reserve, window // 2)
+    limit = prompt_limit(window, reserve)
     template: list[int] = []  # bytes the chat template adds around one row's messages, measured on the first row
 
     def tokens(example: Example) -> int:
@@ -39,12 +51,9 @@ def fit_examples(examples: Sequence[Example], task: Task, mode: str, backend, re
         if template and own + 2 * template[0] + TEMPLATE_SLACK <= limit:
             return 0  # far inside the window: skip rendering (a 67k-row demo pool took 9 s through the template)
         text = backend.render(prompt)
-        size = len(text.encode("utf-8"))
         if not template:
-            template.append(max(0, size - own))
-        if size <= limit:  # every token is at least one byte: no need to tokenize
-            return 0
-        return backend.count_tokens(text)
+            template.append(max(0, len(text.encode("utf-8")) - own))
+        return tokens_over(backend, text, limit)
 
     fitted, cut = [], 0
     for example in examples:

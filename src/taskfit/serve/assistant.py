@@ -30,6 +30,7 @@ from taskfit.models.base import Backend
 from taskfit.models.registry import load_backend
 from taskfit.paths import taskfit_home
 from taskfit.prompting import prompts
+from taskfit.prompting.fitting import prompt_limit, tokens_over
 from taskfit.settings import ServeConfig
 from taskfit.tasks.retrieval import BM25Index, load_passages
 from taskfit.tasks.task import Task, load_task
@@ -82,18 +83,14 @@ class Assistant:
         history = list(history)[-self.history_turns:] if self.history_turns else []
         prompt, sources = self._prompt(question, history)
         rendered, fitted = self.backend.render(prompt), None
-        limit = self.prompt_limit(self.max_tokens)
-        if limit is not None and self._tokens(rendered, limit) > limit:
+        window = self.backend.context_window()  # None: the backend's server applies its own limit
+        limit = None if window is None else prompt_limit(window, self.max_tokens)
+        if limit is not None and tokens_over(self.backend, rendered, limit) > limit:
             prompt, sources, fitted = self._fit(question, history, limit)
             rendered = self.backend.render(prompt)
         chosen = self.temperature if temperature is None else temperature
         request = GenerateRequest(prompt, self.stop, self.max_tokens, chosen, 1.0, seed)
         return Asked(prompt, rendered, sources, request, fitted)
-
-    def prompt_limit(self, answer_tokens: int) -> int | None:
-        """Tokens a prompt may have so that ``answer_tokens`` still fit (None: the backend's server decides)."""
-        window = self.backend.context_window()
-        return None if window is None else max(window - answer_tokens, window // 2)
 
     def _prompt(self, question: str, history: Sequence[tuple[str, str]]) -> tuple[Prompt, list[str]]:
         messages: list[Message] = prompts.system_messages(self.task) if self.task is not None else []
@@ -103,10 +100,6 @@ class Assistant:
         return Prompt((*messages, Message("user", text)),
                       self.task.config.prompt.answer_prefix if self.task is not None else ""), sources
 
-    def _tokens(self, rendered: str, limit: int) -> int:
-        """Tokens of a rendered prompt; 0 when its bytes already fit (a token is at least a byte: no tokenizing)."""
-        return 0 if len(rendered.encode("utf-8")) <= limit else self.backend.count_tokens(rendered)
-
     def _fit(self, question: str, history: list[tuple[str, str]],
              limit: int) -> tuple[Prompt, list[str], dict[str, Any]]:
         """Leave out the oldest turns, then the middle of the question, until the prompt fits ``limit`` tokens."""
@@ -114,7 +107,7 @@ class Assistant:
         while history:
             history, dropped = history[1:], dropped + 1
             prompt, sources = self._prompt(question, history)
-            if self._tokens(self.backend.render(prompt), limit) <= limit:
+            if tokens_over(self.backend, self.backend.render(prompt), limit) <= limit:
                 return prompt, sources, self._record(limit, dropped, len(question), len(question))
 
         def cut(n: int) -> str:
@@ -124,7 +117,7 @@ class Assistant:
             return question[:n - tail].rstrip() + CUT_MARK + question[len(question) - tail:].lstrip()
 
         def fits(n: int) -> bool:
-            return self._tokens(self.backend.render(self._prompt(cut(n), [])[0]), limit) <= limit
+            return tokens_over(self.backend, self.backend.render(self._prompt(cut(n), [])[0]), limit) <= limit
 
         if not fits(0):
             raise PromptTooLong(f"the prompt does not fit the model's window of {self.backend.context_window()} "

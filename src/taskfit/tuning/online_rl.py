@@ -33,17 +33,17 @@ from typing import Any
 from taskfit.adapters.apply import quiet_checkpointing_rename
 from taskfit.api import Prompt
 from taskfit.errors import UserError
-from taskfit.metrics.registry import mean_with_ci
 from taskfit.models.catalog import resolve_model
 from taskfit.prompting.preference_tokens import without_oldest_turn
 from taskfit.prompting.tokens import Tokenizer
 from taskfit.runs import write_json
 from taskfit.settings import AlignConfig
-from taskfit.tuning.raft import RaftPrompt, heldout_answers, one_reward, prompt_means, prompts_and_reward
-from taskfit.tuning.rewards import check_reward
+from taskfit.tuning.raft import RaftPrompt, heldout_answers, heldout_change, prompts_and_reward
+from taskfit.tuning.rewards import check_reward, combine
 from taskfit.tuning.skeleton import (
     RunCard,
     begin,
+    checkpoint_to_resume,
     count_parameters,
     finished_card,
     load_start_policy,
@@ -72,12 +72,11 @@ def train_online(config: AlignConfig, resume: bool = False) -> dict[str, Any]:
     if continuing and (card := finished_card(out)) is not None:
         log.info("%s is complete; nothing to resume", out)
         return card
-    if continuing and not list(out.glob("checkpoint-*")):
-        raise UserError(f"--resume: no checkpoint-* folder in {out}; the run stopped before its first checkpoint "
-                        "(--save-steps): run it again without --resume into another --output")
+    if continuing:
+        checkpoint_to_resume(out)  # refused before anything loads when the run left no checkpoint
     seed_and_threads(config)
     train, held, parts = prompts_and_reward(config, keep_parts=True)
-    reward = one_reward(parts)
+    reward = combine([(r, w) for _, r, w in parts])
     name, location = resolve_model(config.model)
     loaded = load_start_policy(location, config.adapter)
     tokenizer = loaded.tokenizer
@@ -227,13 +226,7 @@ def plot_rl(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 def _card(config: AlignConfig, name: str, location: str, out: Path, started: float, start: dict[str, Any],
           end: dict[str, Any], trainable: int, total: int, trainer, history, rl, result, train_s: float,
           n_train: int, n_held: int) -> RunCard:
-    def read(folder: Path) -> dict[str, float]:
-        return prompt_means([json.loads(line) for line in (folder / "heldout.jsonl").read_text().splitlines()])
-
-    before, after = read(out / "heldout_start"), read(out / "heldout_end")
-    diffs = [after[k] - v for k, v in before.items() if k in after]
-    change = mean_with_ci(diffs).as_dict() if diffs else None
-    win = (sum(d > 0 for d in diffs) + 0.5 * sum(d == 0 for d in diffs)) / len(diffs) if diffs else None
+    change, win = heldout_change(out / "heldout_start", out / "heldout_end")
     begun = str(config.adapter) if config.adapter else "the base model (a new LoRA)"
     lines = [f"- {config.method} with reward {config.reward}, {config.num_generations} answers per prompt, beta "
              f"{config.kl_beta():g}; start: {begun}",

@@ -49,7 +49,7 @@ from taskfit.prompting.tokens import Pair, Tokenizer
 from taskfit.runs import write_json
 from taskfit.settings import AlignConfig
 from taskfit.tasks.task import load_task
-from taskfit.tuning.rewards import RewardFunction, WeightedReward, check_reward, load_reward, reward_specs
+from taskfit.tuning.rewards import RewardFunction, check_reward, combine, load_reward, reward_specs
 from taskfit.tuning.sft import Method, sft_trainer
 from taskfit.tuning.skeleton import (
     RunCard,
@@ -117,13 +117,6 @@ def reward_parts(spec: str, task, rows: Sequence[RaftPrompt]) -> list[tuple[str,
     return parts
 
 
-def one_reward(parts: list[tuple[str, RewardFunction, float]]) -> RewardFunction:
-    """Rewards as one reward function (several: their weighted sum)."""
-    if len(parts) == 1 and parts[0][2] == 1:
-        return parts[0][1]
-    return WeightedReward([(reward, weight) for _, reward, weight in parts])
-
-
 def prompts_and_reward(config: AlignConfig, keep_parts: bool = False):
     """What an online stage (RAFT, GRPO, RLOO) samples and scores: the training prompts, the held-out ones (at most
     ``eval_prompts``) and the reward — one function, or its parts (name, reward, weight) with ``keep_parts``."""
@@ -134,7 +127,7 @@ def prompts_and_reward(config: AlignConfig, keep_parts: bool = False):
                         "more data or another --dev-share")
     held = held[:config.eval_prompts]
     parts = reward_parts(config.reward, task, train + held)
-    return train, held, (parts if keep_parts else one_reward(parts))
+    return train, held, (parts if keep_parts else combine([(reward, weight) for _, reward, weight in parts]))
 
 
 def _key(prompt: Prompt) -> str:
@@ -330,22 +323,28 @@ def heldout_answers(config: AlignConfig, location: str, policy: str | None, held
             "mean_words": sum(len(t.split()) for t in texts) / len(texts)}
 
 
-def _card(config: AlignConfig, state: dict[str, Any], name: str, location: str, out: Path, held: list[RaftPrompt],
-          started: float) -> RunCard:
+def heldout_change(before: Path, after: Path) -> tuple[dict[str, Any] | None, float | None]:
+    """The paired change of the mean reward per held-out prompt between two :func:`heldout_answers` folders (mean
+    with its CI over prompts) and the win rate (a tie counts half)."""
     def read(folder: Path) -> dict[str, float]:
         return prompt_means([json.loads(line) for line in (folder / "heldout.jsonl").read_text().splitlines()])
 
-    iterations = state["iterations"]
-    start = read(out / "iter_0")
-    end = read(out / f"iter_{len(iterations)}")
+    start, end = read(before), read(after)
     diffs = [end[k] - v for k, v in start.items() if k in end]
+    if not diffs:
+        return None, None
+    return mean_with_ci(diffs).as_dict(), (sum(d > 0 for d in diffs) + 0.5 * sum(d == 0 for d in diffs)) / len(diffs)
+
+
+def _card(config: AlignConfig, state: dict[str, Any], name: str, location: str, out: Path, held: list[RaftPrompt],
+          started: float) -> RunCard:
+    iterations = state["iterations"]
+    change, win = heldout_change(out / "iter_0", out / f"iter_{len(iterations)}")
     history = [{"step": i + 1, "loss": h["loss"]}
                for i, h in enumerate(h for it in iterations for h in it.get("loss_history", []))]
     if history:
         plot_loss(history, out / "loss.png", "RAFT fine-tuning loss (steps of every iteration)")
     begun = str(config.adapter) if config.adapter else "the base model (a new LoRA from iteration 1)"
-    change = mean_with_ci(diffs).as_dict() if diffs else None
-    win = (sum(d > 0 for d in diffs) + 0.5 * sum(d == 0 for d in diffs)) / len(diffs) if diffs else None
     lines = [f"- reward: {config.reward}; start: {begun}",
              f"- held-out prompts: {len(held)}; start mean reward {state['start']['mean_reward']['value']:.4f}"]
     for it in iterations:

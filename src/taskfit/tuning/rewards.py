@@ -145,6 +145,13 @@ class WeightedReward:
         return {"kind": "weighted sum", "parts": [{**r.describe(), "weight": w} for r, w in self.parts]}
 
 
+def combine(parts: Sequence[tuple[RewardFunction, float]]) -> RewardFunction:
+    """Rewards with weights as one reward function: a single unweighted one as it is, else their weighted sum."""
+    if len(parts) == 1 and parts[0][1] == 1:
+        return parts[0][0]
+    return WeightedReward(list(parts))
+
+
 def check_reward(spec: str | Path) -> None:
     """Refuse a ``--reward`` that :func:`load_reward` could not load, without loading any model (``metric:`` rewards
     are checked against their task by the stage that builds them)."""
@@ -170,7 +177,7 @@ def load_reward(spec: str | Path) -> RewardFunction:
     check_reward(spec)
     parts = reward_specs(spec)
     if len(parts) > 1 or parts[0][1] != 1:
-        return WeightedReward([(load_reward(name), weight) for name, weight in parts])
+        return combine([(load_reward(name), weight) for name, weight in parts])
     text = parts[0][0]
     if text.startswith("metric:"):
         raise UserError(f"--reward {text}: a task metric scores answers against a task's gold answers; use it with "

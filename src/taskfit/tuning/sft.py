@@ -30,6 +30,7 @@ from taskfit.tuning.skeleton import (
     LLAMA_MLP,
     RunCard,
     begin,
+    checkpoint_to_resume,
     finished_card,
     lora_config,
     loss_history,
@@ -85,10 +86,7 @@ def train_sft(config: TuneConfig, resume: bool = False) -> TuneResult:
     if continuing and (card := finished_card(out)) is not None:
         log.info("%s is complete (%s steps); nothing to resume", out, card.get("steps"))
         return TuneResult(card, None)
-    start_step = _last_checkpoint_step(out) if continuing else 0
-    if continuing and start_step == 0:
-        raise UserError(f"--resume: no checkpoint-* folder in {out}; the run stopped before its first checkpoint "
-                        "(--save-steps): run it again without --resume into another --output")
+    start_step = checkpoint_to_resume(out) if continuing else 0
     seed_and_threads(config)
     samples, data_info, instruction = training_samples(config)
     if not samples:
@@ -207,11 +205,6 @@ def _answer_only_trainer(trainer_class):
             return (loss, outputs) if return_outputs else loss
 
     return AnswerOnlyTrainer
-
-
-def _last_checkpoint_step(out: Path) -> int:
-    steps = [int(p.name.split("-")[1]) for p in out.glob("checkpoint-*") if p.name.split("-")[1].isdigit()]
-    return max(steps, default=0)
 
 
 class _ListDataset:

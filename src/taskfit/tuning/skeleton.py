@@ -135,6 +135,15 @@ def stage_output(config, stage: str, *, resume: bool = False, resumable: bool = 
     return out, True
 
 
+def checkpoint_to_resume(out: Path) -> int:
+    """The step of the last ``checkpoint-N`` in ``out`` that ``--resume`` continues from (stages that checkpoint)."""
+    steps = [int(p.name.split("-")[1]) for p in out.glob("checkpoint-*") if p.name.split("-")[1].isdigit()]
+    if not steps:
+        raise UserError(f"--resume: no checkpoint-* folder in {out}; the run stopped before its first checkpoint "
+                        "(--save-steps): run it again without --resume into another --output")
+    return max(steps)
+
+
 def begin(out: Path, config) -> None:
     """Create the output folder of a new run with its identity, once its data has been read and checked."""
     out.mkdir(parents=True, exist_ok=True)
