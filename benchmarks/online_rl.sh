@@ -43,7 +43,8 @@ for step in $STEPS; do
       # needs benchmarks/alignment.sh's kbqa step first (its SFT adapter and dev split): ALIGN_OUT=that OUT
       A=${ALIGN_OUT:?set ALIGN_OUT to the OUT of benchmarks/alignment.sh kbqa}
       K="--task nlpcc_kbqa --data-dir $A/kbqa-data"
-      [ -f "$OUT/grpo-kbqa/run_card.json" ] || timed $T align --method grpo $K --reward metric:exact_match \
+      # the reward RAFT learned from (ROUGE-L against the gold entity; 1.0 = right), dense enough for group advantages
+      [ -f "$OUT/grpo-kbqa/run_card.json" ] || timed $T align --method grpo $K --reward metric:rouge_l \
         --adapter "$A/kbqa-sft" --num-generations 4 --batch-size 8 --max-steps "${KBQA_RL_STEPS:-96}" \
         --temperature 0.7 --max-new-tokens 32 --eval-prompts 64 --output "$OUT/grpo-kbqa" $(again "$OUT/grpo-kbqa")
       [ -f "$OUT/grpo-kbqa-eval/results.json" ] || timed $T eval $K --split dev --limit 400 --mode generate \

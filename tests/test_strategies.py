@@ -42,10 +42,10 @@ def setup(tmp_path_factory, tiny_model_dir):
     return root, HFBackend(tiny_model_dir, batch_size=8, threads=1)
 
 
-def run(setup, name, strategy, mode="loglikelihood", **args):
+def run(setup, name, strategy, mode="loglikelihood", seed=1234, **args):
     root, backend = setup
     config = RunConfig(task=str(root / "mini.yaml"), data_dir=root / "data", strategy=strategy, mode=mode,
-                       strategy_args=args, output=root / name, bootstrap_samples=0)
+                       strategy_args=args, output=root / name, bootstrap_samples=0, seed=seed)
     results = evaluate(config, backend=backend, progress=False)
     samples = [json.loads(line) for line in (root / name / "samples.jsonl").read_text().splitlines()]
     return results, samples
@@ -156,3 +156,94 @@ def test_contextual_calibration_divides_out_the_content_free_prior(setup):
         expected = {k: math.log(c["probs"][k]) - math.log(free[k]) for k in free}
         assert c["calibrated_scores"] == pytest.approx(expected)
         assert c["prediction"] == max(expected, key=expected.get)
+
+
+def _demo_answers(prompt):
+    """The label words the demos' assistant turns show, in order (the query's own turn is left open)."""
+    import re
+
+    return re.findall(r"<\|im_start\|>assistant\nThe sentiment is (\w+)<\|im_end\|>", prompt)
+
+
+def test_random_demo_labels_follow_the_seed_and_are_recorded(setup):
+    root, _ = setup
+    train = [json.loads(line) for line in (root / "data" / "mini" / "train.jsonl").read_text().splitlines()]
+
+    def labels(name, seed):
+        _, samples = run(setup, name, "few_shot", k=4, demo_labels="random", seed=seed)
+        for s in samples:  # what the prompt shows is what the row records
+            assert _demo_answers(s["prompt"]) == s["demo_labels"]
+            assert [train[i]["text"] in s["prompt"] for i in s["demos"]] == [True] * 4
+        return [s["demo_labels"] for s in samples], [s["demos"] for s in samples]
+
+    first, demos = labels("rand1", 3)
+    again, demos_again = labels("rand2", 3)
+    other, _ = labels("rand3", 4)
+    assert first == again and demos == demos_again
+    assert first != other
+    flat = [label for row in first for label in row]
+    assert set(flat) <= {"negative", "positive"}
+    gold = [train[i]["label"] for row in demos for i in row]
+    assert any(a != b for a, b in zip(flat, gold)) and any(a == b for a, b in zip(flat, gold))
+
+
+def test_flipped_and_missing_demo_labels(setup):
+    root, _ = setup
+    train = [json.loads(line) for line in (root / "data" / "mini" / "train.jsonl").read_text().splitlines()]
+    _, flipped = run(setup, "flip", "few_shot", k=3, demo_labels="flipped")
+    for s in flipped:
+        assert s["demo_labels"] == [{"negative": "positive", "positive": "negative"}[train[i]["label"]]
+                                    for i in s["demos"]]
+        assert _demo_answers(s["prompt"]) == s["demo_labels"]
+    _, inputs_only = run(setup, "nolab", "few_shot", k=3, demo_labels="none")
+    for s in inputs_only:  # inputs only, in one prompt: no demo answers at all
+        assert s["demo_labels"] is None
+        assert s["prompt"].count("<|im_start|>assistant") == 1 and s["prompt"].count("The sentiment is") == 1
+        assert "Here are some examples:" in s["prompt"]
+        assert all(train[i]["text"] in s["prompt"] for i in s["demos"])
+
+
+def test_out_of_domain_demo_inputs_keep_the_labels(setup, tmp_path):
+    root, _ = setup
+    train = [json.loads(line) for line in (root / "data" / "mini" / "train.jsonl").read_text().splitlines()]
+    outside = [f"stock market item {i} " + "x" * i for i in range(40)]
+    source = tmp_path / "news.txt"
+    source.write_text("\n".join(outside) + "\n")
+    _, samples = run(setup, "ood", "few_shot", k=3, demo_inputs=str(source))
+    for s in samples:
+        rows = s["demo_inputs"]["rows"]
+        assert s["demo_inputs"]["source"] == str(source) and len(rows) == 3
+        assert all(f"Review: {outside[r]}" in s["prompt"] for r in rows)  # the outside text in the task's template
+        assert not any(train[i]["text"] in s["prompt"] for i in s["demos"])
+        assert s["demo_labels"] == [train[i]["label"] for i in s["demos"]]  # gold labels of the pool rows
+        # drawn among the 16 nearest in length: the train texts are 14-30 characters
+        assert all(len(outside[r]) <= 50 for r in rows)
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"demo_inputs": "no_such_thing"}, "neither a task .* nor a file"),
+    ({"demo_inputs": "mini.yaml"}, "is this task"),
+])
+def test_bad_demo_inputs_say_what_to_do(setup, args, message):
+    root, _ = setup
+    if args["demo_inputs"] == "mini.yaml":
+        args = {"demo_inputs": str(root / "mini.yaml")}
+    with pytest.raises(UserError, match=message):
+        run(setup, "badood", "few_shot", k=2, **args)
+
+
+def test_label_ablations_need_labels_and_carp_refuses_them(setup, tmp_path):
+    root, backend = setup
+    task = tmp_path / "score.yaml"
+    task.write_text(TASK.replace("labels:\n  - {value: negative}\n  - {value: positive}\n",
+                                 "type: regression\nscore_range: [0, 5]\n"))
+    for split in ("train", "dev"):
+        (tmp_path / "data" / "mini").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "data" / "mini" / f"{split}.jsonl").write_text(
+            "".join(json.dumps({"text": f"row {i}", "label": i % 5, "why": "w"}) + "\n" for i in range(4)))
+    config = RunConfig(task=str(task), data_dir=tmp_path / "data", strategy="few_shot", mode="generate",
+                       strategy_args={"k": 2, "demo_labels": "random"}, output=tmp_path / "run", bootstrap_samples=0)
+    with pytest.raises(UserError, match="needs a classification task"):
+        evaluate(config, backend=backend, progress=False)
+    with pytest.raises(UserError, match="CARP's demos .* few_shot or cot"):
+        run(setup, "carpx", "carp", k=2, demo_labels="flipped")

@@ -124,7 +124,8 @@ def _strategy_answerer(config: RunConfig, task: Task, backend: Backend, eval_spl
     """The configured strategy on ``backend``, with its demonstration pool loaded when it uses one."""
     context = StrategyContext(task=task, mode=config.mode, render=backend.render, seed=config.seed,
                               max_tokens=config.max_tokens, progress=progress,
-                              json_schema=bool(getattr(backend, "supports_json_schema", False)))
+                              json_schema=bool(getattr(backend, "supports_json_schema", False)),
+                              data_dir=config.data_dir)
     strategy = make_strategy(config.strategy, context, config.strategy_args)
     if strategy.uses_pool():
         pool_split = config.pool_split or task.config.pool_split

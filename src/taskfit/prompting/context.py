@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ class StrategyContext:
     pool: list[Example] | None = None
     progress: bool = False
     json_schema: bool = False  # the backend can constrain generation to a JSON schema
+    data_dir: Path | None = None  # where other tasks' rows are read (out-of-domain demo inputs)
 
 
 def derive_seed(*parts: int) -> int:

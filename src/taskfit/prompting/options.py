@@ -37,6 +37,13 @@ class DemoOptions(BaseOptions):
     encoder: str = "all-minilm-l6-v2"
     knn_field: str | None = None
     calibrate: bool = Field(False, description="contextual calibration of label scores (loglikelihood mode)")
+    demo_labels: Literal["gold", "random", "flipped", "none"] = Field(
+        "gold", description="the answers the demos show (Min et al. 2022): gold; random (drawn from the label set "
+                            "with the seed); flipped (a label other than the gold one); none (inputs only, in one "
+                            "prompt)")
+    demo_inputs: str = Field("task", description="the demos' inputs: task (the pool's own), or another task's name or "
+                                                 "a text file (.txt lines, .jsonl 'text') whose inputs of similar "
+                                                 "length replace them (out-of-domain inputs)")
     demos_header: str = Field(default_factory=lambda: default("few_shot", "demos_header"))
     query_header: str = Field(default_factory=lambda: default("few_shot", "query_header"))
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from taskfit.api import Example, GenerateRequest, Message, Prompt
+from taskfit.errors import UserError
 from taskfit.paths import taskfit_home
 from taskfit.prompting.context import StrategyContext, StrategyRun
 from taskfit.prompting.demos import Demos
@@ -35,6 +36,9 @@ class CARP(Strategy):
     def __init__(self, context: StrategyContext, options: dict[str, Any] | None = None):
         super().__init__(context, options)
         self.demos = Demos(context, self.opts, self.name)
+        if self.demos.ablated:
+            raise UserError("CARP's demos carry clues the model wrote from their gold labels and inputs; take "
+                            "demonstrations apart (demo_labels, demo_inputs) with few_shot or cot")
         self.step = CluesThenDecision(self.opts)
         self.annotations: dict[int, str] = {}
 
@@ -63,8 +67,7 @@ class CARP(Strategy):
             outcome = yield from sample_and_vote(self.ask, self.step, messages, example, self.opts)
         else:
             outcome = yield from reason_then_answer(self.ask, self.step, messages, example)
-        outcome.extra["demos"] = [d.index for d in demos]
-        return outcome
+        return self.demos.record(outcome, demos)
 
     def _annotate(self, demos: Sequence[Example], backend) -> dict[int, str]:
         """Clues and reasoning for each demo given its gold label, from the disk cache or generated now."""

@@ -45,5 +45,4 @@ class ChainOfThought(Strategy):
     def run(self, example: Example) -> StrategyRun:
         messages, demos = self.messages(example)
         outcome = yield from reason_then_answer(self.ask, self.step, messages, example)
-        outcome.extra["demos"] = [d.index for d in demos]
-        return outcome
+        return self.demos.record(outcome, demos)

@@ -39,8 +39,7 @@ class FewShot(Strategy):
             outcome = yield from self.calibrated(example, demos, messages)
         else:
             outcome = yield from self.ask.answer(messages, self.ask.answer_prefix(), example)
-        outcome.extra["demos"] = [d.index for d in demos]
-        return outcome
+        return self.demos.record(outcome, demos)
 
     def calibrated(self, example: Example, demos: Sequence[Example], messages: list[Message]) -> StrategyRun:
         """Contextual calibration (Zhao et al. 2021): divide each label's probability by its probability for

@@ -19,5 +19,4 @@ class SelfConsistency(ChainOfThought):
         messages, demos = self.messages(example)
         step = self.step if self.opts.reasoning else None
         outcome = yield from sample_and_vote(self.ask, step, messages, example, self.opts)
-        outcome.extra["demos"] = [d.index for d in demos]
-        return outcome
+        return self.demos.record(outcome, demos)
