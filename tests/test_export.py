@@ -50,3 +50,30 @@ def test_exported_gguf_scores_like_the_hf_model(tmp_path):
     for row in range(2):  # each review's labels keep their order
         ref, got = reference[3 * row : 3 * row + 2], quantized[3 * row : 3 * row + 2]
         assert (ref[0] > ref[1]) == (got[0] > got[1])
+
+
+@pytest.mark.slow
+def test_every_low_bit_type_loads_in_llama_cpp_and_scores(tmp_path):
+    from taskfit.api import LoglikelihoodRequest, Message, Prompt
+    from taskfit.models import load_backend
+    from taskfit.models.catalog import GGUF_TYPES
+
+    system = Message("system", "You are a sentiment classifier.")
+    requests = [LoglikelihoodRequest(Prompt((system, Message("user", f"Review: {text}")),
+                                            "The sentiment of the review is"), continuation)
+                for text in ("a gorgeous, witty film", "dull and lifeless")
+                for continuation in (" positive", " negative", " quite mixed really")]
+    reference = [r.logprob for r in load_backend("hf", "smollm2-135m-instruct").loglikelihood(requests)]
+    sizes = {}
+    for qtype in ("q4_0", "q4_1", "q5_0", "q5_1"):
+        summary = export_gguf("smollm2-135m-instruct", tmp_path / f"{qtype}.gguf", qtype=qtype)
+        sizes[qtype] = summary["bytes"]
+        assert summary["tensors"] == {"F32": 61, qtype.upper(): 211}  # norms stay F32, every matrix at the type
+        # 134.5M weights at the type's bits per weight, plus the tokenizer and metadata (~1.5 MiB)
+        assert summary["bytes"] == pytest.approx(134.5e6 * GGUF_TYPES[qtype] / 8 + 1.5 * 2**20, rel=0.05)
+        got = [r.logprob for r in load_backend("llamacpp", f"gguf:{tmp_path / f'{qtype}.gguf'}")
+               .loglikelihood(requests)]
+        assert got == pytest.approx(reference, abs=4.0)
+        for row in range(2):  # a label word stays far more likely than a phrase that is no label
+            assert got[3 * row] > got[3 * row + 2] and got[3 * row + 1] > got[3 * row + 2]
+    assert sizes["q4_0"] < sizes["q4_1"] < sizes["q5_0"] < sizes["q5_1"]

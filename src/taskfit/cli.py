@@ -23,6 +23,7 @@ from pydantic_core import PydanticUndefined
 
 from taskfit import __version__
 from taskfit.errors import ServerError, UserError
+from taskfit.models.catalog import GGUF_TYPES
 from taskfit.settings import (
     ALIGN_SECTIONS,
     FLAG_NAMES,
@@ -144,11 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("adapter", help="adapter folder from `taskfit tune`")
     mg.add_argument("output", help="folder for the merged model (use it as --model hf:<folder>)")
 
-    ex = sub.add_parser("export", help="write a tuned model as a GGUF file (Q8_0, F16, F32) for the llamacpp backend")
+    ex = sub.add_parser("export", help="write a tuned model as a GGUF file (Q4_0 ... Q8_0, F16, F32) for the "
+                        "llamacpp backend")
     ex.add_argument("output", help="the .gguf file to write")
     ex.add_argument("--model", default="smollm2-135m-instruct", help="base model, or hf:<folder> of a full fine-tune")
     ex.add_argument("--adapter", help="LoRA / IA3 adapter folder from `taskfit tune`, merged before export")
-    ex.add_argument("--type", dest="qtype", default="q8_0", choices=["q8_0", "f16", "f32"])
+    ex.add_argument("--type", dest="qtype", default="q8_0", choices=list(GGUF_TYPES),
+                    help="weight type; bits per weight: " + ", ".join(f"{k} {v:g}" for k, v in GGUF_TYPES.items()))
     ex.add_argument("--template", help="a GGUF of the base model to copy tokenizer and metadata from "
                     "(default: the embedded model's own file)")
 

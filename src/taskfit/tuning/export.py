@@ -1,5 +1,6 @@
 """``taskfit export``: a tuned (LoRA / IA3 merged) or full fine-tuned Llama-family model as a GGUF file for the
-llamacpp backend, quantized to Q8_0 (or F16 / F32) with the ``gguf`` package that llama.cpp maintains on PyPI.
+llamacpp backend, quantized to Q8_0 (or Q4_0, Q4_1, Q5_0, Q5_1, F16, F32) with the ``gguf`` package that llama.cpp
+maintains on PyPI (it has no K-quant quantizer: Q4_K and the like need llama.cpp's own ``llama-quantize``).
 
 The tokenizer and the model's metadata (vocabulary, merges, special tokens, chat template, rope and norm settings)
 are copied from a GGUF of the same base model — by default the embedded model's own file — and the weights come
@@ -20,7 +21,7 @@ import numpy as np
 
 from taskfit.adapters.apply import check_mergeable
 from taskfit.errors import UserError
-from taskfit.models.catalog import KNOWN_MODELS, resolve_model
+from taskfit.models.catalog import GGUF_TYPES, KNOWN_MODELS, resolve_model
 from taskfit.models.llamacpp import resolve_gguf
 from taskfit.models.loading import load_causal_lm
 from taskfit.paths import output_file, output_folder
@@ -28,7 +29,8 @@ from taskfit.runs import RUN_CARD_MD, read_run_card, write_run_card
 
 log = logging.getLogger(__name__)
 
-TYPES = {"q8_0": ("Q8_0", "MOSTLY_Q8_0"), "f16": ("F16", "MOSTLY_F16"), "f32": ("F32", "ALL_F32")}
+TYPES = {name: (name.upper(), "ALL_F32" if name == "f32" else f"MOSTLY_{name.upper()}") for name in GGUF_TYPES}
+"""--type -> (the tensors' GGML quantization type, the file's LlamaFileType)."""
 SKIPPED_KEYS = ("GGUF.", "general.architecture", "general.file_type", "general.quantization_version")
 
 
