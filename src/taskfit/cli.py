@@ -30,11 +30,13 @@ from taskfit.settings import (
     REWARD_SECTIONS,
     RUN_SECTIONS,
     SERVE_SECTIONS,
+    SYNTH_SECTIONS,
     TUNE_SECTIONS,
     load_align_config,
     load_reward_config,
     load_run_config,
     load_serve_config,
+    load_synth_config,
     load_tune_config,
 )
 
@@ -140,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--config", help="tune YAML; any flag below can be a key there, flags override it")
     tu.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output")
     add_flags(tu, TUNE_SECTIONS)
+
+    sy = sub.add_parser("synth", help="write new rows of a task with the model from a few seed rows (Self-Instruct), "
+                        "filtered; train on them with `taskfit tune --task T --train-file FILE`")
+    sy.add_argument("--config", help="synth YAML; any flag below can be a key there, flags override it")
+    sy.add_argument("--resume", action="store_true", help="continue a cut run from its OUT.raw.jsonl")
+    add_flags(sy, SYNTH_SECTIONS)
 
     mg = sub.add_parser("merge", help="merge a LoRA / IA3 adapter into its base model (a plain model folder)")
     mg.add_argument("adapter", help="adapter folder from `taskfit tune`")
@@ -505,6 +513,19 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synth(args: argparse.Namespace) -> int:
+    from taskfit.tuning.synth import synthesize
+
+    config = load_synth_config(args.config, settings_from(args))
+    card = synthesize(config, resume=args.resume)
+    drops = ", ".join(f"{k} {v}" for k, v in card["dropped"].items() if v)
+    sys.stdout.write(f"kept {card['kept']} of {card['target']} rows, {card['judged']} judged of {card['requests']} "
+                     f"generated (dropped: "
+                     f"{drops or 'none'})\noutput: {card['output']} (train with `taskfit tune --task {card['task']} "
+                     f"--train-file {card['output']}`; card beside it)\n")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from taskfit.tuning import export_gguf
 
@@ -522,7 +543,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"eval": cmd_eval, "tune": cmd_tune, "merge": cmd_merge, "export": cmd_export,
+COMMANDS = {"eval": cmd_eval, "tune": cmd_tune, "synth": cmd_synth, "merge": cmd_merge, "export": cmd_export,
             "compare-results": cmd_compare, "report": cmd_report, "grid": cmd_grid, "fit": cmd_fit,
             "reward": cmd_reward, "align": cmd_align, "serve": cmd_serve, "feedback": cmd_feedback,
             "tasks": cmd_tasks, "models": cmd_models}

@@ -73,13 +73,11 @@ class OutputSection(StrictModel):
                                     "(default $TASKFIT_HOME/cache/responses.sqlite)", json_schema_extra=OPERATIONAL)
 
 
-class RunConfig(OutputSection, OpenAIOptions, LlamaCppOptions, HFOptions, ModelSection, StrategySection,
-                TaskSection):
-    """Everything ``taskfit eval`` needs to run one evaluation (YAML keys = flags)."""
+class ModelChoice(OpenAIOptions, LlamaCppOptions, HFOptions, ModelSection):
+    """A model on a backend with that backend's options; another backend's options are refused."""
 
     @model_validator(mode="after")
-    def _strategy_args_and_backend(self) -> RunConfig:
-        validate(STRATEGY_OPTIONS[self.strategy], dict(self.strategy_args), f"strategy_args of {self.strategy}")
+    def _only_the_chosen_backends_options(self) -> ModelChoice:
         chosen = BACKEND_OPTIONS[self.backend].model_fields
         for name, field in type(self).model_fields.items():
             elsewhere = (field.json_schema_extra or {}).get("elsewhere")
@@ -93,6 +91,15 @@ class RunConfig(OutputSection, OpenAIOptions, LlamaCppOptions, HFOptions, ModelS
         """The chosen backend's constructor keywords (its options model's fields; secrets revealed)."""
         values = {name: getattr(self, name) for name in BACKEND_OPTIONS[self.backend].model_fields}
         return {k: v.get_secret_value() if isinstance(v, SecretStr) else v for k, v in values.items()}
+
+
+class RunConfig(OutputSection, ModelChoice, StrategySection, TaskSection):
+    """Everything ``taskfit eval`` needs to run one evaluation (YAML keys = flags)."""
+
+    @model_validator(mode="after")
+    def _strategy_args(self) -> RunConfig:
+        validate(STRATEGY_OPTIONS[self.strategy], dict(self.strategy_args), f"strategy_args of {self.strategy}")
+        return self
 
 
 RUN_SECTIONS: list[tuple[str, type[BaseModel]]] = [
@@ -181,7 +188,8 @@ class TuneDataSection(StrictModel):
     task: str | None = Field(None, description="train on this task's split, with the prompts its zero-shot "
                                                "evaluation uses")
     train_file: Path | None = Field(None, description="text2text / conversation JSON (LMFlow format) or JSONL "
-                                                      "instead of --task")
+                                                      "instead of --task; with --task, a JSONL in the task's own "
+                                                      "columns (taskfit synth's output)")
     mixture: Path | None = Field(None, description="a mixture YAML instead of --task: several tasks, each in several "
                                                    "templates, sampled by a rule (multi-task instruction tuning)")
     data_dir: Path | None = Field(None, description="folder laid out as D/<dataset>/<split>.jsonl")
@@ -374,8 +382,60 @@ def load_tune_config(path: str | Path | None, overrides: dict[str, Any]) -> Tune
     """Merge a tune YAML (if any) with CLI overrides (flags win); exactly one data source."""
     data, source = merged(path, overrides)
     config = validate(TuneConfig, data, source)
-    if sum(x is not None for x in (config.task, config.train_file, config.mixture)) != 1:
-        raise UserError("give exactly one of --task (train on a task's split), --train-file FILE or --mixture MIX.yaml")
+    if sum(x is not None for x in (config.task, config.train_file, config.mixture)) != 1 and not (
+            config.task and config.train_file and not config.mixture):
+        raise UserError("give exactly one of --task (train on a task's split), --train-file FILE or --mixture "
+                        "MIX.yaml; or --task with --train-file: a file in the task's own columns (taskfit synth's "
+                        "output), prompted as the task's rows are")
+    return config
+
+
+# ------------------------------------------------------------------------------------------------- taskfit synth
+class SynthDataSection(StrictModel):
+    task: str = Field(description="the task whose rows are written (a built-in name or a task YAML)")
+    data_dir: Path | None = Field(None, description="folder laid out as D/<dataset>/<split>.jsonl")
+    split: str = Field("train", description="split the seed rows come from")
+    seed_rows: int = Field(16, gt=0, description="seed rows shown to the model, drawn as `taskfit tune --limit N` "
+                                                 "draws them (the same rows for the same seed)")
+    target: int = Field(200, gt=0, description="rows to keep")
+    output: Path = Field(description="the JSONL file to write (the task's own columns; train on it with `taskfit "
+                                     "tune --task T --train-file FILE`)", json_schema_extra=OPERATIONAL)
+    seed: int = Field(1234, description="seed for the seed rows, the rows each request shows and sampling")
+
+
+class SynthGenerationSection(StrictModel):
+    shots: int = Field(4, gt=0, description="seed rows shown per request")
+    order: Literal["auto", "input_first", "output_first"] = Field(
+        "auto", description="output_first writes the label, then an input for it (balanced labels; auto: for "
+                            "classification), input_first an input, then its answer (auto: the other types)")
+    max_requests: int | None = Field(None, gt=0, description="stop after this many requests (default 4 x --target)")
+    round_size: int = Field(32, gt=0, description="requests sent to the backend together (the backend batches them "
+                                                  "further); the rows kept do not depend on it",
+                            json_schema_extra=OPERATIONAL)
+    temperature: float = Field(0.9, gt=0, description="sampling temperature")
+    top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling")
+    rouge_threshold: float = Field(0.7, gt=0, le=1, description="a row whose input has ROUGE-L F >= this with a kept "
+                                                                "or seed input is a near-duplicate (Self-Instruct)")
+
+
+class SynthConfig(SynthGenerationSection, SynthDataSection, ModelChoice):
+    """Everything ``taskfit synth`` needs (Self-Instruct for a task's rows)."""
+
+    def requests_allowed(self) -> int:
+        return self.max_requests or 4 * self.target
+
+
+SYNTH_SECTIONS: list[tuple[str, type[BaseModel]]] = [
+    ("task and output", SynthDataSection), ("generation", SynthGenerationSection), ("model", ModelSection),
+    ("hf backend", HFOptions), ("llamacpp backend", LlamaCppOptions), ("openai backend", OpenAIOptions)]
+
+
+def load_synth_config(path: str | Path | None, overrides: dict[str, Any]) -> SynthConfig:
+    data, source = merged(path, overrides)
+    config = validate(SynthConfig, data, source)
+    if config.shots > config.seed_rows:
+        raise UserError(f"--shots {config.shots} is more than --seed-rows {config.seed_rows}; show at most the seed "
+                        "rows there are")
     return config
 
 

@@ -82,6 +82,15 @@ class Task:
             raise UserError(f"{found.where} has no rows (task {self.name!r}, split {split!r}); is the file empty?")
         return [self._map_row(i, row, found) for i, row in enumerate(found.rows)]
 
+    def file_examples(self, path: str | Path) -> list[Example]:
+        """The rows of a file in this task's own columns (``taskfit synth``'s output, or rows a user wrote), mapped
+        and validated as a split's rows are."""
+        c = self.config
+        found = SplitRows(load_rows(path), str(path), c.fields, c.target, c.label_map, c.choices)
+        if not found.rows:
+            raise UserError(f"{path} has no rows")
+        return [self._map_row(i, row, found) for i, row in enumerate(found.rows)]
+
     def prepare_answers(self, examples: list[Example], split: str, data_dir: Path | None, kb: Path | None) -> None:
         """Set up the answer space for a run (KBQA builds its knowledge base: a file, or the whole split's triples)."""
         split_rows = self.rows(split, data_dir) if self.space.needs_split_rows(kb) else None

@@ -44,7 +44,9 @@ def task_examples(config: TuneConfig, task=None):
     ``limit`` rows drawn by the same seeded sampler as ``taskfit eval --sample random`` (several data files are
     sorted by label)."""
     task = task or load_task(config.task)
-    examples = task.examples(config.split, config.data_dir)
+    # --train-file with --task: rows in the task's own columns (taskfit synth's output), prompted as the task's are
+    examples = (task.file_examples(config.train_file) if getattr(config, "train_file", None)
+                else task.examples(config.split, config.data_dir))
     if config.limit:
         examples = [examples[i] for i in sample_indices(len(examples), config.limit, config.seed)]
     # the answer space as evaluation sets it up (KBQA: its knowledge base, the whole split's triples), so the
@@ -62,6 +64,7 @@ def data_line(data: dict[str, Any]) -> str:
         if mix["plain_text_rows"]:
             source += f" and {mix['plain_text_rows']} plain-text rows"
     else:
-        source = f"task {data['task']} ({data['split']})" if "task" in data else f"file {data['file']}"
+        where = f"file {data['file']}" if "file" in data else data.get("split")
+        source = f"task {data['task']} ({where})" if "task" in data else f"file {data['file']}"
     return (f"- data: {source}: {data['n']} samples, {data['tokens']} tokens, {data['answer_tokens']} answer tokens "
             f"with loss; chat template {'on' if data['chat_template'] else 'off'}")

@@ -68,13 +68,14 @@ def training_samples(config: TuneConfig):
     if config.mixture is not None:
         samples, info = build_mixture(config)
         return samples, info, None
-    if config.train_file is not None:
+    if config.train_file is not None and config.task is None:
         samples = read_training_file(config.train_file)
         if config.limit:
             samples = samples[: config.limit]
         return samples, {"file": str(config.train_file), "n": len(samples)}, None
     task, examples = task_examples(config)
-    info = {"task": task.name, "split": config.split, "n": len(examples)}
+    info = ({"task": task.name, "file": str(config.train_file), "n": len(examples)} if config.train_file else
+            {"task": task.name, "split": config.split, "n": len(examples)})
     return pairs_from_task(task, examples), info, task.config.prompt.instruction
 
 
