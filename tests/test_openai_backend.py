@@ -301,3 +301,52 @@ def test_one_pool_of_connections_serves_every_request():
         server.shutdown()
     assert [r.text for r in results] == [" positive"] * 12
     assert 1 <= len(connections) <= 2
+
+
+def test_one_event_stream_reader_retries_only_before_the_first_event():
+    """models/http.stream_events, under both streaming backends: a connection that fails before any event is tried
+    again with back-off; one that breaks after an event has been used raises; HTTP and in-stream errors raise."""
+    import httpx
+
+    from taskfit.models.http import stream_events
+
+    class Breaks(httpx.SyncByteStream):
+        def __iter__(self):
+            yield b'data: {"content": "Hel"}\n\n'
+            raise httpx.ReadError("connection reset")
+
+    calls, slept = [], []
+
+    def handler(request):
+        calls.append(json.loads(request.content))
+        plan = script.pop(0)
+        if plan == "refuse":
+            raise httpx.ConnectError("refused")
+        if plan == "breaks":
+            return httpx.Response(200, stream=Breaks())
+        if plan == "500":
+            return httpx.Response(500, text="overloaded")
+        return httpx.Response(200, content=plan)
+
+    http = httpx.Client(transport=httpx.MockTransport(handler))
+    policy = RetryPolicy(timeout=2, max_retries=2)
+    script = ["refuse", b'data: {"content": "Hel"}\n\n: comment\ndata: {"content": "lo"}\r\n\r\ndata: [DONE]\n\n']
+    events = list(stream_events(http, "http://x/completion", {"n": 1}, policy=policy, sleep=slept.append))
+    assert [e["content"] for e in events] == ["Hel", "lo"] and len(calls) == 2 and len(slept) == 1
+    script, calls[:] = ["breaks", b""], []
+    seen = []
+    with pytest.raises(ServerError, match="stream broke: ReadError"):
+        for event in stream_events(http, "http://x/completion", {}, policy=policy, who="llama.cpp",
+                                   sleep=slept.append):
+            seen.append(event)
+    assert seen == [{"content": "Hel"}] and len(calls) == 1  # not asked again: the event was already used
+    script = ["500"]
+    with pytest.raises(ServerError, match="HTTP 500: overloaded") as info:
+        list(stream_events(http, "http://x/completion", {}, policy=policy))
+    assert info.value.status == 500
+    script = [b'data: {"error": {"message": "context too long"}}\n\n']
+    with pytest.raises(ServerError, match="context too long"):
+        list(stream_events(http, "http://x/completion", {}, policy=policy))
+    script = ["refuse"] * 3
+    with pytest.raises(ServerError, match="stream broke: ConnectError"):
+        list(stream_events(http, "http://x/completion", {}, policy=policy, sleep=slept.append))

@@ -13,7 +13,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -95,6 +95,41 @@ def _post_with_retries(http: httpx.Client, url: str, body: dict[str, Any], heade
         wait = policy.delay(attempt, retry_after)
         log.warning("%s: %s; retry %d/%d in %.1f s", url, problem, attempt, policy.max_retries, wait)
         sleep(wait)
+
+
+def stream_events(http: httpx.Client, url: str, body: dict[str, Any], headers: dict[str, str] | None = None,
+                  policy: RetryPolicy = RetryPolicy(), who: str | None = None,
+                  sleep: Callable[[float], None] = time.sleep) -> Iterator[dict[str, Any]]:
+    """POST ``body`` and yield the JSON events of the server-sent event stream that answers (``data: {...}`` lines;
+    ``data: [DONE]`` ends it). An HTTP error, or an event that carries ``error``, raises :class:`ServerError` naming
+    ``who`` (default the URL). A connection that breaks before the first event (a closed keep-alive connection, a
+    server not up yet) is tried again with back-off per ``policy``; once events have come, a break raises, since the
+    consumer has already used them."""
+    who = who or url
+    for attempt in range(policy.max_retries + 1):
+        started = False
+        try:
+            with http.stream("POST", url, json=body, headers=headers or {}, timeout=policy.timeout) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise ServerError(f"{who} answered HTTP {response.status_code}: {response.text[:300]}",
+                                      response.status_code)
+                for line in sse_lines(response):
+                    if not line.startswith(b"data: ") or line == b"data: [DONE]":
+                        continue
+                    event = json.loads(line[len(b"data: "):])
+                    if event.get("error"):
+                        raise ServerError(f"{who}: {event['error']}")
+                    started = True
+                    yield event
+            return
+        except httpx.TransportError as exc:
+            if started or attempt == policy.max_retries:
+                raise ServerError(f"{who} stream broke: {type(exc).__name__}: {exc}") from None
+            wait = policy.delay(attempt + 1)
+            log.warning("%s: %s before the stream began; retry %d/%d in %.2f s", who, type(exc).__name__,
+                        attempt + 1, policy.max_retries, wait)
+            sleep(wait)
 
 
 def sse_lines(response: httpx.Response):

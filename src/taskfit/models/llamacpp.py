@@ -30,8 +30,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from taskfit.api import (
     GenerateRequest,
     GenerateResult,
@@ -43,7 +41,7 @@ from taskfit.api import (
 from taskfit.errors import ServerError, UserError
 from taskfit.models.base import Backend, StreamCutter, cut_at_stop, encode_pair, map_in_threads, register_backend
 from taskfit.models.catalog import KNOWN_MODELS
-from taskfit.models.http import RetryPolicy, client, post_with_retries, sse_lines
+from taskfit.models.http import RetryPolicy, client, post_with_retries, stream_events
 from taskfit.models.options import LlamaCppOptions
 
 log = logging.getLogger(__name__)
@@ -272,31 +270,15 @@ class LlamaCppBackend(Backend):
     def _stream(self, path: str, body: dict[str, Any], on_text) -> dict[str, Any]:
         """POST with ``stream``: llama.cpp answers server-sent events, one per token; ``on_text`` gets the content so
         far after each. Returns what the unstreamed call returns (content, probabilities, the last event's facts)."""
-        for attempt in range(LOCAL_SERVER.max_retries + 1):
-            content, probabilities, tokens, last = "", [], [], {}
-            try:
-                with self.http.stream("POST", self.url + path, json={**body, "stream": True},
-                                      timeout=LOCAL_SERVER.timeout) as response:
-                    if response.status_code >= 400:
-                        response.read()
-                        raise ServerError(f"llama.cpp answered HTTP {response.status_code}: {response.text[:300]}",
-                                          response.status_code)
-                    for line in sse_lines(response):
-                        if not line.startswith(b"data: "):
-                            continue
-                        event = json.loads(line[len(b"data: "):])
-                        if "error" in event:
-                            raise ServerError(f"llama.cpp: {event['error']}")
-                        probabilities.extend(event.get("completion_probabilities") or [])
-                        tokens.extend(event.get("tokens") or [])
-                        if event.get("content"):
-                            content += event["content"]
-                            on_text(content)
-                        last = event
-                break
-            except httpx.TransportError as exc:  # a closed keep-alive connection: retry unless text has come
-                if content or attempt == LOCAL_SERVER.max_retries:
-                    raise ServerError(f"llama.cpp stream broke: {type(exc).__name__}: {exc}") from None
+        content, probabilities, tokens, last = "", [], [], {}
+        for event in stream_events(self.http, self.url + path, {**body, "stream": True}, policy=LOCAL_SERVER,
+                                   who="llama.cpp"):
+            probabilities.extend(event.get("completion_probabilities") or [])
+            tokens.extend(event.get("tokens") or [])
+            if event.get("content"):
+                content += event["content"]
+                on_text(content)
+            last = event
         return {**last, "content": content, "completion_probabilities": probabilities, "tokens": tokens}
 
     def context_window(self) -> int:

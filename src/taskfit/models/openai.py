@@ -24,12 +24,9 @@ import json
 import logging
 import os
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlparse
-
-import httpx
 
 from taskfit.api import (
     GenerateRequest,
@@ -41,7 +38,7 @@ from taskfit.api import (
 )
 from taskfit.errors import ServerError, UserError
 from taskfit.models.base import Backend, StreamCutter, cut_at_stop, map_in_threads, register_backend
-from taskfit.models.http import RetryPolicy, client, post_with_retries, sse_lines
+from taskfit.models.http import RetryPolicy, client, post_with_retries, stream_events
 from taskfit.models.options import OpenAIOptions
 
 log = logging.getLogger(__name__)
@@ -131,35 +128,17 @@ class OpenAIBackend(Backend):
         body = {"model": self.model, **body, "stream": True, "stream_options": {"include_usage": True}}
         body.pop("logprobs", None)  # streamed log-probabilities are not summed here
         chat = endpoint == "chat/completions"
-        for attempt in range(self.policy.max_retries + 1):
-            text, finish, usage = "", None, {}
-            try:
-                with self.http.stream("POST", f"{self.base_url}/{endpoint}", json=body, headers=self._headers(),
-                                      timeout=self.policy.timeout) as response:
-                    if response.status_code >= 400:
-                        response.read()
-                        raise ServerError(f"{self.base_url}/{endpoint} answered HTTP {response.status_code}: "
-                                          f"{response.text[:300]}", response.status_code)
-                    for line in sse_lines(response):
-                        if not line.startswith(b"data: ") or line == b"data: [DONE]":
-                            continue
-                        event = json.loads(line[len(b"data: "):])
-                        if event.get("error"):
-                            raise ServerError(f"{self.base_url}/{endpoint}: {event['error']}")
-                        usage = event.get("usage") or usage
-                        for choice in event.get("choices") or []:
-                            piece = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
-                            finish = choice.get("finish_reason") or finish
-                            if piece:
-                                text += piece
-                                shown = text[len(prefix):] if prefix and text.startswith(prefix) else text
-                                if not (prefix and prefix.startswith(text)):
-                                    cutter.update(shown)
-                break
-            except httpx.TransportError as exc:
-                if text or attempt == self.policy.max_retries:
-                    raise ServerError(f"{self.base_url}/{endpoint} stream broke: {type(exc).__name__}: {exc}") from None
-                time.sleep(self.policy.delay(attempt + 1))
+        text, finish, usage = "", None, {}
+        for event in stream_events(self.http, f"{self.base_url}/{endpoint}", body, self._headers(), self.policy):
+            usage = event.get("usage") or usage
+            for choice in event.get("choices") or []:
+                piece = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
+                finish = choice.get("finish_reason") or finish
+                if piece:
+                    text += piece
+                    shown = text[len(prefix):] if prefix and text.startswith(prefix) else text
+                    if not (prefix and prefix.startswith(text)):
+                        cutter.update(shown)
         with self._lock:
             self.stats["requests"] += 1
             self.stats["prompt_tokens"] += int(usage.get("prompt_tokens") or 0)
