@@ -31,12 +31,28 @@ def private_response_cache(tmp_path_factory):
         os.environ["TASKFIT_CACHE"] = old
 
 
+DATA_MISSING = "benchmark data not found"
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The benchmark data folder that CI places beside the repository."""
+    """The benchmark data folder that CI places beside the repository. Without it the tests that read it skip, and
+    the run ends with a loud line saying how many; a folder that is there but unreadable (or
+    ``TASKFIT_REQUIRE_DATA=1``, which ``.ci/run`` sets) fails them instead, so CI never passes without them."""
     if not (SHARED_DATA / "sst2" / "dev.jsonl").is_file():
-        pytest.skip(f"benchmark data not found at {SHARED_DATA} (set TASKFIT_SHARED_DATA)")
+        why = f"{DATA_MISSING} at {SHARED_DATA} (no sst2/dev.jsonl; set TASKFIT_SHARED_DATA)"
+        if SHARED_DATA.is_dir() or os.environ.get("TASKFIT_REQUIRE_DATA") == "1":
+            pytest.fail(f"{why}: the folder is there or TASKFIT_REQUIRE_DATA=1 asks for it")
+        pytest.skip(why)
     return SHARED_DATA
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Say loudly how many tests a missing data folder skipped: a green run did not test them."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if DATA_MISSING in str(r.longrepr)]
+    if skipped:
+        terminalreporter.write_sep("!", f"{len(skipped)} tests SKIPPED: {DATA_MISSING} at {SHARED_DATA}; this run "
+                                        "did not test them (set TASKFIT_SHARED_DATA)", yellow=True, bold=True)
 
 
 @pytest.fixture(scope="session")
