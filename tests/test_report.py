@@ -209,3 +209,36 @@ def test_report_cli_writes_both_files(tmp_path, capsys):
     assert "| group | method" in md_path.read_text(encoding="utf-8")
     assert "toy: cot beats" in capsys.readouterr().out
     assert main(["report", str(tmp_path / "runs"), "--baseline", "nonesuch"]) == 2
+
+
+def test_tier_headline_delta_column_and_letters_read_one_family_of_tests(tmp_path):
+    """Issue 36 item 10: with the best, the baseline and all pairs Holm-corrected as three families, a small run
+    could say "significantly behind" in the headline and give the same group letter in the table. Here few-shot
+    differs from the best on 11 rows (10 to 1, McNemar p = 0.012): significant over the 3 comparisons with the best
+    (x3), not over the 6 pairs (x6). Every statement now reads the all-pairs family."""
+    best = [i < 40 for i in range(50)]
+    runs = {"zero_shot": best,
+            "few_shot": [(ok and i >= 10) or i == 40 for i, ok in enumerate(best)],
+            "cot": [(ok and i not in (10, 11)) or i == 41 for i, ok in enumerate(best)],
+            "carp": [(ok and i not in (12, 13)) or i == 42 for i, ok in enumerate(best)]}
+    for strategy, correct in runs.items():
+        make_run(tmp_path / strategy, correct, strategy=strategy)
+    (task,) = build([tmp_path], n_resamples=200).tasks
+    assert task.best.label == task.baseline.label == "zero_shot"
+    others = [m for m in task.methods if m is not task.best]
+    versus_best_alone = dict(zip([m.label for m in others],
+                                 stats.holm([pair_p(task.versus(task.best, m)) for m in others])))
+    assert versus_best_alone["few_shot"] < stats.ALPHA <= task.p_all[("zero_shot", "few_shot")]  # the old split
+    for m in others:
+        assert task.p_best[m.label] == task.p_baseline[m.label] == task.p_all[("zero_shot", m.label)]
+    assert {m.label for m in task.tier} == set(runs)  # nothing is behind in the family the letters use
+    assert all("a" in task.letters[name] for name in runs)
+    assert "no method is significantly behind it" in " ".join(task.headline)
+    row = next(r for r in leaderboard(task) if "few_shot" in str(r[1]))
+    assert fmt_p_text(task.p_baseline["few_shot"]) in [str(c) for c in row]
+
+
+def fmt_p_text(p):
+    from taskfit.report.analysis import fmt_p
+
+    return fmt_p(p)

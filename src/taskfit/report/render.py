@@ -111,8 +111,9 @@ def to_markdown(report: Report) -> str:
         headers = [h.format(metric=t.metric) for h in LEADERBOARD]
         out += [markdown_table(headers, [[_md_cell(c) for c in row] for row in leaderboard(t)]), ""]
         out += [f"Baseline: {t.baseline.label}. Holm p: McNemar's exact test for accuracy, the paired permutation "
-                "test otherwise, Holm-corrected over the comparisons with the baseline. Methods sharing a group letter "
-                "do not differ significantly (all pairs, Holm).", ""]
+                "test otherwise, Holm-corrected over all pairs of methods — the one family the headline, the top tier, "
+                "this column and the group letters all read. Methods sharing a group letter do not differ "
+                "significantly.", ""]
         if t.caveats:
             out += ["**Caveats**", ""] + [f"- {c}" for c in t.caveats] + [""]
         d = t.disagreements
@@ -184,9 +185,10 @@ def to_html(report: Report) -> str:
         parts.append(_table([h.format(metric=t.metric) for h in LEADERBOARD], leaderboard(t),
                             ["tier" if m.label in tier else "" for m in t.methods], numeric))
         parts.append(f"<p>Baseline: {_e(t.baseline.label)}. Shaded rows: the top tier (not significantly different "
-                     "from the best after Holm correction). Holm p: McNemar's exact test for accuracy, the paired "
-                     "permutation test otherwise, Holm-corrected over the comparisons with the baseline. Methods "
-                     "sharing a group letter do not differ significantly (all pairs, Holm).</p>")
+                     "from the best). Holm p: McNemar's exact test for accuracy, the paired permutation test "
+                     "otherwise, Holm-corrected over all pairs of methods — the one family the headline, the tier, "
+                     "this column and the group letters all read. Methods sharing a group letter do not differ "
+                     "significantly.</p>")
         if t.caveats:
             parts.append("<h3>Caveats</h3><ul class=\"caveats\">"
                          + "".join(f"<li>{_e(c)}</li>" for c in t.caveats) + "</ul>")
