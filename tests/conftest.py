@@ -38,11 +38,11 @@ DATA_MISSING = "benchmark data not found"
 def shared_data() -> Path:
     """The benchmark data folder that CI places beside the repository. Without it the tests that read it skip, and
     the run ends with a loud line saying how many; a folder that is there but unreadable (or
-    ``TASKFIT_REQUIRE_DATA=1``, which ``.ci/run`` sets) fails them instead, so CI never passes without them."""
+    ``TASKFIT_STRICT=1``, which ``.ci/run`` sets) fails them instead, so CI never passes without them."""
     if not (SHARED_DATA / "sst2" / "dev.jsonl").is_file():
         why = f"{DATA_MISSING} at {SHARED_DATA} (no sst2/dev.jsonl; set TASKFIT_SHARED_DATA)"
-        if SHARED_DATA.is_dir() or os.environ.get("TASKFIT_REQUIRE_DATA") == "1":
-            pytest.fail(f"{why}: the folder is there or TASKFIT_REQUIRE_DATA=1 asks for it")
+        if SHARED_DATA.is_dir() or os.environ.get("TASKFIT_STRICT") == "1":
+            pytest.fail(f"{why}: the folder is there or TASKFIT_STRICT=1 asks for it")
         pytest.skip(why)
     return SHARED_DATA
 
