@@ -78,7 +78,7 @@ def main() -> None:
                                       "p_mcnemar": diff.get("p_mcnemar")}
                 records.append(rec)
                 log.info("%s k=%d %s: %.4f", task, k, name, acc["value"])
-    write(records, opts)
+        write(records, opts)  # after every dataset: a cut run keeps the tables of the finished ones
 
 
 def write(records: list[dict], opts) -> None:
@@ -107,12 +107,13 @@ def plot(records: list[dict], opts, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = list(CONDITIONS)  # zero-shot repeated in each panel as the reference
+    datasets = [d for d in opts.datasets if any(r["dataset"] == d for r in records)]
     fig, axes = plt.subplots(1, len(opts.ks), figsize=(5 * len(opts.ks), 3.6), sharey=True, squeeze=False)
     width = 0.8 / len(names)
     for ax, k in zip(axes[0], opts.ks):
         for j, name in enumerate(names):
             xs, ys, lo, hi = [], [], [], []
-            for i, task in enumerate(opts.datasets):
+            for i, task in enumerate(datasets):
                 r = next(r for r in records if r["dataset"] == task and r["condition"] == name
                          and (r["k"] == k or name == "no demos"))
                 xs.append(i + (j - (len(names) - 1) / 2) * width)
@@ -120,7 +121,7 @@ def plot(records: list[dict], opts, path: Path) -> None:
                 lo.append(r["accuracy"] - r["ci"][0])
                 hi.append(r["ci"][1] - r["accuracy"])
             ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=name)
-        ax.set_xticks(range(len(opts.datasets)), opts.datasets)
+        ax.set_xticks(range(len(datasets)), datasets)
         ax.set_title(f"k = {k} (first {opts.limit} dev rows, 95% CI)")
         ax.set_ylim(0, 1)
     axes[0][0].set_ylabel("accuracy")

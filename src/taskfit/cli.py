@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--dry-run", action="store_true", help="list the cells and a rough estimate of their cost")
     gr.add_argument("--jobs", type=int, default=1, help="cells at once, each its own process with the cores "
                     "shared out (default 1: one after another in this process)")
+    gr.add_argument("--executor", choices=["local", "ray"], default="local",
+                    help="local: this machine (--jobs); ray: every cell a Ray task with the plan's `resources`, on "
+                         "the cluster at --ray-address (default: a local Ray started here)")
+    gr.add_argument("--ray-address", help="--executor ray: an existing cluster (`ray start --head` prints it), "
+                    "e.g. 10.0.0.1:6379 or auto")
     gr.add_argument("--print-commands", action="store_true",
                     help="print one `taskfit` command per cell (tune cells first) for a scheduler, and run nothing")
 
@@ -373,15 +378,23 @@ def cmd_grid(args: argparse.Namespace) -> int:
                          "model (a rough prior; nothing was run)\n")
         return 0
     collection_folder(plan.output, "the plan's output")
-    cores = os.cpu_count() or 1
-    if args.jobs > cores:
-        log.warning("--jobs %d on %d cores: using %d", args.jobs, cores, cores)
-    jobs = min(args.jobs, cores)
-    runner = grid.subprocess_runner(jobs, plan.output / "logs") if jobs > 1 else None
-    try:
-        grid.run_cells(cells, jobs, runner)
-    finally:
-        summary = grid.write_summary(plan, cells)
+    if args.ray_address and args.executor != "ray":
+        raise UserError("--ray-address goes with --executor ray")
+    if args.executor == "ray":
+        try:
+            grid.run_cells_ray(plan, cells, args.ray_address, plan.output / "logs")
+        finally:
+            summary = grid.write_summary(plan, cells, "ray")
+    else:
+        cores = os.cpu_count() or 1
+        if args.jobs > cores:
+            log.warning("--jobs %d on %d cores: using %d", args.jobs, cores, cores)
+        jobs = min(args.jobs, cores)
+        runner = grid.subprocess_runner(jobs, plan.output / "logs") if jobs > 1 else None
+        try:
+            grid.run_cells(cells, jobs, runner)
+        finally:
+            summary = grid.write_summary(plan, cells)
     failed = [c for c in cells if c.status != "done"]
     for cell in failed:
         sys.stdout.write(f"{cell.status}: {cell.name}: {cell.note}\n")

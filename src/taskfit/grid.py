@@ -63,6 +63,13 @@ class TuneJob(StrictModel):
     settings: dict[str, Any] = Field(default_factory=dict, description="the tune keys (method, task, limit ...)")
 
 
+class CellResources(StrictModel):
+    """What one cell asks of a Ray cluster (``--executor ray``): CPUs (also its torch threads) and GPUs."""
+
+    num_cpus: float = Field(1, gt=0)
+    num_gpus: float = Field(0, ge=0)
+
+
 class Plan(StrictModel):
     output: Path = Field(Path("runs/grid"), description="folder for every cell's run folder")
     defaults: dict[str, Any] = Field(default_factory=dict, description="eval keys every eval cell shares")
@@ -72,6 +79,9 @@ class Plan(StrictModel):
     strategies: list[Entry] = Field(default_factory=lambda: ["zero_shot"],
                                     description="strategy names, or mappings (strategy, strategy_args, mode ...)")
     tune: list[TuneJob] = Field(default_factory=list, description="tuning jobs, evaluated afterwards")
+    resources: dict[str, CellResources] = Field(
+        default_factory=lambda: {"eval": CellResources(num_cpus=1), "tune": CellResources(num_cpus=2)},
+        description="--executor ray: what each eval and each tune cell asks of the cluster (num_cpus, num_gpus)")
 
 
 @dataclass
@@ -87,6 +97,7 @@ class Cell:
     seconds: float = 0.0
     note: str = ""
     value: dict[str, Any] = field(default_factory=dict)
+    node: str | None = None  # where it ran (--executor ray)
 
     @property
     def command(self) -> str:
@@ -294,35 +305,110 @@ def run_in_process(cell: Cell) -> None:
         evaluate(cell.config, progress=False)
 
 
+def cell_argv(kind: str, command: str, folder: Path, threads: int) -> list[str]:
+    """The ``taskfit`` arguments that run a cell as its own process: its command, ``--resume`` for a tune cell
+    that left checkpoints (decided when it starts, so a retried cell continues), its share of the cores."""
+    words = shlex.split(command)[1:]
+    if kind == "tune" and any(Path(folder).glob("checkpoint-*")):
+        words.append("--resume")
+    if "--threads" not in words:
+        words += ["--threads", str(threads)]
+    if kind == "eval":
+        words.append("--no-progress")
+    return words
+
+
+def run_logged(words: Sequence[str], log_file: Path) -> int:
+    """``python -m taskfit.cli WORDS`` with its output in ``log_file``; the child dies with its parent (a killed
+    Ray worker leaves no orphan writing into the cell's folder while the retry runs)."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("w", encoding="utf-8") as handle:
+        return subprocess.run([sys.executable, "-m", "taskfit.cli", *words], stdout=handle, stderr=subprocess.STDOUT,
+                              check=False, preexec_fn=_die_with_parent if sys.platform == "linux" else None).returncode
+
+
+def _die_with_parent() -> None:
+    import ctypes
+    import signal
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _exit_error(code: int, log_file: Path) -> UserError | ServerError:
+    tail = log_file.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:] or [""]
+    return (ServerError if code == 3 else UserError)(f"exit {code}: {tail[0]} (log: {log_file})")
+
+
 def subprocess_runner(jobs: int, log_dir: Path) -> Callable[[Cell], None]:
     """Run a cell as its own ``taskfit`` process (its command, threads = cores / jobs), output to a log file."""
     threads = max(1, (os.cpu_count() or 1) // jobs)
 
     def run(cell: Cell) -> None:
-        words = shlex.split(cell.command)[1:]
-        if cell.kind == "tune" and any(cell.folder.glob("checkpoint-*")):
-            words.append("--resume")
-        if "--threads" not in words:
-            words += ["--threads", str(threads)]
-        if cell.kind == "eval":
-            words.append("--no-progress")
-        log_dir.mkdir(parents=True, exist_ok=True)
         log_file = log_dir / (cell.name.replace("/", "__") + ".log")
-        with log_file.open("w", encoding="utf-8") as handle:
-            code = subprocess.run([sys.executable, "-m", "taskfit.cli", *words], stdout=handle,
-                                  stderr=subprocess.STDOUT, check=False).returncode
+        code = run_logged(cell_argv(cell.kind, cell.command, cell.folder, threads), log_file)
         if code != 0:
-            tail = log_file.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:] or [""]
-            error = ServerError if code == 3 else UserError
-            raise error(f"exit {code}: {tail[0]} (log: {log_file})")
+            raise _exit_error(code, log_file)
 
     return run
 
 
-def write_summary(plan: Plan, plan_cells: Sequence[Cell]) -> Path:
-    """``grid.json`` in the plan's output: every cell, its command, status, seconds and note."""
+# ------------------------------------------------------------------------------------------------ Ray
+def _ray_cell(kind: str, command: str, folder: str, threads: int, log_file: str, *needed: dict) -> dict[str, Any]:
+    """One cell as a Ray task: waits for the tune cell it evaluates (``needed``: that task's result, a Ray object
+    dependency), runs the cell's ``taskfit`` command, says how it went and on which node."""
+    import ray
+
+    node = ray.util.get_node_ip_address()
+    if any(n["status"] != "done" for n in needed):
+        return {"status": "skipped", "note": "its tune cell did not run", "seconds": 0.0, "node": node}
+    started = time.perf_counter()
+    code = run_logged(cell_argv(kind, command, Path(folder), threads), Path(log_file))
+    note = "" if code == 0 else str(_exit_error(code, Path(log_file)))
+    return {"status": "done" if code == 0 else "failed", "note": note, "node": node,
+            "seconds": time.perf_counter() - started}
+
+
+def run_cells_ray(plan: Plan, plan_cells: Sequence[Cell], address: str | None, log_dir: Path) -> None:
+    """Every cell not yet complete as a Ray task with the resources the plan asks for, tune cells before the eval
+    cells of their output (object dependencies, not polling). Without ``address`` a local Ray starts here. A task
+    whose worker dies is retried by Ray (the cell resumes from what it wrote); a cell that fails is recorded."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--executor ray needs Ray: pip install 'ray==2.60.0' (or use --jobs N)") from None
+    ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             ignore_reinit_error=True)
+    log.info("Ray cluster: %s", {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")})
+    remote = ray.remote(_ray_cell)
+    refs: dict[str, Any] = {}
+    try:
+        for cell in [*(c for c in plan_cells if c.kind == "tune"), *(c for c in plan_cells if c.kind == "eval")]:
+            if cell.complete():
+                cell.status, cell.note = "done", "complete before this run"
+                continue
+            res = plan.resources.get(cell.kind, CellResources())
+            needed = [refs[cell.after]] if cell.after in refs else []
+            log_file = log_dir / (cell.name.replace("/", "__") + ".log")
+            refs[cell.name] = remote.options(num_cpus=res.num_cpus, num_gpus=res.num_gpus, max_retries=3).remote(
+                cell.kind, cell.command, str(cell.folder), max(1, int(res.num_cpus)), str(log_file), *needed)
+        by_name = {c.name: c for c in plan_cells}
+        for name, ref in refs.items():
+            out = ray.get(ref)
+            cell = by_name[name]
+            cell.status, cell.note, cell.seconds, cell.node = out["status"], out["note"], out["seconds"], out["node"]
+            log.info("%s: %s in %.0f s on %s%s", name, cell.status, cell.seconds, cell.node,
+                     f" ({cell.note})" if cell.note else "")
+    finally:
+        ray.shutdown()
+
+
+def write_summary(plan: Plan, plan_cells: Sequence[Cell], executor: str = "local") -> Path:
+    """``grid.json`` in the plan's output: the executor, and every cell's command, status, seconds, note (and the
+    node it ran on, with Ray)."""
     plan.output.mkdir(parents=True, exist_ok=True)
     path = plan.output / "grid.json"
-    write_json(path, {"cells": [{"name": c.name, "kind": c.kind, "status": c.status, "seconds": round(c.seconds, 1),
-                                 "note": c.note, "command": c.command} for c in plan_cells]})
+    write_json(path, {"executor": executor,
+                      "cells": [{"name": c.name, "kind": c.kind, "status": c.status, "seconds": round(c.seconds, 1),
+                                 "note": c.note, "command": c.command, **({"node": c.node} if c.node else {})}
+                                for c in plan_cells]})
     return path

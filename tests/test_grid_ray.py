@@ -1,0 +1,103 @@
+"""`taskfit grid --executor ray`: the plan's cells as Ray tasks on a local Ray cluster started here (2 CPUs), the
+same run folders as without Ray, and a Ray worker killed mid-cell: the cell is retried and the grid completes with
+identical results."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from taskfit import grid
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+PLAN = {"defaults": {"limit": 16}, "tasks": ["demo"], "models": ["smollm2-135m-instruct"],
+        "strategies": ["zero_shot", {"strategy": "few_shot", "strategy_args": {"k": 1, "selector": "random"}},
+                       {"strategy": "few_shot", "strategy_args": {"k": 2, "selector": "random"}, "limit": 80},
+                       {"strategy": "few_shot", "strategy_args": {"k": 2, "selector": "fixed", "indices": [0, 1]}}]}
+# the k=2 random cell: three chunks of samples (32, 32, 16), each row its own demos: the cell the kill test cuts
+
+
+def write_plan(folder: Path, **plan) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "plan.yaml"
+    path.write_text(yaml.safe_dump({"output": str(folder / "out"), **plan}), encoding="utf-8")
+    return path
+
+
+def grid_cli(path: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "taskfit.cli", "grid", str(path), *extra], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def samples(path: Path) -> dict[str, bytes]:
+    return {c.name: (c.folder / "samples.jsonl").read_bytes() for c in grid.cells(grid.load_plan(path), path)}
+
+
+@pytest.fixture(scope="module")
+def without_ray(tmp_path_factory):
+    """The plan run by the local process pool (2 processes, one thread each, as Ray's 1-CPU cells run)."""
+    path = write_plan(tmp_path_factory.mktemp("local"), **PLAN)
+    process = grid_cli(path, "--jobs", "2")
+    output, _ = process.communicate(timeout=900)
+    assert process.returncode == 0, output[-3000:]
+    return samples(path)
+
+
+def test_a_plan_on_ray_gives_the_run_folders_the_process_pool_gives(tmp_path, without_ray):
+    path = write_plan(tmp_path, **PLAN)
+    process = grid_cli(path, "--executor", "ray")
+    output, _ = process.communicate(timeout=900)
+    assert process.returncode == 0, output[-3000:]
+    assert samples(path) == without_ray  # byte-identical samples.jsonl, cell by cell
+    summary = json.loads((tmp_path / "out" / "grid.json").read_text())
+    assert summary["executor"] == "ray" and len(summary["cells"]) == 4
+    assert all(c["status"] == "done" and c["node"] for c in summary["cells"])
+    again = grid_cli(path, "--executor", "ray")  # complete cells are skipped, as without Ray
+    output, _ = again.communicate(timeout=600)
+    assert again.returncode == 0 and "4 of 4 cells done" in output
+
+
+def _taskfit_child(folder: Path) -> int | None:
+    """The pid of the `taskfit eval` process writing ``folder`` (a Ray worker's child), if one runs."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"taskfit.cli" in cmd and str(folder).encode() in cmd:
+            return int(entry.name)
+    return None
+
+
+def test_a_ray_worker_killed_mid_cell_is_retried_and_the_grid_completes(tmp_path, without_ray):
+    path = write_plan(tmp_path, **PLAN)
+    target = next(c for c in grid.cells(grid.load_plan(path), path) if c.config.limit == 80)
+    process = grid_cli(path, "--executor", "ray")
+    deadline = time.time() + 600
+    child = None
+    while time.time() < deadline and process.poll() is None:
+        out = target.folder / "samples.jsonl"
+        child = _taskfit_child(target.folder)
+        if child and out.is_file() and out.read_bytes().count(b"\n") >= 32:
+            break
+        time.sleep(0.05)
+    assert child, "the cell never started"
+    worker = int(Path(f"/proc/{child}/stat").read_text().split(")")[1].split()[1])  # the child's parent: Ray's worker
+    cut = (target.folder / "samples.jsonl").read_bytes().count(b"\n")
+    os.kill(worker, signal.SIGKILL)
+    assert 32 <= cut < 80 and not (target.folder / "results.json").exists()  # killed mid-cell
+    output, _ = process.communicate(timeout=900)
+    assert process.returncode == 0, output[-3000:]
+    assert samples(path) == without_ray
+    assert json.loads((tmp_path / "out" / "grid.json").read_text())["executor"] == "ray"
