@@ -516,9 +516,12 @@ def cmd_feedback(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from taskfit.tuning import tune
+    from taskfit.tuning.skeleton import is_main_process
 
     config = load_tune_config(args.config, settings_from(args))
     card = tune(config, resume=args.resume).card
+    if not is_main_process():
+        return 0  # rank 0 of a distributed launch reports for all
     sys.stdout.write(f"{card['method']}: {card['steps']} steps, loss {card['first_loss']} -> {card['final_loss']}, "
                      f"{card['trainable_parameters']:,} trainable parameters ({100 * card['trainable_share']:.3f}%), "
                      f"{card['train_s']} s\noutput: {card['output']} (evaluate with `taskfit eval "

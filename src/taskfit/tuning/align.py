@@ -37,6 +37,7 @@ from taskfit.tuning.skeleton import (
     load_start_policy,
     lora_config,
     loss_history,
+    one_process,
     plot_loss,
     seed_and_threads,
     stage_output,
@@ -117,6 +118,7 @@ def kto_order(rows: list[dict[str, Any]], batch_size: int, seed: int) -> list[di
     side, so the "mismatched" KL completion would be the same prompt's other answer. Each batch is filled from the
     shuffled rows with the first row whose prompt it does not hold yet; a duplicate prompt goes in only when no
     other row is left."""
+    one_process("align --method dpo / kto")
     import random
 
     pool = list(rows)

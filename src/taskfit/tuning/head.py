@@ -34,7 +34,7 @@ from taskfit.models.head import CONFIG_FILE, HEAD_WEIGHTS, HeadModel, encoder_ba
 from taskfit.prompting.embeddings import encoder_location
 from taskfit.tasks.task import load_task
 from taskfit.tuning.common import TuneConfig, TuneResult, data_line, task_examples
-from taskfit.tuning.skeleton import RunCard, begin, plot_loss, seed_and_threads, stage_output
+from taskfit.tuning.skeleton import RunCard, begin, one_process, plot_loss, seed_and_threads, stage_output
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ def _targets(task, examples) -> torch.Tensor:
 def train_head(config: TuneConfig, resume: bool = False) -> TuneResult:
     """The head stage: check, load the encoder, fit encoder + head on the task's split, save the folder and the run
     card (``TuneResult``)."""
+    one_process("tune --method head")
     if config.task is None:
         raise UserError("--method head trains on a task's split (--task), not on a --train-file or a --mixture")
     started = time.perf_counter()

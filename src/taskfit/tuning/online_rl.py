@@ -49,6 +49,7 @@ from taskfit.tuning.skeleton import (
     load_start_policy,
     lora_config,
     loss_history,
+    one_process,
     seed_and_threads,
     stage_output,
     training_arguments,
@@ -63,6 +64,7 @@ LOGGED = {"reward": "reward", "reward_std": "reward_std", "kl": "kl", "completio
 
 def train_online(config: AlignConfig, resume: bool = False) -> dict[str, Any]:
     """The grpo / rloo stage: prompts -> rewards -> TRL trainer -> train -> save -> held-out answers -> card."""
+    one_process("align --method grpo / rloo")
     started = time.perf_counter()
     if config.reward is None:
         raise UserError(f"{config.method} needs --reward: a reward model folder, length:shorter|longer or "

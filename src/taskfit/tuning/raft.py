@@ -57,6 +57,7 @@ from taskfit.tuning.skeleton import (
     count_parameters,
     lora_config,
     loss_history,
+    one_process,
     plot_loss,
     seed_and_threads,
     stage_output,
@@ -272,6 +273,7 @@ def _finetune(config: AlignConfig, location: str, policy: str | None, selected: 
               prompts: dict[str, RaftPrompt], folder: Path, t: int) -> dict[str, Any]:
     """``config.epochs`` passes of answer-only SFT over the selected answers, continuing the policy's adapter (a new
     LoRA at t=1 without a start adapter)."""
+    one_process("align --method raft")
     import torch
     from peft import PeftModel, get_peft_model
 

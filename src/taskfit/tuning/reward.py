@@ -40,6 +40,7 @@ from taskfit.tuning.skeleton import (
     count_parameters,
     lora_config,
     loss_history,
+    one_process,
     plot_loss,
     seed_and_threads,
     stage_output,
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 
 def train_reward(config: RewardConfig) -> dict[str, Any]:
     """Train, save, evaluate on the held-out prompts; returns the run card."""
+    one_process("reward train")
     started = time.perf_counter()
     out, _ = stage_output(config, "reward")
     split = preference_split(config.data, config.limit, config.dev_share, config.seed)

@@ -32,12 +32,14 @@ from taskfit.tuning.skeleton import (
     begin,
     checkpoint_to_resume,
     finished_card,
+    is_main_process,
     lora_config,
     loss_history,
     plot_loss,
     seed_and_threads,
     stage_output,
     training_arguments,
+    world,
 )
 
 log = logging.getLogger(__name__)
@@ -113,14 +115,16 @@ def train_sft(config: TuneConfig, resume: bool = False) -> TuneResult:
     with quiet_checkpointing_rename():
         result = trainer.train(resume_from_checkpoint=True if continuing else None)
         train_s = time.perf_counter() - train_start
-        method.save(out)
-    loaded.tokenizer.save_pretrained(out)
+        if is_main_process():
+            method.save(out)
+    if is_main_process():
+        loaded.tokenizer.save_pretrained(out)
     history = loss_history(trainer)
     plot_loss(history, out / "loss.png", f"{config.method} on "
               f"{data_info.get('task') or data_info.get('file') or 'a mixture'}")
     steps_done = trainer.state.global_step
     tokens_per_step = (sum(len(item.input_ids) for item in tokenized) / len(tokenized) * config.batch_size
-                       * config.gradient_accumulation)
+                       * config.gradient_accumulation * world()[1])  # every process's share of the step
     data = {**data_info, "tokens": sum(len(item.input_ids) for item in tokenized), "answer_tokens": answer_tokens,
             "chat_template": encode.chat}
     return TuneResult(RunCard(
@@ -203,6 +207,11 @@ def _answer_only_trainer(trainer_class):
                                                      ignore_index=-100, reduction="sum")
             count = num_items_in_batch if num_items_in_batch is not None else (chosen != -100).sum()
             loss = loss / count
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                # num_items_in_batch counts every process's answer tokens and DDP averages the gradients over the
+                # processes: scale back up, as the Trainer's own compute_loss does, so gradients and the logged loss
+                # are those of one process with the global batch
+                loss = loss * self.accelerator.num_processes
             return (loss, outputs) if return_outputs else loss
 
     return AnswerOnlyTrainer

@@ -33,6 +33,28 @@ SETTINGS_FILE = "settings.json"  # a run's identity: what must match for --resum
 LEGACY_SETTINGS = (("tune.json", None), ("raft.json", "settings"))  # where sft and RAFT kept them before
 
 
+# ------------------------------------------------------------------------------------------------ processes
+def world() -> tuple[int, int]:
+    """(this process's rank, the number of processes) of a distributed launch (``torchrun`` / ``accelerate
+    launch`` set ``RANK`` and ``WORLD_SIZE``); (0, 1) in one process."""
+    import os
+
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """Whether this process writes the run's files: the only one, or rank 0 of a distributed launch (the others
+    train their share and write nothing)."""
+    return world()[0] == 0
+
+
+def one_process(stage: str) -> None:
+    """Refuse a distributed launch for a stage that has only run in one process here (sft has run in several)."""
+    if world()[1] > 1:
+        raise UserError(f"{stage} runs in one process; launch it with plain `taskfit` (several processes are "
+                        "tested for `taskfit tune` only: torchrun --nproc_per_node N -m taskfit.cli tune ...)")
+
+
 # ------------------------------------------------------------------------------------------------ set-up
 def seed_and_threads(config) -> None:
     """Seed torch with the run's seed and use ``--threads`` CPU threads (all cores when unset)."""
@@ -114,6 +136,8 @@ def stage_output(config, stage: str, *, resume: bool = False, resumable: bool = 
     folder that holds files is refused, so nothing is overwritten."""
     out = output_folder(config.output or
                         f"runs/{stage}/{config.method}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}")
+    if not is_main_process():  # rank 0 checks the folder (and stops the launch if it refuses); the others follow
+        return out, resume
     if resume and not resumable:
         raise UserError(f"--resume: {stage} --method {config.method} trains in one go and keeps no checkpoints; run "
                         "it again without --resume")
@@ -146,6 +170,8 @@ def checkpoint_to_resume(out: Path) -> int:
 
 def begin(out: Path, config) -> None:
     """Create the output folder of a new run with its identity, once its data has been read and checked."""
+    if not is_main_process():
+        return
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / SETTINGS_FILE, run_identity(config))
 
@@ -235,13 +261,22 @@ class RunCard:
             "peak_rss_mib": peak_rss_mib(),
             "output": str(self.output),
             "evaluate_with": self.evaluate_with,
+            **self._processes(),
             **self.extras,
         }
+
+    def _processes(self) -> dict[str, Any]:
+        """How many processes trained and the global batch (per-process batch x accumulation x processes)."""
+        size = world()[1]
+        batch = getattr(self.config, "batch_size", None)
+        accumulation = getattr(self.config, "gradient_accumulation", 1) or 1
+        return {"world_size": size, "global_batch": batch * accumulation * size if batch else None}
 
     def write(self) -> dict[str, Any]:
         """``run_card.json`` and ``RUN_CARD.md`` in the output folder; returns the card."""
         card = self.as_dict()
-        write_run_card(self.output, card, card_markdown(card, self.lines))
+        if is_main_process():
+            write_run_card(self.output, card, card_markdown(card, self.lines))
         return card
 
 
@@ -266,6 +301,8 @@ def card_markdown(card: dict[str, Any], lines: list[str]) -> str:
 
 def plot_loss(history: list[dict[str, Any]], path: Path, title: str) -> None:
     """The training loss against the optimizer step, as a PNG beside the run card."""
+    if not is_main_process():
+        return
     import matplotlib
 
     matplotlib.use("Agg")
