@@ -29,8 +29,8 @@ def test_export_refuses_bad_requests_before_loading(tmp_path):
         export_gguf(f"hf:{tmp_path}", tmp_path / "m.gguf")
 
 
-@pytest.mark.slow
-def test_exported_gguf_scores_like_the_hf_model(tmp_path):
+def sentiment_requests():
+    """Two reviews x (the two labels, a phrase that is no label), and what the hf backend scores for them."""
     from taskfit.api import LoglikelihoodRequest, Message, Prompt
     from taskfit.models import load_backend
 
@@ -39,7 +39,14 @@ def test_exported_gguf_scores_like_the_hf_model(tmp_path):
                                             "The sentiment of the review is"), continuation)
                 for text in ("a gorgeous, witty film", "dull and lifeless")
                 for continuation in (" positive", " negative", " quite mixed really")]
-    reference = [r.logprob for r in load_backend("hf", "smollm2-135m-instruct").loglikelihood(requests)]
+    return requests, [r.logprob for r in load_backend("hf", "smollm2-135m-instruct").loglikelihood(requests)]
+
+
+@pytest.mark.slow
+def test_exported_gguf_scores_like_the_hf_model(tmp_path):
+    from taskfit.models import load_backend
+
+    requests, reference = sentiment_requests()
     f32 = export_gguf("smollm2-135m-instruct", tmp_path / "f32.gguf", qtype="f32")
     q8 = export_gguf("smollm2-135m-instruct", tmp_path / "q8.gguf", qtype="q8_0")
     assert q8["bytes"] < 0.3 * f32["bytes"] and q8["tensors"]["F32"] == 61  # norms stay F32
@@ -54,16 +61,10 @@ def test_exported_gguf_scores_like_the_hf_model(tmp_path):
 
 @pytest.mark.slow
 def test_every_low_bit_type_loads_in_llama_cpp_and_scores(tmp_path):
-    from taskfit.api import LoglikelihoodRequest, Message, Prompt
     from taskfit.models import load_backend
     from taskfit.models.catalog import GGUF_TYPES
 
-    system = Message("system", "You are a sentiment classifier.")
-    requests = [LoglikelihoodRequest(Prompt((system, Message("user", f"Review: {text}")),
-                                            "The sentiment of the review is"), continuation)
-                for text in ("a gorgeous, witty film", "dull and lifeless")
-                for continuation in (" positive", " negative", " quite mixed really")]
-    reference = [r.logprob for r in load_backend("hf", "smollm2-135m-instruct").loglikelihood(requests)]
+    requests, reference = sentiment_requests()
     sizes = {}
     for qtype in ("q4_0", "q4_1", "q5_0", "q5_1"):
         summary = export_gguf("smollm2-135m-instruct", tmp_path / f"{qtype}.gguf", qtype=qtype)
