@@ -170,8 +170,10 @@ CASES = {
     "output is a file": (lambda t: ["eval", "--task", "demo", "--output", file_as_output(t)], "afile"),
     # --- tune
     "tune without data": (lambda t: ["tune"], "give exactly one of --task"),
-    "tune with both sources": (lambda t: ["tune", "--task", "sst2", "--train-file", str(t / "x.jsonl")],
+    "tune with both sources": (lambda t: ["tune", "--task", "sst2", "--mixture", str(t / "m.yaml")],
                                "give exactly one of --task"),
+    "tune task rows file missing": (lambda t: ["tune", "--task", "sst2", "--train-file", str(t / "x.jsonl")],
+                                    "x.jsonl not found (with --task: a JSONL file in the task's own columns"),
     "tune file missing": (lambda t: ["tune", "--train-file", str(t / "none.jsonl")], "training file not found"),
     "tune file binary": (lambda t: tune_file(t, PNG), "train.jsonl:1: not UTF-8 text"),
     "tune file bad line": (lambda t: tune_file(t, b'{"input": "a", "output": "b"}\n{"input": \n'),

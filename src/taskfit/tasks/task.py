@@ -85,6 +85,9 @@ class Task:
     def file_examples(self, path: str | Path) -> list[Example]:
         """The rows of a file in this task's own columns (``taskfit synth``'s output, or rows a user wrote), mapped
         and validated as a split's rows are."""
+        if not Path(path).is_file():
+            raise UserError(f"--train-file {path} not found (with --task: a JSONL file in the task's own columns, "
+                            f"such as `taskfit synth --task {self.name}` writes)")
         c = self.config
         found = SplitRows(load_rows(path), str(path), c.fields, c.target, c.label_map, c.choices)
         if not found.rows:
