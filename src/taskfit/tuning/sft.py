@@ -207,7 +207,7 @@ def _answer_only_trainer(trainer_class):
                                                      ignore_index=-100, reduction="sum")
             count = num_items_in_batch if num_items_in_batch is not None else (chosen != -100).sum()
             loss = loss / count
-            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            if num_items_in_batch is not None and self.args.average_tokens_across_devices:
                 # num_items_in_batch counts every process's answer tokens and DDP averages the gradients over the
                 # processes: scale back up, as the Trainer's own compute_loss does, so gradients and the logged loss
                 # are those of one process with the global batch
