@@ -21,9 +21,11 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 PLAN = {"defaults": {"limit": 16}, "tasks": ["demo"], "models": ["smollm2-135m-instruct"],
         "strategies": ["zero_shot", {"strategy": "few_shot", "strategy_args": {"k": 1, "selector": "random"}},
-                       {"strategy": "few_shot", "strategy_args": {"k": 2, "selector": "random"}, "limit": 80},
+                       {"strategy": "few_shot", "strategy_args": {"k": 4, "selector": "random"}, "limit": 96,
+                        "batch_size": 4},
                        {"strategy": "few_shot", "strategy_args": {"k": 2, "selector": "fixed", "indices": [0, 1]}}]}
-# the k=2 random cell: three chunks of samples (32, 32, 16), each row its own demos: the cell the kill test cuts
+# the k=4 random cell: three chunks of samples (32 rows each at batch 4), each row its own demos: the cell the kill
+# test cuts after its first chunk
 
 
 def write_plan(folder: Path, **plan) -> Path:
@@ -82,7 +84,7 @@ def _taskfit_child(folder: Path) -> int | None:
 
 def test_a_ray_worker_killed_mid_cell_is_retried_and_the_grid_completes(tmp_path, without_ray):
     path = write_plan(tmp_path, **PLAN)
-    target = next(c for c in grid.cells(grid.load_plan(path), path) if c.config.limit == 80)
+    target = next(c for c in grid.cells(grid.load_plan(path), path) if c.config.limit == 96)
     process = grid_cli(path, "--executor", "ray")
     deadline = time.time() + 600
     child = None
@@ -96,7 +98,7 @@ def test_a_ray_worker_killed_mid_cell_is_retried_and_the_grid_completes(tmp_path
     worker = int(Path(f"/proc/{child}/stat").read_text().split(")")[1].split()[1])  # the child's parent: Ray's worker
     cut = (target.folder / "samples.jsonl").read_bytes().count(b"\n")
     os.kill(worker, signal.SIGKILL)
-    assert 32 <= cut < 80 and not (target.folder / "results.json").exists()  # killed mid-cell
+    assert 32 <= cut < 96 and not (target.folder / "results.json").exists()  # killed mid-cell
     output, _ = process.communicate(timeout=900)
     assert process.returncode == 0, output[-3000:]
     assert samples(path) == without_ray
