@@ -24,8 +24,8 @@ PLAN = {"defaults": {"limit": 16}, "tasks": ["demo"], "models": ["smollm2-135m-i
                        {"strategy": "few_shot", "strategy_args": {"k": 4, "selector": "random"}, "limit": 96,
                         "batch_size": 4},
                        {"strategy": "few_shot", "strategy_args": {"k": 2, "selector": "fixed", "indices": [0, 1]}}]}
-# the k=4 random cell: three chunks of samples (32 rows each at batch 4), each row its own demos: the cell the kill
-# test cuts after its first chunk
+# the k=4 random cell: three chunks of samples (32, 32 and 16 of the demo task's 80 rows at batch 4), each row its own
+# demos: the cell the kill test cuts after its first chunk
 
 
 def write_plan(folder: Path, **plan) -> Path:
@@ -85,20 +85,27 @@ def _taskfit_child(folder: Path) -> int | None:
 def test_a_ray_worker_killed_mid_cell_is_retried_and_the_grid_completes(tmp_path, without_ray):
     path = write_plan(tmp_path, **PLAN)
     target = next(c for c in grid.cells(grid.load_plan(path), path) if c.config.limit == 96)
+    rows = without_ray[target.name].count(b"\n")
+    out = target.folder / "samples.jsonl"
     process = grid_cli(path, "--executor", "ray")
     deadline = time.time() + 600
     child = None
-    while time.time() < deadline and process.poll() is None:
-        out = target.folder / "samples.jsonl"
+    while time.time() < deadline and process.poll() is None and child is None:
         child = _taskfit_child(target.folder)
-        if child and out.is_file() and out.read_bytes().count(b"\n") >= 32:
-            break
         time.sleep(0.05)
     assert child, "the cell never started"
+    # Freeze the cell's process at each look, so it cannot finish between the look and the kill: a chunk takes far
+    # longer than the 20 ms it runs between two looks.
+    while time.time() < deadline:
+        os.kill(child, signal.SIGSTOP)
+        cut = out.read_bytes().count(b"\n") if out.is_file() else 0
+        if cut >= 32:
+            break
+        os.kill(child, signal.SIGCONT)
+        time.sleep(0.02)
     worker = int(Path(f"/proc/{child}/stat").read_text().split(")")[1].split()[1])  # the child's parent: Ray's worker
-    cut = (target.folder / "samples.jsonl").read_bytes().count(b"\n")
-    os.kill(worker, signal.SIGKILL)
-    assert 32 <= cut < 96 and not (target.folder / "results.json").exists()  # killed mid-cell
+    os.kill(worker, signal.SIGKILL)  # the frozen child dies with it (PR_SET_PDEATHSIG is SIGKILL)
+    assert 32 <= cut < rows and not (target.folder / "results.json").exists()  # killed mid-cell
     output, _ = process.communicate(timeout=900)
     assert process.returncode == 0, output[-3000:]
     assert samples(path) == without_ray
