@@ -180,26 +180,28 @@ def test_task_metric_rewards_read_answers_as_the_task_does(shared_data):
         MetricReward("rouge_l", task, {})
 
 
-def test_answer_logprobs_equal_a_plain_forward_pass_per_row(tiny_model_dir):
-    """The left-padded, last-positions-only scoring of held-out answers gives each row's answer log-probability as
-    one unpadded forward pass over the whole row does."""
+def test_pair_logprobs_equal_a_plain_forward_pass_per_row(tiny_model_dir):
+    """Held-out scoring (each prompt run once, left-padded, its cache continued by both answers, right-padded, in
+    groups of similar length) gives each answer's log-probability as one unpadded forward pass over the whole row."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from taskfit.prompting.preference_tokens import PairIds
-    from taskfit.tuning.align import answer_logps
+    from taskfit.tuning.align import pair_logps
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
-    pairs = [PairIds(chosen=list(range(5, 5 + n)), rejected=list(range(40, 40 + n + extra)), prompt_length=prompt)
-             for n, extra, prompt in ((6, 3, 2), (12, 0, 9), (4, 7, 1), (9, 1, 5))]
-    for which in ("chosen", "rejected"):
-        got = answer_logps(model, pairs, which, batch_size=3)
-        for value, pair in zip(got, pairs):
-            row = getattr(pair, which)
-            with torch.inference_mode():
-                logps = torch.log_softmax(model(input_ids=torch.tensor([row])).logits[0, :-1], -1)
-            expected = logps[torch.arange(len(row) - 1), torch.tensor(row[1:])][pair.prompt_length - 1:].sum()
-            assert value == pytest.approx(float(expected), abs=1e-4)
+    pairs = [PairIds(chosen=list(range(5, 5 + prompt)) + list(range(60, 60 + n)),
+                     rejected=list(range(5, 5 + prompt)) + list(range(90, 90 + n + extra)), prompt_length=prompt)
+             for n, extra, prompt in ((6, 3, 2), (12, -11, 9), (4, 7, 1), (9, 1, 5), (1, 0, 14))]
+    for budget in (0, 30, 10_000):
+        got = dict(zip(("chosen", "rejected"), pair_logps(model, pairs, budget, batch_size=3)))
+        for which in ("chosen", "rejected"):
+            for value, pair in zip(got[which], pairs):
+                row = getattr(pair, which)
+                with torch.inference_mode():
+                    logps = torch.log_softmax(model(input_ids=torch.tensor([row])).logits[0, :-1], -1)
+                expected = logps[torch.arange(len(row) - 1), torch.tensor(row[1:])][pair.prompt_length - 1:].sum()
+                assert value == pytest.approx(float(expected), abs=1e-4), (budget, which, pair.prompt_length)
 
 
 def test_kto_rows_are_shuffled_into_batches_of_distinct_prompts():

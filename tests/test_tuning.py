@@ -345,3 +345,33 @@ def test_kbqa_training_prompts_show_the_facts_evaluation_shows(tmp_path):
     assert info["n"] == 2
     assert "知识：\n高等数学 | 出版社 | 武汉大学出版社" in pairs[0].prompt.messages[-1].content
     assert pairs[0].answer.strip() == "武汉大学出版社"
+
+
+def test_a_batch_in_passes_of_similar_length_trains_as_one_pass_does(tiny_model_dir, tmp_path):
+    """--micro-batch-tokens splits each batch into passes of rows of similar length (and --gradient-checkpointing
+    recomputes activations): the logged losses and the trained adapter are those of the whole batch in one pass."""
+    from safetensors.torch import load_file
+
+    from taskfit.prompting.tokens import length_passes
+    from taskfit.tuning import tune
+
+    assert length_passes([5, 9, 3, 9, 4], 18) == [[1, 3], [0, 4, 2]]  # longest first, rows x longest <= budget
+    assert length_passes([30, 5], 16) == [[0], [1]] and length_passes([5, 9], 0) == [[0, 1]]
+    path = tmp_path / "train.jsonl"
+    words = "a long and winding review of a film that goes on and on about nothing at all".split()
+    path.write_text("".join(json.dumps({"input": " ".join(words[: 2 + (7 * i) % len(words)]),
+                                        "output": "positive" if i % 3 else "negative"}) + "\n" for i in range(12)))
+    runs = {}
+    for name, extra in (("one pass", {"micro_batch_tokens": 0}), ("passes", {"micro_batch_tokens": 40}),
+                        ("checkpointed", {"micro_batch_tokens": 40, "gradient_checkpointing": True})):
+        card = tune(TuneConfig(model=f"hf:{tiny_model_dir}", train_file=path, method="lora", batch_size=6,
+                               max_steps=4, lr=5e-3, logging_steps=1, progress=False, threads=1,
+                               output=tmp_path / name.replace(" ", "-"), **extra)).card
+        runs[name] = ([h["loss"] for h in card["loss_history"]],
+                      load_file(str(tmp_path / name.replace(" ", "-") / "adapter_model.safetensors")))
+    losses, weights = runs["one pass"]
+    assert len(losses) == 4 and losses[0] != losses[-1]
+    for name in ("passes", "checkpointed"):
+        assert runs[name][0] == pytest.approx(losses, abs=1e-5), name
+        for key, value in weights.items():
+            assert torch.allclose(runs[name][1][key], value, atol=1e-5), (name, key)

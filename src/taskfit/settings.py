@@ -326,11 +326,21 @@ class BookkeepingSection(StrictModel):
     progress: bool = Field(True, description="show progress bars", json_schema_extra=OPERATIONAL)
 
 
+def _micro_batch_field(where: str) -> Any:
+    return Field(512, ge=0, description=f"{where}: a batch's rows, longest first, run in passes of at most this "
+                                        "many padded tokens (rows x the pass's longest row; 0: the whole batch at "
+                                        "once) - the same loss, less padding and memory", json_schema_extra=OPERATIONAL)
+
+
 class TuneBookkeepingSection(BookkeepingSection):
     output: Path | None = Field(None, description="output folder (default runs/tune/<method>-<time>)",
                                 json_schema_extra=OPERATIONAL)
     save_steps: int = Field(200, gt=0, description="checkpoint every N steps (--resume continues from the last)",
                             json_schema_extra=OPERATIONAL)
+    micro_batch_tokens: int = _micro_batch_field("sft (not prefix / prompt tuning)")
+    gradient_checkpointing: bool = Field(False, description="keep only each layer's input and recompute the rest "
+                                         "in the backward pass: less memory, about a third more compute (sft)",
+                                         json_schema_extra=OPERATIONAL)
 
 
 class RewardBookkeepingSection(BookkeepingSection):
@@ -343,6 +353,7 @@ class AlignBookkeepingSection(BookkeepingSection):
                                                   "runs/align-eval)", json_schema_extra=OPERATIONAL)
     save_steps: int = Field(50, gt=0, description="grpo / rloo: checkpoint every N steps (--resume continues from "
                                                   "the last)", json_schema_extra=OPERATIONAL)
+    micro_batch_tokens: int = _micro_batch_field("raft's fine-tuning and dpo / kto's held-out scoring")
 
 
 class TuneConfig(TuneBookkeepingSection, HeadSection, BottleneckSection, VirtualTokensSection, LoraSection,

@@ -104,3 +104,22 @@ def collate(batch: Sequence[Tokenized], pad_id: int, make_tensor: Callable) -> d
     labels = [item.labels + [IGNORE] * (width - len(item.labels)) for item in batch]
     mask = [[1] * len(item.input_ids) + [0] * (width - len(item.input_ids)) for item in batch]
     return {"input_ids": make_tensor(ids), "attention_mask": make_tensor(mask), "labels": make_tensor(labels)}
+
+
+def length_passes(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """The rows of a batch (their indices) in passes of similar length: longest first, each pass as many rows as fit
+    in ``budget`` padded tokens (rows x the pass's longest row); a row longer than the budget runs alone. Budget 0:
+    the whole batch in one pass.
+
+    A pass pads only to its own longest row, and what one forward / backward pass holds in memory grows with its
+    padded tokens; on the CPU, rows of a few hundred tokens run as fast alone as batched."""
+    if budget <= 0:
+        return [list(range(len(lengths)))]
+    passes: list[list[int]] = []
+    current: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        if current and (len(current) + 1) * lengths[current[0]] > budget:
+            passes.append(current)
+            current = []
+        current.append(i)
+    return passes + [current] if current else passes

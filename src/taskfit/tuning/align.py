@@ -22,12 +22,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from taskfit.adapters.apply import quiet_checkpointing_rename
+from taskfit.adapters.apply import cache_keyword, map_cache, quiet_checkpointing_rename
 from taskfit.errors import UserError
 from taskfit.metrics.registry import mean_with_ci
 from taskfit.models.catalog import resolve_model
 from taskfit.prompting.preference_tokens import PairIds, PreferenceTokenizer
-from taskfit.prompting.tokens import Tokenizer
+from taskfit.prompting.tokens import Tokenizer, length_passes
 from taskfit.settings import AlignConfig
 from taskfit.tuning.common import preference_split
 from taskfit.tuning.skeleton import (
@@ -75,7 +75,8 @@ def train_align(config: AlignConfig) -> dict[str, Any]:
     with quiet_checkpointing_rename():
         trainer, result, train_s = _train(config, loaded.model, tokenizer, rows, out)
         dev_renderer = PreferenceTokenizer(renderer.tokenizer, config.max_length)
-        dev = _dev_margins(trainer.model, dev_renderer.pairs(dev_pairs), config.kl_beta()) if dev_pairs else None
+        dev = (_dev_margins(trainer.model, dev_renderer.pairs(dev_pairs), config.kl_beta(),
+                           config.micro_batch_tokens) if dev_pairs else None)
         model = trainer.model
         if config.adapter:
             model = model.merge_and_unload()
@@ -183,40 +184,60 @@ def _train(config: AlignConfig, model, tokenizer, rows: list[dict[str, Any]], ou
     return trainer, result, time.perf_counter() - started
 
 
-def answer_logps(model, pairs: list[PairIds], which: str, batch_size: int = 8) -> list[float]:
-    """Sum of the log-probabilities of each pair's ``which`` answer ("chosen" / "rejected") after its prompt.
+def pair_logps(model, pairs: list[PairIds], budget: int = 512, batch_size: int = 8) -> tuple[list[float], list[float]]:
+    """Each pair's summed answer log-probabilities after its prompt, (chosen, rejected): the prompt runs once for
+    both answers.
 
-    Rows are left-padded (positions counting real tokens), so every answer ends at the last column and the
-    vocabulary projection runs only for the last (longest answer + 1) positions (``logits_to_keep``): prompts are
-    most of each row, and the full-vocabulary logits of every position were most of the time and memory."""
+    Pairs run longest first in groups of similar length (:func:`length_passes` over prompt + longer answer with
+    ``budget`` padded tokens; ``batch_size`` pairs at a time with budget 0). A group's prompts run left-padded
+    (positions counting real tokens), keeping their KV cache and the last position's logits (the first answer
+    token's); the cache is repeated for the two answers of each pair, which continue it right-padded. The vocabulary
+    projection runs only at answer positions, and a prompt - most of each row - once instead of twice."""
     import torch
 
-    values = []
     device = next(model.parameters()).device
+    keyword = cache_keyword(model)
+    lengths = [max(len(p.chosen), len(p.rejected)) for p in pairs]
+    if budget > 0:
+        groups = length_passes(lengths, budget)
+    else:
+        order = sorted(range(len(pairs)), key=lambda i: (-lengths[i], i))
+        groups = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    values = [[0.0, 0.0] for _ in pairs]
     model.eval()
     with torch.inference_mode():
-        for start in range(0, len(pairs), batch_size):
-            batch = pairs[start:start + batch_size]
-            rows = [getattr(p, which) for p in batch]
-            width = max(len(r) for r in rows)
-            keep = max(len(r) - p.prompt_length for p, r in zip(batch, rows)) + 1
-            ids = torch.tensor([[0] * (width - len(r)) + r for r in rows], device=device)
-            mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+        for group in groups:
+            batch = [pairs[i] for i in group]
+            prompts = [p.chosen[:p.prompt_length] for p in batch]
+            answers = [a for p in batch for a in (p.chosen[p.prompt_length:], p.rejected[p.prompt_length:])]
+            width, longest = max(len(x) for x in prompts), max(len(a) for a in answers)
+            ids = torch.tensor([[0] * (width - len(x)) + x for x in prompts], device=device)
+            mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in prompts], device=device)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits = model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                           logits_to_keep=keep).logits[:, :-1].float()
-            targets = ids[:, width - keep + 1:]
-            picked = logits.gather(-1, targets[..., None]).squeeze(-1) - logits.logsumexp(-1)
-            for i, (p, r) in enumerate(zip(batch, rows)):
-                values.append(float(picked[i, keep - 1 - (len(r) - p.prompt_length):].sum()))
-    return values
+            out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+            first = out.logits[:, -1].float().log_softmax(-1).repeat_interleave(2, dim=0)  # [2 x rows, vocabulary]
+            if longest > 1:
+                cache = map_cache(getattr(out, keyword), lambda t: t.repeat_interleave(2, dim=0))
+                tokens = torch.tensor([a + [0] * (longest - len(a)) for a in answers], device=device)
+                answer_mask = torch.tensor([[1] * len(a) + [0] * (longest - len(a)) for a in answers], device=device)
+                logits = model(input_ids=tokens[:, :-1],
+                               attention_mask=torch.cat([mask.repeat_interleave(2, dim=0), answer_mask[:, :-1]], -1),
+                               position_ids=positions[:, -1:].repeat_interleave(2, dim=0) + 1
+                               + torch.arange(longest - 1, device=device),
+                               **{keyword: cache}).logits.float()
+                picked = logits.gather(-1, tokens[:, 1:, None]).squeeze(-1) - logits.logsumexp(-1)
+            for row, answer in enumerate(answers):
+                if answer:
+                    rest = float(picked[row, :len(answer) - 1].sum()) if len(answer) > 1 else 0.0
+                    values[group[row // 2]][row % 2] = float(first[row, answer[0]]) + rest
+    return [v[0] for v in values], [v[1] for v in values]
 
 
-def _dev_margins(model, pairs: list[PairIds], beta: float) -> dict[str, Any]:
+def _dev_margins(model, pairs: list[PairIds], beta: float, budget: int) -> dict[str, Any]:
     """Implicit rewards on held-out pairs: β (log π − log π_ref) of each answer, the LoRA disabled for π_ref."""
-    policy = {w: answer_logps(model, pairs, w) for w in ("chosen", "rejected")}
+    policy = dict(zip(("chosen", "rejected"), pair_logps(model, pairs, budget)))
     with model.disable_adapter():
-        reference = {w: answer_logps(model, pairs, w) for w in ("chosen", "rejected")}
+        reference = dict(zip(("chosen", "rejected"), pair_logps(model, pairs, budget)))
     records = []
     for i in range(len(pairs)):
         chosen = beta * (policy["chosen"][i] - reference["chosen"][i])

@@ -292,7 +292,7 @@ def _finetune(config: AlignConfig, location: str, policy: str | None, selected: 
                               data_seed=config.seed + t, logging_steps=1, save_strategy="no",
                               remove_unused_columns=False)
     with quiet_checkpointing_rename():
-        trainer = sft_trainer(args, method, tokenized, loaded.tokenizer)
+        trainer = sft_trainer(args, method, tokenized, loaded.tokenizer, config.micro_batch_tokens)
         began = time.perf_counter()
         trainer.train()
         train_s = time.perf_counter() - began

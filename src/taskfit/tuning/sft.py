@@ -23,6 +23,7 @@ from taskfit.adapters.bottleneck import BottleneckConfig, add_adapters, save_ada
 from taskfit.errors import UserError
 from taskfit.models.catalog import resolve_model
 from taskfit.models.loading import load_causal_lm
+from taskfit.prompting.tokens import length_passes
 from taskfit.tuning.common import TuneConfig, TuneResult, data_line, task_examples
 from taskfit.tuning.data import Tokenizer, collate, pairs_from_task, read_training_file
 from taskfit.tuning.mixture import build_mixture
@@ -106,9 +107,10 @@ def train_sft(config: TuneConfig, resume: bool = False) -> TuneResult:
     log.info("%s on %d samples: %d trainable parameters of %d (%.3f%%)", config.method, len(samples),
              method.trainable, method.total, 100 * method.trainable / method.total)
 
+    checkpointing = {"activation_checkpointing": True, "activation_checkpointing_kwargs": {"use_reentrant": False}}
     args = training_arguments(config, out, len(tokenized), save_steps=config.save_steps, save_total_limit=3,
-                              remove_unused_columns=False)
-    trainer = sft_trainer(args, method, tokenized, loaded.tokenizer)
+                              remove_unused_columns=False, **(checkpointing if config.gradient_checkpointing else {}))
+    trainer = sft_trainer(args, method, tokenized, loaded.tokenizer, config.micro_batch_tokens)
     if not continuing:
         begin(out, config)
     train_start = time.perf_counter()
@@ -172,47 +174,79 @@ def with_method(model, config: TuneConfig, model_path: str, instruction: str | N
     return Method(model, peft, bottleneck, trainable, sum(p.numel() for p in model.parameters()))
 
 
-def sft_trainer(args, method: Method, tokenized, tokenizer):
+def sft_trainer(args, method: Method, tokenized, tokenizer, micro_batch_tokens: int = 0):
     """The transformers Trainer with the answer-only loss (the plain loss for prefix / prompt tuning, which shift
-    positions) on rows already tokenized, padded per batch."""
+    positions) on rows already tokenized, padded per batch; each batch runs in passes of at most
+    ``micro_batch_tokens`` padded tokens (:func:`length_passes`; 0: one pass)."""
     import torch
     from transformers import Trainer
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     prompt_learning = method.peft is not None and method.peft.is_prompt_learning
-    trainer_class = Trainer if prompt_learning else _answer_only_trainer(Trainer)
+    trainer_class = Trainer if prompt_learning else _answer_only_trainer(Trainer, micro_batch_tokens)
     return trainer_class(model=method.model, args=args, train_dataset=_ListDataset(tokenized),
                          data_collator=lambda batch: collate(batch, pad_id,
                                                              lambda x: torch.tensor(x, dtype=torch.long)))
 
 
-def _answer_only_trainer(trainer_class):
-    """A Trainer whose loss computes the output layer only at positions that predict an answer token.
+def _answer_only_trainer(trainer_class, micro_batch_tokens: int = 0):
+    """A Trainer whose loss computes the output layer only at positions that predict an answer token, in passes of
+    rows of similar length.
 
     Answers are a few tokens of each sample, and the output layer (hidden size x vocabulary, 49k words for
     SmolLM2) is the largest single matrix product per position; the model's own loss would run it, forward and
-    backward, on every position. The positions kept are the union over the batch (``logits_to_keep`` as indices),
-    so the loss is the same mean over answer tokens. Not for prefix / prompt tuning, which shift positions.
+    backward, on every position. The positions kept are the union over a pass (``logits_to_keep`` as indices).
+
+    A batch of long rows of different lengths (KBQA: 8 prompts of 160-512 tokens) spent a quarter of its work on
+    padding and held every layer's activations for all of it at once (10 GiB for a 135M model). Training step
+    passes (:func:`length_passes`): all but the last pass run forward and backward here (without a DDP gradient
+    exchange), the last is returned to the Trainer, and every pass's loss is its answer tokens' summed
+    cross-entropy over the whole batch's answer-token count, so the gradient and the logged loss are the batch's
+    own. Not for prefix / prompt tuning, which shift positions.
     """
     import torch
 
     class AnswerOnlyTrainer(trainer_class):
+        loss_is_scaled_for_ga = True  # divided here: by the answer tokens of every accumulated batch, or by steps
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             labels = inputs.pop("labels")
-            targets = labels[:, 1:]
-            keep = (targets != -100).any(dim=0).nonzero().squeeze(-1)
-            outputs = model(**inputs, logits_to_keep=keep)
-            chosen = targets[:, keep]
-            loss = torch.nn.functional.cross_entropy(outputs.logits.float().flatten(0, 1), chosen.flatten(),
-                                                     ignore_index=-100, reduction="sum")
-            count = num_items_in_batch if num_items_in_batch is not None else (chosen != -100).sum()
-            loss = loss / count
-            if num_items_in_batch is not None and self.args.average_tokens_across_devices:
-                # num_items_in_batch counts every process's answer tokens and DDP averages the gradients over the
-                # processes: scale back up, as the Trainer's own compute_loss does, so gradients and the logged loss
-                # are those of one process with the global batch
-                loss = loss * self.accelerator.num_processes
+            if num_items_in_batch is None:  # a batch's own mean, over the accumulated batches
+                scale = 1 / ((labels[:, 1:] != -100).sum() * getattr(self, "current_gradient_accumulation_steps", 1))
+            else:
+                scale = 1 / num_items_in_batch
+                if self.args.average_tokens_across_devices:
+                    # num_items_in_batch counts every process's answer tokens and DDP averages the gradients over
+                    # the processes: scale back up, as the Trainer's own compute_loss does, so gradients and the
+                    # logged loss are those of one process with the global batch
+                    scale = scale * self.accelerator.num_processes
+            lengths = inputs["attention_mask"].sum(-1).tolist()
+            passes = length_passes(lengths, micro_batch_tokens if model.training else 0)
+            done = 0.0
+            for rows in passes[:-1]:
+                with self.accelerator.no_sync(model):
+                    part, _ = _pass_loss(model, inputs, labels, rows, lengths)
+                    part = part * scale
+                    self.accelerator.backward(part)
+                done = done + part.detach()
+            last, outputs = _pass_loss(model, inputs, labels, passes[-1], lengths)
+            loss = last * scale + done
             return (loss, outputs) if return_outputs else loss
+
+    def _pass_loss(model, inputs, labels, rows, lengths):
+        """The summed answer-token cross-entropy of ``rows``, cut to their longest row (right padding)."""
+        width = max(lengths[i] for i in rows)
+        index = torch.tensor(rows, device=labels.device)
+        part = {k: v[index, :width] for k, v in inputs.items()}
+        if len(rows) == 1:  # no padding: the causal kernel needs no mask
+            part.pop("attention_mask", None)
+        targets = labels[index, 1:width]
+        keep = (targets != -100).any(dim=0).nonzero().squeeze(-1)
+        outputs = model(**part, logits_to_keep=keep)
+        chosen = targets[:, keep]
+        loss = torch.nn.functional.cross_entropy(outputs.logits.float().flatten(0, 1), chosen.flatten(),
+                                                 ignore_index=-100, reduction="sum")
+        return loss, outputs
 
     return AnswerOnlyTrainer
 
