@@ -3,6 +3,8 @@ commit and again for this one, one after the other, alone on the machine):
 
 - ``sft``: a LoRA SFT (batch 8, ``--max-steps``) through ``taskfit tune``: peak RSS, tokens/s, the step-1 loss;
   then the adapter evaluated (zero-shot prompt, the task's metric) on held-out rows;
+- ``reward``: ``taskfit reward train --method lora`` on HH-RLHF (batch 8, ``--max-steps``): seconds a step, peak
+  RSS, the logged losses;
 - ``score``: the DPO stage's held-out scoring, every answer's log-probability after its prompt, on the HH-RLHF dev
   pairs ``taskfit align`` holds out (20% of prompts, seed 1234), with the base model: seconds and the values.
 
@@ -46,6 +48,18 @@ def sft(args) -> dict:
                      "seconds": round(time.perf_counter() - started, 1)}}
 
 
+def reward(args) -> dict:
+    folder = Path(args.out)
+    subprocess.run([sys.executable, "-m", "taskfit.cli", "reward", "train", "--method", "lora", "--data", args.data,
+                    "--max-length", "256", "--batch-size", "8", "--max-steps", str(args.max_steps), "--dev-share",
+                    "0.2", "--logging-steps", "1", "--no-progress", "--output", str(folder)], check=True)
+    card = json.loads((folder / "run_card.json").read_text())
+    return {"kind": "reward", "steps": card["steps"], "train_s": card["train_s"],
+            "s_per_step": round(card["train_s"] / card["steps"], 2), "peak_rss_mib": card["peak_rss_mib"],
+            "step1_loss": card["loss_history"][0]["loss"], "losses": [h["loss"] for h in card["loss_history"]],
+            "dev_accuracy": card["dev"]["accuracy"]["value"]}
+
+
 def score(args) -> dict:
     import torch
 
@@ -73,13 +87,16 @@ def score(args) -> dict:
 
 def compare(before: dict, after: dict) -> str:
     lines = ["| measure | before | after | after / before |", "|---|---|---|---|"]
-    if before["kind"] == "sft":
-        for key in ("train_s", "tokens_per_s", "peak_rss_mib", "step1_loss"):
+    if before["kind"] in ("sft", "reward"):
+        keys = ("train_s", "tokens_per_s", "peak_rss_mib", "step1_loss") if before["kind"] == "sft" else (
+            "s_per_step", "peak_rss_mib", "step1_loss", "dev_accuracy")
+        for key in keys:
             lines.append(f"| {key} | {before[key]} | {after[key]} | {after[key] / before[key]:.3f} |")
         diff = max(abs(a - b) for a, b in zip(before["losses"], after["losses"]))
         lines.append(f"| largest logged-loss difference over {len(before['losses'])} steps | | {diff:.2e} | |")
-        lines.append(f"| held-out {before['eval']['metric']} ({before['eval']['n']} rows) | "
-                     f"{before['eval']['value']:.4f} | {after['eval']['value']:.4f} | |")
+        if "eval" in before:
+            lines.append(f"| held-out {before['eval']['metric']} ({before['eval']['n']} rows) | "
+                         f"{before['eval']['value']:.4f} | {after['eval']['value']:.4f} | |")
     else:
         lines.append(f"| seconds for {before['pairs']} pairs (both answers) | {before['seconds']} | "
                      f"{after['seconds']} | {before['seconds'] / after['seconds']:.2f}x faster |")
@@ -99,6 +116,10 @@ def main() -> None:
     p.add_argument("--max-steps", type=int, default=50)
     p.add_argument("--eval-limit", type=int, default=100)
     p.add_argument("--out", required=True)
+    p = sub.add_parser("reward")
+    p.add_argument("--data", default="../shared/data/hh_rlhf/train.jsonl")
+    p.add_argument("--max-steps", type=int, default=10)
+    p.add_argument("--out", required=True)
     p = sub.add_parser("score")
     p.add_argument("--data", default="../shared/data/hh_rlhf/train.jsonl")
     p.add_argument("--pairs", type=int, default=341)
@@ -111,7 +132,7 @@ def main() -> None:
     if args.kind == "compare":
         print(compare(json.loads(Path(args.before).read_text()), json.loads(Path(args.after).read_text())))
         return
-    result = sft(args) if args.kind == "sft" else score(args)
+    result = {"sft": sft, "reward": reward, "score": score}[args.kind](args)
     Path(args.out + ".json").write_text(json.dumps(result, indent=1) + "\n")
     log.info("%s", {k: v for k, v in result.items() if k not in ("chosen", "rejected", "losses")})
 

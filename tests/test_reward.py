@@ -136,3 +136,53 @@ def test_minilm_reward_learns_an_easy_preference(tmp_path):
                  "--no-progress"]) == 0
     card = json.loads((out / "run_card.json").read_text())
     assert card["dev"]["accuracy"]["value"] >= 0.9
+
+
+def test_prefix_rewards_equal_whole_sequence_rewards(tiny_reward):
+    """Each prompt run once and continued by its answers gives the rewards the whole sequences get."""
+    from taskfit.models.reward import prefix_rewards
+
+    model, _ = tiny_reward
+    prefixes = [list(range(5, 12)), list(range(20, 23)), [7]]
+    continuations = [[[40, 41, 42], [50]], [[60, 61, 62, 63, 64, 65], [70, 71], [80, 81, 82]], [[90, 91]]]
+    with torch.inference_mode():
+        got = prefix_rewards(model, prefixes, continuations).tolist()
+    whole = RewardScorer(model).score([p + c for p, cs in zip(prefixes, continuations) for c in cs])
+    assert got == pytest.approx(whole, abs=1e-4) and len(set(round(g, 4) for g in got)) == 6
+
+
+def test_the_shared_prompt_loss_and_gradients_are_trls(tiny_model_dir, tmp_path):
+    """The reward trainer's loss on shared prompts in passes of similar length: TRL's loss and gradients on the
+    same batch (its own compute_loss, whole sequences padded together)."""
+    import datasets
+    from peft import get_peft_model
+    from trl import RewardConfig as TRLRewardConfig
+    from trl import RewardTrainer
+
+    from taskfit.settings import RewardConfig
+    from taskfit.tuning.reward import _shared_prompt
+    from taskfit.tuning.skeleton import lora_config
+
+    model, tokenizer = sequence_classifier(tiny_model_dir)
+    model = get_peft_model(model, lora_config(RewardConfig(data=[tmp_path]), "SEQ_CLS"))
+    renderer = PreferenceTokenizer(Tokenizer(tokenizer), 256)
+    mixed = [PreferencePair(p.prompt, p.chosen * (1 + i % 3), p.rejected) for i, p in enumerate(pairs(6))]
+    rows = [{"chosen_ids": p.chosen, "rejected_ids": p.rejected} for p in renderer.pairs(mixed)]
+    args = TRLRewardConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=6, use_cpu=True,
+                           report_to=[], center_rewards_coefficient=None, gradient_checkpointing=False)
+    results = []
+    for trainer_class in (RewardTrainer, _shared_prompt(RewardTrainer, 40)):
+        trainer = trainer_class(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
+                                processing_class=tokenizer)
+        batch = next(iter(trainer.get_train_dataloader()))
+        model.train()
+        model.zero_grad()
+        loss = trainer.compute_loss(model, dict(batch))
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((loss.item(), grads, trainer._metrics["train"]["accuracy"][-1]))
+    (trl_loss, trl_grads, trl_accuracy), (loss, grads, accuracy) = results
+    assert loss == pytest.approx(trl_loss, abs=1e-5) and accuracy == trl_accuracy
+    assert grads.keys() == trl_grads.keys() and len(grads) > 2
+    for name, grad in grads.items():
+        assert torch.allclose(grad, trl_grads[name], atol=1e-5), name

@@ -262,10 +262,11 @@ def test_answer_only_loss_equals_the_models_own_loss(tiny_model_dir):
              for text, label in PAIRS]
     batch = collate(items, tok.pad_token_id, lambda x: torch.tensor(x, dtype=torch.long))
     with torch.no_grad():
-        reference = model(**batch).loss
+        reference = model(**batch).loss  # padded rows, the model's own loss on every labelled position
         trainer = _answer_only_trainer(Trainer).__new__(_answer_only_trainer(Trainer))
-        ours = trainer.compute_loss(model, dict(batch))
+        ours = trainer.compute_loss(model, dict(batch))  # the rows packed into one sequence, no padding
     assert ours.item() == pytest.approx(reference.item(), abs=1e-5)
+    assert len({len(item.input_ids) for item in items}) > 1  # real padding in the reference
 
 
 def test_int8_quantization_keeps_output_and_down_projections_and_stays_close(tiny_model_dir):
@@ -347,31 +348,36 @@ def test_kbqa_training_prompts_show_the_facts_evaluation_shows(tmp_path):
     assert pairs[0].answer.strip() == "武汉大学出版社"
 
 
-def test_a_batch_in_passes_of_similar_length_trains_as_one_pass_does(tiny_model_dir, tmp_path):
-    """--micro-batch-tokens splits each batch into passes of rows of similar length (and --gradient-checkpointing
-    recomputes activations): the logged losses and the trained adapter are those of the whole batch in one pass."""
+def test_a_batch_packed_without_padding_trains_as_one_padded_pass_does(tiny_model_dir, tmp_path):
+    """--micro-batch-tokens packs each batch's rows into sequences without padding, several packs a step (and
+    --gradient-checkpointing recomputes activations): the logged losses and the trained adapter are those of the
+    whole batch in one pack."""
     from safetensors.torch import load_file
 
-    from taskfit.prompting.tokens import length_passes
+    from taskfit.prompting.tokens import length_passes, packs
     from taskfit.tuning import tune
 
-    assert length_passes([5, 9, 3, 9, 4], 18) == [[1, 3], [0, 4, 2]]  # longest first, rows x longest <= budget
+    assert packs([5, 9, 3, 9, 4], 18) == [[1, 3], [0, 4, 2]]  # first fit, longest first, at most 18 tokens a pack
+    assert packs([30, 5], 16) == [[0], [1]] and packs([5, 9], 0) == [[1, 0]]
+    assert length_passes([5, 9, 3, 9, 4], 18) == [[1, 3], [0, 4, 2]]  # rows x the longest <= 18
     assert length_passes([30, 5], 16) == [[0], [1]] and length_passes([5, 9], 0) == [[0, 1]]
     path = tmp_path / "train.jsonl"
     words = "a long and winding review of a film that goes on and on about nothing at all".split()
     path.write_text("".join(json.dumps({"input": " ".join(words[: 2 + (7 * i) % len(words)]),
                                         "output": "positive" if i % 3 else "negative"}) + "\n" for i in range(12)))
     runs = {}
-    for name, extra in (("one pass", {"micro_batch_tokens": 0}), ("passes", {"micro_batch_tokens": 40}),
-                        ("checkpointed", {"micro_batch_tokens": 40, "gradient_checkpointing": True})):
+    # rows of 19-71 tokens: 100 packs 1-3 rows, 0 packs the whole batch (equal to the model's own padded loss:
+    # test_answer_only_loss_equals_the_models_own_loss)
+    for name, extra in (("one pack", {"micro_batch_tokens": 0}), ("packs", {"micro_batch_tokens": 100}),
+                        ("checkpointed", {"micro_batch_tokens": 100, "gradient_checkpointing": True})):
         card = tune(TuneConfig(model=f"hf:{tiny_model_dir}", train_file=path, method="lora", batch_size=6,
                                max_steps=4, lr=5e-3, logging_steps=1, progress=False, threads=1,
                                output=tmp_path / name.replace(" ", "-"), **extra)).card
         runs[name] = ([h["loss"] for h in card["loss_history"]],
                       load_file(str(tmp_path / name.replace(" ", "-") / "adapter_model.safetensors")))
-    losses, weights = runs["one pass"]
+    losses, weights = runs["one pack"]
     assert len(losses) == 4 and losses[0] != losses[-1]
-    for name in ("passes", "checkpointed"):
+    for name in ("packs", "checkpointed"):
         assert runs[name][0] == pytest.approx(losses, abs=1e-5), name
         for key, value in weights.items():
             assert torch.allclose(runs[name][1][key], value, atol=1e-5), (name, key)

@@ -327,9 +327,9 @@ class BookkeepingSection(StrictModel):
 
 
 def _micro_batch_field(where: str) -> Any:
-    return Field(512, ge=0, description=f"{where}: a batch's rows, longest first, run in passes of at most this "
-                                        "many padded tokens (rows x the pass's longest row; 0: the whole batch at "
-                                        "once) - the same loss, less padding and memory", json_schema_extra=OPERATIONAL)
+    return Field(1024, ge=0, description=f"the tokens one forward / backward pass holds ({where}): a batch runs in "
+                                         "passes of at most this many (0: the whole batch at once) - the same "
+                                         "numbers, less memory and padding", json_schema_extra=OPERATIONAL)
 
 
 class TuneBookkeepingSection(BookkeepingSection):
@@ -337,7 +337,8 @@ class TuneBookkeepingSection(BookkeepingSection):
                                 json_schema_extra=OPERATIONAL)
     save_steps: int = Field(200, gt=0, description="checkpoint every N steps (--resume continues from the last)",
                             json_schema_extra=OPERATIONAL)
-    micro_batch_tokens: int = _micro_batch_field("sft (not prefix / prompt tuning)")
+    micro_batch_tokens: int = _micro_batch_field("sft: rows packed without padding; not prefix / prompt "
+                                                  "tuning")
     gradient_checkpointing: bool = Field(False, description="keep only each layer's input and recompute the rest "
                                          "in the backward pass: less memory, about a third more compute (sft)",
                                          json_schema_extra=OPERATIONAL)
@@ -346,6 +347,8 @@ class TuneBookkeepingSection(BookkeepingSection):
 class RewardBookkeepingSection(BookkeepingSection):
     output: Path | None = Field(None, description="output folder (default runs/reward/<method>-<time>)",
                                 json_schema_extra=OPERATIONAL)
+    micro_batch_tokens: int = _micro_batch_field("lora / full / top: pairs of similar length, each "
+                                                  "prompt run once for both answers")
 
 
 class AlignBookkeepingSection(BookkeepingSection):
@@ -353,7 +356,8 @@ class AlignBookkeepingSection(BookkeepingSection):
                                                   "runs/align-eval)", json_schema_extra=OPERATIONAL)
     save_steps: int = Field(50, gt=0, description="grpo / rloo: checkpoint every N steps (--resume continues from "
                                                   "the last)", json_schema_extra=OPERATIONAL)
-    micro_batch_tokens: int = _micro_batch_field("raft's fine-tuning and dpo / kto's held-out scoring")
+    micro_batch_tokens: int = _micro_batch_field("raft's fine-tuning: rows packed; dpo / kto's held-out "
+                                                  "scoring: pairs of similar length")
 
 
 class TuneConfig(TuneBookkeepingSection, HeadSection, BottleneckSection, VirtualTokensSection, LoraSection,

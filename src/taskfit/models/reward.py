@@ -90,6 +90,26 @@ class RewardScorer:
                     out[i] = float(value)
         return out
 
+    def score_after(self, prefixes: Sequence[Sequence[int]], continuations: Sequence[Sequence[Sequence[int]]],
+                    budget: int = 2048) -> list[list[float]]:
+        """The rewards of each prefix's continuations (``prefix + continuation``), the prefix run once for all of
+        them (:func:`prefix_rewards`): K sampled answers of one prompt share the prompt's work. Prefixes run in
+        groups of similar length, at most ``budget`` tokens of prefixes and continuations a pass."""
+        import torch
+
+        from taskfit.prompting.tokens import length_passes
+
+        sizes = [len(p) + sum(len(c) for c in cs) for p, cs in zip(prefixes, continuations)]
+        out: list[list[float]] = [[] for _ in prefixes]
+        self.model.eval()
+        with torch.inference_mode():
+            for group in length_passes(sizes, budget):
+                values = prefix_rewards(self.model, [prefixes[i] for i in group],
+                                        [continuations[i] for i in group]).tolist()
+                for i in group:
+                    out[i], values = values[:len(continuations[i])], values[len(continuations[i]):]
+        return out
+
     def forward(self, rows: Sequence[Sequence[int]], padding_side: str = "right"):
         """Rewards of a batch of token rows (a tensor; gradients flow when called outside inference mode)."""
         import torch
@@ -112,6 +132,42 @@ class RewardScorer:
         last = (attention * torch.arange(width, device=device)).argmax(-1)  # the last real token of each row
         picked = hidden[torch.arange(len(rows), device=device), last]
         return _head(self.model)(picked).squeeze(-1).float()
+
+
+def prefix_rewards(model, prefixes: Sequence[Sequence[int]], continuations: Sequence[Sequence[Sequence[int]]]):
+    """The rewards of ``prefix + continuation`` for each prefix's continuations (a tensor, in order; gradients flow
+    when called outside inference mode), with each prefix run once.
+
+    The prefixes run left-padded (positions counted from each row's first real token) and keep their KV cache,
+    which is repeated for the prefix's continuations; these continue it right-padded, and the head reads each one's
+    last real token. A preference pair's chosen and rejected answers (or K sampled answers of one prompt) so share
+    the prompt's work, with the rewards the whole sequences would get (tested). Every prefix and continuation needs
+    at least one token."""
+    import torch
+
+    from taskfit.adapters.apply import cache_keyword, map_cache
+
+    if any(len(p) == 0 for p in prefixes) or any(len(c) == 0 for cs in continuations for c in cs):
+        raise UserError("a reward model cannot score an empty prefix or continuation")
+    device = next(model.parameters()).device
+    body = model.base_model
+    keyword = cache_keyword(body)
+    pad = model.config.pad_token_id or 0
+    width = max(len(p) for p in prefixes)
+    ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prefixes], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prefixes], device=device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = getattr(body(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True), keyword)
+    owner = torch.tensor([i for i, cs in enumerate(continuations) for _ in cs], device=device)
+    flat = [list(c) for cs in continuations for c in cs]
+    longest = max(len(c) for c in flat)
+    tokens = torch.tensor([c + [pad] * (longest - len(c)) for c in flat], device=device)
+    own_mask = torch.tensor([[1] * len(c) + [0] * (longest - len(c)) for c in flat], device=device)
+    hidden = body(input_ids=tokens, attention_mask=torch.cat([mask[owner], own_mask], -1),
+                  position_ids=positions[owner, -1:] + 1 + torch.arange(longest, device=device),
+                  **{keyword: map_cache(cache, lambda t: t[owner])}).last_hidden_state
+    picked = hidden[torch.arange(len(flat), device=device), torch.tensor([len(c) - 1 for c in flat], device=device)]
+    return _head(model)(picked).squeeze(-1).float()
 
 
 def load_reward_model(folder: str | Path, device: str = "cpu"):

@@ -123,3 +123,25 @@ def length_passes(lengths: Sequence[int], budget: int) -> list[list[int]]:
             current = []
         current.append(i)
     return passes + [current] if current else passes
+
+
+def packs(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """The rows of a batch (their indices) packed into sequences of at most ``budget`` tokens: first fit, longest
+    rows first; a row longer than the budget is a pack alone. Budget 0: every row in one pack.
+
+    A pack runs as one row with positions restarting at each of its rows (transformers then masks attention
+    between them): no padding at all, and each pass a sequence long enough for the CPU's matrix kernels."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    if budget <= 0:
+        return [order]
+    out: list[list[int]] = []
+    room: list[int] = []
+    for i in order:
+        slot = next((k for k, free in enumerate(room) if lengths[i] <= free), None)
+        if slot is None:
+            out.append([i])
+            room.append(budget - lengths[i])
+        else:
+            out[slot].append(i)
+            room[slot] -= lengths[i]
+    return out

@@ -26,9 +26,10 @@ from taskfit.adapters.apply import quiet_checkpointing_rename
 from taskfit.data.preferences import PreferencePair, pair_row
 from taskfit.errors import UserError
 from taskfit.models.catalog import resolve_model
-from taskfit.models.reward import REWARD_CONFIG, sequence_classifier
+from taskfit.models.kv import common_prefix_length
+from taskfit.models.reward import REWARD_CONFIG, prefix_rewards, sequence_classifier
 from taskfit.prompting.preference_tokens import PreferenceTokenizer
-from taskfit.prompting.tokens import Tokenizer
+from taskfit.prompting.tokens import Tokenizer, length_passes
 from taskfit.settings import RewardConfig
 from taskfit.tuning.common import preference_split
 from taskfit.tuning.reward_eval import evaluate_reward
@@ -109,8 +110,9 @@ def _train_lm(config: RewardConfig, train: list[PreferencePair], out: Path) -> T
     args = training_arguments(config, out / "checkpoints", len(rows), TRLRewardConfig, save_strategy="no",
                               max_length=config.max_length, center_rewards_coefficient=None)
     with quiet_checkpointing_rename():
-        trainer = RewardTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
-                                processing_class=tokenizer, peft_config=peft)
+        trainer = _shared_prompt(RewardTrainer, config.micro_batch_tokens)(
+            model=model, args=args, train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer,
+            peft_config=peft)
         trainable, total = count_parameters(trainer.model)
         train_start = time.perf_counter()
         result = trainer.train()
@@ -146,3 +148,65 @@ def _method(config: RewardConfig, model) -> tuple[Any, str]:
                 p.requires_grad = True
         return None, f"the last {config.top_layers} decoder layers, the final norm and the reward head"
     return None, "every weight"
+
+
+def _shared_prompt(trainer_class, budget: int):
+    """TRL's RewardTrainer with the training loss computed on shared prompts, in passes of similar length.
+
+    TRL runs a batch's chosen and rejected sequences as 2 x batch rows padded to the longest, so every prompt runs
+    twice and short rows carry long padding. Here each pair's shared start (the prompt: the longest common prefix
+    of its two sequences, less at least one answer token each) runs once and both answers continue its KV cache
+    (:func:`prefix_rewards`), the pairs grouped in passes of at most ``budget`` padded tokens (``length_passes``):
+    all but the last pass run forward and backward here. The loss is TRL's (the mean over pairs of
+    -log sigmoid(r_chosen - r_rejected - margin)) and its logged metrics are TRL's; evaluation runs TRL's own."""
+    import torch
+
+    class SharedPromptRewardTrainer(trainer_class):
+        loss_is_scaled_for_ga = True  # divided by the accumulation steps here
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if return_outputs or not model.training:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            ids, mask = inputs["input_ids"], inputs["attention_mask"]
+            n = len(ids) // 2
+            lengths = mask.sum(-1).tolist()
+            rows = [ids[i, :lengths[i]].tolist() for i in range(2 * n)]
+            pairs = [(rows[i], rows[n + i]) for i in range(n)]
+            shared = [min(common_prefix_length(pair), len(pair[0]) - 1, len(pair[1]) - 1) for pair in pairs]
+            margin = inputs.get("margin")
+            scale = 1 / (n * getattr(self, "current_gradient_accumulation_steps", 1))
+            body = self.accelerator.unwrap_model(model)
+            body = body.get_base_model() if hasattr(body, "get_base_model") else body
+            rewards = torch.zeros(n, 2)
+            done = 0.0
+            passes = length_passes([max(len(c), len(r)) for c, r in pairs], budget)
+            for k, group in enumerate(passes):
+                both = prefix_rewards(body, [pairs[i][0][:shared[i]] for i in group],
+                                      [[pairs[i][0][shared[i]:], pairs[i][1][shared[i]:]] for i in group])
+                chosen, rejected = both[0::2], both[1::2]
+                diff = chosen - rejected - (margin[group] if margin is not None else 0)
+                part = -torch.nn.functional.logsigmoid(diff).sum()
+                if self.args.center_rewards_coefficient is not None:
+                    part = part + self.args.center_rewards_coefficient * ((chosen + rejected) ** 2).sum()
+                part = part * scale
+                rewards[group] = torch.stack([chosen, rejected], -1).detach().float().cpu()
+                if k < len(passes) - 1:
+                    self.accelerator.backward(part)
+                    done = done + part.detach()
+                else:
+                    loss = part + done
+            self._record(rewards, lengths)
+            return loss
+
+        def _record(self, rewards, lengths):
+            """The metrics TRL's compute_loss logs for a training batch."""
+            self._total_train_tokens += sum(lengths)
+            metrics = self._metrics["train"]
+            metrics["num_tokens"] = [self._total_train_tokens]
+            metrics["min_reward"].append(rewards.min().item())
+            metrics["mean_reward"].append(rewards.mean().item())
+            metrics["max_reward"].append(rewards.max().item())
+            metrics["accuracy"].append((rewards[:, 0] > rewards[:, 1]).float().mean().item())
+            metrics["margin"].append((rewards[:, 0] - rewards[:, 1]).mean().item())
+
+    return SharedPromptRewardTrainer

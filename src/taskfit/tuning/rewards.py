@@ -67,15 +67,19 @@ class LMReward:
         self.name = str(self.folder)
 
     def score(self, prompts: Sequence[Prompt], answers: Sequence[str]) -> list[float]:
-        sequences, keep = [], []
+        """Each answer after its prompt; answers after the same prompt tokens (K samples of one prompt) share one
+        run of the prompt."""
+        groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
         for i, (prompt, answer) in enumerate(zip(prompts, answers)):
             fitted = self.renderer.fit(prompt, [answer])
             if fitted is not None:
-                sequences.append(fitted[0][0])
-                keep.append(i)
+                (ids, prompt_length), = fitted
+                groups.setdefault(tuple(ids[:prompt_length]), []).append((i, ids[prompt_length:]))
         scores = [float("nan")] * len(answers)  # a pair too long for the model even without old turns: no score
-        for i, value in zip(keep, self.scorer.score(sequences)):
-            scores[i] = value
+        values = self.scorer.score_after([list(p) for p in groups], [[c for _, c in g] for g in groups.values()])
+        for group, rewards in zip(groups.values(), values):
+            for (i, _), value in zip(group, rewards):
+                scores[i] = value
         return scores
 
     def describe(self) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from taskfit.adapters.bottleneck import BottleneckConfig, add_adapters, save_ada
 from taskfit.errors import UserError
 from taskfit.models.catalog import resolve_model
 from taskfit.models.loading import load_causal_lm
-from taskfit.prompting.tokens import length_passes
+from taskfit.prompting.tokens import packs
 from taskfit.tuning.common import TuneConfig, TuneResult, data_line, task_examples
 from taskfit.tuning.data import Tokenizer, collate, pairs_from_task, read_training_file
 from taskfit.tuning.mixture import build_mixture
@@ -107,6 +107,11 @@ def train_sft(config: TuneConfig, resume: bool = False) -> TuneResult:
     log.info("%s on %d samples: %d trainable parameters of %d (%.3f%%)", config.method, len(samples),
              method.trainable, method.total, 100 * method.trainable / method.total)
 
+    estimate = memory_estimate(loaded.model.config, method, tokenized, config)
+    log.info("memory estimate: about %.1f GiB at the peak (weights %.2f, gradients and AdamW state %.2f, one "
+             "pack's activations %.2f, answer logits %.2f; --micro-batch-tokens and --gradient-checkpointing lower "
+             "the activations)", *(estimate[k] / 1024 for k in ("peak_mib", "weights_mib", "optimizer_mib",
+                                                              "activations_mib", "logits_mib")))
     checkpointing = {"activation_checkpointing": True, "activation_checkpointing_kwargs": {"use_reentrant": False}}
     args = training_arguments(config, out, len(tokenized), save_steps=config.save_steps, save_total_limit=3,
                               remove_unused_columns=False, **(checkpointing if config.gradient_checkpointing else {}))
@@ -135,8 +140,31 @@ def train_sft(config: TuneConfig, resume: bool = False) -> TuneResult:
         trainable_parameters=method.trainable, total_parameters=method.total, steps=steps_done,
         loss_history=history, fallback_loss=result.training_loss, train_s=train_s,
         tokens=(steps_done - start_step) * tokens_per_step,
-        extras={"train_loss": result.training_loss, "resumed_from_step": start_step},
+        extras={"train_loss": result.training_loss, "resumed_from_step": start_step,
+                "memory_estimate_mib": round(estimate["peak_mib"])},
         lines=[data_line(data)]).write(), method.model)
+
+
+def memory_estimate(model_config, method: Method, tokenized, config: TuneConfig) -> dict[str, float]:
+    """A rough peak-memory estimate (MiB) of an sft run, printed before it starts: fp32 weights, gradients and two
+    AdamW moments of the trainable weights, and the activations and answer logits of the largest pack.
+
+    A Llama layer keeps about 4 x intermediate + 8 x hidden floats per token for the backward pass (the MLP's gate,
+    up, activation and down inputs; q, k, v, the attention output, norms and projection inputs), and about as much
+    again is held in transient buffers while the backward runs; checkpointing keeps one hidden state per layer and
+    one layer's activations at a time."""
+    mib = 1 / 2 ** 20
+    hidden, layers = model_config.hidden_size, model_config.num_hidden_layers
+    layer = (4 * getattr(model_config, "intermediate_size", 4 * hidden) + 8 * hidden) * 4 * 2
+    lengths = sorted((len(t.input_ids) for t in tokenized), reverse=True)
+    batch = sum(lengths[:config.batch_size])  # the longest batch the data can make
+    pack = batch if config.micro_batch_tokens <= 0 else max(lengths[0], min(config.micro_batch_tokens, batch))
+    answer_share = sum(label != -100 for t in tokenized for label in t.labels) / sum(lengths)
+    activations = pack * (hidden * 4 * layers + layer if config.gradient_checkpointing else layer * layers)
+    estimate = {"weights_mib": method.total * 4 * mib, "optimizer_mib": method.trainable * 4 * 3 * mib,
+                "activations_mib": activations * mib,
+                "logits_mib": pack * answer_share * model_config.vocab_size * 4 * 3 * mib}
+    return {**estimate, "peak_mib": sum(estimate.values()) + 400}  # + the interpreter, torch and the data
 
 
 @dataclass
@@ -177,7 +205,7 @@ def with_method(model, config: TuneConfig, model_path: str, instruction: str | N
 def sft_trainer(args, method: Method, tokenized, tokenizer, micro_batch_tokens: int = 0):
     """The transformers Trainer with the answer-only loss (the plain loss for prefix / prompt tuning, which shift
     positions) on rows already tokenized, padded per batch; each batch runs in passes of at most
-    ``micro_batch_tokens`` padded tokens (:func:`length_passes`; 0: one pass)."""
+    ``micro_batch_tokens`` tokens (:func:`packs`; 0: one pack)."""
     import torch
     from transformers import Trainer
 
@@ -190,19 +218,21 @@ def sft_trainer(args, method: Method, tokenized, tokenizer, micro_batch_tokens: 
 
 
 def _answer_only_trainer(trainer_class, micro_batch_tokens: int = 0):
-    """A Trainer whose loss computes the output layer only at positions that predict an answer token, in passes of
-    rows of similar length.
+    """A Trainer whose loss computes the output layer only at positions that predict an answer token, on the batch's
+    rows packed into sequences without padding.
 
     Answers are a few tokens of each sample, and the output layer (hidden size x vocabulary, 49k words for
     SmolLM2) is the largest single matrix product per position; the model's own loss would run it, forward and
-    backward, on every position. The positions kept are the union over a pass (``logits_to_keep`` as indices).
+    backward, on every position. Here it runs only at the positions that predict an answer token.
 
-    A batch of long rows of different lengths (KBQA: 8 prompts of 160-512 tokens) spent a quarter of its work on
-    padding and held every layer's activations for all of it at once (10 GiB for a 135M model). Training step
-    passes (:func:`length_passes`): all but the last pass run forward and backward here (without a DDP gradient
-    exchange), the last is returned to the Trainer, and every pass's loss is its answer tokens' summed
-    cross-entropy over the whole batch's answer-token count, so the gradient and the logged loss are the batch's
-    own. Not for prefix / prompt tuning, which shift positions.
+    A batch padded to its longest row spends the padding's work for nothing (a quarter of SST-2's batches of 8,
+    more for rows of 160-512 tokens such as KBQA's) and holds every layer's activations for all of it at once
+    (10 GiB for a 135M model on KBQA). The rows are packed instead (:func:`packs`): each pack one sequence of at
+    most ``micro_batch_tokens`` tokens, positions restarting at each row, which transformers turns into a mask that
+    keeps the rows apart (``use_cache=False``: a cache would turn that detection off). All packs but the last run
+    forward and backward here (without a DDP gradient exchange), the last is returned to the Trainer, and every
+    pack's loss is its answer tokens' summed cross-entropy over the whole batch's answer-token count, so the
+    gradient and the logged loss are the batch's own. Not for prefix / prompt tuning, which shift positions.
     """
     import torch
 
@@ -221,31 +251,29 @@ def _answer_only_trainer(trainer_class, micro_batch_tokens: int = 0):
                     # logged loss are those of one process with the global batch
                     scale = scale * self.accelerator.num_processes
             lengths = inputs["attention_mask"].sum(-1).tolist()
-            passes = length_passes(lengths, micro_batch_tokens if model.training else 0)
+            groups = packs(lengths, micro_batch_tokens)
             done = 0.0
-            for rows in passes[:-1]:
+            for rows in groups[:-1]:
                 with self.accelerator.no_sync(model):
-                    part, _ = _pass_loss(model, inputs, labels, rows, lengths)
+                    part, _ = _pack_loss(model, inputs["input_ids"], labels, rows, lengths)
                     part = part * scale
                     self.accelerator.backward(part)
                 done = done + part.detach()
-            last, outputs = _pass_loss(model, inputs, labels, passes[-1], lengths)
+            last, outputs = _pack_loss(model, inputs["input_ids"], labels, groups[-1], lengths)
             loss = last * scale + done
             return (loss, outputs) if return_outputs else loss
 
-    def _pass_loss(model, inputs, labels, rows, lengths):
-        """The summed answer-token cross-entropy of ``rows``, cut to their longest row (right padding)."""
-        width = max(lengths[i] for i in rows)
-        index = torch.tensor(rows, device=labels.device)
-        part = {k: v[index, :width] for k, v in inputs.items()}
-        if len(rows) == 1:  # no padding: the causal kernel needs no mask
-            part.pop("attention_mask", None)
-        targets = labels[index, 1:width]
-        keep = (targets != -100).any(dim=0).nonzero().squeeze(-1)
-        outputs = model(**part, logits_to_keep=keep)
-        chosen = targets[:, keep]
-        loss = torch.nn.functional.cross_entropy(outputs.logits.float().flatten(0, 1), chosen.flatten(),
-                                                 ignore_index=-100, reduction="sum")
+    def _pack_loss(model, ids, labels, rows, lengths):
+        """The summed answer-token cross-entropy of ``rows`` run as one packed sequence."""
+        device = ids.device
+        packed = torch.cat([ids[i, :lengths[i]] for i in rows])[None]
+        positions = torch.cat([torch.arange(lengths[i], device=device) for i in rows])[None]
+        ignore = torch.full((1,), -100, dtype=labels.dtype, device=device)  # a row's last token predicts nothing
+        targets = torch.cat([torch.cat([labels[i, 1:lengths[i]], ignore]) for i in rows])
+        keep = (targets != -100).nonzero().squeeze(-1)
+        outputs = model(input_ids=packed, position_ids=positions, use_cache=False, logits_to_keep=keep)
+        loss = torch.nn.functional.cross_entropy(outputs.logits.float().flatten(0, 1), targets[keep],
+                                                 reduction="sum")
         return loss, outputs
 
     return AnswerOnlyTrainer
