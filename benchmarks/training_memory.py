@@ -32,7 +32,7 @@ def sft(args) -> dict:
     folder = Path(args.out)
     command = [sys.executable, "-m", "taskfit.cli", "tune", "--task", args.task, "--data-dir", args.data_dir,
                "--method", "lora", "--limit", str(args.limit), "--max-steps", str(args.max_steps), "--batch-size", "8",
-               "--logging-steps", "1", "--no-progress", "--output", str(folder / "adapter")]
+               "--logging-steps", "1", "--no-progress", "--output", str(folder / "adapter"), *args.tune_args.split()]
     subprocess.run(command, check=True)
     card = json.loads((folder / "adapter" / "run_card.json").read_text())
     started = time.perf_counter()
@@ -115,6 +115,7 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=400)
     p.add_argument("--max-steps", type=int, default=50)
     p.add_argument("--eval-limit", type=int, default=100)
+    p.add_argument("--tune-args", default="", help="more `taskfit tune` flags, e.g. '--micro-batch-tokens 512'")
     p.add_argument("--out", required=True)
     p = sub.add_parser("reward")
     p.add_argument("--data", default="../shared/data/hh_rlhf/train.jsonl")

@@ -326,8 +326,8 @@ class BookkeepingSection(StrictModel):
     progress: bool = Field(True, description="show progress bars", json_schema_extra=OPERATIONAL)
 
 
-def _micro_batch_field(where: str) -> Any:
-    return Field(1024, ge=0, description=f"the tokens one forward / backward pass holds ({where}): a batch runs in "
+def _micro_batch_field(where: str, default: int = 512) -> Any:
+    return Field(default, ge=0, description=f"the tokens one forward / backward pass holds ({where}): a batch runs in "
                                          "passes of at most this many (0: the whole batch at once) - the same "
                                          "numbers, less memory and padding", json_schema_extra=OPERATIONAL)
 
@@ -348,7 +348,7 @@ class RewardBookkeepingSection(BookkeepingSection):
     output: Path | None = Field(None, description="output folder (default runs/reward/<method>-<time>)",
                                 json_schema_extra=OPERATIONAL)
     micro_batch_tokens: int = _micro_batch_field("lora / full / top: pairs of similar length, each "
-                                                  "prompt run once for both answers")
+                                                  "prompt run once for both answers", 1024)
 
 
 class AlignBookkeepingSection(BookkeepingSection):
