@@ -159,6 +159,8 @@ def memory_estimate(model_config, method: Method, tokenized, config: TuneConfig)
     lengths = sorted((len(t.input_ids) for t in tokenized), reverse=True)
     batch = sum(lengths[:config.batch_size])  # the longest batch the data can make
     pack = batch if config.micro_batch_tokens <= 0 else max(lengths[0], min(config.micro_batch_tokens, batch))
+    if method.peft is not None and method.peft.is_prompt_learning:  # the Trainer's own padded batch
+        pack = lengths[0] * min(config.batch_size, len(lengths))
     answer_share = sum(label != -100 for t in tokenized for label in t.labels) / sum(lengths)
     activations = pack * (hidden * 4 * layers + layer if config.gradient_checkpointing else layer * layers)
     estimate = {"weights_mib": method.total * 4 * mib, "optimizer_mib": method.trainable * 4 * 3 * mib,
