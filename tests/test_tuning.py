@@ -354,7 +354,7 @@ def test_a_batch_packed_without_padding_trains_as_one_padded_pass_does(tiny_mode
     whole batch in one pack."""
     from safetensors.torch import load_file
 
-    from taskfit.prompting.tokens import length_passes, packs
+    from taskfit.models.kv import length_passes, packs
     from taskfit.tuning import tune
 
     assert packs([5, 9, 3, 9, 4], 18) == [[1, 3], [0, 4, 2]]  # first fit, longest first, at most 18 tokens a pack

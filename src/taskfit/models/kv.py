@@ -363,3 +363,44 @@ def _growing_cache(batch: BatchCache):
     cache = DynamicCache()
     cache.layers = [_GROWING_LAYER(batch, i) for i in range(len(batch.layers))]
     return cache
+
+
+def length_passes(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """The rows of a batch (their indices) in passes of similar length: longest first, each pass as many rows as fit
+    in ``budget`` padded tokens (rows x the pass's longest row); a row longer than the budget runs alone. Budget 0:
+    the whole batch in one pass.
+
+    A pass pads only to its own longest row, and what one forward / backward pass holds in memory grows with its
+    padded tokens; on the CPU, rows of a few hundred tokens run as fast alone as batched."""
+    if budget <= 0:
+        return [list(range(len(lengths)))]
+    passes: list[list[int]] = []
+    current: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        if current and (len(current) + 1) * lengths[current[0]] > budget:
+            passes.append(current)
+            current = []
+        current.append(i)
+    return passes + [current] if current else passes
+
+
+def packs(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """The rows of a batch (their indices) packed into sequences of at most ``budget`` tokens: first fit, longest
+    rows first; a row longer than the budget is a pack alone. Budget 0: every row in one pack.
+
+    A pack runs as one row with positions restarting at each of its rows (transformers then masks attention
+    between them): no padding at all, and each pass a sequence long enough for the CPU's matrix kernels."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    if budget <= 0:
+        return [order]
+    out: list[list[int]] = []
+    room: list[int] = []
+    for i in order:
+        slot = next((k for k, free in enumerate(room) if lengths[i] <= free), None)
+        if slot is None:
+            out.append([i])
+            room.append(budget - lengths[i])
+        else:
+            out[slot].append(i)
+            room[slot] -= lengths[i]
+    return out

@@ -20,6 +20,7 @@ from typing import Any
 
 from taskfit.adapters.apply import quiet_checkpointing_rename
 from taskfit.errors import UserError
+from taskfit.models.kv import length_passes
 
 REWARD_CONFIG = "reward.json"
 
@@ -96,8 +97,6 @@ class RewardScorer:
         them (:func:`prefix_rewards`): K sampled answers of one prompt share the prompt's work. Prefixes run in
         groups of similar length, at most ``budget`` tokens of prefixes and continuations a pass."""
         import torch
-
-        from taskfit.prompting.tokens import length_passes
 
         sizes = [len(p) + sum(len(c) for c in cs) for p, cs in zip(prefixes, continuations)]
         out: list[list[float]] = [[] for _ in prefixes]

@@ -26,8 +26,9 @@ from taskfit.adapters.apply import cache_keyword, map_cache, quiet_checkpointing
 from taskfit.errors import UserError
 from taskfit.metrics.registry import mean_with_ci
 from taskfit.models.catalog import resolve_model
+from taskfit.models.kv import length_passes
 from taskfit.prompting.preference_tokens import PairIds, PreferenceTokenizer
-from taskfit.prompting.tokens import Tokenizer, length_passes
+from taskfit.prompting.tokens import Tokenizer
 from taskfit.settings import AlignConfig
 from taskfit.tuning.common import preference_split
 from taskfit.tuning.skeleton import (

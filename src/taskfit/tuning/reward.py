@@ -26,10 +26,10 @@ from taskfit.adapters.apply import quiet_checkpointing_rename
 from taskfit.data.preferences import PreferencePair, pair_row
 from taskfit.errors import UserError
 from taskfit.models.catalog import resolve_model
-from taskfit.models.kv import common_prefix_length
+from taskfit.models.kv import common_prefix_length, length_passes
 from taskfit.models.reward import REWARD_CONFIG, prefix_rewards, sequence_classifier
 from taskfit.prompting.preference_tokens import PreferenceTokenizer
-from taskfit.prompting.tokens import Tokenizer, length_passes
+from taskfit.prompting.tokens import Tokenizer
 from taskfit.settings import RewardConfig
 from taskfit.tuning.common import preference_split
 from taskfit.tuning.reward_eval import evaluate_reward

@@ -22,8 +22,8 @@ from taskfit.adapters.apply import quiet_checkpointing_rename
 from taskfit.adapters.bottleneck import BottleneckConfig, add_adapters, save_adapters
 from taskfit.errors import UserError
 from taskfit.models.catalog import resolve_model
+from taskfit.models.kv import packs
 from taskfit.models.loading import load_causal_lm
-from taskfit.prompting.tokens import packs
 from taskfit.tuning.common import TuneConfig, TuneResult, data_line, task_examples
 from taskfit.tuning.data import Tokenizer, collate, pairs_from_task, read_training_file
 from taskfit.tuning.mixture import build_mixture
