@@ -13,7 +13,7 @@ import bisect
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from taskfit.adapters.apply import cache_of, map_cache
+from taskfit.adapters.apply import cache_keyword, cache_of, map_cache
 
 
 def layers(cache) -> list[tuple]:
@@ -404,3 +404,34 @@ def packs(lengths: Sequence[int], budget: int) -> list[list[int]]:
             out[slot].append(i)
             room[slot] -= lengths[i]
     return out
+
+
+def after_prefixes(model, prefixes: Sequence[Sequence[int]], continuations: Sequence[Sequence[Sequence[int]]],
+                   pad: int = 0, **prefix_options):
+    """Each prefix run once and continued by each of its continuations: ``(prefix output, continuation output,
+    continuation tokens)``, the continuations in order (prefix by prefix).
+
+    The prefixes run left-padded (positions counted from each row's first real token) with ``use_cache``; their KV
+    cache is repeated for their continuations, which continue it right-padded (``pad``), so every continuation sees
+    exactly its own prefix. ``model`` is a causal LM or its decoder body; gradients flow through both passes when
+    called outside inference mode. The continuation output is None when every continuation is empty."""
+    import torch
+
+    device = next(model.parameters()).device
+    keyword = cache_keyword(model)
+    width = max(len(p) for p in prefixes)
+    ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prefixes], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prefixes], device=device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    first = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **prefix_options)
+    owner = torch.tensor([i for i, cs in enumerate(continuations) for _ in cs], device=device)
+    flat = [list(c) for cs in continuations for c in cs]
+    longest = max(len(c) for c in flat)
+    tokens = torch.tensor([c + [pad] * (longest - len(c)) for c in flat], device=device)
+    if longest == 0:
+        return first, None, tokens
+    own_mask = torch.tensor([[1] * len(c) + [0] * (longest - len(c)) for c in flat], device=device)
+    rest = model(input_ids=tokens, attention_mask=torch.cat([mask[owner], own_mask], -1),
+                 position_ids=positions[owner, -1:] + 1 + torch.arange(longest, device=device),
+                 **{keyword: map_cache(getattr(first, keyword), lambda t: t[owner])})
+    return first, rest, tokens

@@ -20,7 +20,7 @@ from typing import Any
 
 from taskfit.adapters.apply import quiet_checkpointing_rename
 from taskfit.errors import UserError
-from taskfit.models.kv import length_passes
+from taskfit.models.kv import after_prefixes, length_passes
 
 REWARD_CONFIG = "reward.json"
 
@@ -144,27 +144,12 @@ def prefix_rewards(model, prefixes: Sequence[Sequence[int]], continuations: Sequ
     at least one token."""
     import torch
 
-    from taskfit.adapters.apply import cache_keyword, map_cache
-
     if any(len(p) == 0 for p in prefixes) or any(len(c) == 0 for cs in continuations for c in cs):
         raise UserError("a reward model cannot score an empty prefix or continuation")
-    device = next(model.parameters()).device
-    body = model.base_model
-    keyword = cache_keyword(body)
-    pad = model.config.pad_token_id or 0
-    width = max(len(p) for p in prefixes)
-    ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prefixes], device=device)
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prefixes], device=device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = getattr(body(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True), keyword)
-    owner = torch.tensor([i for i, cs in enumerate(continuations) for _ in cs], device=device)
-    flat = [list(c) for cs in continuations for c in cs]
-    longest = max(len(c) for c in flat)
-    tokens = torch.tensor([c + [pad] * (longest - len(c)) for c in flat], device=device)
-    own_mask = torch.tensor([[1] * len(c) + [0] * (longest - len(c)) for c in flat], device=device)
-    hidden = body(input_ids=tokens, attention_mask=torch.cat([mask[owner], own_mask], -1),
-                  position_ids=positions[owner, -1:] + 1 + torch.arange(longest, device=device),
-                  **{keyword: map_cache(cache, lambda t: t[owner])}).last_hidden_state
+    flat = [c for cs in continuations for c in cs]
+    _, rest, _ = after_prefixes(model.base_model, prefixes, continuations, model.config.pad_token_id or 0)
+    hidden = rest.last_hidden_state
+    device = hidden.device
     picked = hidden[torch.arange(len(flat), device=device), torch.tensor([len(c) - 1 for c in flat], device=device)]
     return _head(model)(picked).squeeze(-1).float()
 

@@ -22,11 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from taskfit.adapters.apply import cache_keyword, map_cache, quiet_checkpointing_rename
+from taskfit.adapters.apply import quiet_checkpointing_rename
 from taskfit.errors import UserError
 from taskfit.metrics.registry import mean_with_ci
 from taskfit.models.catalog import resolve_model
-from taskfit.models.kv import length_passes
+from taskfit.models.kv import after_prefixes, length_passes
 from taskfit.prompting.preference_tokens import PairIds, PreferenceTokenizer
 from taskfit.prompting.tokens import Tokenizer
 from taskfit.settings import AlignConfig
@@ -196,8 +196,6 @@ def pair_logps(model, pairs: list[PairIds], budget: int = 512, batch_size: int =
     projection runs only at answer positions, and a prompt - most of each row - once instead of twice."""
     import torch
 
-    device = next(model.parameters()).device
-    keyword = cache_keyword(model)
     lengths = [max(len(p.chosen), len(p.rejected)) for p in pairs]
     if budget > 0:
         groups = length_passes(lengths, budget)
@@ -211,21 +209,11 @@ def pair_logps(model, pairs: list[PairIds], budget: int = 512, batch_size: int =
             batch = [pairs[i] for i in group]
             prompts = [p.chosen[:p.prompt_length] for p in batch]
             answers = [a for p in batch for a in (p.chosen[p.prompt_length:], p.rejected[p.prompt_length:])]
-            width, longest = max(len(x) for x in prompts), max(len(a) for a in answers)
-            ids = torch.tensor([[0] * (width - len(x)) + x for x in prompts], device=device)
-            mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in prompts], device=device)
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+            out, rest, tokens = after_prefixes(model, prompts, [answers[i:i + 2] for i in range(0, len(answers), 2)],
+                                               logits_to_keep=1)
             first = out.logits[:, -1].float().log_softmax(-1).repeat_interleave(2, dim=0)  # [2 x rows, vocabulary]
-            if longest > 1:
-                cache = map_cache(getattr(out, keyword), lambda t: t.repeat_interleave(2, dim=0))
-                tokens = torch.tensor([a + [0] * (longest - len(a)) for a in answers], device=device)
-                answer_mask = torch.tensor([[1] * len(a) + [0] * (longest - len(a)) for a in answers], device=device)
-                logits = model(input_ids=tokens[:, :-1],
-                               attention_mask=torch.cat([mask.repeat_interleave(2, dim=0), answer_mask[:, :-1]], -1),
-                               position_ids=positions[:, -1:].repeat_interleave(2, dim=0) + 1
-                               + torch.arange(longest - 1, device=device),
-                               **{keyword: cache}).logits.float()
+            if rest is not None:  # the logits at answer positions predict the answers' next tokens
+                logits = rest.logits[:, :-1].float()
                 picked = logits.gather(-1, tokens[:, 1:, None]).squeeze(-1) - logits.logsumexp(-1)
             for row, answer in enumerate(answers):
                 if answer:
