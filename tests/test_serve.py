@@ -82,7 +82,7 @@ def test_a_conversation_streams_shows_its_sources_and_keeps_the_context_it_was_a
         assert ok.json() == {"stored": True, "event": "event-thumb1", "duplicate": False}
         again = http.post(f"{base}/api/feedback", json={"event": "event-thumb1", "turn": one.id, "kind": "down"})
         assert again.json()["duplicate"] is True
-    assert store.counts() == {"conversations": 1, "turns": 2, "feedback": 1}
+    assert store.counts() == {"conversations": 1, "turns": 2, "feedback": 1, "battles": 0, "votes": 0}
 
 
 def test_bad_requests_get_json_errors_that_say_what_to_do(backend, kb_file, tmp_path):

@@ -141,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("--db", help="the assistant's database (default $TASKFIT_HOME/assistant.sqlite)")
     fe.add_argument("--output", required=True, help="JSONL file to write (`taskfit align --data` / `taskfit tune "
                     "--train-file` read it)")
+    fl = fb_sub.add_parser("leaderboard", help="the arena's votes as ratings: Bradley–Terry with ties, bootstrap "
+                           "95%% CIs, each pair's difference and sign test")
+    fl.add_argument("--db", help="the assistant's database (default $TASKFIT_HOME/assistant.sqlite)")
+    fl.add_argument("--json", action="store_true", help="print JSON instead of markdown tables")
+    fl.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the votes (default 1000)")
+    fl.add_argument("--seed", type=int, default=0, help="the bootstrap's seed (default 0)")
 
     tu = sub.add_parser("tune", help="fine-tune a model on a task or a training file (LoRA, IA3, prefix, prompt, "
                         "bottleneck adapters, full) or train a specialist encoder + head")
@@ -500,10 +506,12 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     from taskfit.serve.export import export_rows
     from taskfit.serve.store import Store
 
-    out = output_file(args.output)
     db = Path(args.db) if args.db else default_db()
     if not db.is_file():
         raise UserError(f"no assistant database at {db}; pass --db (the file `taskfit serve --db` wrote)")
+    if args.feedback_command == "leaderboard":
+        return _leaderboard(Store(db), args)
+    out = output_file(args.output)
     store = Store(db)
     try:
         rows = export_rows(store, args.fmt)
@@ -511,6 +519,23 @@ def cmd_feedback(args: argparse.Namespace) -> int:
         store.close()
     write_jsonl(out, rows)
     sys.stdout.write(f"wrote {len(rows)} {args.fmt} rows to {out}\n")
+    return 0
+
+
+def _leaderboard(store, args: argparse.Namespace) -> int:
+    import json
+
+    from taskfit.serve.arena import arena_leaderboard, leaderboard_markdown
+
+    if args.resamples < 1:
+        raise UserError("--resamples must be at least 1")
+    try:
+        board = arena_leaderboard(store, resamples=args.resamples, seed=args.seed)
+    except ValueError as exc:
+        raise UserError(f"{exc}: votes come from the arena page of `taskfit serve --arena-adapter DIR`") from None
+    finally:
+        store.close()
+    sys.stdout.write(json.dumps(board.as_dict(), indent=2) + "\n" if args.json else leaderboard_markdown(board))
     return 0
 
 

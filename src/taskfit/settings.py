@@ -616,6 +616,10 @@ class ServeModelSection(StrictModel):
     max_tokens: int | None = Field(None, gt=0, description="answer budget (default: the task's, else 256)")
     temperature: float = Field(0.0, ge=0, description="sampling temperature of the chat page (0: greedy)")
     history_turns: int = Field(6, ge=0, description="earlier turns of a conversation shown to the model")
+    arena_adapter: list[Path] = Field([], description="an adapter folder that answers in the arena (/arena) beside "
+                                      "the served model: two contestants answer each question blind; votes rank them")
+    arena_model: list[str] = Field([], description="a model (same backend) that answers in the arena beside the "
+                                   "served model")
 
 
 class ServeHTTPSection(StrictModel):

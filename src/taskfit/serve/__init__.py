@@ -19,7 +19,7 @@ def default_db() -> Path:
 def build_app(config: ServeConfig):
     """The application for ``config``: the assistant (model loaded), the store, the generation gate."""
     from taskfit.serve.app import Settings, create_app
-    from taskfit.serve.assistant import load_assistant
+    from taskfit.serve.assistant import load_assistants
     from taskfit.serve.gate import Gate
     from taskfit.serve.store import Store
 
@@ -28,7 +28,8 @@ def build_app(config: ServeConfig):
     if interrupted:
         log.warning("%d answer(s) were cut by the server stopping; they are marked failed (with the text saved) and "
                     "can be regenerated", interrupted)
-    assistant = load_assistant(config)
+    contestants = load_assistants(config)
+    assistant = contestants[0]
     slots = config.max_concurrent or (1 if config.backend == "hf" else _backend_slots(assistant.backend))
     secret = lambda value, env: (value.get_secret_value() if value else os.environ.get(env)) or None  # noqa: E731
     settings = Settings(host=config.host, allowed_hosts=config.allowed_hosts,
@@ -37,10 +38,12 @@ def build_app(config: ServeConfig):
                         max_question_chars=config.max_question_chars, max_messages=config.max_messages,
                         max_answer_tokens=config.max_answer_tokens,
                         answer_timeout=config.answer_timeout)
-    app = create_app(assistant, store, Gate(slots, config.max_waiting, config.wait_timeout), settings)
-    log.info("store %s; %d generation slot(s); export %s; /v1 %s", store.path, slots,
+    app = create_app(assistant, store, Gate(slots, config.max_waiting, config.wait_timeout), settings,
+                     arena=contestants)
+    log.info("store %s; %d generation slot(s); export %s; /v1 %s; arena %s", store.path, slots,
              "on (admin token set)" if settings.admin_token else "off (no --admin-token)",
-             "needs the API key" if settings.api_key else "open")
+             "needs the API key" if settings.api_key else "open",
+             f"on /arena ({len(contestants)} contestants)" if len(contestants) > 1 else "off")
     return app
 
 

@@ -22,6 +22,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Sequence
 from html import escape
 from importlib import resources
 from typing import Any, Literal
@@ -32,6 +33,8 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from taskfit.serve.answering import answer_into, describe, session_of, set_session_cookie, sse
+from taskfit.serve.arena import add_arena_routes
 from taskfit.serve.assistant import Assistant, PromptTooLong
 from taskfit.serve.export import export_rows
 from taskfit.serve.gate import Busy, Gate
@@ -41,14 +44,13 @@ from taskfit.serve.store import NotFound, Store
 
 log = logging.getLogger(__name__)
 
-SESSION_COOKIE = "taskfit_session"
 MAX_BODY_BYTES = 1 << 20
-PARTIAL_SAVE_S = 1.0  # how often a streaming answer's text so far is written to the store
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
                     "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
-STATIC = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
+STATIC = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8",
+          "arena.js": "text/javascript; charset=utf-8", "admin.js": "text/javascript; charset=utf-8"}
 
 
 class ChatIn(BaseModel):
@@ -79,7 +81,9 @@ class Settings(BaseModel):
     answer_timeout: float = 300.0
 
 
-def create_app(assistant: Assistant, store: Store, gate: Gate, settings: Settings) -> FastAPI:
+def create_app(assistant: Assistant, store: Store, gate: Gate, settings: Settings,
+               arena: Sequence[Assistant] = ()) -> FastAPI:
+    """The application; ``arena``: the arena's contestants (the served assistant among them; fewer than two: off)."""
     app = FastAPI(title="taskfit assistant", version="1", docs_url=None, redoc_url=None)
     app.state.assistant, app.state.store, app.state.gate, app.state.settings = assistant, store, gate, settings
 
@@ -101,11 +105,11 @@ def create_app(assistant: Assistant, store: Store, gate: Gate, settings: Setting
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page(request: Request, c: str | None = None):
-        session, new = _session(request)
+        session, new = session_of(request)
         conversation = c if c and store.owns(session, c) else None
-        response = HTMLResponse(render_page(assistant, store, session, conversation))
+        response = HTMLResponse(render_page(assistant, store, session, conversation, arena=len(arena) >= 2))
         if new:
-            _set_cookie(response, session)
+            set_session_cookie(response, session)
         return response
 
     @app.get("/static/{name}", include_in_schema=False)
@@ -121,12 +125,12 @@ def create_app(assistant: Assistant, store: Store, gate: Gate, settings: Setting
 
     @app.get("/api/conversations")
     def conversations(request: Request) -> dict[str, Any]:
-        session, _ = _session(request)
+        session, _ = session_of(request)
         return {"conversations": store.conversations(session)}
 
     @app.get("/api/conversations/{conversation}")
     def conversation_turns(conversation: str, request: Request) -> dict[str, Any]:
-        session, _ = _session(request)
+        session, _ = session_of(request)
         try:
             turns = store.turns(session, conversation)
         except NotFound:
@@ -135,7 +139,7 @@ def create_app(assistant: Assistant, store: Store, gate: Gate, settings: Setting
 
     @app.post("/api/chat")
     def chat(body: ChatIn, request: Request):  # sync: retrieval, rendering and the store run on a worker thread
-        session, new = _session(request)
+        session, new = session_of(request)
         require_unicode([body.question])
         question = body.question.strip()
         if len(body.question) > settings.max_question_chars:
@@ -168,52 +172,34 @@ def create_app(assistant: Assistant, store: Store, gate: Gate, settings: Setting
                                           **({"fitted": asked.fitted} if asked.fitted else {})},
                                 **{k: v for k, v in assistant.identity().items() if k in ("model", "adapter", "task")})
 
-        def work(emit):
-            produced: list[str] = []
-            saved = [time.monotonic()]
-
-            def relay(delta: str) -> None:
-                produced.append(delta)
-                emit(delta)
-                if time.monotonic() - saved[0] >= PARTIAL_SAVE_S:  # a crash keeps what was streamed until here
-                    store.save_partial(turn.id, "".join(produced))
-                    saved[0] = time.monotonic()
-
-            try:
-                result = assistant.backend.generate_streaming(asked.request, relay)
-            except Exception as exc:
-                store.finish_turn(turn.id, "".join(produced), error=f"{type(exc).__name__}: {exc}")
-                log.exception("answer %s failed", turn.id)
-                raise
-            store.finish_turn(turn.id, result.text, generated_tokens=result.n_tokens)
-            return result
+        work = answer_into(store, assistant.backend, turn.id, asked.request)
 
         async def events():
-            yield _sse("meta", {"conversation": conversation, "turn": turn.id, "parent": parent,
+            yield sse("meta", {"conversation": conversation, "turn": turn.id, "parent": parent,
                                 "question": question, "sources": asked.sources,
                                 "notice": asked.fitted["notice"] if asked.fitted else None})
             try:
                 async for event in gate.stream(work, settings.answer_timeout):
                     if event.kind == "delta":
-                        yield _sse("delta", {"text": event.value})
+                        yield sse("delta", {"text": event.value})
                     elif event.kind == "done":
-                        yield _sse("done", {"turn": turn.id, "answer": event.value.text,
+                        yield sse("done", {"turn": turn.id, "answer": event.value.text,
                                             "tokens": event.value.n_tokens})
                     else:
-                        yield _sse("error", {"turn": turn.id, "message": _describe(event.value)})
+                        yield sse("error", {"turn": turn.id, "message": describe(event.value)})
             except Busy as exc:
                 store.finish_turn(turn.id, "", error=str(exc))
-                yield _sse("error", {"turn": turn.id, "message": str(exc), "busy": True})
+                yield sse("error", {"turn": turn.id, "message": str(exc), "busy": True})
 
         response = StreamingResponse(events(), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
         if new:
-            _set_cookie(response, session)
+            set_session_cookie(response, session)
         return response
 
     @app.post("/api/feedback")
     def feedback(body: FeedbackIn, request: Request) -> dict[str, Any]:
-        session, _ = _session(request)
+        session, _ = session_of(request)
         require_unicode([body.reason, body.text])
         try:
             stored = store.add_feedback(session, body.event, body.turn, body.kind, body.reason, body.text)
@@ -235,41 +221,19 @@ def create_app(assistant: Assistant, store: Store, gate: Gate, settings: Setting
                         headers={"Content-Disposition": f'attachment; filename="feedback-{as_}.jsonl"'})
 
     add_openai_routes(app, assistant, gate, settings)
+    add_arena_routes(app, arena, store, gate, settings)
     return app
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return str(exc)
-    return f"the model failed while answering ({type(exc).__name__}: {exc}); the conversation is kept, try again"
-
-
-def _sse(event: str, data: dict[str, Any]) -> str:
-    # ASCII JSON: a client splitting lines at U+2028 or U+0085 (as httpx's iter_lines does) still reads whole events
-    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
-
-
-def _session(request: Request) -> tuple[str, bool]:
-    """This browser's session id (a new one when it has none or an invalid one) and whether it is new."""
-    value = request.cookies.get(SESSION_COOKIE, "")
-    if len(value) == 32 and all(ch in "0123456789abcdef" for ch in value):
-        return value, False
-    session = getattr(request.state, "new_session", None) or secrets.token_hex(16)
-    request.state.new_session = session
-    return session, True
-
-
-def _set_cookie(response: Response, session: str) -> None:
-    response.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="lax", max_age=365 * 24 * 3600,
-                        path="/")
-
-
 # ---------------------------------------------------------------------------------------------------- the page
-def render_page(assistant: Assistant, store: Store, session: str, conversation: str | None) -> str:
+def render_page(assistant: Assistant, store: Store, session: str, conversation: str | None, *,
+                arena: bool = False) -> str:
     """The whole page as HTML; every text from users, the model or the knowledge base goes through ``escape``."""
     identity = assistant.identity()
     title = "taskfit assistant"
     about = " · ".join(escape(str(v)) for v in (identity["model"], identity["adapter"], identity["task"]) if v)
+    if arena:
+        about += ' · <a href="/arena">Arena</a>'
     items = []
     for c in store.conversations(session):
         current = ' aria-current="page"' if c["id"] == conversation else ""

@@ -164,6 +164,12 @@ class Assistant:
 
 def load_assistant(config: ServeConfig) -> Assistant:
     """The task, knowledge base and backend ``taskfit serve`` was given."""
+    return load_assistants(config)[0]
+
+
+def load_assistants(config: ServeConfig) -> list[Assistant]:
+    """The served assistant, then one per arena contestant (``--arena-adapter``, ``--arena-model``): the same task,
+    knowledge base and prompt, each with its own backend."""
     task = load_task(config.task) if config.task else None
     passages = None
     if task is not None and task.space.type == "kbqa":
@@ -174,19 +180,41 @@ def load_assistant(config: ServeConfig) -> Assistant:
         log.info("knowledge base: %d passages from %s", len(passages.triples), config.kb)
     elif task is None and config.data_dir is not None:
         raise UserError("--data-dir gives a KBQA task its knowledge base; pass --task too, or --kb FILE")
+    served = (config.model, str(config.adapter) if config.adapter else None)
+    wanted = [served, *((config.model, str(a)) for a in config.arena_adapter),
+              *((m, None) for m in config.arena_model)]
+    names = [contestant_name(*w) for w in wanted]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise UserError(f"the arena would have {repeated[0]!r} twice; give each --arena-adapter / --arena-model once "
+                        "and not the served model again")
+    assistants = []
+    for model, adapter in wanted:
+        assistants.append(Assistant(_backend(config, model, adapter), task=task, passages=passages,
+                                    top_k=config.top_k, max_tokens=config.max_tokens,
+                                    temperature=config.temperature, history_turns=config.history_turns, model=model,
+                                    adapter=adapter))
+    return assistants
+
+
+def contestant_name(model: str, adapter: str | None) -> str:
+    """The name an answer's votes are counted under: its model, with its adapter folder when it has one."""
+    return f"{model} + {adapter}" if adapter else model
+
+
+def _backend(config: ServeConfig, model: str, adapter: str | None) -> Backend:
     options = {name: getattr(config, name) for name in _backend_fields(config.backend)}
     options = {k: v.get_secret_value() if hasattr(v, "get_secret_value") else v for k, v in options.items()}
-    model, adapter = config.model, str(config.adapter) if config.adapter else None
     if adapter and config.backend == "llamacpp":
-        model = "gguf:" + str(_exported(config.model, Path(adapter)))
+        model = "gguf:" + str(_exported(model, Path(adapter)))
     elif adapter and config.backend == "openai":
-        raise UserError("--adapter cannot be applied to a remote server's model; serve the merged model there")
-    if config.backend != "hf":
+        raise UserError("an adapter cannot be applied to a remote server's model; serve the merged model there "
+                        "(--arena-model NAME for a second model on it)")
+    if config.backend == "hf":
+        options["adapter"] = adapter
+    else:
         options.pop("adapter", None)
-    backend = load_backend(config.backend, model, **options)
-    return Assistant(backend, task=task, passages=passages, top_k=config.top_k, max_tokens=config.max_tokens,
-                     temperature=config.temperature, history_turns=config.history_turns, model=config.model,
-                     adapter=adapter)
+    return load_backend(config.backend, model, **options)
 
 
 def _backend_fields(backend: str) -> list[str]:

@@ -13,6 +13,10 @@ trained on it sees the assistant turn the server renders. Each row carries ``fee
 "the page count is wrong, it is 304" is what a better answer can later be written from); all are read back as tags by
 :mod:`taskfit.data.preferences`. A later event on the same
 answer and kind replaces an earlier one (a user who changes a thumb from up to down counts once, as down).
+
+Arena votes (:func:`arena_rows`) follow the feedback rows: the winner over the loser, both answers to one prompt.
+The two contestants' prompts are the same messages (one task, one question, no history), and the pair's prompt is
+the winner's.
 """
 
 from __future__ import annotations
@@ -85,6 +89,37 @@ def export_rows(store: Store, fmt: str) -> list[dict[str, Any]]:
                     rows.append(rated_row(pair.rated()[1]))
             if fmt == "kto":
                 rows.append(rated_row(RatedRow(prompt, model_answer, True, "feedback", tags)))
+    return rows + arena_rows(store, fmt)
+
+
+def arena_rows(store: Store, fmt: str) -> list[dict[str, Any]]:
+    """Each battle's counting vote as training rows: a decided vote is a DPO pair (the winner chosen) and two KTO
+    rows (winner desirable, loser not); a tie gives none (no preference); both bad gives two undesirable KTO rows;
+    SFT takes the winner. Tags: the vote id (as ``feedback_id``), the battle, and each side's model and adapter."""
+    rows: list[dict[str, Any]] = []
+    for vote in store.arena_votes():
+        a, b, winner = vote["a"], vote["b"], vote["winner"]
+        tags = (("feedback_id", vote["vote_id"]), ("battle", vote["battle"]), ("conversation", a.conversation),
+                ("source_kind", "arena"))
+        if winner == "tie":
+            continue
+        if winner == "both_bad":
+            if fmt == "kto":
+                rows += [rated_row(RatedRow(_prompt(t), _answer(t, t.answer), False, "feedback",
+                                            (*tags, ("turn", t.id), ("model", t.model), ("adapter", t.adapter))))
+                         for t in (a, b)]
+            continue
+        won, lost = (a, b) if winner == "a" else (b, a)
+        pair_tags = (*tags, ("turn", won.id), ("model", won.model), ("adapter", won.adapter),
+                     ("rejected_turn", lost.id), ("rejected_model", lost.model), ("rejected_adapter", lost.adapter))
+        pair = PreferencePair(_prompt(won), _answer(won, won.answer), _answer(lost, lost.answer), None, "feedback",
+                              pair_tags)
+        if fmt == "dpo":
+            rows.append(pair_row(pair))
+        elif fmt == "kto":
+            rows += [rated_row(r) for r in pair.rated()]
+        else:
+            rows.append(_sft_row(_prompt(won), _answer(won, won.answer), pair_tags))
     return rows
 
 

@@ -12,6 +12,9 @@ server starts again (:meth:`Store.fail_interrupted`), keeping the text saved bef
 regenerate it. A
 regenerated answer is a new turn at the same position with ``parent`` naming the turn it replaces; picking one of
 them is a ``pick`` feedback event.
+
+An arena battle is a conversation of its own (left out of the conversation list) whose two answers are turns at
+position 0, written with the battle row in one transaction; its votes carry client-made ids as feedback events do.
 """
 
 from __future__ import annotations
@@ -65,9 +68,25 @@ CREATE TABLE IF NOT EXISTS feedback (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS feedback_turn ON feedback(turn);
+CREATE TABLE IF NOT EXISTS battles (
+    id TEXT PRIMARY KEY,
+    conversation TEXT NOT NULL UNIQUE REFERENCES conversations(id),
+    seed INTEGER NOT NULL,
+    a_turn TEXT NOT NULL REFERENCES turns(id),
+    b_turn TEXT NOT NULL REFERENCES turns(id),
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS votes (
+    id TEXT PRIMARY KEY,
+    battle TEXT NOT NULL REFERENCES battles(id),
+    winner TEXT NOT NULL CHECK (winner IN ('a', 'b', 'tie', 'both_bad')),
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS votes_battle ON votes(battle);
 """
 
 FEEDBACK_KINDS = ("up", "down", "better", "pick")
+VOTES = ("a", "b", "tie", "both_bad")
 INTERRUPTED = "the server stopped while this answer was being written; regenerate it"
 
 
@@ -122,10 +141,15 @@ class Store:
             self.db.close()
 
     def _write(self, sql: str, args: tuple) -> sqlite3.Cursor:
+        return self._write_all([(sql, args)])
+
+    def _write_all(self, statements: list[tuple[str, tuple]]) -> sqlite3.Cursor:
+        """Run ``statements`` in one transaction, committed before this returns; the last one's cursor."""
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")
             try:
-                cursor = self.db.execute(sql, args)
+                for sql, args in statements:
+                    cursor = self.db.execute(sql, args)
                 self.db.execute("COMMIT")
                 return cursor
             except BaseException:
@@ -148,8 +172,9 @@ class Store:
         return conversation
 
     def conversations(self, session: str) -> list[dict[str, Any]]:
-        rows = self._read("SELECT id, title, created FROM conversations WHERE session = ? ORDER BY created DESC",
-                          (session,))
+        """This session's chat conversations, newest first (arena battles are not listed)."""
+        rows = self._read("SELECT id, title, created FROM conversations WHERE session = ? "
+                          "AND id NOT IN (SELECT conversation FROM battles) ORDER BY created DESC", (session,))
         return [dict(r) for r in rows]
 
     def owns(self, session: str, conversation: str) -> bool:
@@ -189,11 +214,8 @@ class Store:
                               (conversation,))
             position = int(rows[0][0])
         turn = uuid.uuid4().hex
-        self._write(
-            "INSERT INTO turns (id, conversation, position, parent, question, status, prompt, rendered, sources, "
-            "model, adapter, task, settings, created) VALUES (?, ?, ?, ?, ?, 'generating', ?, ?, ?, ?, ?, ?, ?, ?)",
-            (turn, conversation, position, parent, question, json.dumps(prompt, ensure_ascii=False), rendered,
-             json.dumps(sources, ensure_ascii=False), model, adapter, task, json.dumps(settings), time.time()))
+        self._write(*_insert_turn(turn, conversation, position, parent, question, prompt, rendered, sources, model,
+                                  adapter, task, settings))
         return self.turn(session, turn)
 
     def finish_turn(self, turn: str, answer: str, *, error: str | None = None,
@@ -250,7 +272,71 @@ class Store:
     def counts(self) -> dict[str, int]:
         with self.lock:
             return {table: self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # noqa: S608 - fixed names
-                    for table in ("conversations", "turns", "feedback")}
+                    for table in ("conversations", "turns", "feedback", "battles", "votes")}
+
+    # ------------------------------------------------------------------ arena
+    def start_battle(self, session: str, *, question: str, seed: int, sides: list[dict[str, Any]]) -> dict[str, Any]:
+        """A battle's conversation, its two turns (``sides``: start_turn's keyword arguments but the question, A
+        first) and the battle row, in one transaction. Returns {"battle", "conversation", "a", "b"} (turn ids)."""
+        if len(sides) != 2:
+            raise ValueError("a battle has two sides")
+        battle, conversation, now = uuid.uuid4().hex, uuid.uuid4().hex, time.time()
+        turns = [uuid.uuid4().hex, uuid.uuid4().hex]
+        statements = [("INSERT INTO conversations (id, session, title, created) VALUES (?, ?, ?, ?)",
+                       (conversation, session, question[:80], now))]
+        statements += [_insert_turn(turn, conversation, 0, None, question, **side) for turn, side in zip(turns, sides)]
+        statements.append(("INSERT INTO battles (id, conversation, seed, a_turn, b_turn, created) "
+                           "VALUES (?, ?, ?, ?, ?, ?)", (battle, conversation, seed, *turns, now)))
+        self._write_all(statements)
+        return {"battle": battle, "conversation": conversation, "a": turns[0], "b": turns[1]}
+
+    def battle(self, session: str, battle: str) -> dict[str, Any]:
+        """A battle of this session: {"id", "seed", "a": Turn, "b": Turn}."""
+        rows = self._read("SELECT b.* FROM battles b JOIN conversations c ON c.id = b.conversation "
+                          "WHERE b.id = ? AND c.session = ?", (battle, session))
+        if not rows:
+            raise NotFound(battle)
+        row = rows[0]
+        return {"id": row["id"], "seed": row["seed"], "a": self.turn(session, row["a_turn"]),
+                "b": self.turn(session, row["b_turn"])}
+
+    def add_vote(self, session: str, event: str, battle: str, winner: str) -> bool:
+        """Store one arena vote (committed before this returns); False when ``event`` was stored before."""
+        if winner not in VOTES:
+            raise ValueError(f"a vote must be one of {', '.join(VOTES)}")
+        found = self.battle(session, battle)
+        if found["a"].status != "done" or found["b"].status != "done":
+            raise ValueError("a vote needs both answers finished")
+        cursor = self._write("INSERT OR IGNORE INTO votes (id, battle, winner, created) VALUES (?, ?, ?, ?)",
+                             (event, battle, winner, time.time()))
+        return cursor.rowcount == 1
+
+    def arena_votes(self) -> list[dict[str, Any]]:
+        """The vote that counts for each battle (its latest), oldest first: {"vote_id", "battle", "winner",
+        "created", "a": Turn, "b": Turn}."""
+        rows = self._read("SELECT v.id AS vote_id, v.battle, v.winner, v.created AS vote_created, b.a_turn, b.b_turn "
+                          "FROM votes v JOIN battles b ON b.id = v.battle ORDER BY v.created, v.id", ())
+        latest = {r["battle"]: r for r in rows}
+        turns = {}
+        ids = sorted({t for r in latest.values() for t in (r["a_turn"], r["b_turn"])})
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            found = self._read(f"SELECT * FROM turns WHERE id IN ({','.join('?' * len(chunk))})",  # noqa: S608
+                               tuple(chunk))
+            turns.update({r["id"]: _turn(r) for r in found})
+        return [{"vote_id": r["vote_id"], "battle": r["battle"], "winner": r["winner"], "created": r["vote_created"],
+                 "a": turns[r["a_turn"]], "b": turns[r["b_turn"]]}
+                for r in sorted(latest.values(), key=lambda r: (r["vote_created"], r["vote_id"]))]
+
+
+def _insert_turn(turn: str, conversation: str, position: int, parent: str | None, question: str,
+                 prompt: dict[str, Any], rendered: str, sources: list[str], model: str, adapter: str | None,
+                 task: str | None, settings: dict[str, Any]) -> tuple[str, tuple]:
+    """The INSERT of a turn that starts generating (the statement and its arguments)."""
+    return ("INSERT INTO turns (id, conversation, position, parent, question, status, prompt, rendered, sources, "
+            "model, adapter, task, settings, created) VALUES (?, ?, ?, ?, ?, 'generating', ?, ?, ?, ?, ?, ?, ?, ?)",
+            (turn, conversation, position, parent, question, json.dumps(prompt, ensure_ascii=False), rendered,
+             json.dumps(sources, ensure_ascii=False), model, adapter, task, json.dumps(settings), time.time()))
 
 
 def _turn(row: sqlite3.Row) -> Turn:

@@ -1,0 +1,259 @@
+"""The arena: one question, two contestants answering blind side by side, a vote, and a leaderboard.
+
+- ``GET /arena``: the arena page (only when the server has two or more contestants).
+- ``POST /api/arena``: ``{"question"}`` → server-sent events: ``meta`` (battle, question, sources), ``delta``
+  (``side``: a | b, text), ``done`` / ``error`` per side, then ``end``. Two contestants are drawn from a seed made
+  for the battle (stored), in random order; both answers are turns stored before their first token.
+- ``POST /api/arena/vote``: ``{"event", "battle", "winner": a|b|tie|both_bad}`` → committed, then answered with the
+  names of the two sides; a repeated ``event`` id is acknowledged and stored once.
+- ``GET /api/arena/leaderboard``: Bradley–Terry ratings with ties, bootstrap CIs, pairwise tests (admin token).
+- ``GET /admin``: the leaderboard page (it asks for the admin token and sends it as a bearer header).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+from collections.abc import Sequence
+from html import escape
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from taskfit.metrics.bradley_terry import Leaderboard, leaderboard
+from taskfit.serve.answering import answer_into, describe, session_of, set_session_cookie, sse
+from taskfit.serve.assistant import Assistant, PromptTooLong, contestant_name
+from taskfit.serve.gate import Busy, Event, Gate
+from taskfit.serve.http import ApiError, require_bearer, require_unicode
+from taskfit.serve.store import NotFound, Store
+
+SIDES = ("a", "b")
+
+
+class ArenaIn(BaseModel):
+    question: str = Field(min_length=1)
+
+
+class VoteIn(BaseModel):
+    event: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+                       description="an id the client makes per click; a retried click sends the same id")
+    battle: str = Field(min_length=1, max_length=64)
+    winner: Literal["a", "b", "tie", "both_bad"]
+
+
+def draw(seed: int, contestants: int) -> tuple[int, int]:
+    """The two contestants of a battle, side A first: a random pair in random order, from the battle's seed."""
+    first, second = random.Random(seed).sample(range(contestants), 2)
+    return first, second
+
+
+def votes_of(store: Store) -> list[tuple[str, str, str]]:
+    """Each battle's vote that counts as (contestant A, contestant B, a | b | tie); both bad counts as a tie."""
+    return [(contestant_name(v["a"].model, v["a"].adapter), contestant_name(v["b"].model, v["b"].adapter),
+             "tie" if v["winner"] == "both_bad" else v["winner"]) for v in store.arena_votes()]
+
+
+def arena_leaderboard(store: Store, names: Sequence[str] = (), *, resamples: int = 1000,
+                      seed: int = 0) -> Leaderboard:
+    votes = votes_of(store)
+    if len({*names, *(v[0] for v in votes), *(v[1] for v in votes)}) < 2:
+        raise ValueError("no arena votes yet (and fewer than two contestants)")
+    return leaderboard(votes, resamples=resamples, seed=seed, names=names)
+
+
+def leaderboard_markdown(board: Leaderboard) -> str:
+    """The leaderboard as the CLI prints it: standings, the pairs, and how many votes find a difference."""
+    lines = [f"{board.votes} votes; Bradley–Terry with ties (Davidson), Elo scale; 95% CIs from {board.resamples} "
+             f"bootstrap resamples of the votes; tie parameter ν = {board.tie_parameter:.2f}", "",
+             "| contestant | rating | 95% CI | votes | wins | losses | ties | win rate |",
+             "|---|---:|---|---:|---:|---:|---:|---:|"]
+    for s in board.standings:
+        lines.append(f"| {s.name} | {s.rating:.0f} | [{s.low:.0f}, {s.high:.0f}] | {s.votes} | {s.wins} | "
+                     f"{s.losses} | {s.ties} | {s.win_rate:.3f} |")
+    lines += ["", "| pair | head-to-head (wins–losses–ties) | rating difference [95% CI] | sign test p | differs |",
+              "|---|---|---|---:|---|"]
+    for p in board.pairs:
+        lines.append(f"| {p.a} vs {p.b} | {p.a_wins}–{p.b_wins}–{p.ties} | {p.difference:+.0f} "
+                     f"[{p.low:+.0f}, {p.high:+.0f}] | {p.sign_p:.3g} | {'yes' if p.significant else 'no'} |")
+    needed = board.as_dict()["votes_needed"]
+    lines += ["", "Decided head-to-head votes a sign test needs (two-sided 0.05, 80% power) when one side truly wins "
+              "a share w of them: " + ", ".join(f"w = {w}: {n}" for w, n in needed.items())]
+    return "\n".join(lines) + "\n"
+
+
+def add_arena_routes(app: FastAPI, contestants: Sequence[Assistant], store: Store, gate: Gate, settings) -> None:
+    names = [contestant_name(c.model, c.adapter) for c in contestants]
+    enabled = len(contestants) >= 2
+
+    def require_arena() -> None:
+        if not enabled:
+            raise ApiError(404, "the arena is off: start the server with --arena-adapter DIR or --arena-model NAME",
+                           "not_found")
+
+    @app.get("/arena", response_class=HTMLResponse, include_in_schema=False)
+    def arena_page(request: Request):
+        require_arena()
+        session, new = session_of(request)
+        response = HTMLResponse(ARENA_PAGE.replace("{count}", str(len(contestants))))
+        if new:
+            set_session_cookie(response, session)
+        return response
+
+    @app.get("/admin", response_class=HTMLResponse, include_in_schema=False)
+    def admin_page():
+        return HTMLResponse(ADMIN_PAGE)
+
+    @app.post("/api/arena")
+    def battle(body: ArenaIn, request: Request):
+        require_arena()
+        session, new = session_of(request)
+        require_unicode([body.question])
+        if len(body.question) > settings.max_question_chars:
+            raise ApiError(413, f"the question has {len(body.question)} characters; the limit is "
+                                f"{settings.max_question_chars}")
+        question = body.question.strip()
+        if not question:
+            raise ApiError(422, "question: empty")
+        seed = secrets.randbelow(2**31)
+        chosen = [contestants[k] for k in draw(seed, len(contestants))]
+        try:
+            asked = [c.ask(question, [], seed=seed) for c in chosen]
+        except PromptTooLong as exc:
+            raise ApiError(413, f"{exc}; ask a shorter question") from None
+        sides = [{"prompt": a.stored_prompt(), "rendered": a.rendered, "sources": a.sources, "model": c.model,
+                  "adapter": c.adapter, "task": c.task.name if c.task else None,
+                  "settings": {"temperature": a.request.temperature, "seed": seed, "max_tokens": a.request.max_tokens,
+                               "stop": list(a.request.stop), "arena": True,
+                               **({"fitted": a.fitted} if a.fitted else {})}}
+                 for c, a in zip(chosen, asked)]
+        started = store.start_battle(session, question=question, seed=seed, sides=sides)
+        works = {side: answer_into(store, c.backend, started[side], a.request)
+                 for side, c, a in zip(SIDES, chosen, asked)}
+
+        async def events():
+            yield sse("meta", {"battle": started["battle"], "question": question,
+                               "sources": {side: a.sources for side, a in zip(SIDES, asked)}})
+            queue: asyncio.Queue[tuple[str, Event | None]] = asyncio.Queue()
+
+            async def pump(side: str) -> None:
+                try:
+                    async for event in gate.stream(works[side], settings.answer_timeout):
+                        await queue.put((side, event))
+                except Busy as exc:
+                    store.finish_turn(started[side], "", error=str(exc))
+                    await queue.put((side, Event("error", exc)))
+                finally:
+                    await queue.put((side, None))
+
+            tasks = [asyncio.create_task(pump(side)) for side in SIDES]
+            try:
+                running = len(tasks)
+                while running:
+                    side, event = await queue.get()
+                    if event is None:
+                        running -= 1
+                    elif event.kind == "delta":
+                        yield sse("delta", {"side": side, "text": event.value})
+                    elif event.kind == "done":
+                        yield sse("done", {"side": side, "turn": started[side], "answer": event.value.text})
+                    else:
+                        yield sse("error", {"side": side, "turn": started[side], "message": describe(event.value),
+                                            "busy": isinstance(event.value, Busy)})
+                yield sse("end", {"battle": started["battle"]})
+            finally:
+                for task in tasks:
+                    task.cancel()
+
+        response = StreamingResponse(events(), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        if new:
+            set_session_cookie(response, session)
+        return response
+
+    @app.post("/api/arena/vote")
+    def vote(body: VoteIn, request: Request) -> dict[str, Any]:
+        session, _ = session_of(request)
+        try:
+            stored = store.add_vote(session, body.event, body.battle, body.winner)
+            found = store.battle(session, body.battle)
+        except NotFound:
+            raise ApiError(404, "no such battle", "not_found") from None
+        except ValueError as exc:
+            raise ApiError(422, str(exc)) from None
+        return {"stored": True, "event": body.event, "duplicate": not stored,
+                **{side: contestant_name(found[side].model, found[side].adapter) for side in SIDES}}
+
+    @app.get("/api/arena/leaderboard")
+    def board(request: Request) -> dict[str, Any]:
+        if not settings.admin_token:
+            raise ApiError(404, "the leaderboard is off: start the server with --admin-token (or "
+                                "$TASKFIT_ADMIN_TOKEN)", "not_found")
+        require_bearer(request, settings.admin_token, "the admin token (taskfit serve --admin-token)")
+        try:
+            return arena_leaderboard(store, names).as_dict()
+        except ValueError as exc:
+            raise ApiError(404, str(exc), "not_found") from None
+
+
+def _page(title: str, script: str, body: str) -> str:
+    return f"""<!doctype html>
+<html lang="zh-Hans">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{escape(title)}</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="/static/app.css">
+<script src="/static/{script}" defer></script>
+</head>
+<body>
+<header><h1>{escape(title)}</h1><p class="about"><a href="/">Chat</a> · <a href="/arena">Arena</a> ·
+<a href="/admin">Leaderboard</a></p></header>
+{body}
+</body>
+</html>
+"""
+
+
+ARENA_PAGE = _page("taskfit arena", "arena.js", """<main class="arena">
+<p class="about">Two of the {count} models answer each question; you do not see which until you vote.</p>
+<form id="ask" autocomplete="off">
+<label for="question">Question</label>
+<textarea id="question" name="question" rows="2" required placeholder="Ask a question / 请输入问题"></textarea>
+<button type="submit">Ask both</button>
+<p id="status" role="status" aria-live="polite"></p>
+</form>
+<div id="battle" hidden>
+<p class="question" id="asked"></p>
+<div class="sides">
+<section class="side" data-side="a"><h2>Model A</h2><p class="answer"></p><p class="name"></p></section>
+<section class="side" data-side="b"><h2>Model B</h2><p class="answer"></p><p class="name"></p></section>
+</div>
+<div class="vote" hidden>
+<button type="button" data-winner="a">A is better</button>
+<button type="button" data-winner="b">B is better</button>
+<button type="button" data-winner="tie">Tie</button>
+<button type="button" data-winner="both_bad">Both are bad</button>
+<span class="note" role="status"></span>
+</div>
+</div>
+</main>""")
+
+ADMIN_PAGE = _page("taskfit leaderboard", "admin.js", """<main class="admin">
+<form id="token-form" autocomplete="off">
+<label for="token">Admin token (taskfit serve --admin-token)</label>
+<input id="token" type="password" required>
+<button type="submit">Show the leaderboard</button>
+</form>
+<p id="status" role="status" aria-live="polite"></p>
+<table id="standings" hidden><caption></caption>
+<thead><tr><th>contestant</th><th>rating</th><th>95% CI</th><th>votes</th><th>wins</th><th>losses</th><th>ties</th>
+<th>win rate</th></tr></thead><tbody></tbody></table>
+<table id="pairs" hidden><caption>Pairs: head-to-head votes, rating difference with its 95% CI, sign test</caption>
+<thead><tr><th>pair</th><th>wins–losses–ties</th><th>difference [95% CI]</th><th>sign test p</th><th>differs</th>
+</tr></thead><tbody></tbody></table>
+<p id="needed"></p>
+</main>""")
