@@ -87,3 +87,10 @@ def test_sign_test_and_votes_needed_match_their_closed_forms():
     assert 190 <= votes_needed(0.6) <= 200  # ((1.96 * 0.5 + 0.8416 * sqrt(0.24)) / 0.1)^2 = 193.5
     with pytest.raises(ValueError):
         votes_needed(0.5)
+
+
+def test_one_vote_is_no_evidence_and_many_consistent_votes_are():
+    (one,) = leaderboard([("x", "y", "a")], resamples=200).pairs
+    assert not one.significant and one.low < 0 < one.high  # every resample is the same vote: not a narrow CI
+    (many,) = leaderboard([("x", "y", "a")] * 30 + [("x", "y", "b")] * 12, resamples=200).pairs
+    assert many.significant and many.sign_p < 0.01

@@ -164,3 +164,68 @@ def test_chinese_is_drawn_with_real_glyphs(browser, server):
     first, second, missing_a, missing_b = page.evaluate(draw)
     assert missing_a == missing_b  # two unassigned code points draw the same empty box
     assert first != second and first != missing_a  # two CJK characters draw differently, not as boxes
+
+
+@pytest.fixture(scope="module")
+def arena_server(tmp_path_factory):
+    """Two contestants on one llama.cpp backend told apart by their answer budgets, and an admin token."""
+    folder = tmp_path_factory.mktemp("arena")
+    task = kbqa_task(write_kb(folder / "kb.jsonl", KB))
+    backend = load_backend("llamacpp", "smollm2-135m-instruct", concurrency=2, threads=2)
+    contestants = [Assistant(backend, task=task, model=name, max_tokens=tokens)
+                   for name, tokens in (("<b>model-long</b>", 32), ("model-short", 12))]
+    store = Store(folder / "assistant.sqlite")
+    app = create_app(contestants[0], store, Gate(2, 8, 30), Settings(admin_token="secret-token"), arena=contestants)
+    with running(app) as base:
+        yield base, folder / "assistant.sqlite"
+    backend.close()
+
+
+ARENA_WATCH = """() => { window.__arena = {a: [], b: []};
+  for (const side of document.querySelectorAll('.side')) {
+    const answer = side.querySelector('.answer'); const seen = window.__arena[side.dataset.side];
+    new MutationObserver(() => { const text = answer.textContent;
+      if (text && seen[seen.length - 1] !== text) seen.push(text); })
+    .observe(answer, {subtree: true, childList: true, characterData: true}); } }"""
+
+
+def test_an_arena_round_streams_two_answers_a_vote_is_stored_and_the_leaderboard_shows_it(browser, arena_server,
+                                                                                           tmp_path):
+    base, db = arena_server
+    page, problems = open_page(browser, base)
+    page.locator('header a[href="/arena"]').click()
+    page.wait_for_url(f"{base}/arena")
+    page.evaluate(ARENA_WATCH)
+    page.fill("#question", "《高等数学》是哪个出版社出版的？")
+    page.click("#ask button[type=submit]")
+    page.locator(".vote").wait_for(state="visible", timeout=120_000)
+    shown = page.evaluate("window.__arena")
+    answers = {side: page.locator(f'.side[data-side="{side}"] .answer').text_content() for side in "ab"}
+    for side in "ab":
+        assert answers[side] and shown[side][-1] == answers[side]
+    assert max(len(shown["a"]), len(shown["b"])) >= 2  # streamed: a partial answer before the whole one
+    assert page.locator(".side .name").all_text_contents() == ["", ""]  # blind until the vote
+
+    page.click('.vote button[data-winner="b"]')
+    page.locator(".vote .note", has_text="Vote saved").wait_for()
+    names = page.locator(".side .name").all_text_contents()
+    assert sorted(n.split(": ", 1)[1] for n in names) == ["<b>model-long</b>", "model-short"]  # text, not markup
+    assert page.locator(".side .name b").count() == 0
+    votes = sqlite3.connect(db).execute("SELECT winner FROM votes").fetchall()
+    assert votes == [("b",)]
+    page.screenshot(path=str(tmp_path / "arena.png"), full_page=True)
+
+    page.goto(f"{base}/admin")
+    page.fill("#token", "wrong")
+    page.click("#token-form button")
+    page.locator("#status", has_text="token").wait_for()
+    page.fill("#token", "secret-token")
+    page.click("#token-form button")
+    page.locator("#standings").wait_for(state="visible")
+    rows = page.locator("#standings tbody tr").all_inner_texts()
+    winner = names[1].split(": ", 1)[1]
+    assert rows[0].startswith(winner) and len(rows) == 2
+    assert page.locator("#pairs tbody tr td").nth(1).text_content() == "1–0–0"
+    assert "w = 0.60: 194" in page.locator("#needed").text_content()
+    page.screenshot(path=str(tmp_path / "leaderboard.png"), full_page=True)
+    assert [p for p in problems if "401" not in p] == []  # the wrong token's 401 is the only console line

@@ -8,7 +8,9 @@ vote was a tie, and centres θ at 0 (the likelihood does not move when every θ 
 ``1000 + 400 / ln 10 × θ``, so 400 rating points are 10:1 odds.
 
 Confidence intervals resample the votes (a multinomial draw over the observed (pair, outcome) counts, which is
-resampling votes with replacement) and fit every replicate at once: one batched Newton solve.
+resampling votes with replacement) and fit every replicate at once: one batched Newton solve. With few votes that
+interval is too narrow (one vote: every resample is the same vote), so each interval is widened to cover the
+posterior's normal approximation (±1.96 standard errors from the inverse negative Hessian, prior included) too.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 PRIOR = 0.1  # precision of the N(0, 1/PRIOR) prior on each log-strength and on log ν
 ELO = 400.0 / math.log(10.0)
 BASE = 1000.0
+Z95 = 1.959963984540054
 OUTCOMES = ("a", "b", "tie")
 
 
@@ -93,19 +96,9 @@ def fit_counts(counts: np.ndarray, design: np.ndarray, *, prior: float = PRIOR, 
     Newton steps on the concave log-posterior, all replicates at once; a step longer than 4 in any coordinate is cut
     back (far from the optimum a full step can overshoot)."""
     counts = np.asarray(counts, dtype=float)
-    replicates, dims = counts.shape[0], design.shape[2]
-    x = np.zeros((replicates, dims))
-    totals = counts.sum(axis=2)
-    ridge = prior * np.eye(dims)
+    x = np.zeros((counts.shape[0], design.shape[2]))
     for _ in range(iterations):
-        logits = np.einsum("pod,bd->bpo", design, x)
-        logits -= logits.max(axis=2, keepdims=True)
-        probs = np.exp(logits)
-        probs /= probs.sum(axis=2, keepdims=True)
-        gradient = np.einsum("pod,bpo->bd", design, counts - totals[..., None] * probs) - prior * x
-        mean = np.einsum("pod,bpo->bpd", design, probs)
-        hessian = (np.einsum("bp,pod,bpo,poe->bde", totals, design, probs, design)
-                   - np.einsum("bp,bpd,bpe->bde", totals, mean, mean) + ridge)  # the negative Hessian
+        gradient, hessian = _derivatives(counts, design, x, prior)
         step = np.linalg.solve(hessian, gradient[..., None])[..., 0]
         biggest = np.abs(step).max(axis=1, keepdims=True)
         step *= np.minimum(1.0, 4.0 / np.maximum(biggest, 1e-300))
@@ -113,6 +106,21 @@ def fit_counts(counts: np.ndarray, design: np.ndarray, *, prior: float = PRIOR, 
         if biggest.max() < 1e-10:
             break
     return x
+
+
+def _derivatives(counts: np.ndarray, design: np.ndarray, x: np.ndarray,
+                 prior: float) -> tuple[np.ndarray, np.ndarray]:
+    """The log-posterior's gradient [replicates, dims] and negative Hessian [replicates, dims, dims] at ``x``."""
+    totals = counts.sum(axis=2)
+    logits = np.einsum("pod,bd->bpo", design, x)
+    logits -= logits.max(axis=2, keepdims=True)
+    probs = np.exp(logits)
+    probs /= probs.sum(axis=2, keepdims=True)
+    gradient = np.einsum("pod,bpo->bd", design, counts - totals[..., None] * probs) - prior * x
+    mean = np.einsum("pod,bpo->bpd", design, probs)
+    hessian = (np.einsum("bp,pod,bpo,poe->bde", totals, design, probs, design)
+               - np.einsum("bp,bpd,bpe->bde", totals, mean, mean) + prior * np.eye(design.shape[2]))
+    return gradient, hessian
 
 
 def sign_test(wins: int, losses: int) -> float:
@@ -188,7 +196,14 @@ def leaderboard(votes: Sequence[tuple[str, str, str]], *, resamples: int = 1000,
         boot = np.repeat(point[None], max(resamples, 1), axis=0)
     ratings = BASE + ELO * point[:n_players]
     boot_ratings = BASE + ELO * boot[:, :n_players]
+    # the posterior's normal approximation: with few votes the bootstrap has little to resample (one vote: every
+    # resample is that vote) and its interval is too narrow; the wider of the two is reported
+    covariance = np.linalg.inv(_derivatives(counts, design, point[None], PRIOR)[1][0])[:n_players, :n_players]
+    centre = np.eye(n_players) - 1.0 / n_players  # ratings are relative: the spread of θ − mean(θ)
+    covariance = centre @ covariance @ centre
+    spread = Z95 * ELO * np.sqrt(np.diag(covariance))
     low, high = np.percentile(boot_ratings, [2.5, 97.5], axis=0)
+    low, high = np.minimum(low, ratings - spread), np.maximum(high, ratings + spread)
     standings = [Standing(name, float(ratings[k]), float(low[k]), float(high[k]), sum(record[name]),
                           *record[name]) for k, name in enumerate(players)]
     standings.sort(key=lambda s: -s.rating)
@@ -201,6 +216,9 @@ def leaderboard(votes: Sequence[tuple[str, str, str]], *, resamples: int = 1000,
                 i, j, cell = j, i, [cell[1], cell[0], cell[2]]
             diff = boot_ratings[:, i] - boot_ratings[:, j]
             d_low, d_high = np.percentile(diff, [2.5, 97.5])
+            half = Z95 * ELO * math.sqrt(max(covariance[i, i] + covariance[j, j] - 2 * covariance[i, j], 0.0))
+            gap = ratings[i] - ratings[j]
+            d_low, d_high = min(d_low, gap - half), max(d_high, gap + half)
             results.append(PairResult(players[i], players[j], sum(cell), cell[0], cell[1], cell[2],
                                       float(ratings[i] - ratings[j]), float(d_low), float(d_high),
                                       sign_test(cell[0], cell[1])))
