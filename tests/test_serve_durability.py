@@ -1,4 +1,5 @@
-"""Durability: 20 browser sessions send 80 feedback events while `taskfit serve` is killed with SIGKILL and restarted.
+"""Durability: 20 browser sessions send 80 feedback events (and, in the arena, 60 votes) while `taskfit serve` is
+killed with SIGKILL and restarted.
 
 Every event a client saw acknowledged must be in the database exactly once afterwards; clients retry an
 unacknowledged event with the same id (as the page does), so after the restart every event lands, once.
@@ -9,6 +10,8 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -132,5 +135,83 @@ def test_an_answer_cut_by_sigkill_is_failed_after_a_restart_and_can_be_regenerat
             again = chat(http, base, "-", regenerate=cut["id"])
             assert "done" in again and again["meta"]["parent"] == cut["id"]
     finally:
+        server.kill()
+        server.wait(10)
+
+
+def test_acknowledged_arena_votes_survive_sigkill_exactly_once_and_the_leaderboard_reads_them(tmp_path):
+    """20 sessions each fight one battle, then vote three times (the last counts) while the server is killed."""
+    from taskfit.models.embedded import SMOLLM2_135M
+
+    db, port = tmp_path / "assistant.sqlite", free_port()
+    args = ["--db", str(db), "--max-tokens", "4", "--threads", "1", "--arena-model",
+            f"gguf:{SMOLLM2_135M.gguf_path()}"]
+    base = f"http://127.0.0.1:{port}"
+    server = start_process(args, port)
+    clients = [httpx.Client(timeout=60) for _ in range(SESSIONS)]
+    try:
+        def fight(client: httpx.Client) -> str:
+            with client.stream("POST", f"{base}/api/arena", json={"question": "天空是什么颜色？"}) as response:
+                assert response.status_code == 200, response.read()
+                lines = [line for line in response.iter_lines() if line.startswith("data: ")]
+            events = [json.loads(line[6:]) for line in lines]
+            assert sum("answer" in e for e in events) == 2, events
+            return events[0]["battle"]
+
+        with ThreadPoolExecutor(4) as pool:
+            battles = list(pool.map(fight, clients))
+        acknowledged: set[str] = set()
+        lock = threading.Lock()
+        killed = threading.Event()
+
+        def send(index: int) -> int:
+            retries = 0
+            for k, winner in enumerate(("a", "tie", ("a", "b", "both_bad")[index % 3])):
+                body = {"event": f"vote-{index:02d}-{k}", "battle": battles[index], "winner": winner}
+                deadline = time.time() + 90
+                while True:
+                    try:
+                        response = clients[index].post(f"{base}/api/arena/vote", json=body)
+                        if response.status_code == 200:
+                            with lock:
+                                acknowledged.add(body["event"])
+                            break
+                        assert response.status_code >= 500, response.text
+                    except httpx.TransportError:
+                        pass
+                    assert time.time() < deadline, f"{body['event']} never acknowledged"
+                    retries += 1
+                    time.sleep(0.1)
+                if index == 0 and k == 0:
+                    killed.wait(30)  # session 0 goes on only after the kill, so its votes span it
+            return retries
+
+        with ThreadPoolExecutor(SESSIONS) as pool:
+            futures = [pool.submit(send, i) for i in range(SESSIONS)]
+            deadline = time.time() + 30
+            while len(acknowledged) < 15 and time.time() < deadline:
+                time.sleep(0.005)
+            server.send_signal(signal.SIGKILL)
+            server.wait(10)
+            at_kill = len(acknowledged)
+            killed.set()
+            server = start_process(args, port)
+            retries = sum(f.result() for f in futures)
+        assert 0 < at_kill < SESSIONS * 3 and retries > 0  # the kill landed mid-run
+
+        stored = dict(sqlite3.connect(db).execute("SELECT id, COUNT(*) FROM votes GROUP BY id").fetchall())
+        assert acknowledged == set(stored) and set(stored.values()) == {1}  # every vote once, none lost
+
+        board = subprocess.run([sys.executable, "-m", "taskfit.cli", "feedback", "leaderboard", "--db", str(db),
+                                "--json", "--resamples", "200"], capture_output=True, text=True, check=True)
+        result = json.loads(board.stdout)
+        assert result["votes"] == SESSIONS  # one counting vote per battle: the latest
+        last = [("a", "b", "both_bad")[i % 3] for i in range(SESSIONS)]
+        wins = sum(s["wins"] for s in result["standings"])
+        assert wins == sum(w in ("a", "b") for w in last)
+        assert sum(s["ties"] for s in result["standings"]) == 2 * last.count("both_bad")
+    finally:
+        for client in clients:
+            client.close()
         server.kill()
         server.wait(10)
