@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from taskfit.metrics.bradley_terry import BASE, ELO, leaderboard, sign_test, votes_needed
+from taskfit.metrics.bradley_terry import BASE, ELO, leaderboard, votes_needed
+from taskfit.metrics.paired import sign_test
 
 NAMES = ["w", "x", "y", "z"]
 

@@ -27,12 +27,14 @@ from taskfit.models.catalog import GGUF_TYPES
 from taskfit.settings import (
     ALIGN_SECTIONS,
     FLAG_NAMES,
+    LOOP_SECTIONS,
     REWARD_SECTIONS,
     RUN_SECTIONS,
     SERVE_SECTIONS,
     SYNTH_SECTIONS,
     TUNE_SECTIONS,
     load_align_config,
+    load_loop_config,
     load_reward_config,
     load_run_config,
     load_serve_config,
@@ -147,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     fl.add_argument("--json", action="store_true", help="print JSON instead of markdown tables")
     fl.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the votes (default 1000)")
     fl.add_argument("--seed", type=int, default=0, help="the bootstrap's seed (default 0)")
+
+    lo = sub.add_parser("loop", help="one round of retraining from the assistant's feedback: export what is new, "
+                        "align a candidate from the served model, gate it (task metric not worse, held-out feedback "
+                        "pairs better), promote it to a running server or keep the served one")
+    lo.add_argument("--config", help="loop YAML; any flag below can be a key there, flags override it")
+    add_flags(lo, LOOP_SECTIONS)
 
     tu = sub.add_parser("tune", help="fine-tune a model on a task or a training file (LoRA, IA3, prefix, prompt, "
                         "bottleneck adapters, full) or train a specialist encoder + head")
@@ -539,6 +547,27 @@ def _leaderboard(store, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_loop(args: argparse.Namespace) -> int:
+    from taskfit.loop import run_round
+
+    config = load_loop_config(args.config, settings_from(args))
+    state = run_round(config)
+    if state.get("skipped"):
+        sys.stdout.write(state["skipped"] + "\n")
+        return 0
+    gate = state["decision"]
+    sys.stdout.write(f"round {state['round']}: {state['rows']} {state['method']} rows from {state['events']} events; "
+                     f"decision: {gate['outcome']}\n" + "".join(f"  - {r}\n" for r in gate["reasons"])
+                     + f"report: {state['report']['html']}; decision: {state['report']['decision']}\n")
+    if gate["promote"]:
+        from taskfit.loop import Policy
+
+        candidate = Policy(**state["candidate"])
+        sys.stdout.write("the server now serves the candidate\n" if state.get("switched") else
+                         f"restart the assistant with: taskfit serve --task {config.task} {candidate.flags()}\n")
+    return 0
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     from taskfit.tuning import tune
     from taskfit.tuning.skeleton import is_main_process
@@ -586,7 +615,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 COMMANDS = {"eval": cmd_eval, "tune": cmd_tune, "synth": cmd_synth, "merge": cmd_merge, "export": cmd_export,
             "compare-results": cmd_compare, "report": cmd_report, "grid": cmd_grid, "fit": cmd_fit,
-            "reward": cmd_reward, "align": cmd_align, "serve": cmd_serve, "feedback": cmd_feedback,
+            "reward": cmd_reward, "align": cmd_align, "serve": cmd_serve, "feedback": cmd_feedback, "loop": cmd_loop,
             "tasks": cmd_tasks, "models": cmd_models}
 
 

@@ -598,6 +598,65 @@ def load_align_config(path: str | Path | None, overrides: dict[str, Any]) -> Ali
     return config
 
 
+# -------------------------------------------------------------------------------------------------- taskfit loop
+class LoopFeedbackSection(StrictModel):
+    db: Path | None = Field(None, description="the assistant's database (default $TASKFIT_HOME/assistant.sqlite)")
+    served_model: str = Field("smollm2-135m-instruct", description="the model the assistant serves now (known "
+                              "model or hf:<folder>, e.g. the folder a promoted round wrote)")
+    served_adapter: Path | None = Field(None, description="the adapter the assistant serves now (`taskfit tune`)")
+    method: Literal["dpo", "kto"] = Field("dpo", description="dpo: better answers, picks and arena votes as pairs; "
+                                          "kto: thumbs too, as rated rows")
+    min_new_events: int = Field(1, ge=0, description="start a round only when at least this many feedback events "
+                                "and votes no earlier round used are stored")
+    output: Path = Field(description="the round's folder: data, candidate, evaluations, report, decision; the same "
+                                     "command with the same folder resumes a cut round")
+
+
+class LoopGateSection(StrictModel):
+    task: str = Field(description="the served task (built-in name or YAML): its held-out split is the first gate")
+    split: str | None = Field(None, description="split the task metric is measured on (default: the task's eval "
+                                                "split; keep it apart from what users chat about)")
+    data_dir: Path | None = Field(None, description="folder laid out as D/<dataset>/<split>.jsonl")
+    kb: Path | None = Field(None, description="KBQA tasks: knowledge-base file (default: the split's triples)")
+    limit: int | None = Field(200, gt=0, description="held-out task rows evaluated (the first N)")
+    non_inferiority: float = Field(0.02, ge=0, description="the task metric may be at most this much worse (the "
+                                   "95% CI's lower end of candidate - served above -this) for a promotion")
+    alpha: float = Field(0.05, gt=0, lt=1, description="the held-out feedback pairs must rank the candidate's "
+                         "answers better with sign-test p below this")
+    dev_share: float = Field(0.2, gt=0, lt=1, description="share of the feedback pairs held out for the second gate")
+    seed: int = Field(0, description="seed of the held-out split, training and the bootstrap")
+
+
+class LoopTrainSection(StrictModel):
+    max_steps: int = Field(-1, description="stop training after this many optimizer steps (-1: the epochs)")
+    epochs: float = Field(3.0, gt=0, description="passes over the round's feedback")
+    lr: float | None = Field(None, gt=0, description="learning rate (default: align's)")
+    beta: float | None = Field(None, ge=0, description="TRL beta (default: align's)")
+    batch_size: int = Field(4, gt=0, description="pairs (dpo) or rows (kto) a step")
+
+
+class LoopServerSection(StrictModel):
+    server: str | None = Field(None, description="a running `taskfit serve` (http://host:port) told to switch to a "
+                               "promoted candidate; without it the restart command is printed",
+                               json_schema_extra=OPERATIONAL)
+    admin_token: SecretStr | None = Field(None, description="that server's admin token (default "
+                                          "$TASKFIT_ADMIN_TOKEN)", json_schema_extra=OPERATIONAL)
+
+
+class LoopConfig(LoopServerSection, LoopTrainSection, LoopGateSection, LoopFeedbackSection):
+    """Everything ``taskfit loop`` needs (YAML keys = flags)."""
+
+
+LOOP_SECTIONS: list[tuple[str, type[BaseModel]]] = [
+    ("feedback and candidate", LoopFeedbackSection), ("gate", LoopGateSection), ("training", LoopTrainSection),
+    ("server", LoopServerSection)]
+
+
+def load_loop_config(path: str | Path | None, overrides: dict[str, Any]) -> LoopConfig:
+    data, source = merged(path, overrides)
+    return validate(LoopConfig, data, source)
+
+
 # ------------------------------------------------------------------------------------------------- taskfit serve
 class ServeModelSection(StrictModel):
     model: str = Field("smollm2-135m-instruct", description="known model (see `taskfit models`), hf:<folder>, "

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from taskfit.metrics.paired import sign_test
+
 PRIOR = 0.1  # precision of the N(0, 1/PRIOR) prior on each log-strength and on log ν
 ELO = 400.0 / math.log(10.0)
 BASE = 1000.0
@@ -121,16 +123,6 @@ def _derivatives(counts: np.ndarray, design: np.ndarray, x: np.ndarray,
     hessian = (np.einsum("bp,pod,bpo,poe->bde", totals, design, probs, design)
                - np.einsum("bp,bpd,bpe->bde", totals, mean, mean) + prior * np.eye(design.shape[2]))
     return gradient, hessian
-
-
-def sign_test(wins: int, losses: int) -> float:
-    """Exact two-sided binomial test of wins vs losses at 1/2."""
-    n = wins + losses
-    if n == 0:
-        return 1.0
-    k = min(wins, losses)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
-    return min(1.0, 2.0 * tail)
 
 
 def votes_needed(win_rate: float, *, alpha: float = 0.05, power: float = 0.8) -> int:

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -41,6 +42,16 @@ class PairedResult:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Exact two-sided binomial test of wins vs losses at 1/2."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    k = min(wins, losses)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
+    return min(1.0, 2.0 * tail)
 
 
 def mcnemar(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> tuple[float, int, int]:

@@ -19,7 +19,7 @@ def default_db() -> Path:
 def build_app(config: ServeConfig):
     """The application for ``config``: the assistant (model loaded), the store, the generation gate."""
     from taskfit.serve.app import Settings, create_app
-    from taskfit.serve.assistant import load_assistants
+    from taskfit.serve.assistant import backend_for, load_assistants
     from taskfit.serve.gate import Gate
     from taskfit.serve.store import Store
 
@@ -39,7 +39,7 @@ def build_app(config: ServeConfig):
                         max_answer_tokens=config.max_answer_tokens,
                         answer_timeout=config.answer_timeout)
     app = create_app(assistant, store, Gate(slots, config.max_waiting, config.wait_timeout), settings,
-                     arena=contestants)
+                     arena=contestants, load=lambda model, adapter: backend_for(config, model, adapter))
     log.info("store %s; %d generation slot(s); export %s; /v1 %s; arena %s", store.path, slots,
              "on (admin token set)" if settings.admin_token else "off (no --admin-token)",
              "needs the API key" if settings.api_key else "open",

@@ -21,8 +21,9 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from html import escape
 from importlib import resources
 from typing import Any, Literal
@@ -33,6 +34,8 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from taskfit.errors import UserError
+from taskfit.models.base import Backend
 from taskfit.serve.answering import answer_into, describe, session_of, set_session_cookie, sse
 from taskfit.serve.arena import add_arena_routes
 from taskfit.serve.assistant import Assistant, PromptTooLong
@@ -68,6 +71,11 @@ class FeedbackIn(BaseModel):
     text: str | None = Field(None, max_length=20000)
 
 
+class ServeModelIn(BaseModel):
+    model: str = Field(min_length=1, max_length=4096, description="known model, hf:<folder> or gguf:<file>")
+    adapter: str | None = Field(None, max_length=4096, description="an adapter folder applied to it")
+
+
 class Settings(BaseModel):
     """What the application needs beyond the assistant and the store."""
 
@@ -82,8 +90,9 @@ class Settings(BaseModel):
 
 
 def create_app(assistant: Assistant, store: Store, gate: Gate, settings: Settings,
-               arena: Sequence[Assistant] = ()) -> FastAPI:
-    """The application; ``arena``: the arena's contestants (the served assistant among them; fewer than two: off)."""
+               arena: Sequence[Assistant] = (), load: Callable[[str, str | None], Backend] | None = None) -> FastAPI:
+    """The application; ``arena``: the arena's contestants (the served assistant among them; fewer than two: off);
+    ``load``: makes a backend for (model, adapter), which lets the admin switch the served model while it runs."""
     app = FastAPI(title="taskfit assistant", version="1", docs_url=None, redoc_url=None)
     app.state.assistant, app.state.store, app.state.gate, app.state.settings = assistant, store, gate, settings
 
@@ -220,9 +229,44 @@ def create_app(assistant: Assistant, store: Store, gate: Gate, settings: Setting
         return Response(body, media_type="application/x-ndjson",
                         headers={"Content-Disposition": f'attachment; filename="feedback-{as_}.jsonl"'})
 
+    switching = threading.Lock()
+
+    @app.post("/api/admin/serve")
+    def switch_model(body: ServeModelIn, request: Request) -> dict[str, Any]:
+        """Serve another model / adapter from now on (``taskfit loop`` promotes a candidate this way); answers
+        already streaming finish on the old one, which is closed once no answer is being generated."""
+        if not settings.admin_token:
+            raise ApiError(404, "switching the model is off: start the server with --admin-token", "not_found")
+        require_bearer(request, settings.admin_token, "the admin token (taskfit serve --admin-token)")
+        if load is None:
+            raise ApiError(404, "this server cannot load another model", "not_found")
+        with switching:
+            try:
+                backend = load(body.model, body.adapter)
+            except UserError as exc:
+                raise ApiError(422, str(exc)) from None
+            old = assistant.swap(backend, body.model, body.adapter)
+        log.info("now serving %s%s", body.model, f" + {body.adapter}" if body.adapter else "")
+        threading.Thread(target=_close_when_idle, args=(old, gate), name="taskfit-retire", daemon=True).start()
+        return {"served": assistant.identity()}
+
     add_openai_routes(app, assistant, gate, settings)
     add_arena_routes(app, arena, store, gate, settings)
     return app
+
+
+def _close_when_idle(backend: Backend, gate: Gate, limit_s: float = 3600.0) -> None:
+    """Close a replaced backend once no answer is being generated (or after ``limit_s``: then answers still on it
+    fail and say so)."""
+    deadline = time.monotonic() + limit_s
+    while gate.running and time.monotonic() < deadline:
+        time.sleep(0.5)
+    close = getattr(backend, "close", None)  # llama.cpp stops its server; an hf model is freed with its object
+    try:
+        if close is not None:
+            close()
+    except Exception:  # noqa: BLE001 - a backend that fails to close is logged, the server goes on
+        log.exception("closing the replaced backend failed")
 
 
 # ---------------------------------------------------------------------------------------------------- the page

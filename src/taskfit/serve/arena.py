@@ -85,7 +85,6 @@ def leaderboard_markdown(board: Leaderboard) -> str:
 
 
 def add_arena_routes(app: FastAPI, contestants: Sequence[Assistant], store: Store, gate: Gate, settings) -> None:
-    names = [contestant_name(c.model, c.adapter) for c in contestants]
     enabled = len(contestants) >= 2
 
     def require_arena() -> None:
@@ -193,6 +192,7 @@ def add_arena_routes(app: FastAPI, contestants: Sequence[Assistant], store: Stor
                                 "$TASKFIT_ADMIN_TOKEN)", "not_found")
         require_bearer(request, settings.admin_token, "the admin token (taskfit serve --admin-token)")
         try:
+            names = [contestant_name(c.model, c.adapter) for c in contestants]  # now: the served one may have changed
             return arena_leaderboard(store, names).as_dict()
         except ValueError as exc:
             raise ApiError(404, str(exc), "not_found") from None

@@ -157,6 +157,12 @@ class Assistant:
             sources = [t.as_text() for t in self.task.space.retrieved(example)]
         return facts + prompts.user_text(self.task, example, "generate"), sources
 
+    def swap(self, backend: Backend, model: str, adapter: str | None) -> Backend:
+        """Answer from now on with ``backend`` (``model`` + ``adapter``); returns the backend it replaces. Answers
+        already streaming hold their backend and finish on it."""
+        old, self.backend, self.model, self.adapter = self.backend, backend, model, adapter
+        return old
+
     def identity(self) -> dict[str, Any]:
         return {"model": self.model, "adapter": self.adapter, "task": self.task.name if self.task else None,
                 "backend": self.backend.name}
@@ -190,7 +196,7 @@ def load_assistants(config: ServeConfig) -> list[Assistant]:
                         "and not the served model again")
     assistants = []
     for model, adapter in wanted:
-        assistants.append(Assistant(_backend(config, model, adapter), task=task, passages=passages,
+        assistants.append(Assistant(backend_for(config, model, adapter), task=task, passages=passages,
                                     top_k=config.top_k, max_tokens=config.max_tokens,
                                     temperature=config.temperature, history_turns=config.history_turns, model=model,
                                     adapter=adapter))
@@ -202,11 +208,13 @@ def contestant_name(model: str, adapter: str | None) -> str:
     return f"{model} + {adapter}" if adapter else model
 
 
-def _backend(config: ServeConfig, model: str, adapter: str | None) -> Backend:
+def backend_for(config: ServeConfig, model: str, adapter: str | None) -> Backend:
+    """``model`` (with ``adapter``) on the server's backend and options; for llama.cpp an adapter, or a model
+    folder (``hf:DIR``, as `taskfit align` writes), is exported to GGUF once."""
     options = {name: getattr(config, name) for name in _backend_fields(config.backend)}
     options = {k: v.get_secret_value() if hasattr(v, "get_secret_value") else v for k, v in options.items()}
-    if adapter and config.backend == "llamacpp":
-        model = "gguf:" + str(_exported(model, Path(adapter)))
+    if config.backend == "llamacpp" and (adapter or model.startswith("hf:")):
+        model = "gguf:" + str(_exported(model, Path(adapter) if adapter else None))
     elif adapter and config.backend == "openai":
         raise UserError("an adapter cannot be applied to a remote server's model; serve the merged model there "
                         "(--arena-model NAME for a second model on it)")
@@ -223,18 +231,40 @@ def _backend_fields(backend: str) -> list[str]:
     return list(BACKEND_OPTIONS[backend].model_fields)
 
 
-def _exported(model: str, adapter: Path) -> Path:
-    """The adapter merged into ``model`` as a Q8_0 GGUF, written once per adapter content."""
+def _exported(model: str, adapter: Path | None) -> Path:
+    """The adapter merged into ``model`` (or the model folder itself) as a Q8_0 GGUF, written once per content."""
     from taskfit.tuning.export import export_gguf
 
-    if not (adapter / "adapter_config.json").is_file():
+    if adapter is not None and not (adapter / "adapter_config.json").is_file():
         raise UserError(f"--adapter {adapter}: no adapter_config.json there; give a `taskfit tune` output folder")
-    digest = hashlib.sha256()
-    for file in sorted(adapter.glob("adapter_*")):
+    folder = adapter if adapter is not None else Path(model.removeprefix("hf:"))
+    if not folder.is_dir():
+        raise UserError(f"{model}: no such model folder")
+    digest = hashlib.sha256(model.encode() if adapter is not None else b"")
+    for file in sorted(folder.glob("adapter_*" if adapter is not None else "*.safetensors")):
         digest.update(file.name.encode() + file.read_bytes())
     target = taskfit_home() / "serve" / f"{digest.hexdigest()[:16]}-q8_0.gguf"
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
-        log.info("merging %s into %s and exporting it to %s (once)", adapter, model, target)
-        export_gguf(model, target, adapter=adapter, qtype="q8_0")  # written whole or not at all
+        log.info("exporting %s%s to %s (once)", model, f" with {adapter} merged" if adapter else "", target)
+        template = None if adapter is not None else _template(folder)
+        export_gguf(model, target, adapter=adapter, qtype="q8_0", template=template)  # written whole or not at all
     return target
+
+
+def _template(folder: Path) -> Path | None:
+    """The GGUF whose tokenizer and metadata a model folder's export copies: its base model's, when the run card
+    of the stage that wrote it names a built-in model (None: export_gguf says what to give)."""
+    import json
+
+    from taskfit.models.llamacpp import KNOWN_MODELS
+
+    for _ in range(8):  # a model aligned from a model aligned from ...: follow the cards to the built-in base
+        try:
+            base = json.loads((folder / "run_card.json").read_text(encoding="utf-8"))["base_model"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if base.get("name") in KNOWN_MODELS:
+            return KNOWN_MODELS[base["name"]].gguf_path()
+        folder = Path(str(base.get("path", "")))
+    return None

@@ -83,6 +83,21 @@ CREATE TABLE IF NOT EXISTS votes (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS votes_battle ON votes(battle);
+CREATE TABLE IF NOT EXISTS rounds (
+    id TEXT PRIMARY KEY,
+    output TEXT NOT NULL,
+    served TEXT NOT NULL,
+    candidate TEXT,
+    status TEXT NOT NULL CHECK (status IN ('training', 'promoted', 'kept', 'failed')),
+    decision TEXT,
+    started REAL NOT NULL,
+    finished REAL
+);
+CREATE TABLE IF NOT EXISTS round_events (
+    round TEXT NOT NULL REFERENCES rounds(id),
+    event TEXT NOT NULL,
+    PRIMARY KEY (round, event)
+);
 """
 
 FEEDBACK_KINDS = ("up", "down", "better", "pick")
@@ -273,6 +288,29 @@ class Store:
         with self.lock:
             return {table: self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # noqa: S608 - fixed names
                     for table in ("conversations", "turns", "feedback", "battles", "votes")}
+
+    # ------------------------------------------------------------------ retraining rounds (taskfit loop)
+    def start_round(self, round_id: str, output: str, served: str, events: list[str]) -> None:
+        """Record a round and the feedback events and votes it trains on (its lineage); a round restarted with the
+        same id keeps its first record."""
+        statements = [("INSERT OR IGNORE INTO rounds (id, output, served, status, started) "
+                       "VALUES (?, ?, ?, 'training', ?)", (round_id, output, served, time.time()))]
+        statements += [("INSERT OR IGNORE INTO round_events (round, event) VALUES (?, ?)", (round_id, e))
+                       for e in events]
+        self._write_all(statements)
+
+    def finish_round(self, round_id: str, status: str, candidate: str | None, decision: dict[str, Any]) -> None:
+        self._write("UPDATE rounds SET status = ?, candidate = ?, decision = ?, finished = ? WHERE id = ?",
+                    (status, candidate, json.dumps(decision), time.time(), round_id))
+
+    def rounds(self) -> list[dict[str, Any]]:
+        """Every round, oldest first, with the ids of the events it used."""
+        used: dict[str, list[str]] = {}
+        for row in self._read("SELECT round, event FROM round_events ORDER BY event", ()):
+            used.setdefault(row["round"], []).append(row["event"])
+        return [{**dict(r), "decision": json.loads(r["decision"]) if r["decision"] else None,
+                 "events": used.get(r["id"], [])}
+                for r in self._read("SELECT * FROM rounds ORDER BY started, id", ())]
 
     # ------------------------------------------------------------------ arena
     def start_battle(self, session: str, *, question: str, seed: int, sides: list[dict[str, Any]]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from typing import Any
 
 from taskfit.adapters.apply import quiet_checkpointing_rename
 from taskfit.errors import UserError
+from taskfit.metrics.paired import sign_test
 from taskfit.metrics.registry import mean_with_ci
 from taskfit.models.catalog import resolve_model
 from taskfit.models.kv import after_prefixes, length_passes
@@ -234,4 +235,7 @@ def _dev_margins(model, pairs: list[PairIds], beta: float, budget: int) -> dict[
         records.append({"margin": chosen - rejected, "correct": float(chosen > rejected)})
     margin = mean_with_ci([r["margin"] for r in records])
     accuracy = mean_with_ci([r["correct"] for r in records])
-    return {"n": len(records), "mean_margin": margin.as_dict(), "accuracy": accuracy.as_dict()}
+    right = sum(r["margin"] > 0 for r in records)
+    wrong = sum(r["margin"] < 0 for r in records)
+    return {"n": len(records), "mean_margin": margin.as_dict(), "accuracy": accuracy.as_dict(),
+            "ranked_right": right, "ranked_wrong": wrong, "sign_p": sign_test(right, wrong)}
