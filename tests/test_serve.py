@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import httpx
@@ -82,7 +83,7 @@ def test_a_conversation_streams_shows_its_sources_and_keeps_the_context_it_was_a
         assert ok.json() == {"stored": True, "event": "event-thumb1", "duplicate": False}
         again = http.post(f"{base}/api/feedback", json={"event": "event-thumb1", "turn": one.id, "kind": "down"})
         assert again.json()["duplicate"] is True
-    assert store.counts() == {"conversations": 1, "turns": 2, "feedback": 1, "battles": 0, "votes": 0}
+    assert store.counts() == {"conversations": 1, "turns": 2, "feedback": 1, "battles": 0, "votes": 0, "ratings": 0}
 
 
 def test_bad_requests_get_json_errors_that_say_what_to_do(backend, kb_file, tmp_path):
@@ -238,3 +239,44 @@ def test_the_openai_backend_streams_from_a_served_model(backend, kb_file, tmp_pa
             assert len(pieces) >= 2
             assert "".join(pieces) == streamed.text == whole.text == backend.generate([request])[0].text
             assert streamed.n_tokens == whole.n_tokens
+
+
+def test_answers_rated_on_criteria_are_stored_once_exported_as_tags_and_filter_the_export(backend, kb_file,
+                                                                                          tmp_path):
+    app, store = make_app(backend, kb_file, tmp_path, criteria=["helpful", "correct"], admin_token="tok")
+    with running(app) as base, httpx.Client() as http:
+        page = http.get(base).text
+        assert 'data-criteria="[&quot;helpful&quot;, &quot;correct&quot;]"' in page
+        answered = chat(http, base, "《高等数学》是哪个出版社出版的？")
+        turn = answered["done"]["turn"]
+        rate = {"event": "rate-000001", "turn": turn, "criterion": "correct", "value": "bad"}
+        assert http.post(f"{base}/api/rate", json=rate).json()["duplicate"] is False
+        assert http.post(f"{base}/api/rate", json=rate).json()["duplicate"] is True
+        assert http.post(f"{base}/api/rate", json={**rate, "event": "rate-000002", "criterion": "helpful",
+                                                    "value": "good"}).status_code == 200
+        unknown = http.post(f"{base}/api/rate", json={**rate, "event": "rate-000003", "criterion": "funny"})
+        assert unknown.status_code == 422 and "helpful, correct" in unknown.json()["error"]["message"]
+        http.post(f"{base}/api/feedback", json={"event": "better-00001", "turn": turn, "kind": "better",
+                                                 "text": "武汉大学出版社"})
+        filtered = http.get(f"{base}/api/export", params={"as": "dpo", "where": "correct=bad"},
+                            headers={"Authorization": "Bearer tok"})
+        (row,) = [json.loads(line) for line in filtered.text.splitlines()]
+        assert row["ratings"] == {"correct": "bad", "helpful": "good"}
+        none = http.get(f"{base}/api/export", params={"as": "dpo", "where": "correct=good"},
+                        headers={"Authorization": "Bearer tok"})
+        assert none.status_code == 200 and none.text == ""
+        bad = http.get(f"{base}/api/export", params={"as": "dpo", "where": "correct"},
+                       headers={"Authorization": "Bearer tok"})
+        assert bad.status_code == 422 and "CRITERION=good" in bad.json()["error"]["message"]
+    assert store.counts()["ratings"] == 2
+    assert store.ratings() == {turn: {"correct": "bad", "helpful": "good"}}
+
+
+def test_without_criteria_the_page_offers_no_ratings(backend, kb_file, tmp_path):
+    app, _ = make_app(backend, kb_file, tmp_path)
+    with running(app) as base, httpx.Client() as http:
+        assert 'data-criteria="[]"' in http.get(base).text
+        answered = chat(http, base, "你好")
+        refused = http.post(f"{base}/api/rate", json={"event": "rate-000009", "turn": answered["done"]["turn"],
+                                                       "criterion": "correct", "value": "bad"})
+        assert refused.status_code == 422 and "--criteria" in refused.json()["error"]["message"]

@@ -175,7 +175,8 @@ def arena_server(tmp_path_factory):
     contestants = [Assistant(backend, task=task, model=name, max_tokens=tokens)
                    for name, tokens in (("<b>model-long</b>", 32), ("model-short", 12))]
     store = Store(folder / "assistant.sqlite")
-    app = create_app(contestants[0], store, Gate(2, 8, 30), Settings(admin_token="secret-token"), arena=contestants)
+    app = create_app(contestants[0], store, Gate(2, 8, 30), Settings(admin_token="secret-token", criteria=["correct"]),
+                     arena=contestants)
     with running(app) as base:
         yield base, folder / "assistant.sqlite"
     backend.close()
@@ -229,3 +230,16 @@ def test_an_arena_round_streams_two_answers_a_vote_is_stored_and_the_leaderboard
     assert "w = 0.60: 194" in page.locator("#needed").text_content()
     page.screenshot(path=str(tmp_path / "leaderboard.png"), full_page=True)
     assert [p for p in problems if "401" not in p] == []  # the wrong token's 401 is the only console line
+
+
+def test_an_answer_rated_on_a_criterion_lands_in_the_database(browser, arena_server):
+    base, db = arena_server
+    page, problems = open_page(browser, base)
+    turn = ask(page, "《线性代数》的出版时间是什么？")["turn"]
+    assert turn.locator(".ratings .criterion .name").all_text_contents() == ["correct"]
+    turn.locator('.ratings button[aria-label="correct: bad"]').click()
+    turn.locator(".note", has_text="Saved").wait_for()
+    assert turn.locator(".ratings button.chosen").get_attribute("aria-label") == "correct: bad"
+    rows = sqlite3.connect(db).execute("SELECT criterion, value FROM ratings").fetchall()
+    assert rows == [("correct", "bad")]
+    assert problems == []

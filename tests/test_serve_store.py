@@ -151,7 +151,7 @@ def test_the_store_survives_reopening(tmp_path):
     store.add_feedback(A, "event-keep1", turn.id, "down")
     store.close()
     again = Store(path)
-    assert again.counts() == {"conversations": 1, "turns": 1, "feedback": 1, "battles": 0, "votes": 0}
+    assert again.counts() == {"conversations": 1, "turns": 1, "feedback": 1, "battles": 0, "votes": 0, "ratings": 0}
     assert again.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     again.close()
 

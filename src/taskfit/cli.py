@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     fe = fb_sub.add_parser("export", help="write feedback as TRL rows: dpo pairs, kto rated rows or sft rows")
     fe.add_argument("--as", dest="fmt", required=True, choices=["dpo", "kto", "sft"])
     fe.add_argument("--db", help="the assistant's database (default $TASKFIT_HOME/assistant.sqlite)")
+    fe.add_argument("--where", action="append", metavar="CRITERION=good|bad", help="only answers users rated so on "
+                    "a criterion (serve --criteria), e.g. correct=bad: only answers rated incorrect become rejected "
+                    "(repeatable: all must hold)")
     fe.add_argument("--output", required=True, help="JSONL file to write (`taskfit align --data` / `taskfit tune "
                     "--train-file` read it)")
     fl = fb_sub.add_parser("leaderboard", help="the arena's votes as ratings: Bradley–Terry with ties, bootstrap "
@@ -511,7 +514,7 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     from taskfit.paths import output_file
     from taskfit.runs import write_jsonl
     from taskfit.serve import default_db
-    from taskfit.serve.export import export_rows
+    from taskfit.serve.export import export_rows, parse_where
     from taskfit.serve.store import Store
 
     db = Path(args.db) if args.db else default_db()
@@ -522,7 +525,9 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     out = output_file(args.output)
     store = Store(db)
     try:
-        rows = export_rows(store, args.fmt)
+        rows = export_rows(store, args.fmt, parse_where(args.where))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     finally:
         store.close()
     write_jsonl(out, rows)

@@ -700,6 +700,9 @@ class ServeHTTPSection(StrictModel):
     max_waiting: int = Field(32, ge=0, description="requests queued for a free generation slot before 503 busy")
     wait_timeout: float = Field(60.0, gt=0, description="seconds a request may wait for a slot before 503")
     answer_timeout: float = Field(300.0, gt=0, description="seconds one answer may take before it is cut")
+    criteria: list[str] = Field([], description="criteria the page lets users rate each answer on (good / bad), "
+                                "exported as tags and filtered by `feedback export --where`; 'default': helpful, "
+                                "correct, harmless; none: only thumbs")
     max_question_chars: int = Field(4000, gt=0, description="longest question or message accepted (413 beyond)")
     max_messages: int = Field(64, gt=0, description="most messages in one /v1 request (413 beyond)")
     max_answer_tokens: int = Field(1024, gt=0, description="largest max_tokens a /v1 request may ask for (400 beyond)")

@@ -6,6 +6,7 @@ import logging
 import os
 from pathlib import Path
 
+from taskfit.errors import UserError
 from taskfit.paths import output_file, taskfit_home
 from taskfit.settings import ServeConfig
 
@@ -37,7 +38,7 @@ def build_app(config: ServeConfig):
                         api_key=secret(config.serve_api_key, "TASKFIT_SERVE_API_KEY"),
                         max_question_chars=config.max_question_chars, max_messages=config.max_messages,
                         max_answer_tokens=config.max_answer_tokens,
-                        answer_timeout=config.answer_timeout)
+                        answer_timeout=config.answer_timeout, criteria=criteria_of(config.criteria))
     app = create_app(assistant, store, Gate(slots, config.max_waiting, config.wait_timeout), settings,
                      arena=contestants, load=lambda model, adapter: backend_for(config, model, adapter))
     log.info("store %s; %d generation slot(s); export %s; /v1 %s; arena %s", store.path, slots,
@@ -73,6 +74,21 @@ def serve(config: ServeConfig) -> None:
 
     server.startup = startup
     server.run()
+
+
+DEFAULT_CRITERIA = ("helpful", "correct", "harmless")
+
+
+def criteria_of(names: list[str]) -> list[str]:
+    """``--criteria``: 'default' stands for helpful, correct, harmless; each name once, in order."""
+    out: list[str] = []
+    for name in names:
+        for one in DEFAULT_CRITERIA if name.strip() == "default" else (name.strip(),):
+            if not one or len(one) > 64 or not all(ch.isalnum() or ch in "_-" for ch in one):
+                raise UserError(f"--criteria {name!r}: a criterion is a short name of letters, digits, - or _")
+            if one not in out:
+                out.append(one)
+    return out
 
 
 def _backend_slots(backend) -> int:

@@ -39,7 +39,7 @@ from taskfit.models.base import Backend
 from taskfit.serve.answering import answer_into, describe, session_of, set_session_cookie, sse
 from taskfit.serve.arena import add_arena_routes
 from taskfit.serve.assistant import Assistant, PromptTooLong
-from taskfit.serve.export import export_rows
+from taskfit.serve.export import export_rows, parse_where
 from taskfit.serve.gate import Busy, Gate
 from taskfit.serve.http import ApiError, Guard, allowed_hosts, error_response, require_bearer, require_unicode
 from taskfit.serve.openai_api import add_openai_routes
@@ -71,6 +71,14 @@ class FeedbackIn(BaseModel):
     text: str | None = Field(None, max_length=20000)
 
 
+class RatingIn(BaseModel):
+    event: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+                       description="an id the client makes per click; a retried click sends the same id")
+    turn: str = Field(min_length=1, max_length=64)
+    criterion: str = Field(min_length=1, max_length=64)
+    value: Literal["good", "bad"]
+
+
 class ServeModelIn(BaseModel):
     model: str = Field(min_length=1, max_length=4096, description="known model, hf:<folder> or gguf:<file>")
     adapter: str | None = Field(None, max_length=4096, description="an adapter folder applied to it")
@@ -87,6 +95,7 @@ class Settings(BaseModel):
     max_messages: int = 64
     max_answer_tokens: int = 1024
     answer_timeout: float = 300.0
+    criteria: list[str] = []
 
 
 def create_app(assistant: Assistant, store: Store, gate: Gate, settings: Settings,
@@ -116,7 +125,8 @@ def create_app(assistant: Assistant, store: Store, gate: Gate, settings: Setting
     def page(request: Request, c: str | None = None):
         session, new = session_of(request)
         conversation = c if c and store.owns(session, c) else None
-        response = HTMLResponse(render_page(assistant, store, session, conversation, arena=len(arena) >= 2))
+        response = HTMLResponse(render_page(assistant, store, session, conversation, arena=len(arena) >= 2,
+                                            criteria=settings.criteria))
         if new:
             set_session_cookie(response, session)
         return response
@@ -218,13 +228,31 @@ def create_app(assistant: Assistant, store: Store, gate: Gate, settings: Setting
             raise ApiError(422, str(exc)) from None
         return {"stored": True, "event": body.event, "duplicate": not stored}
 
+    @app.post("/api/rate")
+    def rate(body: RatingIn, request: Request) -> dict[str, Any]:
+        session, _ = session_of(request)
+        if body.criterion not in settings.criteria:
+            raise ApiError(422, f"criterion {body.criterion!r}: this server rates "
+                                f"{', '.join(settings.criteria) or 'no criteria (start it with --criteria)'}")
+        try:
+            stored = store.add_rating(session, body.event, body.turn, body.criterion, body.value)
+        except NotFound:
+            raise ApiError(404, "no such answer", "not_found") from None
+        except ValueError as exc:
+            raise ApiError(422, str(exc)) from None
+        return {"stored": True, "event": body.event, "duplicate": not stored}
+
     @app.get("/api/export")
-    def export(request: Request, as_: Literal["dpo", "kto", "sft"] = Query("kto", alias="as")):
+    def export(request: Request, as_: Literal["dpo", "kto", "sft"] = Query("kto", alias="as"),
+               where: list[str] = Query([], description="CRITERION=good|bad: only answers rated so")):
         if not settings.admin_token:
             raise ApiError(404, "export is off: start the server with --admin-token (or $TASKFIT_ADMIN_TOKEN)",
                            "not_found")
         require_bearer(request, settings.admin_token, "the admin token (taskfit serve --admin-token)")
-        rows = export_rows(store, as_)
+        try:
+            rows = export_rows(store, as_, parse_where(where))
+        except ValueError as exc:
+            raise ApiError(422, str(exc)) from None
         body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         return Response(body, media_type="application/x-ndjson",
                         headers={"Content-Disposition": f'attachment; filename="feedback-{as_}.jsonl"'})
@@ -271,7 +299,7 @@ def _close_when_idle(backend: Backend, gate: Gate, limit_s: float = 3600.0) -> N
 
 # ---------------------------------------------------------------------------------------------------- the page
 def render_page(assistant: Assistant, store: Store, session: str, conversation: str | None, *,
-                arena: bool = False) -> str:
+                arena: bool = False, criteria: Sequence[str] = ()) -> str:
     """The whole page as HTML; every text from users, the model or the knowledge base goes through ``escape``."""
     identity = assistant.identity()
     title = "taskfit assistant"
@@ -286,6 +314,7 @@ def render_page(assistant: Assistant, store: Store, session: str, conversation: 
     rendered = "\n".join(render_turn(t.public()) for t in turns)
     return PAGE.format(title=title, about=about, conversations="\n".join(items) or '<li class="none">none yet</li>',
                        conversation=escape(conversation or ""), turns=rendered,
+                       criteria=escape(json.dumps(list(criteria))),
                        started=escape(time.strftime("%Y-%m-%d")))
 
 
@@ -322,7 +351,7 @@ PAGE = """<!doctype html>
 </ul>
 </nav>
 <main>
-<ol id="turns" data-conversation="{conversation}">
+<ol id="turns" data-conversation="{conversation}" data-criteria="{criteria}">
 {turns}
 </ol>
 <form id="ask" autocomplete="off">

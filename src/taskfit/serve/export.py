@@ -14,6 +14,9 @@ trained on it sees the assistant turn the server renders. Each row carries ``fee
 :mod:`taskfit.data.preferences`. A later event on the same
 answer and kind replaces an earlier one (a user who changes a thumb from up to down counts once, as down).
 
+Ratings by criterion (``serve --criteria``) ride along as a ``ratings`` tag ({criterion: good | bad}) and
+``where`` keeps only the events whose answer was rated so.
+
 Arena votes (:func:`arena_rows`) follow the feedback rows: the winner over the loser, both answers to one prompt.
 The two contestants' prompts are the same messages (one task, one question, no history), and the pair's prompt is
 the winner's.
@@ -21,6 +24,7 @@ the winner's.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from taskfit.api import Message
@@ -38,10 +42,23 @@ def _answer(turn: Turn, text: str) -> str:
     return turn.prompt.get("answer_prefix", "") + text
 
 
-def _tags(event: dict[str, Any], turn: Turn) -> tuple[tuple[str, Any], ...]:
+def _tags(event: dict[str, Any], turn: Turn, ratings: Mapping[str, Mapping[str, str]]) -> tuple[tuple[str, Any], ...]:
     reason = (event.get("reason") or "").strip()
+    rated = ratings.get(turn.id)
     return (("feedback_id", event["feedback_id"]), ("conversation", turn.conversation), ("turn", turn.id),
-            ("model", turn.model), ("adapter", turn.adapter), *((("reason", reason),) if reason else ()))
+            ("model", turn.model), ("adapter", turn.adapter), *((("reason", reason),) if reason else ()),
+            *((("ratings", dict(rated)),) if rated else ()))
+
+
+def parse_where(conditions: list[str] | None) -> dict[str, str]:
+    """``--where correct=bad`` (repeatable) as {criterion: good | bad}."""
+    where: dict[str, str] = {}
+    for condition in conditions or []:
+        name, _, value = condition.partition("=")
+        if not name.strip() or value.strip() not in ("good", "bad"):
+            raise ValueError(f"--where {condition!r}: write CRITERION=good or CRITERION=bad, e.g. correct=bad")
+        where[name.strip()] = value.strip()
+    return where
 
 
 def latest_events(store: Store) -> list[dict[str, Any]]:
@@ -54,14 +71,22 @@ def latest_events(store: Store) -> list[dict[str, Any]]:
     return [e for e in events if e["kind"] not in ("up", "down") or last_thumb[e["turn"].id] == e["feedback_id"]]
 
 
-def export_rows(store: Store, fmt: str) -> list[dict[str, Any]]:
-    """The training rows of every feedback event in ``fmt`` (``dpo``, ``kto`` or ``sft``)."""
+def export_rows(store: Store, fmt: str, where: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """The training rows of every feedback event in ``fmt`` (``dpo``, ``kto`` or ``sft``); with ``where``
+    ({criterion: good | bad}) only the events whose answer was rated so (an arena vote: its losing answer)."""
     if fmt not in FORMATS:
         raise ValueError(f"export format must be one of {', '.join(FORMATS)}")
+    ratings = store.ratings()
+
+    def wanted(turn: Turn) -> bool:
+        return all(ratings.get(turn.id, {}).get(k) == v for k, v in (where or {}).items())
+
     rows: list[dict[str, Any]] = []
     for event in latest_events(store):
         turn: Turn = event["turn"]
-        prompt, tags, kind = _prompt(turn), _tags(event, turn), event["kind"]
+        if not wanted(turn):
+            continue
+        prompt, tags, kind = _prompt(turn), _tags(event, turn, ratings), event["kind"]
         model_answer = _answer(turn, turn.answer)
         if kind in ("up", "down"):
             if fmt == "kto":
@@ -89,10 +114,10 @@ def export_rows(store: Store, fmt: str) -> list[dict[str, Any]]:
                     rows.append(rated_row(pair.rated()[1]))
             if fmt == "kto":
                 rows.append(rated_row(RatedRow(prompt, model_answer, True, "feedback", tags)))
-    return rows + arena_rows(store, fmt)
+    return rows + arena_rows(store, fmt, wanted)
 
 
-def arena_rows(store: Store, fmt: str) -> list[dict[str, Any]]:
+def arena_rows(store: Store, fmt: str, wanted=lambda turn: True) -> list[dict[str, Any]]:
     """Each battle's counting vote as training rows: a decided vote is a DPO pair (the winner chosen) and two KTO
     rows (winner desirable, loser not); a tie gives none (no preference); both bad gives two undesirable KTO rows;
     SFT takes the winner. Tags: the vote id (as ``feedback_id``), the battle, and each side's model and adapter."""
@@ -102,6 +127,8 @@ def arena_rows(store: Store, fmt: str) -> list[dict[str, Any]]:
         tags = (("feedback_id", vote["vote_id"]), ("battle", vote["battle"]), ("conversation", a.conversation),
                 ("source_kind", "arena"))
         if winner == "tie":
+            continue
+        if not all(wanted(t) for t in ((a, b) if winner == "both_bad" else ((b,) if winner == "a" else (a,)))):
             continue
         if winner == "both_bad":
             if fmt == "kto":

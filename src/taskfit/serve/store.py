@@ -68,6 +68,14 @@ CREATE TABLE IF NOT EXISTS feedback (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS feedback_turn ON feedback(turn);
+CREATE TABLE IF NOT EXISTS ratings (
+    id TEXT PRIMARY KEY,
+    turn TEXT NOT NULL REFERENCES turns(id),
+    criterion TEXT NOT NULL,
+    value TEXT NOT NULL CHECK (value IN ('good', 'bad')),
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ratings_turn ON ratings(turn);
 CREATE TABLE IF NOT EXISTS battles (
     id TEXT PRIMARY KEY,
     conversation TEXT NOT NULL UNIQUE REFERENCES conversations(id),
@@ -271,6 +279,26 @@ class Store:
                              "VALUES (?, ?, ?, ?, ?, ?)", (event, turn, kind, reason, text, time.time()))
         return cursor.rowcount == 1
 
+    def add_rating(self, session: str, event: str, turn: str, criterion: str, value: str) -> bool:
+        """Store one rating of a finished answer on a named criterion (``good`` / ``bad``), committed before this
+        returns; False when ``event`` was stored before. The latest rating of an answer on a criterion counts."""
+        if value not in ("good", "bad"):
+            raise ValueError("a rating is good or bad")
+        if not criterion or len(criterion) > 64:
+            raise ValueError("a criterion needs a name of at most 64 characters")
+        if self.turn(session, turn).status != "done":
+            raise ValueError("a rating needs a finished answer")
+        cursor = self._write("INSERT OR IGNORE INTO ratings (id, turn, criterion, value, created) "
+                             "VALUES (?, ?, ?, ?, ?)", (event, turn, criterion, value, time.time()))
+        return cursor.rowcount == 1
+
+    def ratings(self) -> dict[str, dict[str, str]]:
+        """Each rated answer's ratings, {turn: {criterion: good | bad}}, the latest per criterion."""
+        out: dict[str, dict[str, str]] = {}
+        for row in self._read("SELECT turn, criterion, value FROM ratings ORDER BY created, id", ()):
+            out.setdefault(row["turn"], {})[row["criterion"]] = row["value"]
+        return out
+
     def feedback_events(self) -> list[dict[str, Any]]:
         """Every feedback event with its turn, oldest first (what the export reads)."""
         rows = self._read("SELECT f.id AS feedback_id, f.kind, f.reason, f.text, f.created AS feedback_created, t.* "
@@ -287,7 +315,7 @@ class Store:
     def counts(self) -> dict[str, int]:
         with self.lock:
             return {table: self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # noqa: S608 - fixed names
-                    for table in ("conversations", "turns", "feedback", "battles", "votes")}
+                    for table in ("conversations", "turns", "feedback", "battles", "votes", "ratings")}
 
     # ------------------------------------------------------------------ retraining rounds (taskfit loop)
     def start_round(self, round_id: str, output: str, served: str, events: list[str]) -> None:

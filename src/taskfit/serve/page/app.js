@@ -8,6 +8,7 @@
   const input = document.getElementById("question");
   const status = document.getElementById("status");
   let conversation = turns.dataset.conversation || null;
+  const criteria = JSON.parse(turns.dataset.criteria || "[]");
 
   function el(tag, cls, text) {
     const node = document.createElement(tag);
@@ -24,11 +25,11 @@
   }
 
   // A feedback event is retried with the same id until the server acknowledges it: stored exactly once.
-  async function sendFeedback(body, note) {
+  async function sendFeedback(body, note, url) {
     body.event = eventId();
     for (let attempt = 0; attempt < 4; attempt++) {
       try {
-        const response = await fetch("/api/feedback", {
+        const response = await fetch(url || "/api/feedback", {
           method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body),
         });
         if (response.ok) {
@@ -116,6 +117,30 @@
     pick.addEventListener("click", () => sendFeedback({turn, kind: "pick"}, note));
     box.append(up, down, reason, better, again, pick, note);
     item.appendChild(box);
+    if (criteria.length) item.appendChild(ratingControls(turn, note));
+  }
+
+  // Optional ratings on named criteria (taskfit serve --criteria): one good / bad pair per criterion.
+  function ratingControls(turn, note) {
+    const row = el("div", "ratings");
+    for (const criterion of criteria) {
+      const group = el("span", "criterion");
+      group.dataset.criterion = criterion;
+      group.appendChild(el("span", "name", criterion));
+      for (const [value, text] of [["good", "✓"], ["bad", "✗"]]) {
+        const button = el("button", value, text);
+        button.type = "button";
+        button.setAttribute("aria-label", criterion + ": " + value);
+        button.addEventListener("click", async () => {
+          if (await sendFeedback({turn, criterion, value}, note, "/api/rate")) {
+            for (const other of group.querySelectorAll("button")) other.classList.toggle("chosen", other === button);
+          }
+        });
+        group.appendChild(button);
+      }
+      row.appendChild(group);
+    }
+    return row;
   }
 
   function parseEvents(buffer, onEvent) {
