@@ -5,7 +5,10 @@ The scripted user asks NLPCC KBQA questions (rows whose id does not end in 0; th
 id ends in 0, never chatted about), reads each streamed answer, gives a thumbs-up when it matches the gold answer and
 otherwise a thumbs-down and a better answer (the gold). Run alone on the machine, from the repository root:
 
-    python benchmarks/feedback_loop.py --out /tmp/loop-bench [--questions 60] [--limit 200]
+    python benchmarks/feedback_loop.py --out /tmp/loop-bench [--questions 40] [--limit 150] [--epochs 2]
+
+A DPO step of 4 KBQA pairs (~400-token prompts, policy and reference) takes about a minute on this 2-core machine,
+so the defaults keep a round near 20 minutes.
 
 Writes OUT/feedback_loop.json and OUT/feedback_loop.md (copy them to benchmarks/results/); each round's report,
 decision and candidate stay under OUT/round-N.
@@ -75,9 +78,10 @@ def user_session(base: str, rows: list[dict]) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--questions", type=int, default=60, help="questions the user asks before each round")
-    parser.add_argument("--limit", type=int, default=200, help="held-out KBQA rows the gate evaluates")
-    parser.add_argument("--epochs", type=float, default=3.0)
+    parser.add_argument("--questions", type=int, default=40, help="questions the user asks before each round")
+    parser.add_argument("--limit", type=int, default=150, help="held-out KBQA rows the gate evaluates")
+    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--dev-share", type=float, default=0.3, help="feedback pairs held out for the second gate")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -103,7 +107,7 @@ def main() -> int:
             command = [sys.executable, "-m", "taskfit.cli", "loop", "--db", str(db), "--task", "nlpcc_kbqa",
                        "--data-dir", str(data_dir), "--split", "dev", "--limit", str(args.limit), "--output",
                        str(out), "--served-model", served["model"], "--epochs", str(args.epochs), "--seed",
-                       str(args.seed), "--server", base, "--admin-token", TOKEN]
+                       str(args.seed), "--dev-share", str(args.dev_share), "--server", base, "--admin-token", TOKEN]
             if served["adapter"]:
                 command += ["--served-adapter", served["adapter"]]
             started = time.perf_counter()
@@ -132,7 +136,7 @@ def main() -> int:
 def markdown(rounds: list[dict], args) -> str:
     lines = ["# The feedback loop, end to end (embedded model, hf backend)", "",
              f"`python benchmarks/feedback_loop.py --out OUT --questions {args.questions} --limit {args.limit} "
-             f"--epochs {args.epochs}`", "",
+             f"--epochs {args.epochs} --dev-share {args.dev_share}`", "",
              "| round | user: asked / right | events used (new) | DPO rows | task metric: served → candidate "
              "[95% CI of the difference] | held-out pairs: right / wrong, p | decision | served afterwards | "
              "loop s |", "|---|---|---|---|---|---|---|---|---:|"]
