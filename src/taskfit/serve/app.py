@@ -9,7 +9,12 @@
 - ``POST /api/feedback``: ``{"event", "turn", "kind": up|down|better|pick, "reason"?, "text"?}`` → committed, then
   answered; a repeated ``event`` id is acknowledged and stored once.
 - ``GET /api/conversations``, ``GET /api/conversations/{id}``: this session's conversations only.
-- ``GET /api/export?as=dpo|kto|sft``: JSONL training rows; needs ``Authorization: Bearer <admin token>``.
+- ``POST /api/rate``: ``{"event", "turn", "criterion", "value": good|bad}`` on the server's ``--criteria``; stored
+  once per event, like feedback.
+- ``GET /api/export?as=dpo|kto|sft[&where=correct=bad]``: JSONL training rows; needs ``Authorization: Bearer <admin
+  token>``.
+- ``POST /api/admin/serve``: ``{"model", "adapter"?}`` (admin token): serve another model from now on.
+- ``/arena``, ``/admin``, ``/api/arena...``: the arena and its leaderboard (:mod:`taskfit.serve.arena`).
 - ``/v1/models``, ``/v1/chat/completions``, ``/v1/completions``: OpenAI-compatible (:mod:`taskfit.serve.openai_api`).
 
 Errors are JSON ``{"error": {"message", "type"}}`` with a status that says what to do: 400 / 422 bad input, 401 no or
