@@ -127,3 +127,17 @@ def test_a_round_refuses_a_missing_database_and_an_empty_export(tmp_path, capsys
     assert main(["loop", "--db", str(tmp_path / "a.sqlite"), "--task", "sst2", "--output", str(tmp_path / "r"),
                  "--method", "kto", "--min-new-events", "2"]) == 0
     assert "1 feedback event(s) or vote(s) no round has used" in capsys.readouterr().out
+
+
+def test_a_kto_round_trains_on_rated_rows_and_decides(tiny_model_dir, shared_data, tmp_path):
+    db = tmp_path / "assistant.sqlite"
+    store = Store(db)
+    give_feedback(store, 16)
+    store.close()
+    out = tmp_path / "kto-round"
+    assert main(loop_args(tiny_model_dir, shared_data, db, out, "--method", "kto", "--max-steps", "2")) == 0
+    state = json.loads((out / "round.json").read_text())
+    assert state["method"] == "kto" and state["rows"] == 32  # each better answer: two rated rows
+    assert state["decision"]["preference"]["n"] >= 1
+    assert state["decision"]["outcome"] in ("promote", "keep the served model")
+    assert "switched" not in state or state["switched"] is False  # no --server: the restart command instead
