@@ -69,7 +69,7 @@ def test_a_round_trains_gates_and_switches_a_running_server_then_refuses_and_ski
         assert gate["preference"]["ranked_right"] == 8 and gate["preference"]["sign_p"] < 0.05
         assert gate["promote"] is True and state["switched"] is True
         candidate = state["candidate"]
-        assert candidate == {"model": f"hf:{tiny_model_dir}", "adapter": str(round1 / "candidate")}
+        assert candidate == {"model": f"hf:{tiny_model_dir}", "adapter": str(round1 / "round1-candidate")}
         assert loaded == [(candidate["model"], candidate["adapter"])]
         after = http.get(f"{base}/healthz").json()
         assert after["adapter"] == candidate["adapter"]  # the running server switched
@@ -82,10 +82,10 @@ def test_a_round_trains_gates_and_switches_a_running_server_then_refuses_and_ski
         assert "Round decision: promote" in (round1 / "decision.md").read_text()
 
         # the same command again: decided, nothing retrained or switched twice
-        mtime = (round1 / "candidate" / "run_card.json").stat().st_mtime
+        mtime = (round1 / "round1-candidate" / "run_card.json").stat().st_mtime
         assert main(loop_args(tiny_model_dir, shared_data, db, round1, "--non-inferiority", "1", "--server", base,
                               "--admin-token", "tok")) == 0
-        assert (round1 / "candidate" / "run_card.json").stat().st_mtime == mtime and len(loaded) == 1
+        assert (round1 / "round1-candidate" / "run_card.json").stat().st_mtime == mtime and len(loaded) == 1
 
     # round 2 from the promoted candidate, on the new feedback only; a strict alpha refuses it
     second_events = give_feedback(store, 8, start=100)

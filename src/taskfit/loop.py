@@ -134,7 +134,7 @@ def _candidate(config: LoopConfig, served: Policy, out: Path) -> Policy:
     from taskfit.settings import load_align_config
     from taskfit.tuning.align import train_align
 
-    folder = out / "candidate"
+    folder = candidate_folder(out)
     if not (folder / RUN_CARD).is_file():
         overrides: dict[str, Any] = {
             "method": config.method, "model": served.model, "adapter": served.adapter,
@@ -150,6 +150,11 @@ def _candidate(config: LoopConfig, served: Policy, out: Path) -> Policy:
     # align merges a start adapter into the weights and trains a new LoRA on top; from a plain model it writes
     # an adapter
     return Policy(f"hf:{folder}", None) if served.adapter else Policy(served.model, str(folder))
+
+
+def candidate_folder(out: Path) -> Path:
+    """Where a round's candidate is written: named after the round, so reports and later rounds tell them apart."""
+    return out / f"{out.name}-candidate"
 
 
 def _evaluate(config: LoopConfig, policy: Policy, folder: Path) -> Path:
@@ -174,7 +179,7 @@ def _gate(config: LoopConfig, served: Policy, candidate: Policy, out: Path) -> d
     compared = compare_runs(served_run, candidate_run, seed=config.seed)
     primary = compared["comparisons"][0]  # the task's first metric
     task_ok = primary["ci_low"] > -config.non_inferiority
-    dev = read_run_card(out / "candidate").get("dev")
+    dev = read_run_card(candidate_folder(out)).get("dev")
     reasons = []
     if not task_ok:
         reasons.append(f"{primary['metric']} may be worse by more than {config.non_inferiority}: candidate - served "
