@@ -274,6 +274,7 @@ WRITERS = {
     "feedback export": (lambda t, o: ["feedback", "export", "--as", "dpo", "--db", str(t / "no.sqlite"),
                                       "--output", o], True, ".jsonl"),
     "serve db": (lambda t, o: ["serve", "--db", o], True, ".sqlite"),
+    "loop": (lambda t, o: ["loop", "--db", str(t / "no.sqlite"), "--task", "sst2", "--output", o], False, ""),
 }
 
 

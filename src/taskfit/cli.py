@@ -517,12 +517,12 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     from taskfit.serve.export import export_rows, parse_where
     from taskfit.serve.store import Store
 
+    out = output_file(args.output) if args.feedback_command == "export" else None  # checked before any work
     db = Path(args.db) if args.db else default_db()
     if not db.is_file():
         raise UserError(f"no assistant database at {db}; pass --db (the file `taskfit serve --db` wrote)")
     if args.feedback_command == "leaderboard":
         return _leaderboard(Store(db), args)
-    out = output_file(args.output)
     store = Store(db)
     try:
         rows = export_rows(store, args.fmt, parse_where(args.where))

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from taskfit.errors import UserError
+from taskfit.paths import output_folder
 from taskfit.runs import write_json, write_jsonl
 from taskfit.settings import LoopConfig
 
@@ -56,12 +57,15 @@ def run_round(config: LoopConfig) -> dict[str, Any]:
     from taskfit.serve import default_db
     from taskfit.serve.store import Store
 
+    out = output_folder(config.output)  # checked before any work
+    state_file = out / STATE
+    if out.is_dir() and any(out.iterdir()) and not state_file.is_file():
+        raise UserError(f"--output {out} holds something other than a `taskfit loop` round; choose another folder "
+                        "(the same folder resumes a round)")
     db = Path(config.db) if config.db else default_db()
     if not db.is_file():
         raise UserError(f"no assistant database at {db}; pass --db (the file `taskfit serve --db` wrote)")
-    out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
-    state_file = out / STATE
     state = json.loads(state_file.read_text(encoding="utf-8")) if state_file.is_file() else {}
     if state.get("decision"):
         log.info("round %s already decided: %s", state["round"], state["decision"]["outcome"])
