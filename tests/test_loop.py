@@ -4,6 +4,8 @@ running assistant switched to the candidate; a second round that is refused; a t
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import httpx
 
@@ -40,8 +42,15 @@ def loop_args(tiny_model_dir, shared_data, db, out, *extra):
             "--beta", "0.5", "--batch-size", "8", "--dev-share", "0.25", *extra]
 
 
+def loop(*args: str) -> subprocess.CompletedProcess:
+    """`taskfit loop ARGS` in its own process (as a user runs it beside a running server)."""
+    done = subprocess.run([sys.executable, "-m", "taskfit.cli", *args], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 def test_a_round_trains_gates_and_switches_a_running_server_then_refuses_and_skips(tiny_model_dir, shared_data,
-                                                                                 tmp_path, capsys):
+                                                                                 tmp_path):
     db = tmp_path / "assistant.sqlite"
     store = Store(db)
     first_events = give_feedback(store, 32)
@@ -60,8 +69,8 @@ def test_a_round_trains_gates_and_switches_a_running_server_then_refuses_and_ski
         assert before["adapter"] is None
         # round 1: a loose task margin (a random tiny model's accuracy is noise), the pairs must favour the candidate
         round1 = tmp_path / "round1"
-        assert main(loop_args(tiny_model_dir, shared_data, db, round1, "--non-inferiority", "1", "--server", base,
-                              "--admin-token", "tok")) == 0
+        loop(*loop_args(tiny_model_dir, shared_data, db, round1, "--non-inferiority", "1", "--server", base,
+                        "--admin-token", "tok"))
         state = json.loads((round1 / "round.json").read_text())
         gate = state["decision"]
         assert state["events"] == 32 and state["new_events"] == 32
@@ -83,15 +92,15 @@ def test_a_round_trains_gates_and_switches_a_running_server_then_refuses_and_ski
 
         # the same command again: decided, nothing retrained or switched twice
         mtime = (round1 / "round1-candidate" / "run_card.json").stat().st_mtime
-        assert main(loop_args(tiny_model_dir, shared_data, db, round1, "--non-inferiority", "1", "--server", base,
-                              "--admin-token", "tok")) == 0
+        loop(*loop_args(tiny_model_dir, shared_data, db, round1, "--non-inferiority", "1", "--server", base,
+                        "--admin-token", "tok"))
         assert (round1 / "round1-candidate" / "run_card.json").stat().st_mtime == mtime and len(loaded) == 1
 
     # round 2 from the promoted candidate, on the new feedback only; a strict alpha refuses it
     second_events = give_feedback(store, 8, start=100)
     round2 = tmp_path / "round2"
-    assert main(loop_args(tiny_model_dir, shared_data, db, round2, "--served-adapter", candidate["adapter"],
-                          "--alpha", "1e-9", "--dev-share", "0.5")) == 0
+    printed = loop(*loop_args(tiny_model_dir, shared_data, db, round2, "--served-adapter", candidate["adapter"],
+                              "--alpha", "1e-9", "--dev-share", "0.5")).stdout
     state2 = json.loads((round2 / "round.json").read_text())
     assert state2["event_ids"] == sorted(second_events)  # lineage: round 1's events trained the served model
     assert state2["decision"]["promote"] is False
@@ -99,13 +108,12 @@ def test_a_round_trains_gates_and_switches_a_running_server_then_refuses_and_ski
     rounds = store.rounds()
     assert [r["status"] for r in rounds] == ["promoted", "kept"]
     assert sorted(rounds[0]["events"]) == sorted(first_events)
-    printed = capsys.readouterr().out
     assert "decision: keep the served model" in printed
 
     # round 3: nothing new since round 2 (its events are not trained on, but were seen)
     round3 = tmp_path / "round3"
-    assert main(loop_args(tiny_model_dir, shared_data, db, round3, "--served-adapter", candidate["adapter"])) == 0
-    assert "nothing to do" in capsys.readouterr().out
+    assert "nothing to do" in loop(*loop_args(tiny_model_dir, shared_data, db, round3, "--served-adapter",
+                                              candidate["adapter"])).stdout
     assert len(store.rounds()) == 2
     store.close()
 
