@@ -74,6 +74,10 @@ def run_round(config: LoopConfig) -> dict[str, Any]:
             write_json(state_file, state)
         return state
     served = Policy(config.served_model, str(config.served_adapter) if config.served_adapter else None)
+    if "served" in state and Policy(**state["served"]) != served:  # a resumed round keeps what it started from
+        log.warning("this round started from %s; resuming from that, not %s", Policy(**state["served"]).flags(),
+                    served.flags())
+        served = Policy(**state["served"])
     store = Store(db)
     try:
         if "round" not in state:
