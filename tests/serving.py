@@ -83,12 +83,10 @@ def kbqa_task(kb: Path):
     return task
 
 
-def chat(http: httpx.Client, base: str, question: str, conversation: str | None = None,
-         regenerate: str | None = None) -> dict:
-    """POST /api/chat and read its server-sent events: {"events": [(name, data)...], "deltas": [...], ...}."""
-    body = {"question": question, "conversation": conversation, "regenerate": regenerate}
+def read_events(http: httpx.Client, url: str, body: dict) -> list[tuple[str, dict]]:
+    """POST ``body`` to a server-sent-events route and read every event as (name, data)."""
     events = []
-    with http.stream("POST", f"{base}/api/chat", json=body, timeout=120) as response:
+    with http.stream("POST", url, json=body, timeout=120) as response:
         assert response.status_code == 200, response.read()
         name = None
         for line in response.iter_lines():
@@ -96,6 +94,14 @@ def chat(http: httpx.Client, base: str, question: str, conversation: str | None 
                 name = line[len("event: "):]
             elif line.startswith("data: "):
                 events.append((name, json.loads(line[len("data: "):])))
+    return events
+
+
+def chat(http: httpx.Client, base: str, question: str, conversation: str | None = None,
+         regenerate: str | None = None) -> dict:
+    """POST /api/chat and read its server-sent events: {"events": [(name, data)...], "deltas": [...], ...}."""
+    body = {"question": question, "conversation": conversation, "regenerate": regenerate}
+    events = read_events(http, f"{base}/api/chat", body)
     out = {"events": events, "deltas": [d["text"] for n, d in events if n == "delta"]}
     for name, data in events:
         out.setdefault(name, data)

@@ -9,7 +9,7 @@ import random
 import httpx
 import pytest
 
-from serving import kbqa_task, running, write_kb
+from serving import kbqa_task, read_events, running, write_kb
 from taskfit.models.registry import load_backend
 from taskfit.serve.app import Settings, create_app
 from taskfit.serve.arena import draw
@@ -40,15 +40,7 @@ def arena_app(backend, tmp_path, contestants=3, **settings):
 
 
 def battle(http: httpx.Client, base: str, question: str) -> dict:
-    events = []
-    with http.stream("POST", f"{base}/api/arena", json={"question": question}, timeout=120) as response:
-        assert response.status_code == 200, response.read()
-        name = None
-        for line in response.iter_lines():
-            if line.startswith("event: "):
-                name = line[len("event: "):]
-            elif line.startswith("data: "):
-                events.append((name, json.loads(line[len("data: "):])))
+    events = read_events(http, f"{base}/api/arena", {"question": question})
     return {"events": events, "meta": events[0][1], "done": {d["side"]: d for n, d in events if n == "done"},
             "deltas": {side: [d["text"] for n, d in events if n == "delta" and d["side"] == side] for side in "ab"}}
 

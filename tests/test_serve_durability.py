@@ -23,6 +23,23 @@ from serving import chat, free_port, start_process
 SESSIONS, EVENTS = 20, 4
 
 
+def post_until_acknowledged(client: httpx.Client, url: str, body: dict) -> int:
+    """POST ``body`` until the server answers 200 (as the page retries a click with the same event id); a 4xx fails
+    the test. Returns how many tries failed."""
+    deadline, retries = time.time() + 90, 0
+    while True:
+        try:
+            response = client.post(url, json=body)
+            if response.status_code == 200:
+                return retries
+            assert response.status_code >= 500, response.text
+        except httpx.TransportError:
+            pass
+        assert time.time() < deadline, f"{body['event']} never acknowledged"
+        retries += 1
+        time.sleep(0.1)
+
+
 def test_acknowledged_feedback_survives_sigkill_exactly_once(tmp_path):
     kb = tmp_path / "kb.jsonl"
     kb.write_text(json.dumps({"subject": "高等数学", "predicate": "出版社", "object": "武汉大学出版社"},
@@ -48,20 +65,9 @@ def test_acknowledged_feedback_survives_sigkill_exactly_once(tmp_path):
                 event = f"event-{index:02d}-{k}"
                 body = {"event": event, "turn": meta["turn"], "kind": ("up", "down", "better", "up")[k],
                         "text": "武汉大学出版社" if k == 2 else None}
-                deadline = time.time() + 90
-                while True:
-                    try:
-                        response = client.post(f"{base}/api/feedback", json=body)
-                        if response.status_code == 200:
-                            with lock:
-                                acknowledged.add(event)
-                            break
-                        assert response.status_code >= 500, response.text
-                    except httpx.TransportError:
-                        pass
-                    assert time.time() < deadline, f"{event} never acknowledged"
-                    retries += 1
-                    time.sleep(0.1)
+                retries += post_until_acknowledged(client, f"{base}/api/feedback", body)
+                with lock:
+                    acknowledged.add(event)
                 if index == 0 and k == 1:
                     killed.wait(30)  # session 0 goes on only after the kill, so some events span it
             return retries
@@ -168,20 +174,9 @@ def test_acknowledged_arena_votes_survive_sigkill_exactly_once_and_the_leaderboa
             retries = 0
             for k, winner in enumerate(("a", "tie", ("a", "b", "both_bad")[index % 3])):
                 body = {"event": f"vote-{index:02d}-{k}", "battle": battles[index], "winner": winner}
-                deadline = time.time() + 90
-                while True:
-                    try:
-                        response = clients[index].post(f"{base}/api/arena/vote", json=body)
-                        if response.status_code == 200:
-                            with lock:
-                                acknowledged.add(body["event"])
-                            break
-                        assert response.status_code >= 500, response.text
-                    except httpx.TransportError:
-                        pass
-                    assert time.time() < deadline, f"{body['event']} never acknowledged"
-                    retries += 1
-                    time.sleep(0.1)
+                retries += post_until_acknowledged(clients[index], f"{base}/api/arena/vote", body)
+                with lock:
+                    acknowledged.add(body["event"])
                 if index == 0 and k == 0:
                     killed.wait(30)  # session 0 goes on only after the kill, so its votes span it
             return retries
