@@ -28,10 +28,10 @@ from taskfit.compare import compare_runs
 from taskfit.evaluation import evaluate
 from taskfit.models import load_backend
 from taskfit.models.catalog import GGUF_TYPES
+from taskfit.models.export import export_gguf, merge
 from taskfit.report.table import markdown_table
 from taskfit.runs import read_run
 from taskfit.settings import RunConfig
-from taskfit.tuning.export import export_gguf, merge
 
 MODEL = "smollm2-135m-instruct"
 log = logging.getLogger("ptq_curve")

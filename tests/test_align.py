@@ -36,7 +36,8 @@ def test_step_zero_loss_holds_only_with_the_reference(tiny_model_dir, tmp_path, 
     card = json.loads((out / "run_card.json").read_text())
     assert card["loss_history"][0]["loss"] == pytest.approx(step0, abs=1e-3)
     assert card["dev"]["n"] == 4 and card["dev"]["mean_margin"]["ci_low"] is not None
-    assert card["evaluate_with"] == f"--adapter {out}" and (out / "adapter_config.json").is_file()
+    assert card["evaluate_with"] == {"model": f"hf:{tiny_model_dir}", "adapter": str(out)}
+    assert (out / "adapter_config.json").is_file()
     assert card["data"]["train_rows"] == (12 if method == "dpo" else 24)
 
 
@@ -246,7 +247,7 @@ def test_grpo_is_reproducible_resumes_and_measures_held_out_prompts(tiny_model_d
     assert len(held) == 6  # 3 held-out prompts x 2 answers, the same seeds as the start policy's
     start = [json.loads(line) for line in (a / "heldout_start" / "heldout.jsonl").read_text().splitlines()]
     assert [h["prompt"] for h in held] == [s["prompt"] for s in start]
-    assert card["heldout_end_minus_start"]["ci_low"] is not None and card["evaluate_with"] == f"--adapter {a}"
+    assert card["heldout_end_minus_start"]["ci_low"] is not None and card["evaluate_with"]["adapter"] == str(a)
     assert (a / "rl.png").is_file()
     # a kill after the checkpoint at step 2: the same command with --resume ends where the uninterrupted run did
     assert main(grpo_args(tiny_model_dir, data, b)) == 0

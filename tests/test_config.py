@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from taskfit.errors import UserError
-from taskfit.settings import RunConfig, TuneConfig, load_run_config, load_tune_config
+from taskfit.settings import RunConfig, TuneConfig, load_run_config, load_serve_config, load_tune_config
 from taskfit.tasks import load_task
 
 
@@ -103,19 +103,23 @@ def test_bad_strategy_args_are_refused_before_any_model_loads():
 
 
 def test_an_option_of_another_backend_is_refused():
-    with pytest.raises(UserError, match=r"--adapter works with the hf backend, not llamacpp; merge it first"):
-        load_run_config(None, {"task": "sst2", "backend": "llamacpp", "adapter": "runs/lora"})
+    with pytest.raises(UserError, match=r"--adapter works with the hf / llamacpp backend, not openai; a remote"):
+        load_run_config(None, {"task": "sst2", "backend": "openai", "adapter": "runs/lora"})
+    with pytest.raises(UserError, match=r"--concurrency works with the llamacpp / openai backend, not hf"):
+        load_run_config(None, {"task": "sst2", "backend": "hf", "concurrency": 4})
+    with pytest.raises(UserError, match=r"--quantize works with the hf backend, not llamacpp; the llamacpp"):
+        load_serve_config(None, {"backend": "llamacpp", "quantize": "int8"})
+    assert load_run_config(None, {"task": "sst2", "backend": "llamacpp", "adapter": "runs/lora"}).adapter
 
 
 def test_registries_and_their_declared_options_agree():
-    from taskfit.models.options import BACKEND_OPTIONS
-    from taskfit.models.registry import BACKEND_MODULES, backend_class
+    from taskfit.models.registry import BUILT_IN, backend_class, options_of
     from taskfit.prompting.options import STRATEGY_OPTIONS
     from taskfit.prompting.strategies import STRATEGIES
 
     assert {name: cls.Options for name, cls in STRATEGIES.items()} == STRATEGY_OPTIONS
-    assert set(BACKEND_MODULES) == set(BACKEND_OPTIONS)
-    assert backend_class("openai").Options is BACKEND_OPTIONS["openai"]
+    for name in BUILT_IN:
+        assert backend_class(name).Options is options_of(name)
 
 
 TASK_YAML = """

@@ -111,3 +111,18 @@ def test_fitting_renders_only_rows_that_could_come_near_the_window(tmp_path, tin
     assert fitted[200].meta["truncated"]["field"] == "text"
     assert backend.count_tokens(render(task_prompt(task, fitted[200], "loglikelihood"))) <= window - 16
     assert len([p for p in rendered if "short row" in p.messages[-1].content]) == 1  # the first row, measured
+
+
+def test_a_run_records_the_demonstration_pool_it_read(tmp_path, tiny_model_dir):
+    """results.json says which pool split a run read and how many rows (the report's caveat reads it): few-shot
+    with k > 0 and APE read one; zero-shot and few-shot with k = 0 do not."""
+    backend = HFBackend(tiny_model_dir, threads=1)
+
+    def pool(name: str, strategy: str, **args):
+        config = RunConfig(task="demo", limit=4, strategy=strategy, strategy_args=args, output=tmp_path / name,
+                           bootstrap_samples=0, cache=False)
+        return evaluate(config, backend=backend, progress=False)["pool"]
+
+    assert pool("fs", "few_shot", k=2) == {"split": "test", "rows": 80, "evaluated_split": True}
+    assert pool("zero", "zero_shot") is None
+    assert pool("k0", "few_shot", k=0) is None

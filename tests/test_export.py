@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from taskfit.errors import UserError
-from taskfit.tuning.export import export_gguf, interleave_rope_rows
+from taskfit.models.export import export_gguf, interleave_rope_rows
 
 
 def test_rope_rows_are_interleaved_per_head():

@@ -30,10 +30,9 @@ def llama():
 
 def test_default_slots_are_the_measured_fastest(llama):
     from taskfit.models.llamacpp import DEFAULT_PARALLEL
-    from taskfit.serve import _backend_slots
 
     assert llama.parallel == DEFAULT_PARALLEL == 8  # benchmarks/results/generation_throughput.md
-    assert _backend_slots(llama) == 8  # the assistant's gate admits as many answers as the server has slots
+    assert llama.generation_slots() == 8  # the assistant's gate admits as many answers as the server has slots
 
 
 def test_loglikelihood_forces_the_continuation_and_follows_the_chain_rule(llama):

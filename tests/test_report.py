@@ -23,7 +23,7 @@ LABELS = [{"value": "negative", "verbalizer": "negative", "aliases": []},
 
 
 def make_run(folder: Path, correct, *, strategy="zero_shot", strategy_args=None, unparsed=0, cached=0,
-             inputs=None, task="toy", adapter=None, train_s=None, eval_s=10.0, predictions=None) -> Path:
+             inputs=None, task="toy", adapter=None, train_s=None, eval_s=10.0, predictions=None, pool=None) -> Path:
     """A finished run folder as taskfit eval writes it: samples.jsonl, results.json (metrics recomputed from the
     samples), run.json."""
     folder.mkdir(parents=True)
@@ -58,7 +58,7 @@ def make_run(folder: Path, correct, *, strategy="zero_shot", strategy_args=None,
         "metrics": {k: v.as_dict() for k, v in metrics.items()},
         "counts": {"n": n, "parse_failures": unparsed, "parse_failure_rate": unparsed / n},
         "timings": {"eval_s": eval_s}, "cost": cost, "versions": {"taskfit": "0.1.0"}, "git_hash": "abc",
-        "created": "2026-11-30T00:00:00+00:00",
+        "created": "2026-11-30T00:00:00+00:00", "pool": pool,
     }
     (folder / "results.json").write_text(json.dumps(results), encoding="utf-8")
     (folder / "run.json").write_text(json.dumps({"fingerprint": "f" * 64}))
@@ -242,3 +242,15 @@ def fmt_p_text(p):
     from taskfit.report.analysis import fmt_p
 
     return fmt_p(p)
+
+
+def test_the_caveat_on_demonstrations_from_the_evaluated_split_reads_what_the_run_recorded(tmp_path):
+    make_run(tmp_path / "zero", pattern(100, 0.6, 1))
+    make_run(tmp_path / "knn", pattern(100, 0.7, 2), strategy="few_shot", strategy_args={"k": 4},
+             pool={"split": "dev", "rows": 100, "evaluated_split": True})
+    make_run(tmp_path / "ape", pattern(100, 0.65, 3), strategy="ape",
+             pool={"split": "train", "rows": 500, "evaluated_split": False})
+    (task,) = build([tmp_path], n_resamples=200).tasks
+    chosen = [c for c in task.caveats if "chosen from the evaluated split" in c]
+    assert chosen == ["few_shot(k=4): demonstrations / instructions were chosen from the evaluated split (dev), so its "
+                      "score is optimistic."]

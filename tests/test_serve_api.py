@@ -79,7 +79,7 @@ def test_an_adapter_is_exported_to_gguf_once_and_served_by_llamacpp(tmp_path, mo
     lora.save_pretrained(tmp_path / "adapter")
     config = ServeConfig(adapter=tmp_path / "adapter", threads=2)
     first = load_assistant(config)
-    (exported,) = (tmp_path / "home" / "serve").glob("*.gguf")
+    (exported,) = (tmp_path / "home" / "gguf").glob("*.gguf")
     assert first.backend.path == str(exported) and first.adapter == str(tmp_path / "adapter")
     stamp = exported.stat().st_mtime_ns
     first.backend.close()

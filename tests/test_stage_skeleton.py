@@ -72,7 +72,9 @@ def test_every_tune_flag_is_read_and_max_steps_holds_for_every_method(tiny_model
     config, seen = recording(TuneConfig(method="head", task="demo", split="test", limit=8, output=tmp_path / "head",
                                         max_steps=2, batch_size=2, epochs=5, **QUIET))
     card = tune(config).card
-    assert card["steps"] == 2 and card["evaluate_with"] == f"--task demo --model head:{tmp_path / 'head'}"
+    assert card["steps"] == 2 and card["evaluate_with"] == {"task": "demo", "model": f"head:{tmp_path / 'head'}"}
+    card_md = (tmp_path / "head" / "RUN_CARD.md").read_text()
+    assert f"`taskfit eval --task demo --model head:{tmp_path / 'head'}`" in card_md
     read |= seen
     # a mixture is its own data source, tested in test_mixture; every other field must have been read
     assert set(TuneConfig.model_fields) - read - {"mixture"} == set()

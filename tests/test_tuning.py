@@ -11,7 +11,8 @@ import torch
 
 from taskfit.api import Prompt
 from taskfit.errors import UserError
-from taskfit.tuning import TuneConfig, load_tune_config, merge, tune
+from taskfit.models.export import merge
+from taskfit.tuning import TuneConfig, load_tune_config, tune
 from taskfit.tuning.data import IGNORE, Pair, Tokenizer, read_training_file
 
 PAIRS = [("the movie was great", "positive"), ("a terrible film", "negative"), ("great and positive", "positive"),

@@ -24,6 +24,7 @@ from pydantic_core import PydanticUndefined
 from taskfit import __version__
 from taskfit.errors import ServerError, UserError
 from taskfit.models.catalog import GGUF_TYPES
+from taskfit.models.registry import all_options
 from taskfit.settings import (
     ALIGN_SECTIONS,
     FLAG_NAMES,
@@ -33,6 +34,7 @@ from taskfit.settings import (
     SERVE_SECTIONS,
     SYNTH_SECTIONS,
     TUNE_SECTIONS,
+    eval_command,
     load_align_config,
     load_loop_config,
     load_reward_config,
@@ -202,7 +204,7 @@ def add_flags(parser: argparse.ArgumentParser, sections: Sequence[tuple[str, typ
     """One flag per settings field (``--batch-size`` for ``batch_size``), a group per section; a field shared by
     two sections is listed once. Defaults stay ``None``, so an unset flag leaves the YAML's value alone."""
     seen: set[str] = set()
-    for title, section in sections:
+    for title, section in _expanded(sections):
         group = parser.add_argument_group(f"{title} options")
         for name, field in section.model_fields.items():
             if name in seen:
@@ -216,9 +218,20 @@ def add_flags(parser: argparse.ArgumentParser, sections: Sequence[tuple[str, typ
                 _add_flag(group, FLAG_NAMES.get(name, name), field, f"{DEST}{name}")
 
 
+def _expanded(sections) -> list[tuple[str, type[BaseModel]]]:
+    """Sections, with each function in the list (such as one group per registered backend) called."""
+    return [item for entry in sections for item in (entry() if callable(entry) else [entry])]
+
+
 def _add_flag(group, name: str, field: FieldInfo, dest: str) -> None:
     flag = "--" + name.replace("_", "-")
     help_text = (field.description or "").replace("%", "%%")
+    if (field.json_schema_extra or {}).get("choices_from") == "backends":  # the registered backends, said once
+        options = all_options()
+        listed = ", ".join(f"{name} ({o.summary})" if o.summary else name for name, o in options.items())
+        group.add_argument(flag, dest=dest, choices=list(options),
+                           help=f"{help_text}: " + f"{listed} (default {field.default})".replace("%", "%%"))
+        return
     if field.default not in (None, PydanticUndefined) and not isinstance(field.default, bool):
         help_text += f" (default {field.default})"
     kind, choices = _plain_type(field.annotation)
@@ -458,8 +471,8 @@ def cmd_align(args: argparse.Namespace) -> int:
         change = "-" if not d or d["ci_low"] is None else \
             f"{d['value']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
         sys.stdout.write(f"{card['method']}: {card['steps']} steps; held-out mean reward trained - start {change}, "
-                         f"win rate {card['heldout_win_rate']}\noutput: {card['output']} (evaluate with `taskfit eval "
-                         f"{card['evaluate_with']}`)\n")
+                         f"win rate {card['heldout_win_rate']}\noutput: {card['output']} (evaluate with "
+                         f"`{eval_command(card['evaluate_with'])}`)\n")
         return 0
     card = train_align(config)
     dev = card.get("dev")
@@ -469,7 +482,7 @@ def cmd_align(args: argparse.Namespace) -> int:
         summary = (f"; held-out pairs ({dev['n']}): implicit reward margin {m['value']:.4f} [{m['ci_low']:.4f}, "
                    f"{m['ci_high']:.4f}], ranked right {dev['accuracy']['value']:.3f}")
     sys.stdout.write(f"{card['method']}: {card['steps']} steps, loss {card['first_loss']} -> {card['final_loss']}"
-                     f"{summary}\noutput: {card['output']} (evaluate with `taskfit eval {card['evaluate_with']}`)\n")
+                     f"{summary}\noutput: {card['output']} (evaluate with `{eval_command(card['evaluate_with'])}`)\n")
     return 0
 
 
@@ -583,8 +596,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         return 0  # rank 0 of a distributed launch reports for all
     sys.stdout.write(f"{card['method']}: {card['steps']} steps, loss {card['first_loss']} -> {card['final_loss']}, "
                      f"{card['trainable_parameters']:,} trainable parameters ({100 * card['trainable_share']:.3f}%), "
-                     f"{card['train_s']} s\noutput: {card['output']} (evaluate with `taskfit eval "
-                     f"{card['evaluate_with']}`)\n")
+                     f"{card['train_s']} s\noutput: {card['output']} (evaluate with "
+                     f"`{eval_command(card['evaluate_with'])}`)\n")
     return 0
 
 
@@ -602,7 +615,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from taskfit.tuning import export_gguf
+    from taskfit.models.export import export_gguf
 
     summary = export_gguf(args.model, args.output, adapter=args.adapter, qtype=args.qtype, template=args.template)
     sys.stdout.write(f"wrote {summary['output']} ({summary['bytes'] / 2**20:.1f} MiB, {summary['type']}); evaluate "
@@ -611,7 +624,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from taskfit.tuning import merge
+    from taskfit.models.export import merge
 
     out = merge(args.adapter, args.output)
     sys.stdout.write(f"merged model: {out} (use --model hf:{out})\n")

@@ -58,10 +58,10 @@ def validate(model_cls: type[M], data: dict[str, Any], source: str) -> M:
     try:
         return model_cls.model_validate(data)
     except ValidationError as exc:
-        raise UserError(_describe(exc, model_cls, source)) from None
+        raise UserError(describe_error(exc, model_cls, source)) from None
 
 
-def _describe(exc: ValidationError, model_cls: type[BaseModel], source: str) -> str:
+def describe_error(exc: ValidationError, model_cls: type[BaseModel], source: str) -> str:
     """Turn the first pydantic error into one line a user can act on."""
     err = exc.errors()[0]
     loc = ".".join(str(part) for part in err["loc"])

@@ -33,6 +33,7 @@ from taskfit.runs import collection_folder
 from taskfit.settings import RunConfig, TuneConfig
 from taskfit.tasks.task import Task, load_task
 from taskfit.tuning import tune
+from taskfit.tuning.common import tune_evaluated_as
 
 log = logging.getLogger(__name__)
 
@@ -235,10 +236,7 @@ def cells_for(plan: FitPlan, output: Path, seed: int) -> list[Cell]:
             tune = {**c.tune_settings, "limit": c.train_rows, "seed": seed, "output": str(tuned)}
             cells.append(Cell("tune", f"tuned/{_slug(c.name)}", tune, TuneConfig.model_validate(tune)))
             after = cells[-1].name
-            if tune.get("method") == "head":
-                settings = {**settings, "model": f"head:{tuned}"}
-            else:
-                settings = {**settings, "adapter": str(tuned)}
+            settings = {**settings, **tune_evaluated_as(cells[-1].config)}
         name = f"{plan.task}/{_slug(c.name)}"
         settings["output"] = str(output / name)
         cells.append(Cell("eval", name, settings, RunConfig.model_validate(settings), after=after))

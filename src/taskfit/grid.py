@@ -44,6 +44,7 @@ from taskfit.runs import RESULTS, RUN_CARD, write_json
 from taskfit.settings import RunConfig, TuneConfig, command_line
 from taskfit.tasks.task import load_task
 from taskfit.tuning import tune
+from taskfit.tuning.common import tune_evaluated_as
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ def cells(plan: Plan, plan_path: str | Path = "plan") -> list[Cell]:
         settings["output"] = str(plan.output / "tuned" / name)
         tune = Cell("tune", f"tuned/{name}", settings, _build(TuneConfig, settings, f"{plan_path}: tune job {name}"))
         out.append(tune)
-        trained = _evaluated_as(tune.config)
+        trained = tune_evaluated_as(tune.config)
         for strategy in job.evaluate:
             settings_eval = {**plan.defaults, "task": settings["task"], **trained, **_entry(strategy, "strategy")}
             out.append(_eval_cell(plan, settings_eval, f"tuned-{name}", plan_path, after=tune.name))
@@ -188,15 +189,6 @@ def cells(plan: Plan, plan_path: str | Path = "plan") -> list[Cell]:
         raise UserError(f"{plan_path}: two cells would share the folder {twice[0]}; give the entries distinct "
                         "settings (or a tune job a distinct name)")
     return out
-
-
-def _evaluated_as(config: TuneConfig) -> dict[str, Any]:
-    """How ``taskfit eval`` loads what a tune job wrote: the head, a full model, or an adapter on its base."""
-    if config.stage == "head" or config.method == "head":
-        return {"model": f"head:{config.output}"}
-    if config.method == "full":
-        return {"model": f"hf:{config.output}"}
-    return {"model": config.model, "adapter": str(config.output)}
 
 
 def _eval_cell(plan: Plan, settings: dict[str, Any], model_slug: str, plan_path: str | Path,
@@ -225,8 +217,7 @@ def problem(cell: Cell) -> str | None:
     try:
         task = load_task(cfg.task)
         task.examples(cfg.split or task.config.eval_split, cfg.data_dir, 1)
-        uses_pool = cfg.strategy in ("few_shot", "ape") or int((cfg.strategy_args or {}).get("k", 0) or 0) > 0
-        if uses_pool:
+        if cfg.strategy_options().uses_pool():
             task.examples(cfg.pool_split or task.config.pool_split, cfg.data_dir, 1)
     except (UserError, OSError) as exc:
         return str(exc)

@@ -138,7 +138,7 @@ def _start(store, config: LoopConfig, served: Policy, out: Path) -> dict[str, An
 
 def _candidate(config: LoopConfig, served: Policy, out: Path) -> Policy:
     """Align from the served policy on the round's data (skipped when its folder has a finished run card)."""
-    from taskfit.runs import RUN_CARD
+    from taskfit.runs import RUN_CARD, read_run_card
     from taskfit.settings import load_align_config
     from taskfit.tuning.align import train_align
 
@@ -155,9 +155,8 @@ def _candidate(config: LoopConfig, served: Policy, out: Path) -> Policy:
 
             shutil.rmtree(folder)
         train_align(load_align_config(None, {k: v for k, v in overrides.items() if v is not None}))
-    # align merges a start adapter into the weights and trains a new LoRA on top; from a plain model it writes
-    # an adapter
-    return Policy(f"hf:{folder}", None) if served.adapter else Policy(served.model, str(folder))
+    evaluated = read_run_card(folder)["evaluate_with"]  # align says how its output loads (merged or an adapter)
+    return Policy(evaluated["model"], evaluated.get("adapter"))
 
 
 def candidate_folder(out: Path) -> Path:

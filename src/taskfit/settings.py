@@ -15,11 +15,12 @@ import shlex
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from taskfit.config import PromptOverride, StrictModel, read_yaml, validate
+from taskfit.config import PromptOverride, StrictModel, describe_error, read_yaml, validate
 from taskfit.errors import UserError
-from taskfit.models.options import BACKEND_OPTIONS, OPERATIONAL, HFOptions, LlamaCppOptions, OpenAIOptions
+from taskfit.models.options import OPERATIONAL
+from taskfit.models.registry import BUILT_IN, all_options, backend_names, options_of
 from taskfit.prompting.options import STRATEGY_OPTIONS
 
 
@@ -54,12 +55,94 @@ class StrategySection(StrictModel):
         return name
 
 
+BACKEND_CHOICES = {"choices_from": "backends"}
+"""Field marker: the values are the registered backends' names (the CLI lists them with their summaries)."""
+
+
+def backend_field(default: str, description: str) -> Any:
+    """The ``--backend`` setting: a registered backend's name (checked when the config is built, so a backend
+    registered after this module was imported is accepted too)."""
+    return Field(default, description=description, json_schema_extra=BACKEND_CHOICES)
+
+
+def adapter_field() -> Any:
+    return Field(None, description="an adapter folder from `taskfit tune` (LoRA / IA3, bottleneck, prefix / prompt "
+                                   "virtual tokens), applied as the backend applies one (see --backend)")
+
+
 class ModelSection(StrictModel):
     model: str = Field("smollm2-135m-instruct", description="known model (see `taskfit models`), hf:<folder or hub "
                        "id>, gguf:<file>, or head:<folder> (a specialist from `taskfit tune --stage head`)")
-    backend: Literal[tuple(BACKEND_OPTIONS)] = Field(  # type: ignore[valid-type]
-        "hf", description="hf (transformers), llamacpp (GGUF in process) or openai (an OpenAI-compatible server)")
+    backend: str = backend_field("hf", "where the model runs")
+    adapter: Path | None = adapter_field()
     max_tokens: int | None = Field(None, gt=0, description="generation budget; default from the task")
+
+
+class BackendChoice(*reversed([options for _, options in BUILT_IN.values()])):  # type: ignore[misc]
+    """A model on a backend with that backend's options (the fields of every built-in backend's options class);
+    options of a backend registered at run time are accepted as extra keys and typed by its options class. Another
+    backend's options, and an adapter on a backend that takes none, are refused before anything loads."""
+
+    model_config = ConfigDict(extra="allow")  # only registered backends' options get through (_known_keys)
+    # `backend` and `adapter` are declared by the section beside this one (ModelSection, ServeModelSection)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            allowed = set(cls.model_fields) | _registered_option_names()
+            for key in data:
+                if key not in allowed:
+                    raise ValueError(f"unknown key '{key}'; allowed keys: {', '.join(sorted(allowed))}")
+        return data
+
+    @field_validator("backend", check_fields=False)
+    @classmethod
+    def _registered_backend(cls, name: str) -> str:
+        if name not in backend_names():
+            raise ValueError(f"unknown backend; available: {', '.join(backend_names())}")
+        return name
+
+    @model_validator(mode="after")
+    def _only_the_chosen_backends_options(self) -> BackendChoice:
+        chosen = options_of(self.backend)  # type: ignore[attr-defined]
+        extra = self.__pydantic_extra__ if self.__pydantic_extra__ is not None else {}
+        undeclared = {k: v for k, v in extra.items() if k in chosen.model_fields}
+        try:
+            typed = chosen.model_validate(undeclared)
+        except ValidationError as exc:
+            raise ValueError(describe_error(exc, chosen, f"--backend {self.backend}")) from None
+        for name, field in chosen.model_fields.items():
+            if name not in type(self).model_fields:  # read as config.<option>, as a built-in backend's options are
+                extra[name] = getattr(typed, name)
+        for name in self.model_fields_set | set(extra):
+            owners = [b for b, options in all_options().items() if name in options.model_fields]
+            if not owners or name in chosen.model_fields:
+                continue
+            default = all_options()[owners[0]].model_fields[name].get_default(call_default_factory=True)
+            if getattr(self, name) != default:
+                elsewhere = (all_options()[owners[0]].model_fields[name].json_schema_extra or {}).get("elsewhere")
+                raise UserError(f"--{name.replace('_', '-')} works with the {' / '.join(owners)} backend, not "
+                                f"{self.backend}; {elsewhere or 'leave it out'}")
+        if self.adapter is not None and not chosen.adapters:
+            takers = [b for b, options in all_options().items() if options.adapters]
+            raise UserError(f"--adapter works with the {' / '.join(takers)} backend, not {self.backend}; "
+                            f"{chosen.no_adapter}")
+        return self
+
+    def backend_options(self) -> dict[str, Any]:
+        """The chosen backend's constructor keywords (its options model's fields; secrets revealed)."""
+        values = {name: getattr(self, name) for name in options_of(self.backend).model_fields}
+        return {k: v.get_secret_value() if isinstance(v, SecretStr) else v for k, v in values.items()}
+
+
+def _registered_option_names() -> set[str]:
+    return {name for options in all_options().values() for name in options.model_fields}
+
+
+def backend_sections() -> list[tuple[str, type[BaseModel]]]:
+    """One flag group per registered backend (its options class), in registry order."""
+    return [(f"{name} backend", options) for name, options in all_options().items()]
 
 
 class OutputSection(StrictModel):
@@ -73,38 +156,30 @@ class OutputSection(StrictModel):
                                     "(default $TASKFIT_HOME/cache/responses.sqlite)", json_schema_extra=OPERATIONAL)
 
 
-class ModelChoice(OpenAIOptions, LlamaCppOptions, HFOptions, ModelSection):
-    """A model on a backend with that backend's options; another backend's options are refused."""
+class ModelChoice(BackendChoice, ModelSection):
+    """A model (name, backend, adapter, budget) with its backend's options."""
 
-    @model_validator(mode="after")
-    def _only_the_chosen_backends_options(self) -> ModelChoice:
-        chosen = BACKEND_OPTIONS[self.backend].model_fields
-        for name, field in type(self).model_fields.items():
-            elsewhere = (field.json_schema_extra or {}).get("elsewhere")
-            if elsewhere and name not in chosen and getattr(self, name) != field.default:
-                owners = [b for b, options in BACKEND_OPTIONS.items() if name in options.model_fields]
-                raise UserError(f"--{name.replace('_', '-')} works with the {' / '.join(owners)} backend, not "
-                                f"{self.backend}; {elsewhere}")
-        return self
-
-    def backend_options(self) -> dict[str, Any]:
-        """The chosen backend's constructor keywords (its options model's fields; secrets revealed)."""
-        values = {name: getattr(self, name) for name in BACKEND_OPTIONS[self.backend].model_fields}
-        return {k: v.get_secret_value() if isinstance(v, SecretStr) else v for k, v in values.items()}
+    model_config = BackendChoice.model_config  # a run-time backend's options are extra keys
 
 
 class RunConfig(OutputSection, ModelChoice, StrategySection, TaskSection):
     """Everything ``taskfit eval`` needs to run one evaluation (YAML keys = flags)."""
 
+    model_config = BackendChoice.model_config  # a run-time backend's options are extra keys
+
     @model_validator(mode="after")
     def _strategy_args(self) -> RunConfig:
-        validate(STRATEGY_OPTIONS[self.strategy], dict(self.strategy_args), f"strategy_args of {self.strategy}")
+        self.strategy_options()
         return self
+
+    def strategy_options(self) -> Any:
+        """The strategy's own options (its options model, validated; e.g. ``.uses_pool()``)."""
+        return validate(STRATEGY_OPTIONS[self.strategy], dict(self.strategy_args), f"strategy_args of {self.strategy}")
 
 
 RUN_SECTIONS: list[tuple[str, type[BaseModel]]] = [
-    ("task", TaskSection), ("strategy", StrategySection), ("model", ModelSection), ("hf backend", HFOptions),
-    ("llamacpp backend", LlamaCppOptions), ("openai backend", OpenAIOptions), ("output", OutputSection)]
+    ("task", TaskSection), ("strategy", StrategySection), ("model", ModelSection), backend_sections,
+    ("output", OutputSection)]
 """The flag groups of ``taskfit eval --help``, in order (a field shared by two sections is listed in the first)."""
 
 
@@ -117,11 +192,19 @@ def flag_for(name: str) -> str:
     return "--" + FLAG_NAMES.get(name, name).replace("_", "-")
 
 
+def eval_command(settings: dict[str, Any]) -> str:
+    """``taskfit eval ...`` for RunConfig keys (a run card's ``evaluate_with``)."""
+    return command_line("eval", RunConfig, settings)
+
+
 def command_line(subcommand: str, model_cls: type[BaseModel], values: dict[str, Any]) -> str:
     """The ``taskfit SUBCOMMAND`` command that sets ``values`` (a config as results.json records it): one flag per
     setting that differs from its default; secrets are left out."""
     words = ["taskfit", subcommand]
-    for name, field in model_cls.model_fields.items():
+    fields = dict(model_cls.model_fields)
+    if values.get("backend") in backend_names():  # a backend registered at run time: its options are extra keys
+        fields.update({k: f for k, f in options_of(values["backend"]).model_fields.items() if k not in fields})
+    for name, field in fields.items():
         default = field.get_default(call_default_factory=True)
         value = values.get(name, default)
         if value == default or value is None or "SecretStr" in str(field.annotation):
@@ -437,13 +520,15 @@ class SynthGenerationSection(StrictModel):
 class SynthConfig(SynthGenerationSection, SynthDataSection, ModelChoice):
     """Everything ``taskfit synth`` needs (Self-Instruct for a task's rows)."""
 
+    model_config = BackendChoice.model_config  # a run-time backend's options are extra keys
+
     def requests_allowed(self) -> int:
         return self.max_requests or 4 * self.target
 
 
 SYNTH_SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("task and output", SynthDataSection), ("generation", SynthGenerationSection), ("model", ModelSection),
-    ("hf backend", HFOptions), ("llamacpp backend", LlamaCppOptions), ("openai backend", OpenAIOptions)]
+    backend_sections]
 
 
 def load_synth_config(path: str | Path | None, overrides: dict[str, Any]) -> SynthConfig:
@@ -661,9 +746,8 @@ def load_loop_config(path: str | Path | None, overrides: dict[str, Any]) -> Loop
 class ServeModelSection(StrictModel):
     model: str = Field("smollm2-135m-instruct", description="known model (see `taskfit models`), hf:<folder>, "
                        "gguf:<file>, or the served model's name on an OpenAI-compatible server (--backend openai)")
-    backend: Literal[tuple(BACKEND_OPTIONS)] = Field(  # type: ignore[valid-type]
-        "llamacpp", description="llamacpp (GGUF in process, fast CPU decoding; --adapter is merged and exported to "
-                                "GGUF first), hf (transformers) or openai (an OpenAI-compatible server such as vLLM)")
+    backend: str = backend_field("llamacpp", "where the model runs (llamacpp: fast CPU decoding)")
+    adapter: Path | None = adapter_field()
     task: str | None = Field(None, description="serve with this task's prompt, system prompt and answer format "
                                                "(the ones the model was tuned and evaluated with)")
     data_dir: Path | None = Field(None, description="KBQA task without --kb: its split's triples are the knowledge "
@@ -708,13 +792,14 @@ class ServeHTTPSection(StrictModel):
     max_answer_tokens: int = Field(1024, gt=0, description="largest max_tokens a /v1 request may ask for (400 beyond)")
 
 
-class ServeConfig(OpenAIOptions, LlamaCppOptions, HFOptions, ServeHTTPSection, ServeModelSection):
+class ServeConfig(BackendChoice, ServeHTTPSection, ServeModelSection):
     """Everything ``taskfit serve`` needs (YAML keys = flags)."""
+
+    model_config = BackendChoice.model_config  # a run-time backend's options are extra keys
 
 
 SERVE_SECTIONS: list[tuple[str, type[BaseModel]]] = [
-    ("model and prompt", ServeModelSection), ("server", ServeHTTPSection), ("hf backend", HFOptions),
-    ("llamacpp backend", LlamaCppOptions), ("openai backend", OpenAIOptions)]
+    ("model and prompt", ServeModelSection), ("server", ServeHTTPSection), backend_sections]
 
 
 def load_serve_config(path: str | Path | None, overrides: dict[str, Any]) -> ServeConfig:

@@ -26,6 +26,7 @@ class Answerer(Protocol):
 
     name: str
     info: dict[str, Any]
+    pool: dict[str, Any] | None  # the demonstration pool it read (split, rows), None: none (results.json ``pool``)
 
     def prepare(self, examples: Sequence[Example]) -> list[Example]:
         """Work before the first example; returns the examples as they will be asked (long inputs shortened)."""
@@ -45,8 +46,8 @@ class Answerer(Protocol):
 class StrategyAnswerer:
     """A prompting strategy on a backend: every example's request generator driven side by side, in batches."""
 
-    def __init__(self, strategy: Strategy, backend: Backend):
-        self.strategy, self.backend = strategy, backend
+    def __init__(self, strategy: Strategy, backend: Backend, pool: dict[str, Any] | None = None):
+        self.strategy, self.backend, self.pool = strategy, backend, pool
         self.name = strategy.name
 
     @property
@@ -83,6 +84,7 @@ class HeadAnswerer:
     the encoder read (the example's fields, joined by ``||``)."""
 
     name = "head"
+    pool = None
 
     def __init__(self, predictor: HeadPredictor, batch_size: int, progress: bool):
         self.predictor, self.batch_size, self.progress = predictor, batch_size, progress

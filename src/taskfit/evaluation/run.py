@@ -100,7 +100,7 @@ def evaluate(config: RunConfig, backend: Backend | None = None, progress: bool =
     stats = answerer.stats()
     results = write_results(config, task, records, answerer.describe(), timings, folder,
                             cost=run_cost(config, records, stats, eval_s, resumed),
-                            strategy_info=answerer.info,
+                            strategy_info=answerer.info, pool=answerer.pool,
                             **({"knowledge_base": task.space.kb_info} if getattr(task.space, "kb_info", None) else {}),
                             backend_stats=stats)
     if hits := stats.get("cache_hits", 0):
@@ -113,7 +113,7 @@ def _load_backend(config: RunConfig) -> Backend:
     """The configured backend, behind the response cache unless ``--no-cache`` (opened first: a bad cache path is
     refused before the model loads)."""
     cache = ResponseCache(config.cache_path or default_cache_path()) if config.cache else None
-    backend = load_backend(config.backend, config.model, **config.backend_options())
+    backend = load_backend(config.backend, config.model, config.adapter, **config.backend_options())
     if config.mode == "loglikelihood" and not getattr(backend, "supports_loglikelihood", True):
         raise UserError(backend.loglikelihood_refusal())
     return CachedBackend(backend, cache) if cache is not None else backend
@@ -127,13 +127,15 @@ def _strategy_answerer(config: RunConfig, task: Task, backend: Backend, eval_spl
                               json_schema=bool(getattr(backend, "supports_json_schema", False)),
                               data_dir=config.data_dir)
     strategy = make_strategy(config.strategy, context, config.strategy_args)
-    if strategy.uses_pool():
-        pool_split = config.pool_split or task.config.pool_split
-        context.pool = task.examples(pool_split, config.data_dir, getattr(strategy.opts, "pool_limit", None))
-        if pool_split == eval_split:
-            log.warning("demonstrations come from the evaluated split %r; an example never sees itself, "
-                        "but results are optimistic", pool_split)
-    return StrategyAnswerer(strategy, backend)
+    if not strategy.opts.uses_pool():
+        return StrategyAnswerer(strategy, backend)
+    pool_split = config.pool_split or task.config.pool_split
+    context.pool = task.examples(pool_split, config.data_dir, getattr(strategy.opts, "pool_limit", None))
+    if pool_split == eval_split:
+        log.warning("demonstrations come from the evaluated split %r; an example never sees itself, "
+                    "but results are optimistic", pool_split)
+    return StrategyAnswerer(strategy, backend, pool={"split": pool_split, "rows": len(context.pool),
+                                                     "evaluated_split": pool_split == eval_split})
 
 
 def _check_head_run(config: RunConfig, task: Task) -> None:

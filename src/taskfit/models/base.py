@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 from taskfit.api import (
@@ -20,6 +21,7 @@ from taskfit.api import (
     LoglikelihoodResult,
     Prompt,
 )
+from taskfit.errors import UserError
 from taskfit.models.catalog import resolve_model
 from taskfit.models.options import BackendOptions
 
@@ -36,6 +38,18 @@ class Backend(ABC):
     def resolve(cls, spec: str) -> tuple[str, str]:
         """Map ``--model`` to (display name, what the constructor loads). Default: known models' HF folders."""
         return resolve_model(spec)
+
+    @classmethod
+    def prepare_model(cls, model: str, adapter: Path | None) -> tuple[str, dict[str, Any]]:
+        """The ``--model`` spec and extra constructor keywords that load ``model`` with ``adapter`` (an adapter
+        folder from ``taskfit tune``) on this backend. Default: no adapter taken (the options class says why)."""
+        if adapter is not None:
+            raise UserError(f"the {cls.name} backend takes no --adapter; {cls.Options.no_adapter}")
+        return model, {}
+
+    def generation_slots(self) -> int:
+        """Answers this backend generates at once for a server (``taskfit serve``'s default slots)."""
+        return 1
 
     @abstractmethod
     def render(self, prompt: Prompt) -> str:

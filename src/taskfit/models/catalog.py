@@ -3,6 +3,8 @@ loads. ``taskfit models`` lists them."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from taskfit.errors import UserError
 from taskfit.models.embedded import SMOLLM2_135M, EmbeddedModel
 
@@ -25,3 +27,16 @@ def resolve_model(spec: str) -> tuple[str, str]:
         f"unknown model {spec!r}; known models: {', '.join(sorted(KNOWN_MODELS))}, "
         "or hf:<local folder or hub id>"
     )
+
+
+def resolve_gguf(spec: str) -> tuple[str, str]:
+    """``--model`` for GGUF backends: a known model (its embedded GGUF), ``gguf:<file>`` or a ``.gguf`` path."""
+    if spec in KNOWN_MODELS:
+        return spec, str(KNOWN_MODELS[spec].gguf_path())
+    path = spec.removeprefix("gguf:")
+    if path.endswith(".gguf"):
+        if not Path(path).is_file():
+            raise UserError(f"GGUF file {path} does not exist")
+        return Path(path).name, path
+    raise UserError(f"the llamacpp backend loads GGUF files: give a known model ({', '.join(sorted(KNOWN_MODELS))}) "
+                    f"or gguf:<path to a .gguf file>, not {spec!r}")

@@ -68,6 +68,10 @@ class HFBackend(Backend):
 
     Options = HFOptions
 
+    @classmethod
+    def prepare_model(cls, model: str, adapter: Path | None) -> tuple[str, dict[str, Any]]:
+        return model, {"adapter": adapter}
+
     def __init__(
         self,
         model: str | Path,

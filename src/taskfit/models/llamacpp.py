@@ -40,7 +40,7 @@ from taskfit.api import (
 )
 from taskfit.errors import ServerError, UserError
 from taskfit.models.base import Backend, StreamCutter, cut_at_stop, encode_pair, map_in_threads, register_backend
-from taskfit.models.catalog import KNOWN_MODELS
+from taskfit.models.catalog import resolve_gguf
 from taskfit.models.http import RetryPolicy, client, post_with_retries, stream_events
 from taskfit.models.options import LlamaCppOptions
 
@@ -51,19 +51,6 @@ DEFAULT_SLOT_CONTEXT = 4096  # tokens of context per slot
 # The server is in this process, so a failure is not transient -- except a keep-alive connection the server closed
 # just as a request went out on it (many concurrent requests, e.g. taskfit serve): that is retried at once.
 LOCAL_SERVER = RetryPolicy(timeout=3600, max_retries=2, base_delay=0.01, max_delay=0.1)
-
-
-def resolve_gguf(spec: str) -> tuple[str, str]:
-    """``--model`` for GGUF backends: a known model (its embedded GGUF), ``gguf:<file>`` or a ``.gguf`` path."""
-    if spec in KNOWN_MODELS:
-        return spec, str(KNOWN_MODELS[spec].gguf_path())
-    path = spec.removeprefix("gguf:")
-    if path.endswith(".gguf"):
-        if not Path(path).is_file():
-            raise UserError(f"GGUF file {path} does not exist")
-        return Path(path).name, path
-    raise UserError(f"the llamacpp backend loads GGUF files: give a known model ({', '.join(sorted(KNOWN_MODELS))}) "
-                    f"or gguf:<path to a .gguf file>, not {spec!r}")
 
 
 def start_server(gguf: str | Path, *, parallel: int = DEFAULT_PARALLEL, slot_context: int = DEFAULT_SLOT_CONTEXT,
@@ -103,6 +90,19 @@ class LlamaCppBackend(Backend):
     @classmethod
     def resolve(cls, spec: str) -> tuple[str, str]:
         return resolve_gguf(spec)
+
+    @classmethod
+    def prepare_model(cls, model: str, adapter: Path | None) -> tuple[str, dict[str, Any]]:
+        """An adapter merged into its model, or a model folder (``hf:DIR``, as `taskfit align` writes), is exported
+        to a Q8_0 GGUF once (:func:`taskfit.models.export.gguf_for`)."""
+        if adapter is not None or (model.startswith("hf:") and Path(model[3:]).is_dir()):
+            from taskfit.models.export import gguf_for
+
+            return "gguf:" + str(gguf_for(model, adapter)), {}
+        return model, {}
+
+    def generation_slots(self) -> int:
+        return self.parallel
 
     def __init__(
         self,

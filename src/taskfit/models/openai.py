@@ -64,6 +64,9 @@ class OpenAIBackend(Backend):
     def resolve(cls, spec: str) -> tuple[str, str]:
         return spec, spec  # the server's model name, as it is
 
+    def generation_slots(self) -> int:
+        return self.concurrency
+
     def __init__(
         self,
         model: str,

@@ -4,8 +4,7 @@ CLI can build its flags without importing a backend."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr
 
@@ -16,7 +15,15 @@ OPERATIONAL = {"operational": True}
 
 
 class BackendOptions(StrictModel):
-    """What every backend takes."""
+    """What every backend takes. A backend's options class also says, for the CLI and the configs (which read it
+    without importing the backend), what the backend is and how it takes an adapter."""
+
+    summary: ClassVar[str] = ""
+    """One line for ``--backend``'s help."""
+    adapters: ClassVar[str | None] = None
+    """How ``--adapter`` reaches the model (help text), or None: the backend cannot take one ..."""
+    no_adapter: ClassVar[str] = "merge it first (`taskfit merge`) and load the merged model"
+    """... and then what to do instead."""
 
     batch_size: int = Field(16, gt=0, description="requests per forward pass")
     chat_template: bool = Field(True, description="render prompts with the model's chat template "
@@ -28,10 +35,10 @@ class BackendOptions(StrictModel):
 class HFOptions(BackendOptions):
     """The hf backend (transformers in process)."""
 
-    adapter: Path | None = Field(None, description="hf backend: an adapter folder from `taskfit tune` (LoRA / IA3 "
-                                 "merged into the weights, bottleneck adapters, prefix / prompt virtual tokens)",
-                                 json_schema_extra={"elsewhere": "merge it first (`taskfit merge`) to serve the "
-                                                                 "merged model elsewhere"})
+    summary: ClassVar[str] = "transformers in process"
+    adapters: ClassVar[str | None] = "applied in process (LoRA / IA3 merged into the weights, bottleneck modules, " \
+                                     "prefix / prompt virtual tokens)"
+
     quantize: Literal["none", "int8"] = Field("none", description="hf backend: int8 dynamic quantization of the "
                                               "linear layers (output layer and MLP down projections kept fp32)",
                                               json_schema_extra={"elsewhere": "the llamacpp backend runs quantized "
@@ -54,9 +61,16 @@ class ConcurrencyOption(StrictModel):
 class LlamaCppOptions(BackendOptions, ConcurrencyOption):
     """The llamacpp backend (a GGUF file in process)."""
 
+    summary: ClassVar[str] = "a GGUF file in process (llama.cpp)"
+    adapters: ClassVar[str | None] = "merged and exported to a Q8_0 GGUF once (cached under $TASKFIT_HOME/gguf)"
+
 
 class OpenAIOptions(BackendOptions, ConcurrencyOption):
     """The openai backend (any OpenAI-compatible server)."""
+
+    summary: ClassVar[str] = "an OpenAI-compatible server such as vLLM"
+    no_adapter: ClassVar[str] = ("a remote server's model cannot take one; serve the merged model (`taskfit merge`) "
+                                 "on that server")
 
     base_url: str | None = Field(None, description="openai backend: server URL, e.g. http://127.0.0.1:8000/v1 "
                                  "(default $OPENAI_BASE_URL, else OpenAI's)", json_schema_extra=OPERATIONAL)
@@ -68,7 +82,3 @@ class OpenAIOptions(BackendOptions, ConcurrencyOption):
                                    json_schema_extra=OPERATIONAL)
     max_retries: int = Field(5, ge=0, description="openai backend: retries on timeouts, 429 and 5xx",
                              json_schema_extra=OPERATIONAL)
-
-
-BACKEND_OPTIONS: dict[str, type[BackendOptions]] = {
-    "hf": HFOptions, "llamacpp": LlamaCppOptions, "openai": OpenAIOptions}

@@ -6,7 +6,7 @@ for ``{"label": ...}``.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -16,6 +16,13 @@ from taskfit.prompting.templates import default
 
 class BaseOptions(StrictModel):
     """The answer format, shared by every strategy."""
+
+    reads_pool: ClassVar[bool] = False  # the strategy reads the task's demonstration pool (APE: its candidates)
+
+    def uses_pool(self) -> bool:
+        """Whether a run with these options reads the pool split (grid checks the split exists; results.json
+        records which split and how many rows)."""
+        return self.reads_pool
 
     answer_format: Literal["text", "json"] = "text"
     json_output_format: str | None = Field(None, description="default: templates.yaml json.<task type>")
@@ -46,6 +53,9 @@ class DemoOptions(BaseOptions):
                                                  "length replace them (out-of-domain inputs)")
     demos_header: str = Field(default_factory=lambda: default("few_shot", "demos_header"))
     query_header: str = Field(default_factory=lambda: default("few_shot", "query_header"))
+
+    def uses_pool(self) -> bool:
+        return self.k > 0
 
 
 class SamplingOptions(StrictModel):
@@ -106,6 +116,8 @@ class CARPOptions(DemoOptions, SamplingOptions):
 
 
 class APEOptions(BaseOptions):
+    reads_pool: ClassVar[bool] = True  # candidates are scored on pool rows
+
     m: int = Field(8, ge=1, description="candidate instructions to propose")
     n_pairs: int = Field(5, ge=1, description="input/output pairs shown to the proposer")
     score_n: int = Field(50, ge=1, description="pool examples each candidate is scored on")

@@ -22,7 +22,6 @@ from taskfit.report.collect import Method
 
 PARSE_FAILURE_LIMIT = 0.05
 DISAGREEMENTS_SHOWN = 25
-NO_POOL_STRATEGIES = {"zero_shot", "cot", "self_consistency", "carp", "plan_and_solve", "program"}
 
 
 @dataclass
@@ -301,14 +300,10 @@ def _caveats(report: TaskReport) -> list[str]:
         out.append(f"Chosen on the same split: the best of {len(report.methods)} methods is picked on the rows it is "
                    "scored on, so its margin is optimistic; confirm the choice on rows none of them saw.")
     for m in report.methods:
-        cfg, task = m.config, m.results["task"]
-        eval_split = cfg.get("split") or task.get("eval_split")
-        pool_split = cfg.get("pool_split") or task.get("pool_split")
-        args = cfg.get("strategy_args") or {}
-        uses_pool = cfg.get("strategy") not in NO_POOL_STRATEGIES or int(args.get("k", 0) or 0) > 0
-        if uses_pool and pool_split == eval_split:
+        pool = m.results.get("pool")  # what the run read, as it recorded it
+        if pool and pool.get("evaluated_split"):
             out.append(f"{m.label}: demonstrations / instructions were chosen from the evaluated split "
-                       f"({eval_split}), so its score is optimistic.")
+                       f"({pool['split']}), so its score is optimistic.")
         if m.parse_failure_rate > PARSE_FAILURE_LIMIT:
             out.append(f"{m.label}: {m.parse_failure_rate:.1%} of its answers did not parse (above "
                        f"{PARSE_FAILURE_LIMIT:.0%}; counted as wrong).")

@@ -31,7 +31,7 @@ def build_app(config: ServeConfig):
                     "can be regenerated", interrupted)
     contestants = load_assistants(config)
     assistant = contestants[0]
-    slots = config.max_concurrent or (1 if config.backend == "hf" else _backend_slots(assistant.backend))
+    slots = config.max_concurrent or assistant.backend.generation_slots()
     secret = lambda value, env: (value.get_secret_value() if value else os.environ.get(env)) or None  # noqa: E731
     settings = Settings(host=config.host, allowed_hosts=config.allowed_hosts,
                         admin_token=secret(config.admin_token, "TASKFIT_ADMIN_TOKEN"),
@@ -90,7 +90,3 @@ def criteria_of(names: list[str]) -> list[str]:
                 out.append(one)
     return out
 
-
-def _backend_slots(backend) -> int:
-    """Answers a backend generates at once: llama.cpp's server slots, an OpenAI client's concurrency."""
-    return getattr(backend, "parallel", None) or getattr(backend, "concurrency", None) or 4

@@ -17,18 +17,15 @@ With the llamacpp backend an ``--adapter`` is merged and exported to a GGUF file
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from taskfit.api import Example, GenerateRequest, Message, Prompt
 from taskfit.errors import UserError
 from taskfit.models.base import Backend
 from taskfit.models.registry import load_backend
-from taskfit.paths import taskfit_home
 from taskfit.prompting import prompts
 from taskfit.prompting.fitting import prompt_limit, tokens_over
 from taskfit.settings import ServeConfig
@@ -209,62 +206,6 @@ def contestant_name(model: str, adapter: str | None) -> str:
 
 
 def backend_for(config: ServeConfig, model: str, adapter: str | None) -> Backend:
-    """``model`` (with ``adapter``) on the server's backend and options; for llama.cpp an adapter, or a model
-    folder (``hf:DIR``, as `taskfit align` writes), is exported to GGUF once."""
-    options = {name: getattr(config, name) for name in _backend_fields(config.backend)}
-    options = {k: v.get_secret_value() if hasattr(v, "get_secret_value") else v for k, v in options.items()}
-    if config.backend == "llamacpp" and (adapter or model.startswith("hf:")):
-        model = "gguf:" + str(_exported(model, Path(adapter) if adapter else None))
-    elif adapter and config.backend == "openai":
-        raise UserError("an adapter cannot be applied to a remote server's model; serve the merged model there "
-                        "(--arena-model NAME for a second model on it)")
-    if config.backend == "hf":
-        options["adapter"] = adapter
-    else:
-        options.pop("adapter", None)
-    return load_backend(config.backend, model, **options)
-
-
-def _backend_fields(backend: str) -> list[str]:
-    from taskfit.models.options import BACKEND_OPTIONS
-
-    return list(BACKEND_OPTIONS[backend].model_fields)
-
-
-def _exported(model: str, adapter: Path | None) -> Path:
-    """The adapter merged into ``model`` (or the model folder itself) as a Q8_0 GGUF, written once per content."""
-    from taskfit.tuning.export import export_gguf
-
-    if adapter is not None and not (adapter / "adapter_config.json").is_file():
-        raise UserError(f"--adapter {adapter}: no adapter_config.json there; give a `taskfit tune` output folder")
-    folder = adapter if adapter is not None else Path(model.removeprefix("hf:"))
-    if not folder.is_dir():
-        raise UserError(f"{model}: no such model folder")
-    digest = hashlib.sha256(model.encode() if adapter is not None else b"")
-    for file in sorted(folder.glob("adapter_*" if adapter is not None else "*.safetensors")):
-        digest.update(file.name.encode() + file.read_bytes())
-    target = taskfit_home() / "serve" / f"{digest.hexdigest()[:16]}-q8_0.gguf"
-    if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        log.info("exporting %s%s to %s (once)", model, f" with {adapter} merged" if adapter else "", target)
-        template = None if adapter is not None else _template(folder)
-        export_gguf(model, target, adapter=adapter, qtype="q8_0", template=template)  # written whole or not at all
-    return target
-
-
-def _template(folder: Path) -> Path | None:
-    """The GGUF whose tokenizer and metadata a model folder's export copies: its base model's, when the run card
-    of the stage that wrote it names a built-in model (None: export_gguf says what to give)."""
-    import json
-
-    from taskfit.models.llamacpp import KNOWN_MODELS
-
-    for _ in range(8):  # a model aligned from a model aligned from ...: follow the cards to the built-in base
-        try:
-            base = json.loads((folder / "run_card.json").read_text(encoding="utf-8"))["base_model"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        if base.get("name") in KNOWN_MODELS:
-            return KNOWN_MODELS[base["name"]].gguf_path()
-        folder = Path(str(base.get("path", "")))
-    return None
+    """``model`` (with ``adapter``) on the server's backend and options, the adapter applied as that backend
+    applies one (hf: in process; llamacpp: merged and exported to GGUF once; openai: refused)."""
+    return load_backend(config.backend, model, adapter, **config.backend_options())

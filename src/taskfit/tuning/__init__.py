@@ -1,8 +1,7 @@
 """Tuning: one short workflow per stage — ``sft`` (a causal LM with PEFT methods or in full, :mod:`.sft`) and
-``head`` (a sentence encoder + head, :mod:`.head`) — plus merging and GGUF export of the result (:mod:`.export`)."""
+``head`` (a sentence encoder + head, :mod:`.head`). Merging and GGUF export are :mod:`taskfit.models.export`."""
 
 from taskfit.tuning.common import TuneConfig, TuneResult, load_tune_config
-from taskfit.tuning.export import export_gguf, merge
 from taskfit.tuning.head import train_head
 from taskfit.tuning.sft import train_sft
 
@@ -14,4 +13,4 @@ def tune(config: TuneConfig, resume: bool = False) -> TuneResult:
     return STAGES[config.stage](config, resume)
 
 
-__all__ = ["STAGES", "TuneConfig", "TuneResult", "export_gguf", "load_tune_config", "merge", "tune"]
+__all__ = ["STAGES", "TuneConfig", "TuneResult", "load_tune_config", "tune"]

@@ -36,6 +36,7 @@ from taskfit.tuning.skeleton import (
     RunCard,
     begin,
     count_parameters,
+    evaluated_as,
     load_start_policy,
     lora_config,
     loss_history,
@@ -104,7 +105,7 @@ def train_align(config: AlignConfig) -> dict[str, Any]:
                      f"[{a['ci_low']:.4f}, {a['ci_high']:.4f}]")
     return RunCard(
         method=config.method, base_model={"name": name, "path": str(location)}, data=card_data, config=config,
-        output=out, started=started, evaluate_with=f"--model hf:{out}" if config.adapter else f"--adapter {out}",
+        output=out, started=started, evaluate_with=evaluated_as(config.model, out, merged=bool(config.adapter)),
         trainable_parameters=trainable, total_parameters=total, steps=trainer.state.global_step,
         loss_history=history, fallback_loss=result.training_loss, train_s=train_s,
         tokens=sum(len(v) for row in rows for k, v in row.items() if k.endswith("_ids")) * config.epochs,

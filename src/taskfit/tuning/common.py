@@ -12,6 +12,7 @@ from taskfit.data.preferences import PreferenceData, PreferencePair, read_prefer
 from taskfit.data.sampling import sample_indices
 from taskfit.settings import TuneConfig, load_tune_config
 from taskfit.tasks.task import load_task
+from taskfit.tuning.skeleton import evaluated_as
 
 __all__ = ["TuneConfig", "TuneResult", "load_tune_config", "task_examples", "preference_split", "data_line"]
 
@@ -31,6 +32,15 @@ def preference_split(files: list[Path], limit: int | None, dev_share: float, see
     pairs, unpaired = data.as_pairs()
     train, dev = split_by_prompt(pairs, limit, dev_share, seed)
     return PreferenceSplit(data, unpaired, train, dev)
+
+
+def tune_evaluated_as(config: TuneConfig, out: Path | None = None) -> dict[str, Any]:
+    """How ``taskfit eval`` loads what ``taskfit tune`` writes (to ``out``, default ``config.output``): the head,
+    a full model's folder, or the adapter on its base. Known before training, so a grid plans its eval cells."""
+    out = Path(out or config.output)
+    if config.stage == "head" or config.method == "head":
+        return {"model": f"head:{out}"}
+    return evaluated_as(config.model, out, merged=config.method == "full")
 
 
 @dataclass

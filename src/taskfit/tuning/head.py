@@ -33,7 +33,7 @@ from taskfit.models.catalog import HEAD_TASK_TYPES
 from taskfit.models.head import CONFIG_FILE, HEAD_WEIGHTS, HeadModel, encoder_batch, encoder_texts
 from taskfit.prompting.embeddings import encoder_location
 from taskfit.tasks.task import load_task
-from taskfit.tuning.common import TuneConfig, TuneResult, data_line, task_examples
+from taskfit.tuning.common import TuneConfig, TuneResult, data_line, task_examples, tune_evaluated_as
 from taskfit.tuning.skeleton import RunCard, begin, one_process, plot_loss, seed_and_threads, stage_output
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,8 @@ def train_head(config: TuneConfig, resume: bool = False) -> TuneResult:
     data = {"task": task.name, "split": config.split, "n": len(examples), "tokens": seen_tokens, "answer_tokens": 0,
             "chat_template": False}
     card = RunCard(method="head", base_model={"name": config.encoder, "path": str(location)}, data=data,
-                   config=config, output=out, started=started, evaluate_with=f"--task {task.name} --model head:{out}",
+                   config=config, output=out, started=started,
+                   evaluate_with={"task": task.name, **tune_evaluated_as(config, out)},
                    trainable_parameters=parameters, total_parameters=parameters, steps=step, loss_history=history,
                    train_s=train_s, tokens=seen_tokens,
                    extras={"train_loss": sum(h["loss"] for h in history) / len(history) if history else None,

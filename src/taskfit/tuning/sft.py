@@ -24,7 +24,7 @@ from taskfit.errors import UserError
 from taskfit.models.catalog import resolve_model
 from taskfit.models.kv import packs
 from taskfit.models.loading import load_causal_lm
-from taskfit.tuning.common import TuneConfig, TuneResult, data_line, task_examples
+from taskfit.tuning.common import TuneConfig, TuneResult, data_line, task_examples, tune_evaluated_as
 from taskfit.tuning.data import Tokenizer, collate, pairs_from_task, read_training_file
 from taskfit.tuning.mixture import build_mixture
 from taskfit.tuning.skeleton import (
@@ -136,7 +136,7 @@ def train_sft(config: TuneConfig, resume: bool = False) -> TuneResult:
             "chat_template": encode.chat}
     return TuneResult(RunCard(
         method=config.method, base_model={"name": name, "path": model_path}, data=data, config=config, output=out,
-        started=started, evaluate_with=f"--model hf:{out}" if config.method == "full" else f"--adapter {out}",
+        started=started, evaluate_with=tune_evaluated_as(config, out),
         trainable_parameters=method.trainable, total_parameters=method.total, steps=steps_done,
         loss_history=history, fallback_loss=result.training_loss, train_s=train_s,
         tokens=(steps_done - start_step) * tokens_per_step,

@@ -21,7 +21,7 @@ from taskfit.errors import UserError
 from taskfit.models.loading import load_causal_lm, resolve_device
 from taskfit.paths import output_folder
 from taskfit.runs import RUN_CARD, peak_rss_mib, read_run_card, write_json, write_run_card
-from taskfit.settings import run_identity
+from taskfit.settings import eval_command, run_identity
 
 log = logging.getLogger(__name__)
 
@@ -214,12 +214,19 @@ class Trained:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+def evaluated_as(model: str, out: Path, merged: bool) -> dict[str, Any]:
+    """How ``taskfit eval`` loads what a stage wrote to ``out``: the merged model folder, or the adapter on
+    ``model`` (the model it was trained on)."""
+    return {"model": f"hf:{out}"} if merged else {"model": model, "adapter": str(out)}
+
+
 @dataclass
 class RunCard:
     """What a training run did: the fields every stage's card has, the stage's extras, and its own markdown lines.
 
-    ``evaluate_with`` is how to evaluate what was trained (``taskfit eval`` arguments), written by the stage that
-    knows, so the CLI, grids and the autopilot read it instead of re-deriving it from the method's name."""
+    ``evaluate_with`` is how to evaluate what was trained (``taskfit eval`` settings: RunConfig keys such as
+    ``model`` and ``adapter``), written by the stage that knows, so the CLI, grids, the autopilot and the feedback
+    loop read it instead of re-deriving it from the method's name."""
 
     method: str
     base_model: dict[str, Any]
@@ -227,7 +234,7 @@ class RunCard:
     config: Any
     output: Path
     started: float  # time.perf_counter() when the stage began
-    evaluate_with: str | None = None
+    evaluate_with: dict[str, Any] | None = None
     trainable_parameters: int = 0
     total_parameters: int = 0
     steps: int = 0
@@ -292,7 +299,7 @@ def card_markdown(card: dict[str, Any], lines: list[str]) -> str:
            f"- time: {card['train_s']} s training, {card['tokens_per_s']} tokens/s, "
            f"peak RSS {card['peak_rss_mib']} MiB"]
     if card.get("evaluate_with"):
-        out.append(f"- evaluate with `taskfit eval {card['evaluate_with']}`")
+        out.append(f"- evaluate with `{eval_command(card['evaluate_with'])}`")
     if (Path(card["output"]) / "loss.png").is_file():
         out += ["", "![loss](loss.png)"]
     out += ["", "Config:", "", "```json", json.dumps(card["config"], indent=2), "```", ""]

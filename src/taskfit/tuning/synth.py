@@ -240,7 +240,7 @@ def synthesize(config: SynthConfig, *, resume: bool = False, backend=None, progr
         batch = range(i, min(i + config.round_size, config.requests_allowed()))
         planned = [plan.request(j) for j in batch]
         if backend is None:
-            backend = load_backend(config.backend, config.model, **config.backend_options())
+            backend = load_backend(config.backend, config.model, config.adapter, **config.backend_options())
         t0 = time.perf_counter()
         results: list[GenerateResult] = backend.generate([p[0] for p in planned])
         generate_s += time.perf_counter() - t0

@@ -17,7 +17,6 @@ class APE(Strategy):
 
     name = "ape"
     Options = APEOptions
-    needs_pool = True
 
     def __init__(self, context: StrategyContext, options: dict[str, Any] | None = None):
         super().__init__(context, options)

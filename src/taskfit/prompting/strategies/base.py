@@ -11,7 +11,7 @@ from taskfit.config import validate
 from taskfit.prompting.asking import Asker
 from taskfit.prompting.context import StrategyContext, StrategyRun
 from taskfit.prompting.formats import make_format
-from taskfit.prompting.options import BaseOptions, DemoOptions
+from taskfit.prompting.options import BaseOptions
 
 
 class Strategy:
@@ -19,7 +19,6 @@ class Strategy:
 
     name: ClassVar[str]
     Options: ClassVar[type[BaseOptions]] = BaseOptions
-    needs_pool: ClassVar[bool] = False
     writes_first: ClassVar[bool] = False  # generates text before it answers, whatever the answer mode (reasoning)
 
     def __init__(self, context: StrategyContext, options: dict[str, Any] | None = None):
@@ -28,12 +27,6 @@ class Strategy:
         context.task.space.check_mode(context.mode)
         self.ask = Asker(context, make_format(context.task, self.opts))
         self.info: dict[str, Any] = {}  # strategy-level facts for results.json
-
-    def uses_pool(self) -> bool:
-        """Whether this run needs the pool split (demonstrations, candidate scoring)."""
-        if isinstance(self.opts, DemoOptions):
-            return self.opts.k > 0
-        return self.needs_pool
 
     def generates(self) -> bool:
         """Whether this run sends generation requests (long, of uneven length: worth batching many together)."""

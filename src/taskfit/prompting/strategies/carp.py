@@ -31,7 +31,6 @@ class CARP(Strategy):
     name = "carp"
     writes_first = True
     Options = CARPOptions
-    needs_pool = True
 
     def __init__(self, context: StrategyContext, options: dict[str, Any] | None = None):
         super().__init__(context, options)

@@ -19,7 +19,6 @@ class FewShot(Strategy):
 
     name = "few_shot"
     Options = DemoOptions
-    needs_pool = True
 
     def __init__(self, context: StrategyContext, options: dict[str, Any] | None = None):
         super().__init__(context, options)

@@ -13,6 +13,8 @@ F32 file scores the same log-probabilities on the llamacpp backend as the model 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -21,10 +23,9 @@ import numpy as np
 
 from taskfit.adapters.apply import check_mergeable
 from taskfit.errors import UserError
-from taskfit.models.catalog import GGUF_TYPES, KNOWN_MODELS, resolve_model
-from taskfit.models.llamacpp import resolve_gguf
+from taskfit.models.catalog import GGUF_TYPES, KNOWN_MODELS, resolve_gguf, resolve_model
 from taskfit.models.loading import load_causal_lm
-from taskfit.paths import output_file, output_folder
+from taskfit.paths import output_file, output_folder, taskfit_home
 from taskfit.runs import RUN_CARD_MD, read_run_card, write_run_card
 
 log = logging.getLogger(__name__)
@@ -142,3 +143,37 @@ def merge(adapter: str | Path, output: str | Path) -> Path:
                        (adapter / RUN_CARD_MD).read_text(encoding="utf-8") if (adapter / RUN_CARD_MD).is_file()
                        else "")
     return output
+
+
+def gguf_for(model: str, adapter: Path | None) -> Path:
+    """``adapter`` merged into ``model`` (or, without one, the model folder ``hf:DIR`` itself) as a Q8_0 GGUF,
+    written once per content under ``$TASKFIT_HOME/gguf`` (what the llamacpp backend loads for an adapter)."""
+    if adapter is not None and not (adapter / "adapter_config.json").is_file():
+        raise UserError(f"--adapter {adapter}: no adapter_config.json there; give a `taskfit tune` output folder")
+    folder = adapter if adapter is not None else Path(model.removeprefix("hf:"))
+    if not folder.is_dir():
+        raise UserError(f"{model}: no such model folder")
+    digest = hashlib.sha256(model.encode() if adapter is not None else b"")
+    for file in sorted(folder.glob("adapter_*" if adapter is not None else "*.safetensors")):
+        digest.update(file.name.encode() + file.read_bytes())
+    target = taskfit_home() / "gguf" / f"{digest.hexdigest()[:16]}-q8_0.gguf"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        log.info("exporting %s%s to %s (once)", model, f" with {adapter} merged" if adapter else "", target)
+        template = None if adapter is not None else _base_gguf(folder)
+        export_gguf(model, target, adapter=adapter, qtype="q8_0", template=template)  # written whole or not at all
+    return target
+
+
+def _base_gguf(folder: Path) -> Path | None:
+    """The GGUF whose tokenizer and metadata a model folder's export copies: its base model's, when the run card
+    of the stage that wrote it names a built-in model (None: export_gguf says what to give)."""
+    for _ in range(8):  # a model aligned from a model aligned from ...: follow the cards to the built-in base
+        try:
+            base = json.loads((folder / "run_card.json").read_text(encoding="utf-8"))["base_model"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if base.get("name") in KNOWN_MODELS:
+            return KNOWN_MODELS[base["name"]].gguf_path()
+        folder = Path(str(base.get("path", "")))
+    return None
