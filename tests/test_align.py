@@ -134,7 +134,7 @@ def test_align_eval_compares_policies_on_the_same_prompts(tiny_model_dir, tmp_pa
     answers = [json.loads(line) for line in (out / "answers_1.jsonl").read_text().splitlines()]
     assert len(answers) == 12 and all(a["policy"] == str(dpo) for a in answers)
     assert results["samples_per_prompt"] == 2 and len({a["answer"] for a in answers}) > 6  # two draws per prompt
-    from taskfit.tuning.rewards import load_reward
+    from taskfit.tuning.reward_functions import load_reward
 
     scores = load_reward("length:longer").score([((Message("user", a["prompt"])),) for a in answers],
                                                 [a["answer"] for a in answers])

@@ -12,10 +12,11 @@ import httpx
 from serving import chat, running
 from taskfit.cli import main
 from taskfit.models.registry import load_backend
-from taskfit.serve.app import Settings, create_app
+from taskfit.serve.app import create_app
 from taskfit.serve.assistant import Assistant
 from taskfit.serve.gate import Gate
 from taskfit.serve.store import Store
+from taskfit.settings import ServeHTTPSection
 
 SESSION = "0123456789abcdef" * 2
 
@@ -63,7 +64,7 @@ def test_a_round_trains_gates_and_switches_a_running_server_then_refuses_and_ski
         loaded.append((model, adapter))
         return load_backend("hf", model, adapter=adapter)
 
-    app = create_app(assistant, store, Gate(1, 4, 30), Settings(admin_token="tok"), load=load)
+    app = create_app(assistant, store, Gate(1, 4, 30), ServeHTTPSection(admin_token="tok"), load=load)
     with running(app) as base, httpx.Client() as http:
         before = http.get(f"{base}/healthz").json()
         assert before["adapter"] is None

@@ -11,10 +11,11 @@ import pytest
 from serving import chat, kbqa_task, running, write_kb
 from taskfit.api import GenerateRequest, GenerateResult, Message, Prompt
 from taskfit.models.registry import load_backend
-from taskfit.serve.app import Settings, create_app
+from taskfit.serve.app import create_app
 from taskfit.serve.assistant import Assistant
 from taskfit.serve.gate import Gate
 from taskfit.serve.store import Store
+from taskfit.settings import ServeHTTPSection
 
 MODEL = "smollm2-135m-instruct"
 KB = [("高等数学", "出版社", "武汉大学出版社"), ("高等数学", "作者", "同济大学数学系"),
@@ -38,7 +39,7 @@ def make_app(backend, kb_file, tmp_path, **settings):
     assistant = Assistant(backend, task=task, model="smollm2-135m-instruct", max_tokens=24)
     store = Store(tmp_path / "assistant.sqlite")
     gate = Gate(settings.pop("slots", 2), settings.pop("max_waiting", 8), 30)
-    return create_app(assistant, store, gate, Settings(**settings)), store
+    return create_app(assistant, store, gate, ServeHTTPSection(**settings)), store
 
 
 def test_a_conversation_streams_shows_its_sources_and_keeps_the_context_it_was_answered_in(backend, kb_file,
@@ -127,14 +128,14 @@ class Failing:
 
 def test_a_model_failing_mid_answer_is_reported_and_the_conversation_goes_on(backend, kb_file, tmp_path):
     app, store = make_app(backend, kb_file, tmp_path)
-    real = app.state.assistant.backend
+    real = app.state.served.assistant.backend
     with running(app) as base, httpx.Client() as http:
-        app.state.assistant.backend = Failing(real)
+        app.state.served.assistant.backend = Failing(real)
         failed = chat(http, base, "线性代数的出版时间是什么？")
         assert failed["deltas"] == ["partial ", "answer"]
         assert "the model failed" in failed["error"]["message"]
         conversation = failed["meta"]["conversation"]
-        app.state.assistant.backend = real
+        app.state.served.assistant.backend = real
         later = chat(http, base, "安德烈是哪国人？", conversation)
         assert "done" in later
         turns = store.turns(http.cookies["taskfit_session"], conversation)
@@ -148,7 +149,7 @@ def test_a_model_failing_mid_answer_is_reported_and_the_conversation_goes_on(bac
 def test_the_openai_client_streams_and_gets_usage(backend, kb_file, tmp_path):
     from openai import OpenAI
 
-    app, _ = make_app(backend, kb_file, tmp_path, api_key="key-1")
+    app, _ = make_app(backend, kb_file, tmp_path, serve_api_key="key-1")
     with running(app) as base:
         client = OpenAI(base_url=f"{base}/v1", api_key="key-1")
         assert [m.id for m in client.models.list()] == ["smollm2-135m-instruct"]
@@ -201,7 +202,7 @@ def test_a_busy_server_answers_503_instead_of_queueing_forever(backend, kb_file,
             release.wait(20)
             return GenerateResult("done", 1, "stop")
 
-    app.state.assistant.backend = Slow()
+    app.state.served.assistant.backend = Slow()
     with running(app) as base:
         body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
         first = threading.Thread(target=httpx.post, args=(f"{base}/v1/chat/completions",), kwargs={"json": body,

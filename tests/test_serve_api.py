@@ -11,10 +11,11 @@ import pytest
 
 from serving import running
 from taskfit.models.registry import load_backend
-from taskfit.serve.app import Settings, create_app
+from taskfit.serve.app import create_app
 from taskfit.serve.assistant import Assistant
 from taskfit.serve.gate import Gate
 from taskfit.serve.store import Store
+from taskfit.settings import ServeHTTPSection
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +28,7 @@ def backend():
 
 
 def test_a_schema_fuzzer_finds_no_server_error(backend, tmp_path):
-    settings = Settings(admin_token="tok", max_answer_tokens=4, max_question_chars=200, max_messages=4)
+    settings = ServeHTTPSection(admin_token="tok", max_answer_tokens=4, max_question_chars=200, max_messages=4)
     app = create_app(Assistant(backend, model="m", max_tokens=4), Store(tmp_path / "a.sqlite"), Gate(2, 32, 60),
                      settings)
     with running(app) as base:
@@ -43,7 +44,7 @@ def test_a_schema_fuzzer_finds_no_server_error(backend, tmp_path):
 
 def test_eval_through_serve_gives_the_predictions_of_llamacpp_directly(backend, shared_data, tmp_path):
     app = create_app(Assistant(backend, model="smollm2-135m-instruct"), Store(tmp_path / "a.sqlite"), Gate(2, 32, 60),
-                     Settings())
+                     ServeHTTPSection())
     common = ["eval", "--task", "sst2", "--data-dir", str(shared_data), "--split", "dev", "--limit", "24", "--mode",
               "generate", "--no-cache", "--no-progress"]
     with running(app) as base:

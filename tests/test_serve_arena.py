@@ -11,12 +11,13 @@ import pytest
 
 from serving import kbqa_task, read_events, running, write_kb
 from taskfit.models.registry import load_backend
-from taskfit.serve.app import Settings, create_app
+from taskfit.serve.app import create_app
 from taskfit.serve.arena import draw
 from taskfit.serve.assistant import Assistant
 from taskfit.serve.export import export_rows
 from taskfit.serve.gate import Gate
 from taskfit.serve.store import Store
+from taskfit.settings import ServeHTTPSection
 
 KB = [("高等数学", "出版社", "武汉大学出版社"), ("线性代数", "出版时间", "2013-12-30")]
 NAMES = ["long-answers", "short-answers", "tiny-answers"]
@@ -35,7 +36,7 @@ def arena_app(backend, tmp_path, contestants=3, **settings):
     assistants = [Assistant(backend, task=task, model=name, max_tokens=tokens)
                   for name, tokens in zip(NAMES, (24, 8, 3))][:contestants]
     store = Store(tmp_path / "assistant.sqlite")
-    app = create_app(assistants[0], store, Gate(2, 8, 30), Settings(**settings), arena=assistants)
+    app = create_app(assistants[0], store, Gate(2, 8, 30), ServeHTTPSection(**settings), arena=assistants)
     return app, store
 
 

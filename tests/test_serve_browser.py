@@ -13,10 +13,11 @@ import pytest
 
 from serving import kbqa_task, running, write_kb
 from taskfit.models.registry import load_backend
-from taskfit.serve.app import Settings, create_app
+from taskfit.serve.app import create_app
 from taskfit.serve.assistant import Assistant
 from taskfit.serve.gate import Gate
 from taskfit.serve.store import Store
+from taskfit.settings import ServeHTTPSection
 
 ATTACKS = ["<script>window.__pwned = 1</script>高等数学",
            '<img src=x onerror="window.__pwned = 2">线性代数',
@@ -44,7 +45,7 @@ def server(tmp_path_factory):
     backend = load_backend("llamacpp", "smollm2-135m-instruct", concurrency=2, threads=2)
     store = Store(folder / "assistant.sqlite")
     app = create_app(Assistant(backend, task=task, model="smollm2-135m-instruct", max_tokens=24), store,
-                     Gate(2, 8, 30), Settings())
+                     Gate(2, 8, 30), ServeHTTPSection())
     with running(app) as base:
         yield base, folder / "assistant.sqlite"
     backend.close()
@@ -175,8 +176,8 @@ def arena_server(tmp_path_factory):
     contestants = [Assistant(backend, task=task, model=name, max_tokens=tokens)
                    for name, tokens in (("<b>model-long</b>", 32), ("model-short", 12))]
     store = Store(folder / "assistant.sqlite")
-    app = create_app(contestants[0], store, Gate(2, 8, 30), Settings(admin_token="secret-token", criteria=["correct"]),
-                     arena=contestants)
+    app = create_app(contestants[0], store, Gate(2, 8, 30),
+                     ServeHTTPSection(admin_token="secret-token", criteria=["correct"]), arena=contestants)
     with running(app) as base:
         yield base, folder / "assistant.sqlite"
     backend.close()

@@ -14,11 +14,12 @@ import pytest
 
 from serving import chat, kbqa_task, running, write_kb
 from taskfit.models.registry import load_backend
-from taskfit.serve.app import MAX_BODY_BYTES, Settings, create_app
+from taskfit.serve.app import MAX_BODY_BYTES, create_app
 from taskfit.serve.assistant import Assistant
 from taskfit.serve.export import export_rows
 from taskfit.serve.gate import Gate
 from taskfit.serve.store import Store
+from taskfit.settings import ServeHTTPSection
 
 MODEL = "smollm2-135m-instruct"
 KB = [("高等数学", "出版社", "武汉大学出版社"), ("高等数学", "页数", "304")]
@@ -38,7 +39,7 @@ def served(backend, tmp_path_factory):
     task = kbqa_task(write_kb(folder / "kb.jsonl", KB))
     store = Store(folder / "assistant.sqlite")
     app = create_app(Assistant(backend, task=task, model=MODEL, max_tokens=16), store, Gate(2, 8, 60),
-                     Settings(api_key="key-1", allowed_hosts=["assistant.example"]))
+                     ServeHTTPSection(serve_api_key="key-1", allowed_hosts=["assistant.example"]))
     with running(app) as base:
         yield base, store
 

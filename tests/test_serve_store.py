@@ -12,7 +12,7 @@ import pytest
 from taskfit.data.preferences import read_preferences
 from taskfit.models.base import StreamCutter, cut_at_stop
 from taskfit.serve.export import export_rows
-from taskfit.serve.gate import Busy, Gate
+from taskfit.serve.gate import Busy, Done, Gate
 from taskfit.serve.store import NotFound, Store
 
 A, B = "a" * 32, "b" * 32  # two browser sessions
@@ -169,7 +169,7 @@ def test_the_gate_says_busy_instead_of_queueing_without_bound():
             await anext(gate.stream(lambda emit: "second", 10))
         release.set()
         event = await started
-        assert (event.kind, event.value) == ("done", "first")
+        assert event == Done("first")
 
     # on a thread of its own: Playwright's sync API may keep an event loop running on the main thread
     failure: list[BaseException] = []

@@ -209,6 +209,26 @@ def _build(model_cls: type[RunConfig] | type[TuneConfig], settings: dict[str, An
 
 # ------------------------------------------------------------------------------------------------- running
 
+def dry_run(cells: Sequence[Cell]) -> str:
+    """``taskfit grid --dry-run``: each cell, the rows it would run, a rough time prior and whether it will fail on
+    its data; nothing runs."""
+    from taskfit.report.table import markdown_table
+
+    rows, total, problems = [], 0.0, 0
+    for cell in cells:
+        todo, seconds = estimate(cell)
+        trouble = problem(cell)
+        problems += trouble is not None
+        total += seconds or 0
+        rows.append([cell.kind, cell.name, "complete" if todo == 0 else ("?" if todo is None else todo),
+                     "-" if seconds is None else f"{seconds / 60:.1f}", trouble or ""])
+    out = markdown_table(["kind", "cell", "rows to run", "estimated minutes", "will fail"], rows) + "\n"
+    if problems:
+        out += f"{problems} cells will fail on their data as planned (see 'will fail')\n"
+    return out + (f"{len(cells)} cells, about {total / 60:.0f} minutes on a 2-core CPU with the embedded model (a "
+                  "rough prior; nothing was run)\n")
+
+
 def problem(cell: Cell) -> str | None:
     """What would make an eval cell fail on its data, found without a model: a missing evaluated or pool split."""
     if cell.kind != "eval":

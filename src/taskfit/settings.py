@@ -11,6 +11,7 @@ all before any model loads.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from pathlib import Path
 from typing import Any, Literal
@@ -790,6 +791,34 @@ class ServeHTTPSection(StrictModel):
     max_question_chars: int = Field(4000, gt=0, description="longest question or message accepted (413 beyond)")
     max_messages: int = Field(64, gt=0, description="most messages in one /v1 request (413 beyond)")
     max_answer_tokens: int = Field(1024, gt=0, description="largest max_tokens a /v1 request may ask for (400 beyond)")
+
+    @field_validator("criteria")
+    @classmethod
+    def _criteria(cls, names: list[str]) -> list[str]:
+        """'default' stands for helpful, correct, harmless; each name once, in order."""
+        out: list[str] = []
+        for name in names:
+            for one in DEFAULT_CRITERIA if name.strip() == "default" else (name.strip(),):
+                if not one or len(one) > 64 or not all(ch.isalnum() or ch in "_-" for ch in one):
+                    raise ValueError(f"--criteria {name!r}: a criterion is a short name of letters, digits, - or _")
+                if one not in out:
+                    out.append(one)
+        return out
+
+    def admin_secret(self) -> str | None:
+        """The admin token: --admin-token, else $TASKFIT_ADMIN_TOKEN (None: the admin routes are off)."""
+        return _secret(self.admin_token, "TASKFIT_ADMIN_TOKEN")
+
+    def api_secret(self) -> str | None:
+        """The key /v1 requires: --serve-api-key, else $TASKFIT_SERVE_API_KEY (None: /v1 is open)."""
+        return _secret(self.serve_api_key, "TASKFIT_SERVE_API_KEY")
+
+
+DEFAULT_CRITERIA = ("helpful", "correct", "harmless")
+
+
+def _secret(value: SecretStr | None, env: str) -> str | None:
+    return (value.get_secret_value() if value else os.environ.get(env)) or None
 
 
 class ServeConfig(BackendChoice, ServeHTTPSection, ServeModelSection):

@@ -3,6 +3,8 @@ stage trains on (``--limit``). Many data files are sorted by label, so the first
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 STREAM = 0x5A  # keeps row sampling apart from other uses of the run seed
@@ -14,3 +16,9 @@ def sample_indices(total: int, k: int, seed: int) -> list[int]:
     if k >= total:
         return list(range(total))
     return sorted(int(i) for i in np.random.default_rng([seed, STREAM]).choice(total, k, replace=False))
+
+
+def sample_seed(seed: int, iteration: int, key: str, k: int) -> int:
+    """The seed of answer ``k`` to prompt ``key`` in ``iteration``: the same answer whatever else is sampled beside
+    it (RAFT's and align eval's samples stay paired across policies and resumes)."""
+    return int(hashlib.sha256(f"{seed}:{iteration}:{key}:{k}".encode()).hexdigest()[:8], 16)

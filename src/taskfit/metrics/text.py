@@ -125,3 +125,9 @@ def _rouge_scorer(chinese: bool):
 def rouge_l(prediction: str, reference: str, chinese: bool = True) -> float:
     """ROUGE-L F-measure (rouge-score); character-level for Chinese."""
     return float(_rouge_scorer(chinese).score(reference, prediction)["rougeL"].fmeasure)
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float:
+    """Distinct n-grams over all n-grams of the answers (Li et al. 2016), on whitespace words."""
+    grams = [tuple(words[i:i + n]) for t in texts for words in [t.split()] for i in range(len(words) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0

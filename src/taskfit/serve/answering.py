@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import Request, Response
+from fastapi.responses import StreamingResponse
 
 from taskfit.api import GenerateRequest, GenerateResult
 from taskfit.models.base import Backend
@@ -75,3 +76,15 @@ def session_of(request: Request) -> tuple[str, bool]:
 def set_session_cookie(response: Response, session: str) -> None:
     response.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="lax", max_age=365 * 24 * 3600,
                         path="/")
+
+
+def event_stream(events) -> StreamingResponse:
+    return StreamingResponse(events, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+def with_session(response: Response, session: str, new: bool) -> Response:
+    """``response``, setting the session cookie when the browser had none."""
+    if new:
+        set_session_cookie(response, session)
+    return response

@@ -17,31 +17,21 @@ import random
 import secrets
 from collections.abc import Sequence
 from html import escape
-from typing import Any, Literal
+from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse
 
 from taskfit.metrics.bradley_terry import Leaderboard, leaderboard
-from taskfit.serve.answering import answer_into, describe, session_of, set_session_cookie, sse
+from taskfit.serve.answering import answer_into, describe, event_stream, session_of, sse, with_session
 from taskfit.serve.assistant import Assistant, PromptTooLong, contestant_name
-from taskfit.serve.gate import Busy, Event, Gate
-from taskfit.serve.http import ApiError, require_bearer, require_unicode
+from taskfit.serve.gate import Busy, Delta, Done, Event, Failed
+from taskfit.serve.http import ApiError
+from taskfit.serve.protocol import ArenaIn, VoteIn
+from taskfit.serve.served import Served, question_of, require_admin, served, stored_once
 from taskfit.serve.store import NotFound, Store
 
 SIDES = ("a", "b")
-
-
-class ArenaIn(BaseModel):
-    question: str = Field(min_length=1)
-
-
-class VoteIn(BaseModel):
-    event: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
-                       description="an id the client makes per click; a retried click sends the same id")
-    battle: str = Field(min_length=1, max_length=64)
-    winner: Literal["a", "b", "tie", "both_bad"]
 
 
 def draw(seed: int, contestants: int) -> tuple[int, int]:
@@ -84,118 +74,110 @@ def leaderboard_markdown(board: Leaderboard) -> str:
     return "\n".join(lines) + "\n"
 
 
-def add_arena_routes(app: FastAPI, contestants: Sequence[Assistant], store: Store, gate: Gate, settings) -> None:
-    enabled = len(contestants) >= 2
+router = APIRouter()
 
-    def require_arena() -> None:
-        if not enabled:
-            raise ApiError(404, "the arena is off: start the server with --arena-adapter DIR or --arena-model NAME",
-                           "not_found")
 
-    @app.get("/arena", response_class=HTMLResponse, include_in_schema=False)
-    def arena_page(request: Request):
-        require_arena()
-        session, new = session_of(request)
-        response = HTMLResponse(ARENA_PAGE.replace("{count}", str(len(contestants))))
-        if new:
-            set_session_cookie(response, session)
-        return response
+def contestants_of(s: Served) -> Sequence[Assistant]:
+    """The arena's contestants; 404 when the server has fewer than two."""
+    if len(s.arena) < 2:
+        raise ApiError(404, "the arena is off: start the server with --arena-adapter DIR or --arena-model NAME",
+                       "not_found")
+    return s.arena
 
-    @app.get("/admin", response_class=HTMLResponse, include_in_schema=False)
-    def admin_page():
-        return HTMLResponse(ADMIN_PAGE)
 
-    @app.post("/api/arena")
-    def battle(body: ArenaIn, request: Request):
-        require_arena()
-        session, new = session_of(request)
-        require_unicode([body.question])
-        if len(body.question) > settings.max_question_chars:
-            raise ApiError(413, f"the question has {len(body.question)} characters; the limit is "
-                                f"{settings.max_question_chars}")
-        question = body.question.strip()
-        if not question:
-            raise ApiError(422, "question: empty")
-        seed = secrets.randbelow(2**31)
-        chosen = [contestants[k] for k in draw(seed, len(contestants))]
+@router.get("/arena", response_class=HTMLResponse, include_in_schema=False)
+def arena_page(request: Request, s: Served = Depends(served)):
+    contestants = contestants_of(s)
+    session, new = session_of(request)
+    return with_session(HTMLResponse(ARENA_PAGE.replace("{count}", str(len(contestants)))), session, new)
+
+
+@router.get("/admin", response_class=HTMLResponse, include_in_schema=False)
+def admin_page():
+    return HTMLResponse(ADMIN_PAGE)
+
+
+@router.post("/api/arena")
+def battle(body: ArenaIn, request: Request, s: Served = Depends(served)):
+    contestants = contestants_of(s)
+    session, new = session_of(request)
+    question = question_of(s, body.question)
+    seed = secrets.randbelow(2**31)
+    chosen = [contestants[k] for k in draw(seed, len(contestants))]
+    try:
+        asked = [c.ask(question, [], seed=seed) for c in chosen]
+    except PromptTooLong as exc:
+        raise ApiError(413, f"{exc}; ask a shorter question") from None
+    sides = [{"prompt": a.stored_prompt(), "rendered": a.rendered, "sources": a.sources, "model": c.model,
+              "adapter": c.adapter, "task": c.task.name if c.task else None, "settings": a.settings(arena=True)}
+             for c, a in zip(chosen, asked)]
+    started = s.store.start_battle(session, question=question, seed=seed, sides=sides)
+    works = {side: answer_into(s.store, c.backend, started[side], a.request)
+             for side, c, a in zip(SIDES, chosen, asked)}
+    meta = {"battle": started["battle"], "question": question,
+            "sources": {side: a.sources for side, a in zip(SIDES, asked)}}
+    return with_session(event_stream(battle_events(s, started, works, meta)), session, new)
+
+
+async def battle_events(s: Served, started: dict[str, str], works: dict[str, Any], meta: dict[str, Any]):
+    """``meta``, both sides' events as they come (tagged by side), then ``end``."""
+    yield sse("meta", meta)
+    queue: asyncio.Queue[tuple[str, Event | None]] = asyncio.Queue()
+
+    async def pump(side: str) -> None:
         try:
-            asked = [c.ask(question, [], seed=seed) for c in chosen]
-        except PromptTooLong as exc:
-            raise ApiError(413, f"{exc}; ask a shorter question") from None
-        sides = [{"prompt": a.stored_prompt(), "rendered": a.rendered, "sources": a.sources, "model": c.model,
-                  "adapter": c.adapter, "task": c.task.name if c.task else None,
-                  "settings": {"temperature": a.request.temperature, "seed": seed, "max_tokens": a.request.max_tokens,
-                               "stop": list(a.request.stop), "arena": True,
-                               **({"fitted": a.fitted} if a.fitted else {})}}
-                 for c, a in zip(chosen, asked)]
-        started = store.start_battle(session, question=question, seed=seed, sides=sides)
-        works = {side: answer_into(store, c.backend, started[side], a.request)
-                 for side, c, a in zip(SIDES, chosen, asked)}
+            async for event in s.gate.stream(works[side], s.settings.answer_timeout):
+                await queue.put((side, event))
+        except Busy as exc:
+            s.store.finish_turn(started[side], "", error=str(exc))
+            await queue.put((side, Failed(exc)))
+        finally:
+            await queue.put((side, None))
 
-        async def events():
-            yield sse("meta", {"battle": started["battle"], "question": question,
-                               "sources": {side: a.sources for side, a in zip(SIDES, asked)}})
-            queue: asyncio.Queue[tuple[str, Event | None]] = asyncio.Queue()
+    tasks = [asyncio.create_task(pump(side)) for side in SIDES]
+    try:
+        running = len(tasks)
+        while running:
+            side, event = await queue.get()
+            if event is None:
+                running -= 1
+            else:
+                yield side_event(side, started[side], event)
+        yield sse("end", {"battle": started["battle"]})
+    finally:
+        for task in tasks:
+            task.cancel()
 
-            async def pump(side: str) -> None:
-                try:
-                    async for event in gate.stream(works[side], settings.answer_timeout):
-                        await queue.put((side, event))
-                except Busy as exc:
-                    store.finish_turn(started[side], "", error=str(exc))
-                    await queue.put((side, Event("error", exc)))
-                finally:
-                    await queue.put((side, None))
 
-            tasks = [asyncio.create_task(pump(side)) for side in SIDES]
-            try:
-                running = len(tasks)
-                while running:
-                    side, event = await queue.get()
-                    if event is None:
-                        running -= 1
-                    elif event.kind == "delta":
-                        yield sse("delta", {"side": side, "text": event.value})
-                    elif event.kind == "done":
-                        yield sse("done", {"side": side, "turn": started[side], "answer": event.value.text})
-                    else:
-                        yield sse("error", {"side": side, "turn": started[side], "message": describe(event.value),
-                                            "busy": isinstance(event.value, Busy)})
-                yield sse("end", {"battle": started["battle"]})
-            finally:
-                for task in tasks:
-                    task.cancel()
+def side_event(side: str, turn: str, event: Event) -> str:
+    if isinstance(event, Delta):
+        return sse("delta", {"side": side, "text": event.text})
+    if isinstance(event, Done):
+        return sse("done", {"side": side, "turn": turn, "answer": event.result.text})
+    return sse("error", {"side": side, "turn": turn, "message": describe(event.error),
+                         "busy": isinstance(event.error, Busy)})
 
-        response = StreamingResponse(events(), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-        if new:
-            set_session_cookie(response, session)
-        return response
 
-    @app.post("/api/arena/vote")
-    def vote(body: VoteIn, request: Request) -> dict[str, Any]:
-        session, _ = session_of(request)
-        try:
-            stored = store.add_vote(session, body.event, body.battle, body.winner)
-            found = store.battle(session, body.battle)
-        except NotFound:
-            raise ApiError(404, "no such battle", "not_found") from None
-        except ValueError as exc:
-            raise ApiError(422, str(exc)) from None
-        return {"stored": True, "event": body.event, "duplicate": not stored,
-                **{side: contestant_name(found[side].model, found[side].adapter) for side in SIDES}}
+@router.post("/api/arena/vote")
+def vote(body: VoteIn, request: Request, s: Served = Depends(served)) -> dict[str, Any]:
+    session, _ = session_of(request)
+    answer = stored_once(body.event, "no such battle", lambda: s.store.add_vote(
+        session, body.event, body.battle, body.winner))
+    try:
+        found = s.store.battle(session, body.battle)
+    except NotFound:
+        raise ApiError(404, "no such battle", "not_found") from None
+    return {**answer, **{side: contestant_name(found[side].model, found[side].adapter) for side in SIDES}}
 
-    @app.get("/api/arena/leaderboard")
-    def board(request: Request) -> dict[str, Any]:
-        if not settings.admin_token:
-            raise ApiError(404, "the leaderboard is off: start the server with --admin-token (or "
-                                "$TASKFIT_ADMIN_TOKEN)", "not_found")
-        require_bearer(request, settings.admin_token, "the admin token (taskfit serve --admin-token)")
-        try:
-            names = [contestant_name(c.model, c.adapter) for c in contestants]  # now: the served one may have changed
-            return arena_leaderboard(store, names).as_dict()
-        except ValueError as exc:
-            raise ApiError(404, str(exc), "not_found") from None
+
+@router.get("/api/arena/leaderboard")
+def board(request: Request, s: Served = Depends(served)) -> dict[str, Any]:
+    require_admin(s, request, "the leaderboard")
+    try:
+        names = [contestant_name(c.model, c.adapter) for c in s.arena]  # now: the served one may have changed
+        return arena_leaderboard(s.store, names).as_dict()
+    except ValueError as exc:
+        raise ApiError(404, str(exc), "not_found") from None
 
 
 def _page(title: str, script: str, body: str) -> str:

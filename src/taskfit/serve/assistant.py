@@ -57,6 +57,12 @@ class Asked:
     def stored_prompt(self) -> dict[str, Any]:
         return {"messages": self.prompt.as_dicts(), "answer_prefix": self.prompt.answer_prefix}
 
+    def settings(self, **extra: Any) -> dict[str, Any]:
+        """How the answer is generated, as its turn records it."""
+        r = self.request
+        return {"temperature": r.temperature, "seed": r.seed, "max_tokens": r.max_tokens, "stop": list(r.stop),
+                **extra, **({"fitted": self.fitted} if self.fitted else {})}
+
 
 class Assistant:
     """Builds each answer's prompt and asks the backend for it."""
@@ -83,7 +89,7 @@ class Assistant:
         window = self.backend.context_window()  # None: the backend's server applies its own limit
         limit = None if window is None else prompt_limit(window, self.max_tokens)
         if limit is not None and tokens_over(self.backend, rendered, limit) > limit:
-            prompt, sources, fitted = self._fit(question, history, limit)
+            prompt, sources, fitted = self._fit_to_window(question, history, limit)
             rendered = self.backend.render(prompt)
         chosen = self.temperature if temperature is None else temperature
         request = GenerateRequest(prompt, self.stop, self.max_tokens, chosen, 1.0, seed)
@@ -97,7 +103,7 @@ class Assistant:
         return Prompt((*messages, Message("user", text)),
                       self.task.config.prompt.answer_prefix if self.task is not None else ""), sources
 
-    def _fit(self, question: str, history: list[tuple[str, str]],
+    def _fit_to_window(self, question: str, history: list[tuple[str, str]],
              limit: int) -> tuple[Prompt, list[str], dict[str, Any]]:
         """Leave out the oldest turns, then the middle of the question, until the prompt fits ``limit`` tokens."""
         dropped = 0

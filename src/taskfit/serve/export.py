@@ -83,38 +83,43 @@ def export_rows(store: Store, fmt: str, where: Mapping[str, str] | None = None) 
 
     rows: list[dict[str, Any]] = []
     for event in latest_events(store):
-        turn: Turn = event["turn"]
-        if not wanted(turn):
-            continue
-        prompt, tags, kind = _prompt(turn), _tags(event, turn, ratings), event["kind"]
-        model_answer = _answer(turn, turn.answer)
-        if kind in ("up", "down"):
-            if fmt == "kto":
-                rows.append(rated_row(RatedRow(prompt, model_answer, kind == "up", "feedback", tags)))
-            elif fmt == "sft" and kind == "up":
-                rows.append(_sft_row(prompt, model_answer, tags))
-        elif kind == "better":
-            better = _answer(turn, event["text"].strip())
-            pair = PreferencePair(prompt, better, model_answer, None, "feedback", tags)
+        if wanted(event["turn"]):
+            rows += event_rows(store, event, fmt, _tags(event, event["turn"], ratings))
+    return rows + arena_rows(store, fmt, wanted)
+
+
+def event_rows(store: Store, event: dict[str, Any], fmt: str, tags: dict[str, Any]) -> list[dict[str, Any]]:
+    """One feedback event's rows: a thumb is a KTO row (an up-vote also an SFT row); a better answer a DPO pair (two
+    KTO rows, an SFT row of the better answer); a pick a pair against every other answer at its position."""
+    turn: Turn = event["turn"]
+    prompt, kind, model_answer = _prompt(turn), event["kind"], _answer(turn, turn.answer)
+    rows: list[dict[str, Any]] = []
+    if kind in ("up", "down"):
+        if fmt == "kto":
+            rows.append(rated_row(RatedRow(prompt, model_answer, kind == "up", "feedback", tags)))
+        elif fmt == "sft" and kind == "up":
+            rows.append(_sft_row(prompt, model_answer, tags))
+    elif kind == "better":
+        better = _answer(turn, event["text"].strip())
+        pair = PreferencePair(prompt, better, model_answer, None, "feedback", tags)
+        if fmt == "dpo":
+            rows.append(pair_row(pair))
+        elif fmt == "kto":
+            rows += [rated_row(r) for r in pair.rated()]
+        else:
+            rows.append(_sft_row(prompt, better, tags))
+    else:  # pick: the picked answer over every other answer at its position
+        if fmt == "sft":
+            rows.append(_sft_row(prompt, model_answer, tags))
+        for other in (_answer(t, t.answer) for t in store.siblings(turn) if t.answer != turn.answer):
+            pair = PreferencePair(prompt, model_answer, other, None, "feedback", tags)
             if fmt == "dpo":
                 rows.append(pair_row(pair))
             elif fmt == "kto":
-                rows += [rated_row(r) for r in pair.rated()]
-            else:
-                rows.append(_sft_row(prompt, better, tags))
-        else:  # pick: the picked answer over every other answer at its position
-            others = [_answer(t, t.answer) for t in store.siblings(turn) if t.answer != turn.answer]
-            if fmt == "sft":
-                rows.append(_sft_row(prompt, model_answer, tags))
-            for other in others:
-                pair = PreferencePair(prompt, model_answer, other, None, "feedback", tags)
-                if fmt == "dpo":
-                    rows.append(pair_row(pair))
-                elif fmt == "kto":
-                    rows.append(rated_row(pair.rated()[1]))
-            if fmt == "kto":
-                rows.append(rated_row(RatedRow(prompt, model_answer, True, "feedback", tags)))
-    return rows + arena_rows(store, fmt, wanted)
+                rows.append(rated_row(pair.rated()[1]))
+        if fmt == "kto":
+            rows.append(rated_row(RatedRow(prompt, model_answer, True, "feedback", tags)))
+    return rows
 
 
 def arena_rows(store: Store, fmt: str, wanted=lambda turn: True) -> list[dict[str, Any]]:

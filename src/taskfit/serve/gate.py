@@ -18,10 +18,28 @@ class Busy(Exception):
     """No generation slot within the wait limit, or the queue is full."""
 
 
-@dataclass
-class Event:
-    kind: str  # "delta", "done" (value: the worker's result) or "error" (value: the exception)
-    value: Any
+@dataclass(frozen=True)
+class Delta:
+    """More text of the answer."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Done:
+    """The worker finished: its result (the last event)."""
+
+    result: Any
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The worker raised, or the answer ran out of time (the last event)."""
+
+    error: BaseException
+
+
+Event = Delta | Done | Failed
 
 
 class Gate:
@@ -73,10 +91,10 @@ class Gate:
 
         def run() -> None:
             try:
-                result = work(lambda delta: put(Event("delta", delta)))
-                put(Event("done", result))
+                result = work(lambda delta: put(Delta(delta)))
+                put(Done(result))
             except Exception as exc:  # noqa: BLE001 - reported to the client, never lost
-                put(Event("error", exc))
+                put(Failed(exc))
             finally:
                 self._release()
 
@@ -85,12 +103,12 @@ class Gate:
         while True:
             left = deadline - loop.time()
             if left <= 0:
-                yield Event("error", TimeoutError(f"the answer took longer than {timeout:g} s"))
+                yield Failed(TimeoutError(f"the answer took longer than {timeout:g} s"))
                 return
             try:
                 event = await asyncio.wait_for(queue.get(), left)
             except TimeoutError:
                 continue
             yield event
-            if event.kind != "delta":
+            if not isinstance(event, Delta):
                 return

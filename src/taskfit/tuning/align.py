@@ -106,6 +106,10 @@ def train_align(config: AlignConfig) -> dict[str, Any]:
     return RunCard(
         method=config.method, base_model={"name": name, "path": str(location)}, data=card_data, config=config,
         output=out, started=started, evaluate_with=evaluated_as(config.model, out, merged=bool(config.adapter)),
+        result="" if dev is None else (
+            f"held-out pairs ({dev['n']}): implicit reward margin {dev['mean_margin']['value']:.4f} "
+            f"[{dev['mean_margin']['ci_low']:.4f}, {dev['mean_margin']['ci_high']:.4f}], ranked right "
+            f"{dev['accuracy']['value']:.3f}"),
         trainable_parameters=trainable, total_parameters=total, steps=trainer.state.global_step,
         loss_history=history, fallback_loss=result.training_loss, train_s=train_s,
         tokens=sum(len(v) for row in rows for k, v in row.items() if k.endswith("_ids")) * config.epochs,

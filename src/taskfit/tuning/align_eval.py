@@ -22,17 +22,17 @@ from typing import Any
 
 from taskfit.api import GenerateRequest, LoglikelihoodRequest, Prompt
 from taskfit.data.preferences import read_preferences
-from taskfit.data.sampling import sample_indices
+from taskfit.data.sampling import sample_indices, sample_seed
 from taskfit.errors import UserError
 from taskfit.metrics.registry import mean_with_ci
+from taskfit.metrics.text import distinct_n
 from taskfit.models.catalog import resolve_model
 from taskfit.models.hf import HFBackend
 from taskfit.paths import output_folder
 from taskfit.runs import write_json
 from taskfit.settings import AlignConfig
 from taskfit.tables import markdown_table
-from taskfit.tuning.raft import distinct_n, sample_seed
-from taskfit.tuning.rewards import check_reward, load_reward
+from taskfit.tuning.reward_functions import check_reward, load_reward
 
 
 def _policy_kind(policy: str) -> str:

@@ -75,7 +75,7 @@ def train_head(config: TuneConfig, resume: bool = False) -> TuneResult:
     max_length = min(config.max_length, ENCODER_MAX_TOKENS)
     texts = [encoder_texts(example, tokenizer.sep_token or "|") for example in examples]
     train_start = time.perf_counter()
-    history, seen_tokens, step = _fit(model, tokenizer, texts, _targets(task, examples), max_length, config)
+    history, seen_tokens, step = _train_epochs(model, tokenizer, texts, _targets(task, examples), max_length, config)
     train_s = time.perf_counter() - train_start
 
     head_config = {"task_type": task.space.type, "task": task.name, "encoder": config.encoder, "fields":
@@ -114,7 +114,7 @@ def _load_encoder(name: str):
     return location, tokenizer, encoder
 
 
-def _fit(model: HeadModel, tokenizer, texts: list[tuple[str, ...]], targets: torch.Tensor, max_length: int,
+def _train_epochs(model: HeadModel, tokenizer, texts: list[tuple[str, ...]], targets: torch.Tensor, max_length: int,
          config: TuneConfig) -> tuple[list[dict[str, Any]], int, int]:
     """AdamW with linear warm-up and decay over seeded shuffled batches; returns the loss history, the tokens seen
     and the steps taken."""

@@ -39,7 +39,7 @@ from taskfit.prompting.tokens import Tokenizer
 from taskfit.runs import write_json
 from taskfit.settings import AlignConfig
 from taskfit.tuning.raft import RaftPrompt, heldout_answers, heldout_change, prompts_and_reward
-from taskfit.tuning.rewards import check_reward, combine
+from taskfit.tuning.reward_functions import check_reward, combine
 from taskfit.tuning.skeleton import (
     RunCard,
     begin,
@@ -47,6 +47,7 @@ from taskfit.tuning.skeleton import (
     count_parameters,
     evaluated_as,
     finished_card,
+    heldout_result,
     load_start_policy,
     lora_config,
     loss_history,
@@ -249,7 +250,7 @@ def _card(config: AlignConfig, name: str, location: str, out: Path, started: flo
         data={"task": config.task, "files": [str(f) for f in config.data], "train_prompts": n_train,
               "heldout_prompts": n_held},
         config=config, output=out, started=started,
-        evaluate_with=evaluated_as(config.model, out, merged=bool(config.adapter)),
+        evaluate_with=evaluated_as(config.model, out, merged=bool(config.adapter)), result=heldout_result(change, win),
         trainable_parameters=trainable, total_parameters=total, steps=trainer.state.global_step,
         loss_history=history, fallback_loss=result.training_loss, train_s=train_s,
         tokens=trainer.state.num_input_tokens_seen,

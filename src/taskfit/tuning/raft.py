@@ -38,9 +38,10 @@ from typing import Any
 from taskfit.adapters.apply import quiet_checkpointing_rename
 from taskfit.api import GenerateRequest, Prompt
 from taskfit.data.preferences import read_preferences, split_by_prompt
-from taskfit.data.sampling import sample_indices
+from taskfit.data.sampling import sample_indices, sample_seed
 from taskfit.errors import UserError
 from taskfit.metrics.registry import mean_with_ci
+from taskfit.metrics.text import distinct_n
 from taskfit.models.catalog import resolve_model
 from taskfit.models.hf import HFBackend
 from taskfit.models.loading import load_causal_lm
@@ -49,13 +50,14 @@ from taskfit.prompting.tokens import Pair, Tokenizer
 from taskfit.runs import write_json
 from taskfit.settings import AlignConfig
 from taskfit.tasks.task import load_task
-from taskfit.tuning.rewards import RewardFunction, check_reward, combine, load_reward, reward_specs
-from taskfit.tuning.sft import Method, sft_trainer
+from taskfit.tuning.reward_functions import RewardFunction, check_reward, combine, load_reward, reward_specs
+from taskfit.tuning.sft import Trainable, sft_trainer
 from taskfit.tuning.skeleton import (
     RunCard,
     begin,
     count_parameters,
     evaluated_as,
+    heldout_result,
     lora_config,
     loss_history,
     one_process,
@@ -150,10 +152,6 @@ def raft_prompts(config: AlignConfig, task=None) -> tuple[list[RaftPrompt], list
     return split_by_prompt(rows, config.limit, config.dev_share, config.seed)
 
 
-def sample_seed(seed: int, iteration: int, key: str, k: int) -> int:
-    return int(hashlib.sha256(f"{seed}:{iteration}:{key}:{k}".encode()).hexdigest()[:8], 16)
-
-
 _WORD = re.compile(r"\w", re.UNICODE)
 
 
@@ -177,12 +175,6 @@ def prompt_means(records: Sequence[dict[str, Any]]) -> dict[str, float]:
         if not math.isnan(r["reward"]):
             values.setdefault(r["prompt"], []).append(r["reward"])
     return {k: sum(v) / len(v) for k, v in values.items()}
-
-
-def distinct_n(texts: Sequence[str], n: int) -> float:
-    """Distinct n-grams over all n-grams of the answers (Li et al. 2016), on whitespace words."""
-    grams = [tuple(words[i:i + n]) for t in texts for words in [t.split()] for i in range(len(words) - n + 1)]
-    return len(set(grams)) / len(grams) if grams else 0.0
 
 
 def train_raft(config: AlignConfig, resume: bool = False) -> dict[str, Any]:
@@ -288,7 +280,7 @@ def _finetune(config: AlignConfig, location: str, policy: str | None, selected: 
     encode = Tokenizer(loaded.tokenizer, config.chat_template)
     tokenized = [encode(Pair(prompts[c["prompt"]].prompt, c["text"].strip()), config.max_length) for c in selected]
     trainable, total = count_parameters(model)
-    method = Method(model, model.peft_config["default"], None, trainable, total)
+    method = Trainable(model, model.peft_config["default"], None, trainable, total)
     args = training_arguments(config, folder / "checkpoints", len(tokenized), seed=config.seed + t,
                               data_seed=config.seed + t, logging_steps=1, save_strategy="no",
                               remove_unused_columns=False)
@@ -364,6 +356,7 @@ def _card(config: AlignConfig, state: dict[str, Any], name: str, location: str, 
         data={"task": config.task, "files": [str(f) for f in config.data], "heldout_prompts": len(held)},
         config=config, output=out, started=started,
         evaluate_with=evaluated_as(config.model, out / f"iter_{len(iterations)}" / "adapter", merged=False),
+        result=heldout_result(change, win),
         trainable_parameters=last.get("trainable_parameters", 0), total_parameters=last.get("total_parameters", 0),
         steps=sum(it["steps"] for it in iterations), loss_history=history,
         train_s=sum(it["train_s"] for it in iterations),

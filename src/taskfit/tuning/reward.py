@@ -72,7 +72,8 @@ def train_reward(config: RewardConfig) -> dict[str, Any]:
                    data={**provenance, **trained.data}, config=config, output=out, started=started,
                    trainable_parameters=trained.trainable, total_parameters=trained.total, steps=trained.steps,
                    loss_history=trained.loss_history, fallback_loss=trained.fallback_loss, train_s=trained.train_s,
-                   tokens=trained.tokens, extras={"trainable": trained.note, **trained.extras})
+                   tokens=trained.tokens, extras={"trainable": trained.note, **trained.extras},
+                   result=f"{len(train)} training pairs")
     data = card.data
     card.lines = [f"- data: {', '.join(data['files'])} — {data['pairs']} pairs ({data['train_pairs']} train, "
                   f"{data['dev_pairs']} dev); formats {data['formats']}; dropped when read "
@@ -84,6 +85,8 @@ def train_reward(config: RewardConfig) -> dict[str, Any]:
         card.extras["dev"] = {"accuracy": results["metrics"]["accuracy"], "baselines": results["baselines"],
                               "mean_margin": results["mean_margin"], "n": results["counts"]["n"]}
         acc, base = results["metrics"]["accuracy"], results["baselines"]
+        card.result += (f"; dev accuracy {acc['value']:.4f} [{acc['ci_low']:.4f}, {acc['ci_high']:.4f}] on "
+                        f"{results['counts']['n']} held-out pairs (shorter answer wins {base['shorter']['value']:.4f})")
         card.lines.append(f"- dev ({results['counts']['n']} pairs never trained on): accuracy {acc['value']:.4f} "
                           f"[{acc['ci_low']:.4f}, {acc['ci_high']:.4f}]; shorter answer wins "
                           f"{base['shorter']['value']:.4f}; longer answer wins {base['longer']['value']:.4f}; "

@@ -25,7 +25,7 @@ from taskfit.metrics.paired import paired_compare
 from taskfit.metrics.registry import compute_metrics
 from taskfit.paths import output_file, output_folder
 from taskfit.runs import RunFolder, fingerprint, peak_rss_mib, write_jsonl
-from taskfit.tuning.rewards import LengthReward, RewardFunction, check_reward, load_reward
+from taskfit.tuning.reward_functions import LengthReward, RewardFunction, check_reward, load_reward
 
 
 def pair_records(pairs: list[PreferencePair], reward: RewardFunction) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from taskfit.data.preferences import PreferencePair
 from taskfit.models.reward import REWARD_CONFIG
 from taskfit.prompting.embeddings import DEFAULT_ENCODER, embed
 from taskfit.settings import RewardConfig
-from taskfit.tuning.rewards import judge_text
+from taskfit.tuning.reward_functions import judge_text
 from taskfit.tuning.skeleton import Trained
 
 

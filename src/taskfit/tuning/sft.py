@@ -145,7 +145,7 @@ def train_sft(config: TuneConfig, resume: bool = False) -> TuneResult:
         lines=[data_line(data)]).write(), method.model)
 
 
-def memory_estimate(model_config, method: Method, tokenized, config: TuneConfig) -> dict[str, float]:
+def memory_estimate(model_config, method: Trainable, tokenized, config: TuneConfig) -> dict[str, float]:
     """A rough peak-memory estimate (MiB) of an sft run, printed before it starts: fp32 weights, gradients and two
     AdamW moments of the trainable weights, and the activations and answer logits of the largest pack.
 
@@ -170,7 +170,7 @@ def memory_estimate(model_config, method: Method, tokenized, config: TuneConfig)
 
 
 @dataclass
-class Method:
+class Trainable:
     """A model with ``config.method`` applied: PEFT-wrapped, with bottleneck adapters, or as it is (full)."""
 
     model: Any
@@ -187,7 +187,7 @@ class Method:
             self.model.save_pretrained(out)
 
 
-def with_method(model, config: TuneConfig, model_path: str, instruction: str | None) -> Method:
+def with_method(model, config: TuneConfig, model_path: str, instruction: str | None) -> Trainable:
     """Apply ``config.method`` to ``model`` (what trains: PEFT modules, bottleneck adapters, or every weight)."""
     peft = peft_config(config, model_path, instruction)
     bottleneck = None
@@ -201,10 +201,10 @@ def with_method(model, config: TuneConfig, model_path: str, instruction: str | N
                                       base_model_name_or_path=model_path)
         add_adapters(model, bottleneck)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return Method(model, peft, bottleneck, trainable, sum(p.numel() for p in model.parameters()))
+    return Trainable(model, peft, bottleneck, trainable, sum(p.numel() for p in model.parameters()))
 
 
-def sft_trainer(args, method: Method, tokenized, tokenizer, micro_batch_tokens: int = 0):
+def sft_trainer(args, method: Trainable, tokenized, tokenizer, micro_batch_tokens: int = 0):
     """The transformers Trainer with the answer-only loss (the plain loss for prefix / prompt tuning, which shift
     positions) on rows already tokenized, padded per batch; each batch runs in passes of at most
     ``micro_batch_tokens`` tokens (:func:`packs`; 0: one pack)."""

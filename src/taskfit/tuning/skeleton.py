@@ -235,6 +235,7 @@ class RunCard:
     output: Path
     started: float  # time.perf_counter() when the stage began
     evaluate_with: dict[str, Any] | None = None
+    result: str = ""  # the stage's own result in a clause (held-out margins, reward change), for its summary line
     trainable_parameters: int = 0
     total_parameters: int = 0
     steps: int = 0
@@ -268,6 +269,7 @@ class RunCard:
             "peak_rss_mib": peak_rss_mib(),
             "output": str(self.output),
             "evaluate_with": self.evaluate_with,
+            "result": self.result,
             **self._processes(),
             **self.extras,
         }
@@ -285,6 +287,27 @@ class RunCard:
         if is_main_process():
             write_run_card(self.output, card, card_markdown(card, self.lines))
         return card
+
+
+def summary(card: dict[str, Any]) -> str:
+    """What a training command prints when it is done: the common facts, the stage's own result, where the output
+    went and how to evaluate it."""
+    share = card.get("trainable_share")
+    parts = [f"{card['steps']} steps", f"loss {card['first_loss']} -> {card['final_loss']}"]
+    if share:
+        parts.append(f"{card['trainable_parameters']:,} trainable parameters ({100 * share:.3f}%)")
+    parts.append(f"{card['train_s']} s")
+    text = f"{card['method']}: {', '.join(parts)}" + (f"; {card['result']}" if card.get("result") else "")
+    evaluate = card.get("evaluate_with")
+    return text + f"\noutput: {card['output']}" + (f" (evaluate with `{eval_command(evaluate)}`)" if evaluate else "")
+
+
+def heldout_result(change: dict[str, Any] | None, win: float | None) -> str:
+    """RAFT's and GRPO / RLOO's result: the held-out mean reward, trained minus start, with its CI."""
+    if not change or change.get("ci_low") is None:
+        return "held-out mean reward trained - start: -"
+    return (f"held-out mean reward trained - start {change['value']:+.4f} [{change['ci_low']:+.4f}, "
+            f"{change['ci_high']:+.4f}], win rate {win}")
 
 
 def card_markdown(card: dict[str, Any], lines: list[str]) -> str:

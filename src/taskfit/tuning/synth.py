@@ -328,6 +328,14 @@ def _progress(progress: bool, total: int, done: int):
     return tqdm(total=total, initial=done, desc="synth rows kept", unit="row")
 
 
+def summary(card: dict[str, Any]) -> str:
+    """What ``taskfit synth`` prints: rows kept, what was dropped and why, and how to train on them."""
+    drops = ", ".join(f"{k} {v}" for k, v in card["dropped"].items() if v)
+    return (f"kept {card['kept']} of {card['target']} rows, {card['judged']} judged of {card['requests']} generated "
+            f"(dropped: {drops or 'none'})\noutput: {card['output']} (train with `taskfit tune --task {card['task']} "
+            f"--train-file {card['output']}`; card beside it)")
+
+
 def card_markdown(card: dict[str, Any]) -> str:
     drops = ", ".join(f"{k} {v}" for k, v in card["dropped"].items())
     lines = [f"# synth: {card['task']}", "",

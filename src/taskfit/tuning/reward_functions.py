@@ -26,13 +26,13 @@ from taskfit.prompting.embeddings import DEFAULT_ENCODER, embed
 from taskfit.prompting.preference_tokens import PreferenceTokenizer
 from taskfit.prompting.tokens import Tokenizer
 
-Prompt = tuple[Message, ...]
+Turns = tuple[Message, ...]
 
 
 class RewardFunction(Protocol):
     name: str
 
-    def score(self, prompts: Sequence[Prompt], answers: Sequence[str]) -> list[float]: ...
+    def score(self, prompts: Sequence[Turns], answers: Sequence[str]) -> list[float]: ...
 
     def describe(self) -> dict[str, Any]: ...
 
@@ -47,7 +47,7 @@ class LengthReward:
     def name(self) -> str:
         return f"length:{self.prefer}"
 
-    def score(self, prompts: Sequence[Prompt], answers: Sequence[str]) -> list[float]:
+    def score(self, prompts: Sequence[Turns], answers: Sequence[str]) -> list[float]:
         sign = -1.0 if self.prefer == "shorter" else 1.0
         return [sign * len(a.strip()) for a in answers]
 
@@ -66,7 +66,7 @@ class LMReward:
         self.scorer = RewardScorer(self.model, batch_size)
         self.name = str(self.folder)
 
-    def score(self, prompts: Sequence[Prompt], answers: Sequence[str]) -> list[float]:
+    def score(self, prompts: Sequence[Turns], answers: Sequence[str]) -> list[float]:
         """Each answer after its prompt; answers after the same prompt tokens (K samples of one prompt) share one
         run of the prompt."""
         groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
@@ -87,7 +87,7 @@ class LMReward:
                 "tokenized": dict(self.renderer.counts)}
 
 
-def judge_text(prompt: Prompt, answer: str) -> str:
+def judge_text(prompt: Turns, answer: str) -> str:
     """What the MiniLM judge embeds: the last user turn and the answer."""
     last_user = next((m.content for m in reversed(prompt) if m.role == "user"), "")
     return f"{last_user}\n\n{answer}"
@@ -102,7 +102,7 @@ class MiniLMReward:
         self.weights = np.asarray(self.config["weights"], dtype=np.float32)
         self.name = str(self.folder)
 
-    def score(self, prompts: Sequence[Prompt], answers: Sequence[str]) -> list[float]:
+    def score(self, prompts: Sequence[Turns], answers: Sequence[str]) -> list[float]:
         vectors = embed([judge_text(p, a) for p, a in zip(prompts, answers)], self.config.get("encoder",
                                                                                              DEFAULT_ENCODER))
         return [float(v) for v in vectors @ self.weights]
@@ -139,7 +139,7 @@ class WeightedReward:
     def name(self) -> str:
         return ",".join(r.name if w == 1 else f"{r.name}*{w:g}" for r, w in self.parts)
 
-    def score(self, prompts: Sequence[Prompt], answers: Sequence[str]) -> list[float]:
+    def score(self, prompts: Sequence[Turns], answers: Sequence[str]) -> list[float]:
         total = np.zeros(len(answers))
         for reward, weight in self.parts:
             total += weight * np.asarray(reward.score(prompts, answers), dtype=float)
