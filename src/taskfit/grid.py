@@ -246,8 +246,7 @@ def problem(cell: Cell) -> str | None:
 
 def estimate(cell: Cell) -> tuple[int | None, float | None]:
     """Rows a cell still has to run and a rough prior of its seconds on this kind of machine (2 CPU cores, the
-    embedded 135M model; recorded benchmarks: zero-shot scoring ~0.2 s per SST-2 row, kNN 4-shot ~1.7 s, greedy
-    generation ~1 s per row for short answers, chain of thought ~4 s; LoRA training ~0.9 s per row and epoch).
+    embedded 135M model: each strategy's ``seconds_per_row``; LoRA training ~0.9 s per row and epoch).
     ``None`` when the cell's data cannot be read now (the run itself will say why)."""
     if cell.complete():
         return 0, 0.0
@@ -260,12 +259,8 @@ def estimate(cell: Cell) -> tuple[int | None, float | None]:
     if cell.kind == "tune":
         per_row = 0.15 if cfg.method == "head" else 0.9
         return rows, rows * per_row * cfg.epochs
-    args = cfg.strategy_args or {}
-    per_row = {"zero_shot": 0.2, "few_shot": 0.2 + 0.4 * int(args.get("k", 4)), "cot": 4.0, "carp": 5.0,
-               "self_consistency": 4.0 * int(args.get("n", 5)), "ape": 0.4}.get(cfg.strategy, 1.0)
-    if (cfg.mode or task.space.modes[0]) == "generate" and cfg.strategy in ("zero_shot", "few_shot"):
-        per_row += 0.8
-    return rows, rows * per_row
+    generate = (cfg.mode or task.space.modes[0]) == "generate"
+    return rows, rows * cfg.strategy_options().seconds_per_row(generate)  # the strategy's own prior
 
 
 def run_cells(plan_cells: Sequence[Cell], jobs: int = 1, runner: Callable[[Cell], None] | None = None) -> None:

@@ -24,6 +24,12 @@ class BaseOptions(StrictModel):
         records which split and how many rows)."""
         return self.reads_pool
 
+    def seconds_per_row(self, generate: bool) -> float:
+        """A rough prior of a row's seconds on 2 CPU cores with the embedded 135M model, for ``grid --dry-run``
+        (recorded benchmarks: zero-shot scoring ~0.2 s per SST-2 row, greedy generation ~1 s for short answers).
+        A strategy whose cost differs says so in its options class."""
+        return 0.2 + (0.8 if generate else 0.0)
+
     answer_format: Literal["text", "json"] = "text"
     json_output_format: str | None = Field(None, description="default: templates.yaml json.<task type>")
     json_prefill: bool = Field(True, description='json mode, generate: start the reply with {"key": so the model '
@@ -57,6 +63,9 @@ class DemoOptions(BaseOptions):
     def uses_pool(self) -> bool:
         return self.k > 0
 
+    def seconds_per_row(self, generate: bool) -> float:
+        return super().seconds_per_row(generate) + 0.4 * self.k  # kNN 4-shot ~1.7 s a row
+
 
 class SamplingOptions(StrictModel):
     """Sampled paths and their vote."""
@@ -73,10 +82,16 @@ class CoTOptions(DemoOptions, SamplingOptions):
     answer_trigger: str = Field(default_factory=lambda: default("cot", "answer_trigger"))
     max_reasoning_tokens: int = Field(default_factory=lambda: default("cot", "max_reasoning_tokens"), gt=0)
 
+    def seconds_per_row(self, generate: bool) -> float:
+        return 4.0  # reasoning first: ~4 s a row
+
 
 class SelfConsistencyOptions(CoTOptions):
     n: int = Field(5, ge=1)
     reasoning: bool = True
+
+    def seconds_per_row(self, generate: bool) -> float:
+        return 4.0 * self.n
 
 
 class PlanAndSolveOptions(BaseOptions, SamplingOptions):
@@ -88,6 +103,9 @@ class PlanAndSolveOptions(BaseOptions, SamplingOptions):
     max_plan_tokens: int = Field(default_factory=lambda: default("plan_and_solve", "max_plan_tokens"), gt=0)
     max_reasoning_tokens: int = Field(default_factory=lambda: default("plan_and_solve", "max_reasoning_tokens"),
                                       gt=0)
+
+    def seconds_per_row(self, generate: bool) -> float:
+        return 1.0
 
 
 class ProgramOptions(BaseOptions):
@@ -103,6 +121,9 @@ class ProgramOptions(BaseOptions):
     timeout_s: float = Field(5.0, gt=0, le=60, description="seconds one program may run")
     memory_mb: int = Field(256, ge=64, le=4096, description="memory one program may use")
 
+    def seconds_per_row(self, generate: bool) -> float:
+        return 1.0
+
 
 class CARPOptions(DemoOptions, SamplingOptions):
     k: int = Field(0, ge=0)
@@ -114,9 +135,15 @@ class CARPOptions(DemoOptions, SamplingOptions):
     annotate_instruction: str = Field(default_factory=lambda: default("carp", "annotate_instruction"))
     max_reasoning_tokens: int = Field(default_factory=lambda: default("carp", "max_reasoning_tokens"), gt=0)
 
+    def seconds_per_row(self, generate: bool) -> float:
+        return 5.0
+
 
 class APEOptions(BaseOptions):
     reads_pool: ClassVar[bool] = True  # candidates are scored on pool rows
+
+    def seconds_per_row(self, generate: bool) -> float:
+        return 0.4
 
     m: int = Field(8, ge=1, description="candidate instructions to propose")
     n_pairs: int = Field(5, ge=1, description="input/output pairs shown to the proposer")
@@ -134,4 +161,5 @@ STRATEGY_OPTIONS: dict[str, type[BaseOptions]] = {
     "carp": CARPOptions, "ape": APEOptions, "plan_and_solve": PlanAndSolveOptions, "program": ProgramOptions}
 """Strategy names and their option models, light enough for the CLI and the run config to check ``--strategy`` and
 ``strategy_args`` before any model loads; each strategy class in :mod:`~taskfit.prompting.strategies` declares the
-same model as its ``Options`` (a test holds the two together)."""
+same model as its ``Options`` (a test holds the two together). A strategy defined elsewhere is added to both by
+:func:`taskfit.prompting.strategies.register_strategy`."""

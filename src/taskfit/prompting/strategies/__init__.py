@@ -7,6 +7,7 @@ from typing import Any
 
 from taskfit.errors import UserError
 from taskfit.prompting.context import StrategyContext
+from taskfit.prompting.options import STRATEGY_OPTIONS
 from taskfit.prompting.strategies.ape import APE
 from taskfit.prompting.strategies.base import Strategy
 from taskfit.prompting.strategies.carp import CARP
@@ -21,7 +22,15 @@ STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls for cls in (ZeroShot, FewShot, ChainOfThought, SelfConsistency, CARP, APE, PlanAndSolve, Program)
 }
 
-__all__ = ["STRATEGIES", "Strategy", "StrategyContext", "make_strategy"]
+__all__ = ["STRATEGIES", "Strategy", "StrategyContext", "make_strategy", "register_strategy"]
+
+
+def register_strategy(cls: type[Strategy]) -> type[Strategy]:
+    """Make ``cls`` available as ``--strategy cls.name`` (its ``Options`` checked by the run config, its cost prior
+    read by ``grid --dry-run``); usable as a class decorator."""
+    STRATEGIES[cls.name] = cls
+    STRATEGY_OPTIONS[cls.name] = cls.Options
+    return cls
 
 
 def make_strategy(name: str, context: StrategyContext, options: dict[str, Any] | None = None) -> Strategy:
