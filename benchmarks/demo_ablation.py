@@ -38,7 +38,7 @@ def run_one(backend, task: str, name: str, args: dict | None, k: int, opts, fold
         strategy_args = None if args is None else {"k": k, "selector": "random", "pool_limit": opts.pool_limit,
                                                    **{key: DATASETS[task] if v == "<ood>" else v
                                                       for key, v in args.items()}}
-        config = RunConfig(task=task, data_dir=opts.data_dir, limit=opts.limit, seed=opts.seed,
+        config = RunConfig(task=task, data_dir=opts.data_dir, limit=opts.limit, sample="random", seed=opts.seed,
                            strategy="zero_shot" if args is None else "few_shot", strategy_args=strategy_args or {},
                            output=folder, cache=False)
         log.info("%s, %s, k=%s", task, name, k)
@@ -49,9 +49,11 @@ def run_one(backend, task: str, name: str, args: dict | None, k: int, opts, fold
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data-dir", default="../shared/data")
-    parser.add_argument("--limit", type=int, default=200, help="first N dev rows of each dataset")
+    parser.add_argument("--limit", type=int, default=200, help="N dev rows of each dataset, a seeded random sample "
+                        "(MR's and AG News's files are sorted by label: their first rows are one class)")
     parser.add_argument("--ks", type=int, nargs="+", default=[4, 8])
-    parser.add_argument("--pool-limit", type=int, default=5000, help="demos drawn from the first N train rows")
+    parser.add_argument("--pool-limit", type=int, default=None, help="demos drawn from the first N train rows "
+                        "(default: all of them; MR's first 5,000 are 85%% positive)")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
     parser.add_argument("--runs-dir", default="runs/bench-demo-ablation")
@@ -122,7 +124,7 @@ def plot(records: list[dict], opts, path: Path) -> None:
                 hi.append(r["ci"][1] - r["accuracy"])
             ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=name)
         ax.set_xticks(range(len(datasets)), datasets)
-        ax.set_title(f"k = {k} (first {opts.limit} dev rows, 95% CI)")
+        ax.set_title(f"k = {k} ({opts.limit} random dev rows, 95% CI)")
         ax.set_ylim(0, 1)
     axes[0][0].set_ylabel("accuracy")
     axes[0][-1].legend(fontsize=7, loc="lower right")

@@ -3,7 +3,8 @@
 #   bash benchmarks/synth.sh OUT [TASK...]        TASK: sst2 ag_news (default both)
 # Per task: `taskfit synth` writes M rows from N seed rows; then LoRA on the M synthetic rows, on the N seed rows
 # alone (the same rows: tune --limit N draws them as synth does) and on M gold rows, each for the same epochs; each
-# and the untuned model are evaluated on the first DEV_ROWS dev rows and compared in pairs (compare-results).
+# and the untuned model are evaluated on DEV_ROWS dev rows (a seeded sample: some files are sorted by label) and
+# compared in pairs (compare-results).
 # Every step is skipped when its output already exists.
 set -euo pipefail
 OUT=${1:?usage: synth.sh OUT [TASK...]}
@@ -24,10 +25,10 @@ for t in $TASKS; do
     esac
     [ -f "$OUT/$t-lora-$run/adapter_config.json" ] || timed $T tune $D $data --method lora --epochs "$EPOCHS" \
       --output "$OUT/$t-lora-$run"
-    [ -f "$OUT/$t-eval-$run/results.json" ] || timed $T eval $D --limit "$DEV_ROWS" --adapter "$OUT/$t-lora-$run" \
+    [ -f "$OUT/$t-eval-$run/results.json" ] || timed $T eval $D --limit "$DEV_ROWS" --sample random --adapter "$OUT/$t-lora-$run" \
       --output "$OUT/$t-eval-$run"
   done
-  [ -f "$OUT/$t-eval-zero/results.json" ] || timed $T eval $D --limit "$DEV_ROWS" --output "$OUT/$t-eval-zero"
+  [ -f "$OUT/$t-eval-zero/results.json" ] || timed $T eval $D --limit "$DEV_ROWS" --sample random --output "$OUT/$t-eval-zero"
   for other in seed gold zero; do
     $T compare-results "$OUT/$t-eval-$other" "$OUT/$t-eval-synth" | tee "$OUT/$t-synth-vs-$other.txt"
   done
