@@ -150,7 +150,8 @@ def test_script_in_questions_and_facts_stays_text(browser, server):
     assert page.locator("li.turn .question").all_text_contents() == ATTACKS
     for view in (page,):
         assert view.evaluate("window.__pwned") is None
-        assert view.locator("script").count() == 1  # only /static/app.js
+        scripts = [s.get_attribute("src") for s in view.locator("script").all()]
+        assert scripts == ["/static/common.js", "/static/app.js"]  # the page's own scripts, nothing injected
         assert view.locator("img, svg, iframe, b").count() == 0
     assert problems == []
 

@@ -189,6 +189,7 @@ def _page(title: str, script: str, body: str) -> str:
 <title>{escape(title)}</title>
 <link rel="icon" href="data:,">
 <link rel="stylesheet" href="/static/app.css">
+<script src="/static/common.js" defer></script>
 <script src="/static/{script}" defer></script>
 </head>
 <body>

@@ -22,7 +22,8 @@ from taskfit.serve.served import Served, question_of, served
 from taskfit.serve.store import NotFound, Turn
 
 router = APIRouter()
-STATIC = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8",
+STATIC = {"common.js": "text/javascript; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
+          "app.css": "text/css; charset=utf-8",
           "arena.js": "text/javascript; charset=utf-8", "admin.js": "text/javascript; charset=utf-8"}
 REGENERATE_TEMPERATURE = 0.8  # a regenerated answer is sampled at least this hot: another answer, not the same one
 

@@ -55,6 +55,7 @@ PAGE = """<!doctype html>
 <title>{title}</title>
 <link rel="icon" href="data:,">
 <link rel="stylesheet" href="/static/app.css">
+<script src="/static/common.js" defer></script>
 <script src="/static/app.js" defer></script>
 </head>
 <body>

@@ -17,36 +17,11 @@
     return node;
   }
 
-  function eventId() {
-    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
-    const bytes = new Uint8Array(16);
-    crypto.getRandomValues(bytes);
-    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-  }
-
-  // A feedback event is retried with the same id until the server acknowledges it: stored exactly once.
+  // A feedback event is sent until the server acknowledges it (taskfit.postOnce: stored exactly once).
   async function sendFeedback(body, note, url) {
-    body.event = eventId();
-    for (let attempt = 0; attempt < 4; attempt++) {
-      try {
-        const response = await fetch(url || "/api/feedback", {
-          method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body),
-        });
-        if (response.ok) {
-          await response.json();
-          note.textContent = "Saved. Thank you.";
-          return true;
-        }
-        if (response.status < 500) {
-          const problem = await response.json().catch(() => ({}));
-          note.textContent = "Not saved: " + ((problem.error && problem.error.message) || response.status);
-          return false;
-        }
-      } catch (err) { /* network: retry */ }
-      await new Promise((resolve) => setTimeout(resolve, 300 * 2 ** attempt));
-    }
-    note.textContent = "Not saved: the server did not answer; try again.";
-    return false;
+    const saved = await taskfit.postOnce(url || "/api/feedback", body, note);
+    if (saved) note.textContent = "Saved. Thank you.";
+    return saved !== null;
   }
 
   function sourcesBlock(item, sources) {
@@ -143,21 +118,6 @@
     return row;
   }
 
-  function parseEvents(buffer, onEvent) {
-    let cut;
-    while ((cut = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, cut);
-      buffer = buffer.slice(cut + 2);
-      let name = "message", data = "";
-      for (const line of block.split("\n")) {
-        if (line.startsWith("event: ")) name = line.slice(7);
-        else if (line.startsWith("data: ")) data += line.slice(6);
-      }
-      if (data) onEvent(name, JSON.parse(data));
-    }
-    return buffer;
-  }
-
   async function ask(question, regenerate) {
     const item = el("li", "turn");
     item.dataset.status = "generating";
@@ -185,7 +145,7 @@
       while (true) {  // read to the end: the server closes the stream right after "done" or "error"
         const {value, done} = await reader.read();
         if (done) break;
-        buffer = parseEvents(buffer + decoder.decode(value, {stream: true}), (name, data) => {
+        buffer = taskfit.parseEvents(buffer + decoder.decode(value, {stream: true}), (name, data) => {
           if (name === "meta") {
             item.dataset.turn = data.turn;
             if (data.parent) item.dataset.parent = data.parent;

@@ -14,28 +14,6 @@
   for (const section of battleBox.querySelectorAll(".side")) sides[section.dataset.side] = section;
   let battle = null;
 
-  function eventId() {
-    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
-    const bytes = new Uint8Array(16);
-    crypto.getRandomValues(bytes);
-    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-  }
-
-  function parseEvents(buffer, onEvent) {
-    let cut;
-    while ((cut = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, cut);
-      buffer = buffer.slice(cut + 2);
-      let name = "message", data = "";
-      for (const line of block.split("\n")) {
-        if (line.startsWith("event: ")) name = line.slice(7);
-        else if (line.startsWith("data: ")) data += line.slice(6);
-      }
-      if (data) onEvent(name, JSON.parse(data));
-    }
-    return buffer;
-  }
-
   function reset(question) {
     battle = null;
     battleBox.hidden = false;
@@ -72,7 +50,7 @@
       while (true) {
         const {value, done} = await reader.read();
         if (done) break;
-        buffer = parseEvents(buffer + decoder.decode(value, {stream: true}), (name, data) => {
+        buffer = taskfit.parseEvents(buffer + decoder.decode(value, {stream: true}), (name, data) => {
           if (name === "meta") {
             battle = data.battle;
             battleBox.dataset.battle = battle;
@@ -104,32 +82,15 @@
     }
   }
 
-  // A vote is retried with the same id until the server acknowledges it: stored exactly once.
+  // A vote is sent until the server acknowledges it (taskfit.postOnce: stored exactly once).
   async function vote(winner, button) {
     if (!battle) return;
-    const body = {event: eventId(), battle, winner};
-    for (let attempt = 0; attempt < 4; attempt++) {
-      try {
-        const response = await fetch("/api/arena/vote", {
-          method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body),
-        });
-        if (response.ok) {
-          const result = await response.json();
-          for (const other of voteBox.querySelectorAll("button")) other.classList.toggle("chosen", other === button);
-          sides.a.querySelector(".name").textContent = "Model A: " + result.a;
-          sides.b.querySelector(".name").textContent = "Model B: " + result.b;
-          note.textContent = "Vote saved. Thank you.";
-          return;
-        }
-        if (response.status < 500) {
-          const problem = await response.json().catch(() => ({}));
-          note.textContent = "Not saved: " + ((problem.error && problem.error.message) || response.status);
-          return;
-        }
-      } catch (err) { /* network: retry */ }
-      await new Promise((resolve) => setTimeout(resolve, 300 * 2 ** attempt));
-    }
-    note.textContent = "Not saved: the server did not answer; try again.";
+    const result = await taskfit.postOnce("/api/arena/vote", {battle, winner}, note);
+    if (!result) return;
+    for (const other of voteBox.querySelectorAll("button")) other.classList.toggle("chosen", other === button);
+    sides.a.querySelector(".name").textContent = "Model A: " + result.a;
+    sides.b.querySelector(".name").textContent = "Model B: " + result.b;
+    note.textContent = "Vote saved. Thank you.";
   }
 
   for (const button of voteBox.querySelectorAll("button")) {
