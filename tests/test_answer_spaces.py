@@ -5,6 +5,7 @@ import math
 import pytest
 
 from taskfit.api import Example
+from taskfit.prompting.formats import read_reply
 from taskfit.tasks.answers import ANSWER_SPACES
 from taskfit.tasks.answers.parsing import normalize_number, parse_final_number, parse_first_number
 from taskfit.tasks.schema import TaskConfig
@@ -45,14 +46,14 @@ def test_number_space_scores_exactly_and_reads_gsm8k_solutions():
     assert space.parse("so she sold 72 clips in all", ex) == ("72", None)
     assert space.score(ex, "72") == {"correct": True}
     assert space.score(ex, "72.5") == {"correct": False}
-    assert space.parse_json('{"answer": 72}', ex) == ("72", None)
+    assert read_reply(space, '{"answer": 72}', ex) == ("72", None)
     assert space.combine(["72", "70", "72", None], [None] * 4, "majority").winner == "72"
 
 
 def test_regression_expected_value_parsing_and_imputation():
     space = space_for("regression", score_range=[0, 5])
     ex = Example(0, {"q": "?"}, 4.0)
-    words = space.candidates(ex, json=False)
+    words = space.candidates(ex)
     assert words == ["0", "1", "2", "3", "4", "5"]
     logprobs = [math.log(p) for p in (0.0001, 0.0001, 0.0001, 0.5, 0.4997, 0.0001)]
     prediction, extra = space.from_scores(ex, words, logprobs)
@@ -60,7 +61,7 @@ def test_regression_expected_value_parsing_and_imputation():
     assert prediction == pytest.approx(expected, abs=1e-6) and 3.4 < prediction < 3.6
     assert space.parse("4.5, because", ex) == (4.5, None)
     assert space.parse("7", ex)[0] is None and "outside" in space.parse("7", ex)[1]
-    assert space.parse_json('{"score": 2}', ex) == (2.0, None)
+    assert read_reply(space, '{"score": 2}', ex) == (2.0, None)
     assert space.score(ex, None)["score"] == 2.5  # unparsed -> middle of the range
     assert space.score(ex, 3.0) == {"score": 3.0, "abs_error": 1.0}
     assert space.combine([1.0, 3.0, None], [None] * 3, "majority").winner == 2.0
@@ -91,16 +92,16 @@ def test_multiple_choice_mc2_readout_and_parsing():
     ex = Example(0, {"q": "?"}, gold, meta=meta)
     assert gold == [0, 1]
     logprobs = [math.log(x) for x in (0.1, 0.2, 0.3, 0.4)]
-    prediction, extra = space.from_scores(ex, space.candidates(ex, False), logprobs)
+    prediction, extra = space.from_scores(ex, space.candidates(ex), logprobs)
     assert prediction == 3 and extra["mc2"] == pytest.approx(0.3)
     assert space.score(ex, prediction) == {"correct": False}
     assert space.parse("2. t2", ex) == (1, None)
     assert space.parse("t1 is right", ex) == (0, None)
-    assert space.parse_json('{"answer": 4}', ex) == (3, None)
-    assert space.parse_json('{"answer": 9}', ex)[0] is None
-    assert space.candidates(ex, json=True) == ["1", "2", "3", "4"]
-    assert "1. t1" in space.prompt_extra(ex, "generate", False)
-    assert space.prompt_extra(ex, "loglikelihood", False) == ""
+    assert read_reply(space, '{"answer": 4}', ex) == (3, None)
+    assert read_reply(space, '{"answer": 9}', ex)[0] is None
+    assert space.value_candidates(ex) == [1, 2, 3, 4]  # JSON scores the choice numbers (listed in the prompt)
+    assert "1. t1" in space.prompt_extra(ex, scored_texts=False)
+    assert space.prompt_extra(ex, scored_texts=True) == ""  # the choice texts are what is scored
 
 
 def test_span_scores_with_squad_rules():
@@ -120,6 +121,6 @@ def test_span_scores_with_squad_rules():
 def test_classification_json_value_must_be_a_label():
     space = space_for("classification", labels=[{"value": "neg"}, {"value": "pos", "aliases": ["good"]}])
     ex = Example(0, {"q": "?"}, "pos")
-    assert space.parse_json('{"label": "good"}', ex) == ("pos", None)
-    assert space.parse_json('{"label": "neg | pos"}', ex)[0] is None
+    assert read_reply(space, '{"label": "good"}', ex) == ("pos", None)
+    assert read_reply(space, '{"label": "neg | pos"}', ex)[0] is None
     assert space.combine(["neg", "pos"], [None, None], "majority").winner == "neg"  # tie: label order

@@ -61,8 +61,8 @@ def test_kbqa_space_ranks_and_scores(tmp_path):
     ex = Example(0, {"question": "《高等数学》是哪个出版社出版的？"}, "武汉大学出版社")
     space.setup([ex], kb=kb)
     assert space.kb_info["triples"] == 5
-    assert "高等数学 | 出版社 | 武汉大学出版社" in space.prompt_extra(ex, "generate", False)
-    candidates = space.candidates(ex, False)
+    assert "高等数学 | 出版社 | 武汉大学出版社" in space.prompt_extra(ex, scored_texts=False)
+    candidates = space.candidates(ex)
     assert candidates[0] == "武汉大学出版社"
     # log-likelihood mode: the ranking by per-character log-probability decides rr/ap
     words = ["同济大学", "武汉大学出版社"]

@@ -1,6 +1,7 @@
 import pytest
 
 from taskfit.api import Example
+from taskfit.prompting.formats import read_reply, reply_schema
 from taskfit.tasks.answers.classification import ClassificationSpace
 from taskfit.tasks.answers.voting import vote
 from taskfit.tasks.schema import TaskConfig
@@ -52,7 +53,7 @@ def test_all_unparsed_gives_no_winner():
     ],
 )
 def test_messy_json_parses(text, label):
-    assert SPACE.parse_json(text, EXAMPLE) == (label, None)
+    assert read_reply(SPACE, text, EXAMPLE) == (label, None)
 
 
 @pytest.mark.parametrize(
@@ -66,11 +67,28 @@ def test_messy_json_parses(text, label):
     ],
 )
 def test_json_failures_say_why(text, reason):
-    prediction, error = SPACE.parse_json(text, EXAMPLE)
+    prediction, error = read_reply(SPACE, text, EXAMPLE)
     assert prediction is None and reason in error
 
 
 def test_schema_lists_label_words():
-    schema = SPACE.json_schema(EXAMPLE)
+    schema = reply_schema(SPACE, EXAMPLE)
     assert schema["properties"]["label"]["enum"] == ["negative", "positive"]
     assert schema["required"] == ["label"] and schema["additionalProperties"] is False
+
+
+def test_the_json_format_scores_each_label_inside_the_object_it_opens():
+    """The JSON format owns the key, the quoting and the candidates: a label is scored inside the quote its opener
+    opened (no text answer prefix before it); a number is not quoted; a choice is scored by its number."""
+    from taskfit.api import Message
+    from taskfit.prompting.formats import make_format
+    from taskfit.prompting.options import BaseOptions
+    from taskfit.tasks.task import load_task
+
+    task = load_task("demo")
+    fmt = make_format(task, BaseOptions(answer_format="json"))
+    example = task.examples("test", None, 1)[0]
+    prompt, continuations = fmt.scoring([Message("user", "q")], fmt.answer_prefix(), fmt.candidates(example), example)
+    assert prompt.answer_prefix == '{"label": "' and fmt.answer_prefix() == ""
+    assert continuations == [f'{w}"}}' for w in task.space.candidates(example)]
+    assert fmt.gold(example) == '{"label": "%s"}' % task.space.word(example)

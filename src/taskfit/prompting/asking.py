@@ -32,7 +32,8 @@ class Asker:
     def user_text(self, example: Example, instruction: str | None = None) -> str:
         """The task's user turn (:func:`~taskfit.prompting.prompts.user_text`) in the answer format."""
         chosen = instruction if instruction is not None else self.instruction
-        return prompts.user_text(self.task, example, self.ctx.mode, self.fmt.json, self.fmt.output_format(), chosen)
+        return prompts.user_text(self.task, example, self.ctx.mode, self.fmt.scored_texts(self.ctx.mode),
+                                 self.fmt.output_format(), chosen)
 
     def answer_prefix(self) -> str:
         return self.fmt.answer_prefix()
@@ -50,11 +51,11 @@ class Asker:
 
     def by_loglikelihood(self, messages: Sequence[Message], prefix: str, example: Example) -> StrategyRun:
         """Score every candidate answer after the prefix; the task type turns the scores into a prediction."""
-        words = self.space.candidates(example, self.fmt.json)
+        words = self.fmt.candidates(example)
         if not words:  # e.g. KBQA retrieval found no fact with an answer
             return Outcome(None, False, self.ctx.render(Prompt(tuple(messages), prefix)), {},
                            {"parse_error": "no candidate answers to score"})
-        prompt, continuations = self.fmt.scoring(messages, prefix, words)
+        prompt, continuations = self.fmt.scoring(messages, prefix, words, example)
         results = yield [LoglikelihoodRequest(prompt, c) for c in continuations]
         logprobs = [r.logprob for r in results]
         prediction, extra = self.space.from_scores(example, words, logprobs)

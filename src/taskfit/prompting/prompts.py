@@ -18,14 +18,15 @@ def system_messages(task: Task) -> list[Message]:
     return [Message("system", system)] if system else []
 
 
-def user_text(task: Task, example: Example, mode: str, json: bool = False, output_format: str | None = None,
-              instruction: str | None = None) -> str:
+def user_text(task: Task, example: Example, mode: str, scored_texts: bool | None = None,
+              output_format: str | None = None, instruction: str | None = None) -> str:
     """The user turn for ``example``: instruction, rendered input, the task type's extra text and the output
-    format (``output_format`` replaces the task's, e.g. the JSON shape), empty parts left out."""
+    format (``output_format`` replaces the task's, e.g. the JSON shape), empty parts left out. ``scored_texts``:
+    whether the answers are scored as their own texts (default: in log-likelihood mode, as the text format does)."""
     spec = task.config.prompt
     parts = (spec.instruction if instruction is None else instruction,
              spec.input_template.format(**example.fields),
-             task.space.prompt_extra(example, mode, json),
+             task.space.prompt_extra(example, mode == "loglikelihood" if scored_texts is None else scored_texts),
              spec.output_format if output_format is None else output_format)
     return "\n".join(p for p in parts if p)
 

@@ -106,7 +106,7 @@ class CARP(Strategy):
         spec = self.task.config.prompt
         user = fill(self.opts.annotate_instruction, task_description=spec.instruction,
                     gold=self.task.space.word(demo)).strip() + "\n" + spec.input_template.format(**demo.fields)
-        extra = self.task.space.prompt_extra(demo, self.ctx.mode, False)
+        extra = self.task.space.prompt_extra(demo, self.ctx.mode == "loglikelihood")
         user = f"{user}\n{extra}" if extra else user
         return (*self.ask.system_messages(), Message("user", user))
 

@@ -8,7 +8,6 @@ from typing import Any, ClassVar
 
 from taskfit.api import Example
 from taskfit.errors import UserError
-from taskfit.tasks.answers.json_values import parse_json_value
 from taskfit.tasks.answers.voting import Vote, vote
 from taskfit.tasks.schema import ChoicesSpec, SplitRows, TaskConfig
 
@@ -26,8 +25,7 @@ class AnswerSpace:
     type: ClassVar[str]
     metrics: ClassVar[tuple[str, ...]]  # metrics that fit this type: schema.TYPE_METRICS, where tasks are validated
     modes: ClassVar[tuple[str, ...]] = ("loglikelihood", "generate")
-    json_key: ClassVar[str] = "answer"
-    json_quoted: ClassVar[bool] = True  # the JSON value is a string (log-likelihood JSON scoring opens a quote)
+    answer_name: ClassVar[str] = "answer"  # what the answer is called (the JSON answer format's key)
 
     def __init__(self, config: TaskConfig):
         self.config = config
@@ -51,31 +49,38 @@ class AnswerSpace:
         """Work needed before prompts can be built (the knowledge base of KBQA); default: nothing."""
 
     # -- prompt pieces
-    def prompt_extra(self, example: Example, mode: str, json: bool) -> str:
-        """Text shown after the rendered input (choice lists, retrieved facts); default none."""
+    def prompt_extra(self, example: Example, scored_texts: bool) -> str:
+        """Text shown after the rendered input (choice lists, retrieved facts); default none. ``scored_texts``: the
+        candidate answers are scored as their own texts (log-likelihood in the text format), so a list of them
+        would show them twice."""
         return ""
 
     def word(self, example: Example) -> str:
         """The gold answer as the model should say it (demonstrations)."""
         raise NotImplementedError
 
-    def json_word(self, example: Example) -> Any:
-        """The gold answer as the JSON value of a demonstration."""
+    def value(self, example: Example) -> Any:
+        """The gold answer as a value (the JSON answer format's demonstrations): the word, a number, an index."""
         return self.word(example)
 
     def answer_words(self) -> list[str]:
         """How the answer is described in instructions such as CARP's "give the DECISION: ..."."""
         return ["the answer"]
 
-    def json_fill(self) -> dict[str, Any]:
-        """Placeholders of this type's JSON output-format line (templates.yaml, section ``json``)."""
+    def value_fill(self) -> dict[str, Any]:
+        """Placeholders that describe this type's values in an output-format line (templates.yaml, section
+        ``json``): the labels, the score range."""
         return {}
 
     # -- log-likelihood mode
-    def candidates(self, example: Example, json: bool) -> list[str]:
-        """The answers scored in log-likelihood mode (JSON values in json mode)."""
+    def candidates(self, example: Example) -> list[str]:
+        """The answers scored in log-likelihood mode, as texts."""
         raise UserError(f"task {self.config.name!r} ({self.type}) has no candidate answers to score; "
                         "use --mode generate")
+
+    def value_candidates(self, example: Example) -> list[Any]:
+        """The candidate answers as values (what the JSON answer format scores); default: the texts."""
+        return self.candidates(example)
 
     def from_scores(self, example: Example, words: Sequence[str], logprobs: Sequence[float]) -> tuple[Any, dict]:
         """Prediction and audit fields from the candidates' log-probabilities (in ``candidates`` order)."""
@@ -86,23 +91,13 @@ class AnswerSpace:
         """Prediction from generated text, or ``(None, reason)``."""
         raise NotImplementedError
 
-    def parse_json(self, text: str, example: Example) -> tuple[Any, str | None]:
-        found = parse_json_value(text, self.json_key)
-        if found.error:
-            return None, found.error
-        return self.from_json_value(found.label, example)
-
-    def from_json_value(self, value: Any, example: Example) -> tuple[Any, str | None]:
+    def from_value(self, value: Any, example: Example) -> tuple[Any, str | None]:
+        """Prediction from an answer given as a value (a JSON reply's), or ``(None, reason)``."""
         return self.parse(str(value), example)
 
-    def json_value_schema(self, example: Example) -> dict[str, Any]:
-        """JSON schema of the answer value, for backends with constrained decoding; default any string."""
+    def value_schema(self, example: Example) -> dict[str, Any]:
+        """JSON schema of the answer value (constrained decoding; strings are quoted in JSON); default any text."""
         return {"type": "string"}
-
-    def json_schema(self, example: Example) -> dict[str, Any]:
-        """JSON schema of the whole reply object ``{"<json_key>": value}`` and nothing else."""
-        return {"type": "object", "properties": {self.json_key: self.json_value_schema(example)},
-                "required": [self.json_key], "additionalProperties": False}
 
     # -- several answers to one (self-consistency)
     def combine(self, predictions: Sequence[Any], logprobs: Sequence[float | None], method: str) -> Vote:

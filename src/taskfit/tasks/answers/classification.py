@@ -12,7 +12,7 @@ from taskfit.tasks.schema import TYPE_METRICS
 class ClassificationSpace(AnswerSpace):
     type = "classification"
     metrics = TYPE_METRICS["classification"]
-    json_key = ANSWER_KEY
+    answer_name = ANSWER_KEY
 
     @property
     def labels(self):
@@ -35,13 +35,13 @@ class ClassificationSpace(AnswerSpace):
     def answer_words(self):
         return [label.word for label in self.labels]
 
-    def json_fill(self):
+    def value_fill(self):
         return {"example": example_answer(), "choices": choices(self.labels)}
 
-    def json_value_schema(self, example):
+    def value_schema(self, example):
         return {"enum": [label.word for label in self.labels]}
 
-    def candidates(self, example, json):
+    def candidates(self, example):
         return [label.word for label in self.labels]
 
     def from_scores(self, example, words, logprobs):
@@ -54,7 +54,7 @@ class ClassificationSpace(AnswerSpace):
         label = parse_label(text, self.labels)
         return label, None if label is not None else "no label found in the response"
 
-    def from_json_value(self, value, example):
+    def from_value(self, value, example):
         label = exact_label(str(value), self.labels)
         return label, None if label is not None else f"{value!r} is not one of the labels"
 

@@ -81,14 +81,14 @@ class KBQASpace(AnswerSpace):
     def ranked_candidates(self, example: Example) -> list[str]:
         return list(dict.fromkeys(t.object for t in self.retrieved(example) if t.object))
 
-    def prompt_extra(self, example, mode, json):
+    def prompt_extra(self, example, scored_texts):
         facts = "\n".join(t.as_text() for t in self.retrieved(example))
         return f"{self.config.kb.header}\n{facts}"
 
     def word(self, example):
         return example.gold
 
-    def candidates(self, example, json):
+    def candidates(self, example):
         return self.ranked_candidates(example)
 
     def from_scores(self, example, words, logprobs):

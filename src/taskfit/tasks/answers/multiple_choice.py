@@ -22,7 +22,6 @@ class MultipleChoiceSpace(AnswerSpace):
 
     type = "multiple_choice"
     metrics = TYPE_METRICS["multiple_choice"]
-    json_quoted = False
 
     def gold(self, raw, row, index, where, choices=None):
         spec = choices or self.config.choices
@@ -55,8 +54,8 @@ class MultipleChoiceSpace(AnswerSpace):
             raise UserError(f"task {self.config.name!r} reports mc2, a probability mass over all choices: "
                             "use --mode loglikelihood")
 
-    def prompt_extra(self, example, mode, json):
-        if mode == "loglikelihood" and not json:
+    def prompt_extra(self, example, scored_texts):
+        if scored_texts:
             return ""  # the choice texts are the scored continuations (lm-evaluation-harness style)
         lines = [f"{i}. {c}" for i, c in enumerate(example.meta["choices"], start=1)]
         return example.meta.get("header", self.config.choices.header) + "\n" + "\n".join(lines)
@@ -64,18 +63,20 @@ class MultipleChoiceSpace(AnswerSpace):
     def word(self, example):
         return example.meta["choices"][example.gold[0]]
 
-    def json_word(self, example):
+    def value(self, example):
         return example.gold[0] + 1
 
-    def json_value_schema(self, example):
+    def value_schema(self, example):
         return {"type": "integer", "minimum": 1, "maximum": len(example.meta["choices"])}
 
     def answer_words(self):
         return ["the number of the correct choice"]
 
-    def candidates(self, example, json):
-        choices = example.meta["choices"]
-        return [str(i) for i in range(1, len(choices) + 1)] if json else list(choices)
+    def candidates(self, example):
+        return list(example.meta["choices"])
+
+    def value_candidates(self, example):
+        return list(range(1, len(example.meta["choices"]) + 1))  # the choice numbers
 
     def from_scores(self, example, words, logprobs):
         prediction = int(np.argmax(logprobs))
@@ -94,7 +95,7 @@ class MultipleChoiceSpace(AnswerSpace):
             return None, "no choice number in the response"
         return self._number(int(value))
 
-    def from_json_value(self, value, example):
+    def from_value(self, value, example):
         if isinstance(value, int) and not isinstance(value, bool):
             return self._number(value, len(example.meta["choices"]))
         return self.parse(str(value), example)

@@ -14,7 +14,6 @@ class NumberSpace(AnswerSpace):
     type = "number"
     metrics = TYPE_METRICS["number"]
     modes = ("generate",)
-    json_quoted = False
 
     def gold(self, raw, row, index, where, choices=None):
         value = normalize_number(str(raw))
@@ -27,11 +26,11 @@ class NumberSpace(AnswerSpace):
     def word(self, example):
         return example.gold
 
-    def json_word(self, example):
+    def value(self, example):
         value = float(example.gold)
         return int(value) if value == int(value) else value
 
-    def json_value_schema(self, example):
+    def value_schema(self, example):
         return {"type": "number"}
 
     def answer_words(self):
@@ -41,7 +40,7 @@ class NumberSpace(AnswerSpace):
         value = parse_final_number(text)
         return (value, None) if value is not None else (None, "no number in the response")
 
-    def from_json_value(self, value, example):
+    def from_value(self, value, example):
         if isinstance(value, int | float) and not isinstance(value, bool):
             return normalize_number(repr(value)), None
         return self.parse(str(value), example)

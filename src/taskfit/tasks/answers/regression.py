@@ -24,8 +24,7 @@ class RegressionSpace(AnswerSpace):
 
     type = "regression"
     metrics = TYPE_METRICS["regression"]
-    json_key = "score"
-    json_quoted = False
+    answer_name = "score"
 
     @property
     def low(self) -> float:
@@ -48,19 +47,19 @@ class RegressionSpace(AnswerSpace):
     def word(self, example):
         return f"{example.gold:g}"
 
-    def json_word(self, example):
+    def value(self, example):
         return example.gold
 
     def answer_words(self):
         return [f"a score from {self.low:g} to {self.high:g}"]
 
-    def json_fill(self):
+    def value_fill(self):
         return {"low": f"{self.low:g}", "high": f"{self.high:g}"}
 
-    def json_value_schema(self, example):
+    def value_schema(self, example):
         return {"type": "number", "minimum": self.low, "maximum": self.high}
 
-    def candidates(self, example, json):
+    def candidates(self, example):
         return [str(v) for v in range(math.ceil(self.low), math.floor(self.high) + 1)]
 
     def from_scores(self, example, words, logprobs):
@@ -74,7 +73,7 @@ class RegressionSpace(AnswerSpace):
             return None, "no number in the response"
         return self._in_range(value)
 
-    def from_json_value(self, value, example):
+    def from_value(self, value, example):
         if isinstance(value, int | float) and not isinstance(value, bool):
             return self._in_range(float(value))
         return self.parse(str(value), example)
