@@ -199,7 +199,7 @@ def test_default_slots_follow_memory(backend, monkeypatch):
 
 def _one_row(width: int, seed: int, layers: int = 2):
     """A one-row cache of ``width`` columns with recognisable values, and its all-real mask."""
-    from taskfit.adapters.apply import cache_of
+    from taskfit.models.kv import cache_of
 
     g = torch.Generator().manual_seed(seed)
     return (cache_of([(torch.randn(1, 2, width, 3, generator=g), torch.randn(1, 2, width, 3, generator=g))

@@ -8,7 +8,6 @@ continues, at the positions training gave them (0..n-1), so a backend's batching
 from __future__ import annotations
 
 import contextlib
-import inspect
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +28,9 @@ def quiet_checkpointing_rename() -> Iterator[None]:
 
 
 def apply_adapter(model, adapter: Path):
-    """``model`` with an adapter from ``taskfit tune`` applied, and the KV cache of its virtual tokens (or None).
+    """``model`` with an adapter from ``taskfit tune`` applied, and what its virtual tokens are made of (or None):
+    ``(peft type, prompt)`` — a prefix-tuning KV cache, or prompt-tuning embeddings still to be run once (the loader
+    turns either into the virtual tokens' cache, :func:`taskfit.models.kv.virtual_cache`).
 
     (See the module docstring for what each kind becomes.)"""
     import torch
@@ -53,14 +54,9 @@ def apply_adapter(model, adapter: Path):
         raise UserError(f"--adapter {adapter}: {config.peft_type} adapters are not supported; use lora, ia3, "
                         "adapter, prefix or prompt")
     peft_model.eval()
-    base = peft_model.get_base_model()
     with torch.inference_mode():
         prompt = peft_model.get_prompt(batch_size=1)
-        if config.peft_type == "PROMPT_TUNING":  # virtual token embeddings: run them once
-            out = base(inputs_embeds=prompt.to(base.dtype), use_cache=True, logits_to_keep=1)
-            prompt = getattr(out, cache_keyword(base))
-        virtual = map_cache(prompt, lambda t: t.detach().clone())
-    return base, virtual
+    return peft_model.get_base_model(), (config.peft_type, prompt)
 
 
 def check_mergeable(adapter: Path) -> None:
@@ -76,33 +72,3 @@ def check_mergeable(adapter: Path) -> None:
     if PeftConfig.from_pretrained(adapter).is_prompt_learning:
         raise UserError(f"{adapter} is a prefix/prompt-tuning adapter: it adds virtual tokens and cannot be merged "
                         "into the weights; only lora and ia3 adapters can")
-
-
-def map_cache(cache, fn):
-    """A new KV cache whose every layer's keys and values are ``fn`` of the given cache's (row selection,
-    expansion). The tensors ``fn`` returns are taken as they are — a view stays a view — so only ``fn`` copies; a
-    forward pass on the new cache concatenates into new tensors and never writes into the given one's."""
-    return cache_of([(fn(layer.keys), fn(layer.values)) for layer in cache.layers])
-
-
-def cache_of(tensors):
-    """A ``DynamicCache`` holding the given (keys, values) per layer without copying them (``DynamicCache.update``
-    would concatenate each onto an empty tensor: a copy per layer)."""
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
-
-    cache = DynamicCache()
-    layers = []
-    for keys, values in tensors:
-        layer = DynamicLayer()
-        layer.lazy_initialization(keys, values)
-        layer.keys, layer.values = keys, values
-        layers.append(layer)
-    cache.layers = layers
-    return cache
-
-
-def cache_keyword(model) -> str:
-    """The name under which ``model.forward`` takes and returns its KV cache: ``cache`` in transformers 5.x (the old
-    ``past_key_values`` still works there but warns on every call), ``past_key_values`` before."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"

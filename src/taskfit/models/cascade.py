@@ -99,10 +99,9 @@ def enable(model) -> bool:
 def _passes_check(model, torch) -> bool:
     """The last-position logits of two rows continuing a 5-token prefix through cascade attention equal those of the
     rows run in full (1e-3)."""
-    from taskfit.adapters.apply import cache_keyword
     from taskfit.models import kv
 
-    keyword = cache_keyword(model)
+    keyword = kv.cache_keyword(model)
     vocab = int(model.config.vocab_size)
     prefix = torch.arange(5)[None, :] % vocab + 1
     own = torch.tensor([[7, 8, 9], [10, 11, 12]]) % vocab

@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
-from taskfit.adapters.apply import cache_keyword, cache_of, map_cache
 from taskfit.api import (
     GenerateRequest,
     GenerateResult,
@@ -31,6 +30,7 @@ from taskfit.errors import UserError
 from taskfit.models import cascade, kv
 from taskfit.models.base import Backend, StreamCutter, encode_pair, register_backend
 from taskfit.models.hf_decode import Decoder
+from taskfit.models.kv import cache_keyword, cache_of, map_cache
 from taskfit.models.loading import load_causal_lm, resolve_device
 from taskfit.models.options import HFOptions
 

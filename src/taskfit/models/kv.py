@@ -10,10 +10,9 @@ the left, and columns no row uses any more are cut from the left, so the cache i
 from __future__ import annotations
 
 import bisect
+import inspect
 from collections import OrderedDict
 from collections.abc import Sequence
-
-from taskfit.adapters.apply import cache_keyword, cache_of, map_cache
 
 
 def layers(cache) -> list[tuple]:
@@ -435,3 +434,47 @@ def after_prefixes(model, prefixes: Sequence[Sequence[int]], continuations: Sequ
                  position_ids=positions[owner, -1:] + 1 + torch.arange(longest, device=device),
                  **{keyword: map_cache(getattr(first, keyword), lambda t: t[owner])})
     return first, rest, tokens
+
+
+def map_cache(cache, fn):
+    """A new KV cache whose every layer's keys and values are ``fn`` of the given cache's (row selection,
+    expansion). The tensors ``fn`` returns are taken as they are — a view stays a view — so only ``fn`` copies; a
+    forward pass on the new cache concatenates into new tensors and never writes into the given one's."""
+    return cache_of([(fn(layer.keys), fn(layer.values)) for layer in cache.layers])
+
+
+def cache_of(tensors):
+    """A ``DynamicCache`` holding the given (keys, values) per layer without copying them (``DynamicCache.update``
+    would concatenate each onto an empty tensor: a copy per layer)."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    cache = DynamicCache()
+    layers = []
+    for keys, values in tensors:
+        layer = DynamicLayer()
+        layer.lazy_initialization(keys, values)
+        layer.keys, layer.values = keys, values
+        layers.append(layer)
+    cache.layers = layers
+    return cache
+
+
+def cache_keyword(model) -> str:
+    """The name under which ``model.forward`` takes and returns its KV cache: ``cache`` in transformers 5.x (the old
+    ``past_key_values`` still works there but warns on every call), ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def virtual_cache(model, learned):
+    """The KV cache of an adapter's virtual tokens (:func:`taskfit.adapters.apply.apply_adapter`'s ``(peft type,
+    prompt)``): a prefix's cache as it is, prompt-tuning embeddings run once through ``model``; copied, so the
+    adapter's tensors are not shared."""
+    import torch
+
+    kind, prompt = learned
+    with torch.inference_mode():
+        if kind == "PROMPT_TUNING":
+            out = model(inputs_embeds=prompt.to(model.dtype), use_cache=True, logits_to_keep=1)
+            prompt = getattr(out, cache_keyword(model))
+        return map_cache(prompt, lambda t: t.detach().clone())

@@ -71,7 +71,11 @@ def load_causal_lm(location: str | Path, adapter: str | Path | None = None, quan
         model = model.to(device)
     virtual = None
     if adapter:
-        model, virtual = apply_adapter(model, Path(adapter))
+        model, learned = apply_adapter(model, Path(adapter))
+        if learned is not None:
+            from taskfit.models.kv import virtual_cache
+
+            virtual = virtual_cache(model, learned)
     if quantize == "int8":
         model = quantize_int8(model)
     return LoadedLM(model, tokenizer, virtual)
