@@ -39,15 +39,15 @@ def main() -> None:
             ("4-shot fixed, shared prefix once", "few_shot", fixed, SHARED_PREFIX_MIN_TOKENS)]
     rows = []
     records: dict[str, dict] = {}
-    store_tokens = backend.prefixes.max_tokens if hasattr(backend, "prefixes") else 0
+    store_tokens = backend.runner.prefixes.max_tokens if hasattr(backend, "runner") else 0
     warm_up = [("warm-up", "zero_shot", {}, SHARED_PREFIX_MIN_TOKENS, 16)]
     turns = [(label, strategy, options, min_tokens, args.limit) for label, strategy, options, min_tokens in runs]
     slow = turns[1]  # the prefix run per context (5x the others): once, at the end
     for label, strategy, strategy_args, min_tokens, limit in warm_up + [t for t in turns if t != slow] * args.repeats \
             + [slow]:
-        backend.shared_prefix_min_tokens = min_tokens
+        backend.runner.shared_prefix_min_tokens = min_tokens
         if hasattr(backend, "prefixes"):
-            backend.prefixes = type(backend.prefixes)(store_tokens if min_tokens < 10**9 else 0)
+            backend.runner.prefixes = type(backend.runner.prefixes)(store_tokens if min_tokens < 10**9 else 0)
         out = Path("runs/bench-prefix") / label.replace(" ", "_").replace(",", "")
         shutil.rmtree(out, ignore_errors=True)
         config = RunConfig(task="sst2", data_dir=args.data_dir, split="dev", limit=limit, strategy=strategy,

@@ -57,13 +57,14 @@ def transformers_generate(batch: int) -> dict:
     tok, model = backend.tokenizer, backend.model
     tok.padding_side = "left"
     texts = [backend.render(_prompt(p)) for p in uniform_prompts()]
-    eos = backend._eos_ids()
+    eos = backend.eos_ids()
     tokens = prompt_tokens = 0
     start = time.perf_counter()
     with torch.inference_mode():
         for begin in range(0, len(texts), batch):
             enc = tok(texts[begin : begin + batch], return_tensors="pt", padding=True, add_special_tokens=False)
-            out = model.generate(**enc, max_new_tokens=UNIFORM_TOKENS, do_sample=False, pad_token_id=backend.pad_id)
+            out = model.generate(**enc, max_new_tokens=UNIFORM_TOKENS, do_sample=False,
+                                 pad_token_id=backend.runner.pad_id)
             prompt_tokens += int(enc.attention_mask.sum())
             for row in out[:, enc.input_ids.shape[1] :].tolist():
                 ends = [i for i, t in enumerate(row) if t in eos]

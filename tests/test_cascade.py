@@ -61,8 +61,8 @@ TEXTS = ("great", "a terrible film indeed", "the movie was", "bad", "system user
 def test_backend_scores_and_generates_the_same_with_and_without_it(tiny_model_dir):
     cascaded = HFBackend(tiny_model_dir, batch_size=4, threads=1)
     copied = HFBackend(tiny_model_dir, batch_size=4, threads=1)
-    assert cascaded.cascade  # a Llama on the CPU passes the load-time check
-    copied.cascade = False
+    assert cascaded.runner.cascade  # a Llama on the CPU passes the load-time check
+    copied.runner.cascade = False
     scoring = [LoglikelihoodRequest(prompt(DEMOS, t, "The sentiment is"), w)
                for t in TEXTS for w in (" positive", " negative and terrible")]  # multi-token: the cache is kept
     generating = [GenerateRequest(prompt(DEMOS, t), max_tokens=8) for t in TEXTS]
@@ -74,7 +74,7 @@ def test_backend_scores_and_generates_the_same_with_and_without_it(tiny_model_di
         assert a.logprob == pytest.approx(b.logprob, abs=1e-4) and a.is_greedy == b.is_greedy
     assert used[cascaded][1] == used[copied][1]
     # and the same as every prompt run in full, nothing shared
-    copied.shared_prefix_min_tokens, copied.prefixes = 10**9, PrefixStore(0)
+    copied.runner.shared_prefix_min_tokens, copied.runner.prefixes = 10**9, PrefixStore(0)
     for a, b in zip(used[cascaded][0], copied.loglikelihood(scoring)):
         assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
 

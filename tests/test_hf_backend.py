@@ -98,8 +98,8 @@ def test_contexts_with_a_shared_prefix_run_it_once(tiny_model_dir):
     before = backend.stats["input_tokens"]
     shared = backend.loglikelihood(requests)
     used_shared = backend.stats["input_tokens"] - before
-    backend.shared_prefix_min_tokens = 10**9  # the plain path, for comparison: nothing shared, nothing stored
-    backend.prefixes = PrefixStore(0)
+    backend.runner.shared_prefix_min_tokens = 10**9  # the plain path, for comparison: nothing shared, nothing stored
+    backend.runner.prefixes = PrefixStore(0)
     before = backend.stats["input_tokens"]
     plain = backend.loglikelihood(requests)
     used_plain = backend.stats["input_tokens"] - before
@@ -153,7 +153,7 @@ def test_greedy_decoding_matches_transformers_generate(backend):
     ours = backend.generate([req])[0]
     ids = backend.tokenizer(backend.render(req.prompt), add_special_tokens=False, return_tensors="pt").input_ids
     with torch.no_grad():
-        ref = backend.model.generate(ids, max_new_tokens=10, do_sample=False, pad_token_id=backend.pad_id)
+        ref = backend.model.generate(ids, max_new_tokens=10, do_sample=False, pad_token_id=backend.runner.pad_id)
     new = ref[0, ids.shape[1]:].tolist()
     eos = backend.tokenizer.eos_token_id
     if eos in new:

@@ -80,7 +80,7 @@ def test_paths_of_one_prompt_run_the_prompt_once(backend):
     n = 5
     paths = [GenerateRequest(prompt("a terrible film"), max_tokens=8, temperature=1.0, seed=s) for s in range(n)]
     prompt_tokens = len(backend._encode(backend.render(paths[0].prompt)))
-    backend.prefixes = PrefixStore(0)  # nothing stored from earlier tests
+    backend.runner.prefixes = PrefixStore(0)  # nothing stored from earlier tests
     before = backend.stats["input_tokens"]
     together = backend.generate(paths)
     assert backend.stats["input_tokens"] - before == prompt_tokens
@@ -94,19 +94,19 @@ def test_a_shared_system_prompt_runs_once_per_run(tiny_model_dir):
     requests = requests_of(12, 0.0, system)
     backend.generate_batch_size = 4
     first = backend.generate(requests)
-    assert backend.prefixes.entries  # the shared prefix was stored
+    assert backend.runner.prefixes.entries  # the shared prefix was stored
     before = backend.stats["input_tokens"]
     again = backend.generate(requests)
     used = backend.stats["input_tokens"] - before
     distinct = {backend.render(r.prompt) for r in requests}  # requests with one prompt run it once
     assert len(distinct) < len(requests)
     full = sum(len(backend._encode(text)) for text in distinct)
-    prefix = max(len(key) for key in backend.prefixes.entries)
+    prefix = max(len(key) for key in backend.runner.prefixes.entries)
     assert used == full - prefix * len(distinct)
     assert [r.text for r in again] == [r.text for r in first]
     plain = HFBackend(tiny_model_dir, threads=1, batch_size=4)
-    plain.shared_prefix_min_tokens = 10**9
-    plain.prefixes = PrefixStore(0)
+    plain.runner.shared_prefix_min_tokens = 10**9
+    plain.runner.prefixes = PrefixStore(0)
     assert [r.text for r in plain.generate(requests)] == [r.text for r in first]
     # log-likelihood uses the same store: later batches of contexts skip the stored prefix
     scored = [LoglikelihoodRequest(r.prompt, " positive") for r in requests]
@@ -121,12 +121,12 @@ def test_a_lone_prompt_learns_the_prefix_it_shares_with_the_previous_one(tiny_mo
     system = " ".join(["Answer with one word: positive or negative."] * 3)
     first, second, third = (GenerateRequest(prompt(t, system), max_tokens=4) for t in WORDS[:3])
     backend.generate([first])
-    assert not backend.prefixes.entries
+    assert not backend.runner.prefixes.entries
     backend.generate([second])
-    assert backend.prefixes.entries
+    assert backend.runner.prefixes.entries
     before = backend.stats["input_tokens"]
     backend.generate([third])
-    own = len(backend._encode(backend.render(third.prompt))) - max(len(k) for k in backend.prefixes.entries)
+    own = len(backend._encode(backend.render(third.prompt))) - max(len(k) for k in backend.runner.prefixes.entries)
     assert backend.stats["input_tokens"] - before == own
 
 
@@ -147,13 +147,13 @@ def test_an_answer_continuing_its_reasoning_runs_only_the_tokens_after_it(tiny_m
     for generation and log-likelihood alike, with the same text and log-probabilities as running it whole."""
     stored = HFBackend(tiny_model_dir, threads=1)
     plain = HFBackend(tiny_model_dir, threads=1)
-    plain.continuations = ContinuationStore(0)  # keeps nothing
+    plain.runner.continuations = ContinuationStore(0)  # keeps nothing
     reasoning = [GenerateRequest(prompt(" ".join(WORDS[i:] + WORDS[:i])), max_tokens=6 + 3 * i, continued=True)
                  for i in range(6)]
     stored.generate_batch_size = 4  # rows finish at different steps, slots refill
     thoughts = stored.generate(reasoning)
     assert [t.text for t in thoughts] == [t.text for t in plain.generate(reasoning)]
-    assert len(stored.continuations.entries) == len(reasoning)
+    assert len(stored.runner.continuations.entries) == len(reasoning)
     answers = [GenerateRequest(Prompt(r.prompt.messages, f"Answer: {t.text.strip()}\nSo:"), max_tokens=5)
                for r, t in zip(reasoning, thoughts)]
     whole = [len(stored._encode(stored.render(a.prompt))) for a in answers]
@@ -189,7 +189,7 @@ def test_default_slots_follow_memory(backend, monkeypatch):
     import taskfit.models.hf as hf
 
     assert backend.generate_slots(100) == hf.GENERATE_SLOTS
-    monkeypatch.setattr(hf, "free_memory", lambda device: backend.kv_bytes_per_token * 100 * 4 * 3)
+    monkeypatch.setattr(hf, "free_memory", lambda device: backend.runner.kv_bytes_per_token * 100 * 4 * 3)
     assert backend.generate_slots(100) == 3  # a quarter of the free memory holds 3 rows of 100 tokens
     backend.generate_batch_size = 5
     assert backend.generate_slots(100) == 5
@@ -294,10 +294,10 @@ def test_prefilling_rows_of_very_different_lengths_in_several_passes_changes_no_
                 for i in range(7)]
     assert max(map(len, contexts)) > 4 * min(map(len, contexts))
     before = backend.stats["forward_passes"]
-    cache, mask, logits = backend._prefill(contexts)
+    cache, mask, logits = backend.runner.prefill(contexts)
     assert backend.stats["forward_passes"] - before > 1
     assert mask.shape == (7, max(map(len, contexts)))
     for i, ctx in enumerate(contexts):
-        _, alone_mask, alone = backend._prefill([ctx])
+        _, alone_mask, alone = backend.runner.prefill([ctx])
         assert torch.allclose(logits[i], alone[0], atol=1e-4)
         assert int(mask[i].sum()) == len(ctx)

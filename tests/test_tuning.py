@@ -153,7 +153,7 @@ def test_prefix_and_prompt_adapters_evaluate_as_peft_runs_them(tmp_path, tiny_mo
     tune(config(tiny_model_dir, train_file, out, method=method, virtual_tokens=5, max_steps=3))
     peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out).eval()
     backend = HFBackend(tiny_model_dir, adapter=out, threads=1, batch_size=4)
-    assert backend.virtual_tokens == 5
+    assert backend.runner.virtual_tokens == 5
     system = Message("system", "Answer with one word: positive or negative.")
     prompts = [Prompt((system, Message("user", f"Review: {text}")), "The sentiment is") for text, _ in PAIRS]
     conts = [" positive", " negative", " great and positive"]
@@ -170,7 +170,7 @@ def test_prefix_and_prompt_adapters_evaluate_as_peft_runs_them(tmp_path, tiny_mo
         for _ in range(generated.n_tokens):
             ids.append(int(peft_model(input_ids=torch.tensor([ids])).logits[0, -1].argmax()))
     assert generated.n_tokens > 0
-    assert generated.text == backend._text(ids[-generated.n_tokens :])
+    assert generated.text == backend.text(ids[-generated.n_tokens :])
 
 
 def test_loss_only_on_answer_tokens(tiny_model_dir):

@@ -53,15 +53,17 @@ class _Group:
 
 
 class Decoder:
-    """Decodes a list of encoded prompts with ``slots`` rows at a time on ``backend`` (an HFBackend)."""
+    """Decodes a list of encoded prompts with ``slots`` rows at a time on ``backend`` (an HFBackend): its forward
+    runner (:class:`~taskfit.models.forward.ForwardRunner`), its end tokens and its detokenizer."""
 
     def __init__(self, backend, slots: int, on_text: Callable[[str], None] | None = None, bar=None):
-        self.b = backend
+        self.text = backend.text
         self.torch = backend.torch
         self.slots = max(1, slots)
         self.on_text = on_text
         self.bar = bar
-        self.eos_ids = backend._eos_ids()
+        self.eos_ids = backend.eos_ids()
+        self.runner = backend.runner
 
     def run(self, encoded: Sequence[list[int]], requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         results: list[GenerateResult | None] = [None] * len(requests)
@@ -92,7 +94,7 @@ class Decoder:
                         gone.append(i)
                         results[row.index] = self._result(row, reason)
                         if row.request.continued:  # the cache holds the prompt and every token but the newest
-                            self.b.continuations.put(row.ids + row.produced[:-1], batch.row(i))
+                            self.runner.continuations.put(row.ids + row.produced[:-1], batch.row(i))
                 if gone:
                     if len(gone) == len(rows):
                         rows, batch, logits = [], None, None
@@ -102,11 +104,11 @@ class Decoder:
                     tokens = [tokens[i] for i in order]
                 batch.step()
                 positions = torch.tensor([[row.position] for row in rows])
-                out, _ = self.b._forward(batch.cache, input_ids=torch.tensor(tokens)[:, None],
+                out, _ = self.runner.forward(batch.cache, input_ids=torch.tensor(tokens)[:, None],
                                          attention_mask=batch.mask, position_ids=positions, use_cache=True,
                                          logits_to_keep=1)
                 batch.advance()
-                self.b.stats["forward_passes"] += 1
+                self.runner.stats["forward_passes"] += 1
                 logits = out.logits[:, -1, :].float()
                 for row in rows:
                     row.position += 1
@@ -140,7 +142,7 @@ class Decoder:
             room -= count
         fresh = [group for group, _ in taken if group.prefilled is None]
         if fresh:
-            cache, mask, logits = self.b._prefill([group.ids for group in fresh])
+            cache, mask, logits = self.runner.prefill([group.ids for group in fresh])
             for i, group in enumerate(fresh):
                 row = self.torch.tensor([i])
                 one_cache, one_mask = kv.trim(*kv.select_rows(cache, mask, row))
@@ -156,7 +158,8 @@ class Decoder:
                 request = requests[index]
                 rows.append(_Row(index, request, group.ids,
                                  torch.Generator().manual_seed(request.seed) if request.temperature > 0 else None,
-                                 position=self.b.virtual_tokens + len(group.ids), window=_stop_window(request.stop)))
+                                 position=self.runner.virtual_tokens + len(group.ids),
+                                 window=_stop_window(request.stop)))
             if not group.indices:
                 queue.remove(group)
         return rows, parts, first
@@ -188,18 +191,18 @@ class Decoder:
         stop = row.request.stop
         if token in self.eos_ids:
             return "stop"
-        if stop and any(s in self.b._text(row.produced[-row.window :]) for s in stop if s):
-            if cut_at_stop(self.b._text(row.produced), stop)[1]:
+        if stop and any(s in self.text(row.produced[-row.window :]) for s in stop if s):
+            if cut_at_stop(self.text(row.produced), stop)[1]:
                 return "stop"
         if self.on_text is not None:
-            self.on_text(self.b._text(row.produced))
+            self.on_text(self.text(row.produced))
         if len(row.produced) >= row.request.max_tokens:
             return "length"
         return None
 
     def _result(self, row: _Row, reason: str) -> GenerateResult:
-        text, _ = cut_at_stop(self.b._text(row.produced), row.request.stop)
-        self.b.stats["generated_tokens"] += len(row.produced)
+        text, _ = cut_at_stop(self.text(row.produced), row.request.stop)
+        self.runner.stats["generated_tokens"] += len(row.produced)
         if self.bar is not None:
             self.bar.update(1)
         return GenerateResult(text=text, n_tokens=len(row.produced), finish_reason=reason, logprob=row.logprob)
