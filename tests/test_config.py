@@ -110,6 +110,8 @@ def test_an_option_of_another_backend_is_refused():
     with pytest.raises(UserError, match=r"--quantize works with the hf backend, not llamacpp; the llamacpp"):
         load_serve_config(None, {"backend": "llamacpp", "quantize": "int8"})
     assert load_run_config(None, {"task": "sst2", "backend": "llamacpp", "adapter": "runs/lora"}).adapter
+    with pytest.raises(UserError, match=r"--arena-adapter needs a backend that takes adapters, not openai"):
+        load_serve_config(None, {"backend": "openai", "arena_adapter": ["runs/lora"]})
 
 
 def test_registries_and_their_declared_options_agree():

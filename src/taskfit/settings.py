@@ -826,6 +826,14 @@ class ServeConfig(BackendChoice, ServeHTTPSection, ServeModelSection):
 
     model_config = BackendChoice.model_config  # a run-time backend's options are extra keys
 
+    @model_validator(mode="after")
+    def _arena_adapters_need_a_backend_that_takes_them(self) -> ServeConfig:
+        chosen = options_of(self.backend)
+        if self.arena_adapter and not chosen.adapters:
+            raise UserError(f"--arena-adapter needs a backend that takes adapters, not {self.backend}: "
+                            f"{chosen.no_adapter} (--arena-model NAME for a second model on it)")
+        return self
+
 
 SERVE_SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("model and prompt", ServeModelSection), ("server", ServeHTTPSection), backend_sections]
