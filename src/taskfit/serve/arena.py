@@ -16,7 +16,6 @@ import asyncio
 import random
 import secrets
 from collections.abc import Sequence
-from html import escape
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -27,11 +26,13 @@ from taskfit.serve.answering import answer_into, describe, event_stream, session
 from taskfit.serve.assistant import Assistant, PromptTooLong, contestant_name
 from taskfit.serve.gate import Busy, Delta, Done, Event, Failed
 from taskfit.serve.http import ApiError
+from taskfit.serve.page import shell
 from taskfit.serve.protocol import ArenaIn, VoteIn
 from taskfit.serve.served import Served, question_of, require_admin, served, stored_once
 from taskfit.serve.store import NotFound, Store
 
 SIDES = ("a", "b")
+NAV = '<a href="/">Chat</a> · <a href="/arena">Arena</a> ·\n<a href="/admin">Leaderboard</a>'  # the pages' header
 
 
 def draw(seed: int, contestants: int) -> tuple[int, int]:
@@ -180,28 +181,7 @@ def board(request: Request, s: Served = Depends(served)) -> dict[str, Any]:
         raise ApiError(404, str(exc), "not_found") from None
 
 
-def _page(title: str, script: str, body: str) -> str:
-    return f"""<!doctype html>
-<html lang="zh-Hans">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{escape(title)}</title>
-<link rel="icon" href="data:,">
-<link rel="stylesheet" href="/static/app.css">
-<script src="/static/common.js" defer></script>
-<script src="/static/{script}" defer></script>
-</head>
-<body>
-<header><h1>{escape(title)}</h1><p class="about"><a href="/">Chat</a> · <a href="/arena">Arena</a> ·
-<a href="/admin">Leaderboard</a></p></header>
-{body}
-</body>
-</html>
-"""
-
-
-ARENA_PAGE = _page("taskfit arena", "arena.js", """<main class="arena">
+ARENA_PAGE = shell("taskfit arena", "arena.js", NAV, """<main class="arena">
 <p class="about">Two of the {count} models answer each question; you do not see which until you vote.</p>
 <form id="ask" autocomplete="off">
 <label for="question">Question</label>
@@ -225,7 +205,7 @@ ARENA_PAGE = _page("taskfit arena", "arena.js", """<main class="arena">
 </div>
 </main>""")
 
-ADMIN_PAGE = _page("taskfit leaderboard", "admin.js", """<main class="admin">
+ADMIN_PAGE = shell("taskfit leaderboard", "admin.js", NAV, """<main class="admin">
 <form id="token-form" autocomplete="off">
 <label for="token">Admin token (taskfit serve --admin-token)</label>
 <input id="token" type="password" required>

@@ -5,7 +5,6 @@ nothing else)."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 from html import escape
 from typing import Any
@@ -18,7 +17,6 @@ def render_page(assistant: Assistant, store: Store, session: str, conversation: 
                 arena: bool = False, criteria: Sequence[str] = ()) -> str:
     """The whole page as HTML; every text from users, the model or the knowledge base goes through ``escape``."""
     identity = assistant.identity()
-    title = "taskfit assistant"
     about = " · ".join(escape(str(v)) for v in (identity["model"], identity["adapter"], identity["task"]) if v)
     if arena:
         about += ' · <a href="/arena">Arena</a>'
@@ -28,10 +26,10 @@ def render_page(assistant: Assistant, store: Store, session: str, conversation: 
         items.append(f'<li><a href="/?c={escape(c["id"])}"{current}>{escape(c["title"])}</a></li>')
     turns = store.turns(session, conversation) if conversation else []
     rendered = "\n".join(render_turn(t.public()) for t in turns)
-    return PAGE.format(title=title, about=about, conversations="\n".join(items) or '<li class="none">none yet</li>',
-                       conversation=escape(conversation or ""), turns=rendered,
-                       criteria=escape(json.dumps(list(criteria))),
-                       started=escape(time.strftime("%Y-%m-%d")))
+    body = LAYOUT.format(conversations="\n".join(items) or '<li class="none">none yet</li>',
+                         conversation=escape(conversation or ""), turns=rendered,
+                         criteria=escape(json.dumps(list(criteria))))
+    return shell("taskfit assistant", "app.js", about, body)
 
 
 def render_turn(turn: dict[str, Any]) -> str:
@@ -47,20 +45,29 @@ def render_turn(turn: dict[str, Any]) -> str:
             f'</li>')
 
 
-PAGE = """<!doctype html>
+def shell(title: str, script: str, about: str, body: str) -> str:
+    """A whole page: the head (the stylesheet, common.js and the page's own script, nothing inline), the header with
+    ``about`` (HTML the caller escaped) and ``body``."""
+    return f"""<!doctype html>
 <html lang="zh-Hans">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
+<title>{escape(title)}</title>
 <link rel="icon" href="data:,">
 <link rel="stylesheet" href="/static/app.css">
 <script src="/static/common.js" defer></script>
-<script src="/static/app.js" defer></script>
+<script src="/static/{script}" defer></script>
 </head>
 <body>
-<header><h1>{title}</h1><p class="about">{about}</p></header>
-<div class="layout">
+<header><h1>{escape(title)}</h1><p class="about">{about}</p></header>
+{body}
+</body>
+</html>
+"""
+
+
+LAYOUT = """<div class="layout">
 <nav aria-label="conversations">
 <a class="new" href="/">New conversation</a>
 <ul id="conversations">
@@ -80,8 +87,4 @@ PAGE = """<!doctype html>
 </main>
 </div>
 <footer>Answers come from a language model and can be wrong; your ratings and rewrites are stored to improve it.
-</footer>
-</body>
-</html>
-"""
-
+</footer>"""
