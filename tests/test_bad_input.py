@@ -138,8 +138,9 @@ CASES = {
     "config a list": (lambda t: ["eval", "--config", task_file(t, "- task\n", "run.yaml")],
                       "expected a YAML mapping"),
     "config no task": (lambda t: ["eval", "--config", task_file(t, "limit: 3\n", "run.yaml")], "no task given"),
-    "limit zero": (lambda t: ["eval", "--task", "demo", "--limit", "0"], "key 'limit' has invalid value 0"),
-    "limit negative": (lambda t: ["eval", "--task", "demo", "--limit", "-3"], "key 'limit' has invalid value -3"),
+    "limit zero": (lambda t: ["eval", "--task", "demo", "--limit", "0"], "--limit 0: Input should be greater than 0"),
+    "limit negative": (lambda t: ["eval", "--task", "demo", "--limit", "-3"],
+                       "--limit -3: Input should be greater than 0"),
     "unknown strategy": (lambda t: ["eval", "--task", "demo", "--strategy", "tot"], "unknown strategy"),
     "strategy-arg without =": (lambda t: ["eval", "--task", "demo", "--strategy-arg", "k4"],
                                "must look like KEY=VALUE"),
@@ -180,7 +181,7 @@ CASES = {
                            "train.jsonl:2: not valid JSON"),
     "tune stage and method clash": (lambda t: ["tune", "--task", "sst2", "--stage", "sft", "--method", "head"],
                                     "--method head is the head stage"),
-    "tune bad lr": (lambda t: ["tune", "--task", "sst2", "--lr", "-1"], "key 'lr' has invalid value -1"),
+    "tune bad lr": (lambda t: ["tune", "--task", "sst2", "--lr", "-1"], "--lr -1.0: Input should be greater than 0"),
     "tune resume without checkpoint": (lambda t: ["tune", "--task", "sst2", "--resume", "--output", str(t)],
                                        "holds no run to continue"),
     "grpo batch not a multiple": (lambda t: ["align", "--method", "grpo", "--task", "demo", "--reward",
@@ -203,6 +204,16 @@ CASES = {
     "compare broken results": (lambda t: ["compare-results", run_folder(t, "{not json"), str(t)], "results.json"),
     "merge adapter missing": (lambda t: ["merge", str(t / "adapter"), str(t / "merged")], "adapter"),
     "export not gguf": (lambda t: ["export", str(t / "model.bin")], "must end in .gguf"),
+    # --- the commands whose flags come from commands.py's settings: errors name the flag
+    "report volume zero": (lambda t: ["report", str(t), "--volume", "0"], "--volume 0: Input should be greater than 0"),
+    "report few resamples": (lambda t: ["report", str(t), "--bootstrap-samples", "50"],
+                             "--bootstrap-samples 50: Input should be greater than or equal to 100"),
+    "grid ray address without ray": (lambda t: ["grid", str(t / "plan.yaml"), "--ray-address", "auto"],
+                                     "--ray-address goes with --executor ray"),
+    "grid no jobs": (lambda t: ["grid", str(t / "plan.yaml"), "--jobs", "0"], "--jobs 0: Input should be greater"),
+    "leaderboard no resamples": (lambda t: ["feedback", "leaderboard", "--resamples", "0"], "--resamples 0:"),
+    "reward eval bad limit": (lambda t: ["reward", "eval", "--reward", "length:shorter", "--data", str(t / "p.jsonl"),
+                                         "--output", str(t / "r"), "--limit", "-1"], "--limit -1:"),
 }
 
 

@@ -37,11 +37,11 @@ from typing import Any
 
 from pydantic import Field
 
-from taskfit.config import StrictModel, read_yaml, validate
 from taskfit.errors import ServerError, UserError
 from taskfit.evaluation import evaluate
 from taskfit.runs import RESULTS, RUN_CARD, write_json
 from taskfit.settings import RunConfig, TuneConfig, command_line
+from taskfit.strict import StrictModel, read_yaml, validate
 from taskfit.tasks.task import load_task
 from taskfit.tuning import tune
 from taskfit.tuning.common import tune_evaluated_as

@@ -165,9 +165,9 @@ def candidate_folder(out: Path) -> Path:
 
 
 def _evaluate(config: LoopConfig, policy: Policy, folder: Path) -> Path:
-    from taskfit.config import validate
     from taskfit.evaluation.run import evaluate
     from taskfit.settings import RunConfig
+    from taskfit.strict import validate
 
     run = validate(RunConfig, {"task": config.task, "split": config.split, "data_dir": config.data_dir,
                                "kb": config.kb, "limit": config.limit, "seed": config.seed, "backend": "hf",

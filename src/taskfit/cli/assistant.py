@@ -8,11 +8,16 @@ import json
 import sys
 from pathlib import Path
 
-from taskfit.cli.flags import add_flags, command, settings_from
+from taskfit.cli.flags import add_flags, command, settings_from, settings_of
 from taskfit.errors import UserError
-from taskfit.settings import LOOP_SECTIONS, SERVE_SECTIONS, load_loop_config, load_serve_config
-
-DB_HELP = "the assistant's database (default $TASKFIT_HOME/assistant.sqlite)"
+from taskfit.settings import (
+    LOOP_SECTIONS,
+    SERVE_SECTIONS,
+    FeedbackExportSettings,
+    LeaderboardSettings,
+    load_loop_config,
+    load_serve_config,
+)
 
 
 def register(sub) -> None:
@@ -20,20 +25,10 @@ def register(sub) -> None:
                       "and an OpenAI-compatible API, on one server", serve, config="serve"), SERVE_SECTIONS)
     fb = command(sub, "feedback", "the assistant's feedback as training data")
     fb_sub = fb.add_subparsers(dest="feedback_command", required=True)
-    fe = command(fb_sub, "export", "write feedback as TRL rows: dpo pairs, kto rated rows or sft rows", export)
-    fe.add_argument("--as", dest="fmt", required=True, choices=["dpo", "kto", "sft"])
-    fe.add_argument("--db", help=DB_HELP)
-    fe.add_argument("--where", action="append", metavar="CRITERION=good|bad", help="only answers users rated so on "
-                    "a criterion (serve --criteria), e.g. correct=bad: only answers rated incorrect become rejected "
-                    "(repeatable: all must hold)")
-    fe.add_argument("--output", required=True, help="JSONL file to write (`taskfit align --data` / `taskfit tune "
-                    "--train-file` read it)")
-    fl = command(fb_sub, "leaderboard", "the arena's votes as ratings: Bradley–Terry with ties, bootstrap 95%% CIs, "
-                 "each pair's difference and sign test", leaderboard)
-    fl.add_argument("--db", help=DB_HELP)
-    fl.add_argument("--json", action="store_true", help="print JSON instead of markdown tables")
-    fl.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the votes (default 1000)")
-    fl.add_argument("--seed", type=int, default=0, help="the bootstrap's seed (default 0)")
+    add_flags(command(fb_sub, "export", "write feedback as TRL rows: dpo pairs, kto rated rows or sft rows", export),
+              FeedbackExportSettings, required=True)
+    add_flags(command(fb_sub, "leaderboard", "the arena's votes as ratings: Bradley–Terry with ties, bootstrap 95%% "
+                      "CIs, each pair's difference and sign test", leaderboard), LeaderboardSettings, required=True)
     add_flags(command(sub, "loop", "one round of retraining from the assistant's feedback: export what is new, align "
                       "a candidate from the served model, gate it (task metric not worse, held-out feedback pairs "
                       "better), promote it to a running server or keep the served one", loop, config="loop"),
@@ -47,7 +42,7 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def open_store(db: str | None):
+def open_store(db: Path | None):
     """The assistant's store at ``--db``; an error naming the flag when there is none."""
     from taskfit.serve import default_db
     from taskfit.serve.store import Store
@@ -63,32 +58,32 @@ def export(args: argparse.Namespace) -> int:
     from taskfit.runs import write_jsonl
     from taskfit.serve.export import export_rows, parse_where
 
-    out = output_file(args.output)  # checked before any work
-    store = open_store(args.db)
+    s = settings_of(FeedbackExportSettings, args)
+    out = output_file(s.output)  # checked before any work
+    store = open_store(s.db)
     try:
-        rows = export_rows(store, args.fmt, parse_where(args.where))
+        rows = export_rows(store, s.format, parse_where(s.where))
     except ValueError as exc:
         raise UserError(str(exc)) from None
     finally:
         store.close()
     write_jsonl(out, rows)
-    sys.stdout.write(f"wrote {len(rows)} {args.fmt} rows to {out}\n")
+    sys.stdout.write(f"wrote {len(rows)} {s.format} rows to {out}\n")
     return 0
 
 
 def leaderboard(args: argparse.Namespace) -> int:
     from taskfit.serve.arena import arena_leaderboard, leaderboard_markdown
 
-    if args.resamples < 1:
-        raise UserError("--resamples must be at least 1")
-    store = open_store(args.db)
+    s = settings_of(LeaderboardSettings, args)
+    store = open_store(s.db)
     try:
-        board = arena_leaderboard(store, resamples=args.resamples, seed=args.seed)
+        board = arena_leaderboard(store, resamples=s.resamples, seed=s.seed)
     except ValueError as exc:
         raise UserError(f"{exc}: votes come from the arena page of `taskfit serve --arena-adapter DIR`") from None
     finally:
         store.close()
-    sys.stdout.write(json.dumps(board.as_dict(), indent=2) + "\n" if args.json else leaderboard_markdown(board))
+    sys.stdout.write(json.dumps(board.as_dict(), indent=2) + "\n" if s.as_json else leaderboard_markdown(board))
     return 0
 
 

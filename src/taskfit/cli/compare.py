@@ -5,45 +5,23 @@ from __future__ import annotations
 import argparse
 import sys
 
-from taskfit.cli.flags import command, default_of
-from taskfit.errors import UserError
-from taskfit.settings import OutputSection, TaskSection
-
-RESAMPLES = default_of(OutputSection, "bootstrap_samples")
-SEED = default_of(TaskSection, "seed")
+from taskfit.cli.flags import add_flags, command, settings_of
+from taskfit.settings import CompareSettings, ReportSettings
 
 
 def register(sub) -> None:
-    cmp = command(sub, "compare-results", "paired comparison of two runs on the same examples", compare)
-    cmp.add_argument("a", help="results.json (or run folder) of run A")
-    cmp.add_argument("b", help="results.json (or run folder) of run B")
-    add_resampling(cmp)
-    cmp.add_argument("--intersect", action="store_true",
-                     help="runs on different example sets: compare only the shared examples (default: refuse)")
-    rp = command(sub, "report", "which way wins, by how much, at what cost: one HTML page and its markdown twin "
-                 "from run folders", report)
-    rp.add_argument("runs", nargs="+", help="run folders, or folders holding them (a grid's output)")
-    rp.add_argument("--html", help="write the self-contained HTML report here")
-    rp.add_argument("--md", help="write the markdown report here (neither --html nor --md: markdown on stdout)")
-    rp.add_argument("--baseline", help="the method the Δ column compares with: its label or run folder name "
-                    "(default: the first untuned zero-shot run)")
-    rp.add_argument("--volume", type=int, help="predictions to price: total cost and break-even of tuned methods")
-    add_resampling(rp)
-
-
-def add_resampling(parser: argparse.ArgumentParser) -> None:
-    """``--bootstrap-samples`` and ``--seed``, with the defaults an eval run's CIs use."""
-    parser.add_argument("--bootstrap-samples", type=int, default=RESAMPLES,
-                        help=f"bootstrap / permutation resamples (default {RESAMPLES})")
-    parser.add_argument("--seed", type=int, default=SEED, help=f"the resampling seed (default {SEED})")
+    add_flags(command(sub, "compare-results", "paired comparison of two runs on the same examples", compare),
+              CompareSettings, required=True)
+    add_flags(command(sub, "report", "which way wins, by how much, at what cost: one HTML page and its markdown twin "
+                      "from run folders", report), ReportSettings, required=True)
 
 
 def compare(args: argparse.Namespace) -> int:
     from taskfit.compare import compare_runs
     from taskfit.report.table import markdown_table
 
-    report = compare_runs(args.a, args.b, n_resamples=args.bootstrap_samples, seed=args.seed,
-                          intersect=args.intersect)
+    s = settings_of(CompareSettings, args)
+    report = compare_runs(s.a, s.b, n_resamples=s.bootstrap_samples, seed=s.seed, intersect=s.intersect)
     rows = []
     for r in report["comparisons"]:
         mcnemar = "" if r["p_mcnemar"] is None else f"{r['p_mcnemar']:.4f} ({r['b_only_right']}/{r['a_only_right']})"
@@ -64,18 +42,15 @@ def report(args: argparse.Namespace) -> int:
     from taskfit.paths import output_file
     from taskfit.report import render
 
-    if args.volume is not None and args.volume <= 0:
-        raise UserError(f"--volume {args.volume}: give a positive number of predictions")
-    if args.bootstrap_samples < 100:
-        raise UserError(f"--bootstrap-samples {args.bootstrap_samples}: give at least 100 resamples")
-    for flag, path in (("--html", args.html), ("--md", args.md)):
+    s = settings_of(ReportSettings, args)
+    for flag, path in (("--html", s.html), ("--md", s.md)):
         if path:
             output_file(path, flag)
-    built = render.build(args.runs, args.baseline, args.volume, args.bootstrap_samples, args.seed)
-    if not args.html and not args.md:
+    built = render.build(s.runs, s.baseline, s.volume, s.bootstrap_samples, s.seed)
+    if not s.html and not s.md:
         sys.stdout.write(render.to_markdown(built))
         return 0
-    render.write(built, args.html, args.md)
+    render.write(built, s.html, s.md)
     for task in built.tasks:
         sys.stdout.write(f"{task.task}: {task.headline[0]}\n")
     return 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from types import UnionType
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel
@@ -15,7 +15,9 @@ from pydantic_core import PydanticUndefined
 
 from taskfit.errors import UserError
 from taskfit.models.registry import all_options
-from taskfit.settings import FLAG_NAMES
+from taskfit.strict import COMMAND_LINE, FLAG_NAMES, validate
+
+M = TypeVar("M", bound=BaseModel)
 
 VERBOSE_HELP = "debug logging (or set TASKFIT_LOG_LEVEL=DEBUG, WARNING ...)"
 
@@ -32,30 +34,34 @@ def command(sub, name: str, help: str, run=None, config: str | None = None) -> a
     return parser
 
 
-def default_of(model: type[BaseModel], name: str) -> Any:
-    """A setting's default, for a hand-written flag that means the same thing (one default, written once)."""
-    return model.model_fields[name].get_default(call_default_factory=True)
-
-
 DEST = "setting:"  # argparse dests of generated flags: "setting:<field>" or "setting:<field>.<subfield>"
 
 
-def add_flags(parser: argparse.ArgumentParser, sections: Sequence[tuple[str, type[BaseModel]]]) -> None:
+def add_flags(parser: argparse.ArgumentParser, sections: Sequence[tuple[str, type[BaseModel]]] | type[BaseModel],
+              required: bool = False) -> None:
     """One flag per settings field (``--batch-size`` for ``batch_size``), a group per section; a field shared by
-    two sections is listed once. Defaults stay ``None``, so an unset flag leaves the YAML's value alone."""
+    two sections is listed once; a field marked positional is a positional argument. Defaults stay ``None``, so an
+    unset flag leaves the YAML's value alone. ``required``: the command reads no YAML, so a setting without a default
+    is a required flag. A single model stands for one untitled section."""
     seen: set[str] = set()
-    for title, section in _expanded(sections):
-        group = parser.add_argument_group(f"{title} options")
+    for title, section in _expanded([("", sections)] if isinstance(sections, type) else sections):
+        group = parser.add_argument_group(f"{title} options") if title else parser
         for name, field in section.model_fields.items():
             if name in seen:
                 continue
             seen.add(name)
             nested = _model_class(field.annotation)
-            if nested is not None:  # a mapping of known keys: one flag per key (--instruction for prompt.instruction)
+            extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+            if extra.get("positional"):
+                many = _plain_type(field.annotation)[0] is list
+                group.add_argument(f"{DEST}{name}", metavar=name.upper(), nargs="+" if many else None,
+                                   help=(field.description or "").replace("%", "%%"))
+            elif nested is not None:  # a mapping of known keys: one flag per key (--instruction for prompt.instruction)
                 for sub_name, sub_field in nested.model_fields.items():
                     _add_flag(group, sub_name, sub_field, f"{DEST}{name}.{sub_name}")
             else:
-                _add_flag(group, FLAG_NAMES.get(name, name), field, f"{DEST}{name}")
+                _add_flag(group, extra.get("flag") or FLAG_NAMES.get(name, name), field, f"{DEST}{name}",
+                          required and field.is_required())
 
 
 def _expanded(sections) -> list[tuple[str, type[BaseModel]]]:
@@ -63,7 +69,7 @@ def _expanded(sections) -> list[tuple[str, type[BaseModel]]]:
     return [item for entry in sections for item in (entry() if callable(entry) else [entry])]
 
 
-def _add_flag(group, name: str, field: FieldInfo, dest: str) -> None:
+def _add_flag(group, name: str, field: FieldInfo, dest: str, required: bool = False) -> None:
     flag = "--" + name.replace("_", "-")
     help_text = (field.description or "").replace("%", "%%")
     if (field.json_schema_extra or {}).get("choices_from") == "backends":  # the registered backends, said once
@@ -72,7 +78,7 @@ def _add_flag(group, name: str, field: FieldInfo, dest: str) -> None:
         group.add_argument(flag, dest=dest, choices=list(options),
                            help=f"{help_text}: " + f"{listed} (default {field.default})".replace("%", "%%"))
         return
-    if field.default not in (None, PydanticUndefined) and not isinstance(field.default, bool):
+    if field.default not in (None, PydanticUndefined, [], {}) and not isinstance(field.default, bool):
         help_text += f" (default {field.default})"
     kind, choices = _plain_type(field.annotation)
     if kind is bool:
@@ -81,9 +87,10 @@ def _add_flag(group, name: str, field: FieldInfo, dest: str) -> None:
         group.add_argument(flag, dest=dest, action="append", metavar="KEY=VALUE",
                            help=help_text + "; repeatable, values are YAML, e.g. k=4")
     elif kind is list:
-        group.add_argument(flag, dest=dest, action="append", metavar=name.upper(), help=help_text + " (repeatable)")
+        group.add_argument(flag, dest=dest, action="append", metavar=name.upper(), help=help_text + " (repeatable)",
+                           required=required)
     else:
-        group.add_argument(flag, dest=dest, type=kind, choices=choices, help=help_text,
+        group.add_argument(flag, dest=dest, type=kind, choices=choices, help=help_text, required=required,
                            metavar=None if choices else name.upper())
 
 
@@ -121,6 +128,11 @@ def settings_from(args: argparse.Namespace) -> dict[str, Any]:
         else:
             values[name] = value
     return values
+
+
+def settings_of(model: type[M], args: argparse.Namespace) -> M:
+    """The settings of a command that reads no YAML, from its generated flags (errors name the flag)."""
+    return validate(model, settings_from(args), COMMAND_LINE)
 
 
 def parse_key_values(items: Sequence[str], flag: str = "strategy-arg") -> dict:

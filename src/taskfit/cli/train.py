@@ -7,14 +7,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from taskfit.cli.flags import add_flags, command, default_of, settings_from
+from taskfit.cli.flags import add_flags, command, settings_from, settings_of
 from taskfit.settings import (
     ALIGN_SECTIONS,
     REWARD_SECTIONS,
     SYNTH_SECTIONS,
     TUNE_SECTIONS,
-    OutputSection,
-    TaskSection,
+    RewardEvalSettings,
+    RewardScoreSettings,
     load_align_config,
     load_reward_config,
     load_synth_config,
@@ -49,18 +49,10 @@ def register_reward(sub) -> None:
     rw_sub = rw.add_subparsers(dest="reward_command", required=True)
     add_flags(command(rw_sub, "train", "train a reward model (LoRA / full / top layers on the LM, or MiniLM)",
                       reward_train, config="reward"), REWARD_SECTIONS)
-    for name, text, run in (("eval", "pairwise accuracy with its CI and the length baselines, as a run folder",
-                             reward_eval),
-                            ("score", "the reward of every answer in preference files, as JSONL", reward_score)):
-        cmd = command(rw_sub, name, text, run)
-        cmd.add_argument("--reward", required=True, help="a `taskfit reward train` folder, or length:shorter / "
-                         "length:longer")
-        cmd.add_argument("--data", action="append", required=True, help="preference file (repeatable)")
-        cmd.add_argument("--output", required=True, help="run folder (eval) or JSONL file (score) to write")
-        if name == "eval":
-            cmd.add_argument("--limit", type=int, help="a seeded random sample of N pairs")
-            cmd.add_argument("--seed", type=int, default=default_of(TaskSection, "seed"))
-            cmd.add_argument("--bootstrap-samples", type=int, default=default_of(OutputSection, "bootstrap_samples"))
+    add_flags(command(rw_sub, "eval", "pairwise accuracy with its CI and the length baselines, as a run folder",
+                      reward_eval), RewardEvalSettings, required=True)
+    add_flags(command(rw_sub, "score", "the reward of every answer in preference files, as JSONL", reward_score),
+              RewardScoreSettings, required=True)
 
 
 def tune(args: argparse.Namespace) -> int:
@@ -117,24 +109,21 @@ def reward_train(args: argparse.Namespace) -> int:
 
 
 def reward_eval(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from taskfit.tuning.reward_eval import evaluate_reward
 
-    results = evaluate_reward(args.reward, [Path(d) for d in args.data], Path(args.output), args.limit, args.seed,
-                              args.bootstrap_samples)
+    s = settings_of(RewardEvalSettings, args)
+    results = evaluate_reward(s.reward, s.data, s.output, s.limit, s.seed, s.bootstrap_samples)
     acc, base = results["metrics"]["accuracy"], results["baselines"]
     sys.stdout.write(f"accuracy {acc['value']:.4f} [{acc['ci_low']:.4f}, {acc['ci_high']:.4f}] on "
                      f"{results['counts']['n']} pairs; shorter answer wins {base['shorter']['value']:.4f}, longer "
-                     f"{base['longer']['value']:.4f}; results: {args.output}/results.json\n")
+                     f"{base['longer']['value']:.4f}; results: {s.output}/results.json\n")
     return 0
 
 
 def reward_score(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from taskfit.tuning.reward_eval import score_file
 
-    rows = score_file(args.reward, [Path(d) for d in args.data], Path(args.output))
-    sys.stdout.write(f"wrote {rows} rows to {args.output}\n")
+    s = settings_of(RewardScoreSettings, args)
+    rows = score_file(s.reward, s.data, s.output)
+    sys.stdout.write(f"wrote {rows} rows to {s.output}\n")
     return 0

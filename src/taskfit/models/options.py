@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr
 
-from taskfit.config import StrictModel
+from taskfit.strict import StrictModel
 
 OPERATIONAL = {"operational": True}
 """Field marker: how a run reaches its model, not what it computes (a run may resume with another value)."""

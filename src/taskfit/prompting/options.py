@@ -10,8 +10,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from taskfit.config import StrictModel
 from taskfit.prompting.templates import default
+from taskfit.strict import StrictModel
 
 
 class BaseOptions(StrictModel):

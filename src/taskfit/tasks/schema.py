@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from taskfit.config import StrictModel
+from taskfit.strict import StrictModel
 
 TaskType = Literal["classification", "regression", "multiple_choice", "span", "number", "kbqa"]
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from taskfit.api import Example, Outcome
-from taskfit.config import read_yaml, validate
 from taskfit.data.loading import load_hf_rows, load_rows
 from taskfit.errors import UserError
+from taskfit.strict import read_yaml, validate
 from taskfit.tasks.answers import ANSWER_SPACES
 from taskfit.tasks.schema import SplitRows, TaskConfig, lookup
 

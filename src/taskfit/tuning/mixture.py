@@ -32,7 +32,6 @@ from typing import Any
 import yaml
 
 from taskfit.api import Example, Message, Prompt, continuation_for
-from taskfit.config import read_yaml, validate
 from taskfit.data.records import read_rows, text
 from taskfit.data.sampling import sample_indices
 from taskfit.errors import UserError
@@ -43,6 +42,7 @@ from taskfit.prompting.strategies import make_strategy
 from taskfit.prompting.templates import fill
 from taskfit.prompting.tokens import Pair, Sample, Text
 from taskfit.settings import MixtureSpec, MixtureTask, MixtureTemplate, TuneConfig
+from taskfit.strict import read_yaml, validate
 from taskfit.tasks.task import Task, load_task
 
 TASK_TEMPLATE = MixtureTemplate(name="task")

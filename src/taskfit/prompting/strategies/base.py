@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from taskfit.api import Example
-from taskfit.config import validate
 from taskfit.prompting.asking import Asker
 from taskfit.prompting.context import StrategyContext, StrategyRun
 from taskfit.prompting.formats import make_format
 from taskfit.prompting.options import BaseOptions
+from taskfit.strict import validate
 
 
 class Strategy:

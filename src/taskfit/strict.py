@@ -1,7 +1,8 @@
-"""Config machinery: the strict base model, YAML reading and one-line validation errors.
+"""Strict models read from YAML: the base of every settings and options class, YAML reading and one-line errors.
 
-The settings themselves (``taskfit eval`` / ``taskfit tune``) are in :mod:`taskfit.settings`. Unknown keys and wrong
-types are rejected with a message that names the file, the key and what is allowed (:func:`validate`).
+The settings of each command are in :mod:`taskfit.settings`; a backend's and a strategy's options classes are built
+on :class:`StrictModel` too. Unknown keys and wrong types are rejected with a message that names the file (or the
+flag), the key and what is allowed (:func:`validate`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from taskfit.errors import UserError
 from taskfit.paths import read_utf8
@@ -24,15 +25,16 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class PromptOverride(StrictModel):
-    """Prompt fields a run may replace without editing the task YAML (e.g. an APE-found instruction)."""
+COMMAND_LINE = "command line"
+"""The source of settings given as flags: errors then name the flag (``--limit``), not the key."""
 
-    system: str | None = Field(None, description="replace the task's system prompt")
-    instruction: str | None = Field(None, description="replace the task's instruction (e.g. the one APE found)")
-    input_template: str | None = Field(None, description="replace the task's input template, e.g. 'Review: "
-                                                         "{sentence}'")
-    output_format: str | None = Field(None, description="replace the task's output-format line")
-    answer_prefix: str | None = Field(None, description="replace the text the assistant's answer starts with")
+FLAG_NAMES = {"strategy_args": "strategy-arg"}
+"""Settings whose flag is not the field's name: a mapping given as repeatable KEY=VALUE flags."""
+
+
+def flag_for(name: str) -> str:
+    """The command-line flag of settings field ``name`` (``--batch-size`` for ``batch_size``)."""
+    return "--" + FLAG_NAMES.get(name, name).replace("_", "-")
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -72,10 +74,15 @@ def describe_error(exc: ValidationError, model_cls: type[BaseModel], source: str
     if err["type"] == "extra_forbidden":
         allowed = _allowed_keys(model_cls, err["loc"][:-1])
         return f"{source}: unknown key '{loc}'; allowed keys: {', '.join(allowed)}{more}"
-    if err["type"] == "missing":
-        return f"{source}: missing required key '{loc}'{more}"
     value = err.get("input")
     shown = repr(value) if not isinstance(value, dict) else "a mapping"
+    if source == COMMAND_LINE and len(err["loc"]) == 1 and isinstance(err["loc"][0], str):  # a flag: name it
+        flag = flag_for(err["loc"][0])
+        if err["type"] == "missing":
+            return f"{flag} is required{more}"
+        return f"{flag} {shown}: {message}{more}"
+    if err["type"] == "missing":
+        return f"{source}: missing required key '{loc}'{more}"
     if value is None:
         return f"{source}: key '{loc}' is empty (null): {message}{_yaml_hint(err)}{more}"
     return f"{source}: key '{loc}' has invalid value {shown}: {message}{_yaml_hint(err)}{more}"
