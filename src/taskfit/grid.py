@@ -39,6 +39,7 @@ from pydantic import Field
 
 from taskfit.errors import ServerError, UserError
 from taskfit.evaluation import evaluate
+from taskfit.report.table import markdown_table
 from taskfit.runs import RESULTS, RUN_CARD, write_json
 from taskfit.settings import RunConfig, TuneConfig, command_line
 from taskfit.strict import StrictModel, read_yaml, validate
@@ -212,8 +213,6 @@ def _build(model_cls: type[RunConfig] | type[TuneConfig], settings: dict[str, An
 def dry_run(cells: Sequence[Cell]) -> str:
     """``taskfit grid --dry-run``: each cell, the rows it would run, a rough time prior and whether it will fail on
     its data; nothing runs."""
-    from taskfit.report.table import markdown_table
-
     rows, total, problems = [], 0.0, 0
     for cell in cells:
         todo, seconds = estimate(cell)

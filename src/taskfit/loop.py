@@ -28,10 +28,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from taskfit.compare import compare_runs
 from taskfit.errors import UserError
+from taskfit.evaluation.run import evaluate
 from taskfit.paths import output_folder
-from taskfit.runs import write_json, write_jsonl
-from taskfit.settings import LoopConfig
+from taskfit.report import render
+from taskfit.runs import RUN_CARD, read_run_card, write_json, write_jsonl
+from taskfit.serve import default_db
+from taskfit.serve.export import export_rows
+from taskfit.serve.store import Store
+from taskfit.settings import LoopConfig, RunConfig, load_align_config
+from taskfit.strict import validate
+from taskfit.tuning.align import train_align
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +62,6 @@ class Policy:
 
 def run_round(config: LoopConfig) -> dict[str, Any]:
     """One round (resumed where its folder says it stopped); returns the round's record."""
-    from taskfit.serve import default_db
-    from taskfit.serve.store import Store
-
     out = output_folder(config.output)  # checked before any work
     state_file = out / STATE
     if out.is_dir() and any(out.iterdir()) and not state_file.is_file():
@@ -108,8 +113,6 @@ def run_round(config: LoopConfig) -> dict[str, Any]:
 
 def _start(store, config: LoopConfig, served: Policy, out: Path) -> dict[str, Any]:
     """Choose and export the round's events; record the round (lineage)."""
-    from taskfit.serve.export import export_rows
-
     rounds = store.rounds()
     trained = {e for r in rounds if r["status"] == "promoted" for e in r["events"]}
     seen = {e for r in rounds for e in r["events"]}
@@ -138,10 +141,6 @@ def _start(store, config: LoopConfig, served: Policy, out: Path) -> dict[str, An
 
 def _candidate(config: LoopConfig, served: Policy, out: Path) -> Policy:
     """Align from the served policy on the round's data (skipped when its folder has a finished run card)."""
-    from taskfit.runs import RUN_CARD, read_run_card
-    from taskfit.settings import load_align_config
-    from taskfit.tuning.align import train_align
-
     folder = candidate_folder(out)
     if not (folder / RUN_CARD).is_file():
         overrides: dict[str, Any] = {
@@ -165,10 +164,6 @@ def candidate_folder(out: Path) -> Path:
 
 
 def _evaluate(config: LoopConfig, policy: Policy, folder: Path) -> Path:
-    from taskfit.evaluation.run import evaluate
-    from taskfit.settings import RunConfig
-    from taskfit.strict import validate
-
     run = validate(RunConfig, {"task": config.task, "split": config.split, "data_dir": config.data_dir,
                                "kb": config.kb, "limit": config.limit, "seed": config.seed, "backend": "hf",
                                "model": policy.model, "adapter": policy.adapter, "output": folder,
@@ -178,9 +173,6 @@ def _evaluate(config: LoopConfig, policy: Policy, folder: Path) -> Path:
 
 
 def _gate(config: LoopConfig, served: Policy, candidate: Policy, out: Path) -> dict[str, Any]:
-    from taskfit.compare import compare_runs
-    from taskfit.runs import read_run_card
-
     served_run = _evaluate(config, served, out / "eval" / "served")
     candidate_run = _evaluate(config, candidate, out / "eval" / "candidate")
     compared = compare_runs(served_run, candidate_run, seed=config.seed)
@@ -212,8 +204,6 @@ def _gate(config: LoopConfig, served: Policy, candidate: Policy, out: Path) -> d
 
 def _report(out: Path, gate: dict[str, Any]) -> dict[str, str]:
     """The round's `taskfit report` (served as the baseline) and its decision as markdown."""
-    from taskfit.report import render
-
     report = render.build([gate["runs"]["served"], gate["runs"]["candidate"]], "served", None, 1000, 0)
     render.write(report, out / "report.html", out / "report.md")
     (out / "decision.md").write_text(decision_markdown(gate), encoding="utf-8")

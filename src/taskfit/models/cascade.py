@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import logging
 
+from taskfit.models import kv
+
 log = logging.getLogger(__name__)
 
 NAME = "taskfit_cascade"  # the attention implementation's name in transformers' registries
@@ -99,8 +101,6 @@ def enable(model) -> bool:
 def _passes_check(model, torch) -> bool:
     """The last-position logits of two rows continuing a 5-token prefix through cascade attention equal those of the
     rows run in full (1e-3)."""
-    from taskfit.models import kv
-
     keyword = kv.cache_keyword(model)
     vocab = int(model.config.vocab_size)
     prefix = torch.arange(5)[None, :] % vocab + 1

@@ -96,7 +96,7 @@ class LlamaCppBackend(Backend):
         """An adapter merged into its model, or a model folder (``hf:DIR``, as `taskfit align` writes), is exported
         to a Q8_0 GGUF once (:func:`taskfit.models.export.gguf_for`)."""
         if adapter is not None or (model.startswith("hf:") and Path(model[3:]).is_dir()):
-            from taskfit.models.export import gguf_for
+            from taskfit.models.export import gguf_for  # torch + gguf-py, only when there is something to export
 
             return "gguf:" + str(gguf_for(model, adapter)), {}
         return model, {}

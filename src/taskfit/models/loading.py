@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 
 from taskfit.adapters.apply import apply_adapter
 from taskfit.errors import UserError
+from taskfit.models.kv import virtual_cache
 
 
 @dataclass
@@ -73,8 +74,6 @@ def load_causal_lm(location: str | Path, adapter: str | Path | None = None, quan
     if adapter:
         model, learned = apply_adapter(model, Path(adapter))
         if learned is not None:
-            from taskfit.models.kv import virtual_cache
-
             virtual = virtual_cache(model, learned)
     if quantize == "int8":
         model = quantize_int8(model)

@@ -29,6 +29,7 @@ from pathlib import Path
 import httpx
 
 from taskfit.errors import UserError
+from taskfit.models.catalog import resolve_model
 from taskfit.paths import taskfit_home
 
 log = logging.getLogger(__name__)
@@ -126,8 +127,6 @@ def start_vllm(model_dir: str | Path, *, port: int | None = None, served_name: s
 
 
 def main(argv: list[str] | None = None) -> None:
-    from taskfit.models.catalog import resolve_model
-
     parser = argparse.ArgumentParser(description="serve a model with vLLM (from .venv-vllm) on 127.0.0.1")
     parser.add_argument("--model", default="smollm2-135m-instruct", help="known model or hf:<folder>")
     parser.add_argument("--port", type=int, default=8000)

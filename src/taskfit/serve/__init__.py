@@ -17,6 +17,7 @@ def default_db() -> Path:
 
 def build_app(config: ServeConfig):
     """The application for ``config``: the assistant (model loaded), the store, the generation gate."""
+    # imported here so that `feedback export` and `loop`, which read only default_db and the store, load no model code
     from taskfit.serve.app import create_app
     from taskfit.serve.assistant import backend_for, load_assistants
     from taskfit.serve.gate import Gate

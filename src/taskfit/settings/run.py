@@ -115,17 +115,18 @@ class BackendChoice(*reversed([options for _, options in BUILT_IN.values()])):  
         for name, field in chosen.model_fields.items():
             if name not in type(self).model_fields:  # read as config.<option>, as a built-in backend's options are
                 extra[name] = getattr(typed, name)
+        registered = all_options()
         for name in self.model_fields_set | set(extra):
-            owners = [b for b, options in all_options().items() if name in options.model_fields]
+            owners = [b for b, options in registered.items() if name in options.model_fields]
             if not owners or name in chosen.model_fields:
                 continue
-            default = all_options()[owners[0]].model_fields[name].get_default(call_default_factory=True)
-            if getattr(self, name) != default:
-                elsewhere = (all_options()[owners[0]].model_fields[name].json_schema_extra or {}).get("elsewhere")
+            field = registered[owners[0]].model_fields[name]
+            if getattr(self, name) != field.get_default(call_default_factory=True):
+                elsewhere = (field.json_schema_extra or {}).get("elsewhere")
                 raise UserError(f"--{name.replace('_', '-')} works with the {' / '.join(owners)} backend, not "
                                 f"{self.backend}; {elsewhere or 'leave it out'}")
         if self.adapter is not None and not chosen.adapters:
-            takers = [b for b, options in all_options().items() if options.adapters]
+            takers = [b for b, options in registered.items() if options.adapters]
             raise UserError(f"--adapter works with the {' / '.join(takers)} backend, not {self.backend}; "
                             f"{chosen.no_adapter}")
         return self
