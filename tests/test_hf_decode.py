@@ -251,7 +251,7 @@ def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
 
 @pytest.mark.parametrize("temperature", [0.3, 2.0])  # a nucleus inside the top 256 tokens, and a wider one
 def test_a_nucleus_draw_follows_the_truncated_distribution_and_depends_on_its_row_alone(temperature):
-    from taskfit.models.hf_decode import TOP_K, _nucleus_draw
+    from taskfit.models.hf_decode import TOP_K, nucleus_draw
 
     torch.manual_seed(0)
     logits = torch.randn(3, 2000) * 3
@@ -261,17 +261,17 @@ def test_a_nucleus_draw_follows_the_truncated_distribution_and_depends_on_its_ro
     uniform = torch.rand(draws)
     for row in range(3):
         target = nucleus(probs[row], float(top_p[row]))
-        got = _nucleus_draw(torch, probs[row].expand(draws, -1), top_p[row].expand(draws, 1), uniform)
+        got = nucleus_draw(torch, probs[row].expand(draws, -1), top_p[row].expand(draws, 1), uniform)
         counts = torch.bincount(torch.tensor(got), minlength=2000).float() / draws
         ranked = probs[row].argsort(descending=True)  # Kolmogorov-Smirnov distance, likeliest tokens first
         assert float((counts[ranked].cumsum(0) - target[ranked].cumsum(0)).abs().max()) < 2.0 / draws**0.5
         assert float(counts[target == 0].sum()) == 0.0  # nothing outside the nucleus
     if temperature == 2.0:
         assert int((nucleus(probs[0], 0.9) > 0).sum()) > TOP_K  # the wide path was taken
-    mixed = _nucleus_draw(torch, probs, top_p, uniform[:3])
-    alone = [_nucleus_draw(torch, probs[i : i + 1], top_p[i : i + 1], uniform[i : i + 1])[0] for i in range(3)]
+    mixed = nucleus_draw(torch, probs, top_p, uniform[:3])
+    alone = [nucleus_draw(torch, probs[i : i + 1], top_p[i : i + 1], uniform[i : i + 1])[0] for i in range(3)]
     assert mixed == alone
-    edges = _nucleus_draw(torch, probs[:1].expand(2, -1), top_p[:1].expand(2, 1), torch.tensor([0.0, 1 - 2**-24]))
+    edges = nucleus_draw(torch, probs[:1].expand(2, -1), top_p[:1].expand(2, 1), torch.tensor([0.0, 1 - 2**-24]))
     ranked = probs[0].argsort(descending=True)
     assert edges[0] == int(ranked[0])
     assert edges[1] == int(ranked[int((nucleus(probs[0], 0.9) > 0).sum()) - 1])

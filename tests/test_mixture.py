@@ -17,7 +17,7 @@ from taskfit.prompting.tokens import Text, Tokenizer
 from taskfit.settings import MixtureSpec, RunConfig, TuneConfig
 from taskfit.tasks.task import load_task
 from taskfit.tuning import tune
-from taskfit.tuning.mixture import TemplatedTask, _draw, build_mixture, builtin_templates, mixture_counts
+from taskfit.tuning.mixture import TemplatedTask, build_mixture, builtin_templates, draw_rows, mixture_counts
 
 
 def spec(**fields) -> MixtureSpec:
@@ -44,9 +44,9 @@ def test_sampling_rules_give_the_declared_shares(rule, options, expected):
 def test_drawing_more_rows_than_a_task_has_repeats_each_row_evenly():
     import random
 
-    rows = _draw(list(range(7)), 30, random.Random(0))
+    rows = draw_rows(list(range(7)), 30, random.Random(0))
     assert len(rows) == 30 and set(Counter(rows).values()) <= {4, 5}
-    assert _draw(list(range(7)), 30, random.Random(0)) == rows  # seeded
+    assert draw_rows(list(range(7)), 30, random.Random(0)) == rows  # seeded
 
 
 class Recorder(Backend):

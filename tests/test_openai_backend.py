@@ -254,14 +254,14 @@ def test_rerun_of_a_finished_run_after_the_server_went_away_keeps_everything(tmp
 def test_retry_after_as_seconds_or_as_an_http_date():
     from email.utils import format_datetime, parsedate_to_datetime
 
-    from taskfit.models.http import _retry_after
+    from taskfit.models.http import retry_after_seconds
 
-    assert _retry_after("7") == 7.0 and _retry_after("-3") == 0.0 and _retry_after(None) is None
+    assert retry_after_seconds("7") == 7.0 and retry_after_seconds("-3") == 0.0 and retry_after_seconds(None) is None
     when = "Wed, 21 Oct 2026 07:28:00 GMT"
     now = parsedate_to_datetime(when).timestamp() - 12.5
-    assert _retry_after(when, now=now) == pytest.approx(12.5)
-    assert _retry_after(format_datetime(parsedate_to_datetime(when)), now=now + 100) == 0.0  # in the past
-    assert _retry_after("soon") is None
+    assert retry_after_seconds(when, now=now) == pytest.approx(12.5)
+    assert retry_after_seconds(format_datetime(parsedate_to_datetime(when)), now=now + 100) == 0.0  # in the past
+    assert retry_after_seconds("soon") is None
 
 
 def test_one_pool_of_connections_serves_every_request():

@@ -160,7 +160,7 @@ def test_the_shared_prompt_loss_and_gradients_are_trls(tiny_model_dir, tmp_path)
     from trl import RewardTrainer
 
     from taskfit.settings import RewardConfig
-    from taskfit.tuning.reward import _shared_prompt
+    from taskfit.tuning.reward import shared_prompt_trainer
     from taskfit.tuning.skeleton import lora_config
 
     model, tokenizer = sequence_classifier(tiny_model_dir)
@@ -171,7 +171,7 @@ def test_the_shared_prompt_loss_and_gradients_are_trls(tiny_model_dir, tmp_path)
     args = TRLRewardConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=6, use_cpu=True,
                            report_to=[], center_rewards_coefficient=None, gradient_checkpointing=False)
     results = []
-    for trainer_class in (RewardTrainer, _shared_prompt(RewardTrainer, 40)):
+    for trainer_class in (RewardTrainer, shared_prompt_trainer(RewardTrainer, 40)):
         trainer = trainer_class(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
                                 processing_class=tokenizer)
         batch = next(iter(trainer.get_train_dataloader()))

@@ -1,56 +1,17 @@
-"""The assistant's parts that need no model: streamed text cutting, the SQLite store, the feedback export, the gate."""
+"""The assistant's SQLite store (conversations, regenerations, feedback, durability) and its export as training rows
+that `taskfit align` reads."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
-import time
 
 import pytest
 
 from taskfit.data.preferences import read_preferences
-from taskfit.models.base import StreamCutter, cut_at_stop
 from taskfit.serve.export import export_rows
-from taskfit.serve.gate import Busy, Done, Gate
 from taskfit.serve.store import NotFound, Store
 
 A, B = "a" * 32, "b" * 32  # two browser sessions
-
-
-def stream(pieces: list[str], stop: list[str]) -> tuple[list[str], str]:
-    sent: list[str] = []
-    cutter = StreamCutter(stop, sent.append)
-    text = ""
-    for piece in pieces:
-        text += piece
-        if cutter.update(text):
-            break
-    final, _ = cut_at_stop(text, stop)
-    cutter.finish(final)
-    return sent, final
-
-
-def test_streamed_deltas_join_to_the_final_answer_and_never_show_a_stop_string():
-    sent, final = stream(["Hel", "lo", " wor", "ld", "\nUs", "er: more"], ["\nUser:"])
-    assert "".join(sent) == final == "Hello world"
-    assert all("\n" not in s for s in sent)  # the tail that could become the stop string was held back
-    assert len(sent) >= 2
-
-
-def test_a_stop_string_in_the_leading_whitespace_does_not_end_the_stream():
-    sent, final = stream(["\n", "答", "案", "\n", "extra"], ["\n"])
-    assert final == "\n答案"
-    assert "".join(sent) == final
-
-
-def test_half_a_character_is_held_back():
-    sent: list[str] = []
-    cutter = StreamCutter([], sent.append)
-    cutter.update("ab\ufffd")
-    assert sent == ["ab"]
-    cutter.update("ab中")
-    assert "".join(sent) == "ab中"
 
 
 @pytest.fixture()
@@ -156,33 +117,6 @@ def test_the_store_survives_reopening(tmp_path):
     again.close()
 
 
-def test_the_gate_says_busy_instead_of_queueing_without_bound():
-    gate = Gate(slots=1, max_waiting=0, wait_timeout=5)
-    release = threading.Event()
-
-    async def scenario():
-        first = gate.stream(lambda emit: (release.wait(5), "first")[1], 10)
-        started = asyncio.ensure_future(anext(first))
-        await asyncio.sleep(0.2)
-        assert gate.stats()["running"] == 1
-        with pytest.raises(Busy):
-            await anext(gate.stream(lambda emit: "second", 10))
-        release.set()
-        event = await started
-        assert event == Done("first")
-
-    # on a thread of its own: Playwright's sync API may keep an event loop running on the main thread
-    failure: list[BaseException] = []
-    runner = threading.Thread(target=lambda: _capture(failure, lambda: asyncio.run(scenario())))
-    runner.start()
-    runner.join(30)
-    assert not failure, failure
-    deadline = time.time() + 5
-    while gate.stats()["running"] and time.time() < deadline:
-        time.sleep(0.01)
-    assert gate.stats() == {"slots": 1, "running": 0, "waiting": 0}
-
-
 def test_exported_feedback_runs_one_dpo_and_one_kto_step(tiny_model_dir, tmp_path):
     from taskfit.cli import main
 
@@ -212,10 +146,3 @@ def test_feedback_export_without_a_database_says_where_it_looked(tmp_path, capsy
                  str(tmp_path / "x.jsonl")]) == 2
     assert "no assistant database at" in capsys.readouterr().err
     assert not (tmp_path / "none.sqlite").exists() and not (tmp_path / "x.jsonl").exists()
-
-
-def _capture(failures: list[BaseException], work) -> None:
-    try:
-        work()
-    except BaseException as exc:  # noqa: BLE001 - re-raised by the test on its own thread
-        failures.append(exc)

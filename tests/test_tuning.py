@@ -254,7 +254,7 @@ def test_answer_only_loss_equals_the_models_own_loss(tiny_model_dir):
 
     from taskfit.api import Message, Prompt
     from taskfit.tuning.data import collate
-    from taskfit.tuning.sft import _answer_only_trainer
+    from taskfit.tuning.sft import answer_only_trainer
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
@@ -264,7 +264,7 @@ def test_answer_only_loss_equals_the_models_own_loss(tiny_model_dir):
     batch = collate(items, tok.pad_token_id, lambda x: torch.tensor(x, dtype=torch.long))
     with torch.no_grad():
         reference = model(**batch).loss  # padded rows, the model's own loss on every labelled position
-        trainer = _answer_only_trainer(Trainer).__new__(_answer_only_trainer(Trainer))
+        trainer = answer_only_trainer(Trainer).__new__(answer_only_trainer(Trainer))
         ours = trainer.compute_loss(model, dict(batch))  # the rows packed into one sequence, no padding
     assert ours.item() == pytest.approx(reference.item(), abs=1e-5)
     assert len({len(item.input_ids) for item in items}) > 1  # real padding in the reference

@@ -182,7 +182,7 @@ class Decoder:
         probs = torch.softmax(logits.index_select(0, index) / temps, dim=-1)
         top_p = torch.tensor([rows[i].request.top_p for i in sampled], dtype=probs.dtype)[:, None]
         uniform = torch.cat([torch.rand(1, generator=rows[i].generator, dtype=probs.dtype) for i in sampled])
-        chosen = _nucleus_draw(torch, probs, top_p, uniform)
+        chosen = nucleus_draw(torch, probs, top_p, uniform)
         for j, i in enumerate(sampled):
             picked[i] = chosen[j]
         return picked
@@ -211,7 +211,7 @@ class Decoder:
 TOP_K = 256  # candidates a nucleus is looked for among before the whole vocabulary is sorted
 
 
-def _nucleus_draw(torch, probs, top_p, uniform) -> list[int]:
+def nucleus_draw(torch, probs, top_p, uniform) -> list[int]:
     """Token ids drawn from each row of ``probs`` restricted to its top-p nucleus (the likeliest tokens whose mass
     before them is under ``top_p``; the top token always), ``uniform`` holding one number in [0, 1) per row.
 

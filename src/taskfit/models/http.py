@@ -81,7 +81,7 @@ def _post_with_retries(http: httpx.Client, url: str, body: dict[str, Any], heade
             if response.status_code not in RETRY_STATUSES:
                 raise ServerError(f"{url} answered HTTP {response.status_code}: {detail}", response.status_code)
             problem = f"HTTP {response.status_code}: {detail}"
-            retry_after = _retry_after(response.headers.get("Retry-After"))
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             status = response.status_code
         except httpx.TimeoutException:
             problem = f"no answer within {policy.timeout:g} s"
@@ -158,7 +158,7 @@ def _error_detail(response: httpx.Response) -> str:
     return str(error)[:300]
 
 
-def _retry_after(value: str | None, now: float | None = None) -> float | None:
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
     """``Retry-After`` as seconds: a number of seconds, or an HTTP date (RFC 9110) turned into seconds from now."""
     if value is None:
         return None

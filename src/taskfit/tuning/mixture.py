@@ -148,7 +148,7 @@ def build_mixture(config: TuneConfig) -> tuple[list[Sample], dict[str, Any]]:
     for (entry, task, split, examples), count in zip(loaded, counts):
         templated = [TemplatedTask(task, t, examples, spec.k_shot, config.seed) for t in templates_for(task, entry)]
         used: Counter[str] = Counter()
-        for example in _draw(examples, count, rng):
+        for example in draw_rows(examples, count, rng):
             chosen = rng.choice(templated)
             used[chosen.template.name] += 1
             samples.append(chosen.sample(example))
@@ -159,7 +159,7 @@ def build_mixture(config: TuneConfig) -> tuple[list[Sample], dict[str, Any]]:
     if spec.plain_text is not None:
         texts = read_plain_text(spec.plain_text.file)
         plain = round(spec.plain_text.share / (1 - spec.plain_text.share) * len(samples))
-        samples += [Text(text) for text in _draw(texts, plain, rng)]
+        samples += [Text(text) for text in draw_rows(texts, plain, rng)]
     rng.shuffle(samples)
     info = {"mixture": {"file": str(config.mixture), "sampling": spec.sampling, "cap": spec.cap,
                         "temperature": spec.temperature, "k_shot": spec.k_shot, "tasks": described,
@@ -168,7 +168,7 @@ def build_mixture(config: TuneConfig) -> tuple[list[Sample], dict[str, Any]]:
     return samples, info
 
 
-def _draw(rows: Sequence[Any], count: int, rng: random.Random) -> list[Any]:
+def draw_rows(rows: Sequence[Any], count: int, rng: random.Random) -> list[Any]:
     """``count`` rows without repeats while they last, then another seeded pass."""
     out: list[Any] = []
     while len(out) < count:

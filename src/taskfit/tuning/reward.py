@@ -113,7 +113,7 @@ def _train_lm(config: RewardConfig, train: list[PreferencePair], out: Path) -> T
     args = training_arguments(config, out / "checkpoints", len(rows), TRLRewardConfig, save_strategy="no",
                               max_length=config.max_length, center_rewards_coefficient=None)
     with quiet_checkpointing_rename():
-        trainer = _shared_prompt(RewardTrainer, config.micro_batch_tokens)(
+        trainer = shared_prompt_trainer(RewardTrainer, config.micro_batch_tokens)(
             model=model, args=args, train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer,
             peft_config=peft)
         trainable, total = count_parameters(trainer.model)
@@ -153,7 +153,7 @@ def _method(config: RewardConfig, model) -> tuple[Any, str]:
     return None, "every weight"
 
 
-def _shared_prompt(trainer_class, budget: int):
+def shared_prompt_trainer(trainer_class, budget: int):
     """TRL's RewardTrainer with the training loss computed on shared prompts, in passes of similar length.
 
     TRL runs a batch's chosen and rejected sequences as 2 x batch rows padded to the longest, so every prompt runs

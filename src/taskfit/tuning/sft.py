@@ -213,13 +213,13 @@ def sft_trainer(args, method: Trainable, tokenized, tokenizer, micro_batch_token
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     prompt_learning = method.peft is not None and method.peft.is_prompt_learning
-    trainer_class = Trainer if prompt_learning else _answer_only_trainer(Trainer, micro_batch_tokens)
+    trainer_class = Trainer if prompt_learning else answer_only_trainer(Trainer, micro_batch_tokens)
     return trainer_class(model=method.model, args=args, train_dataset=_ListDataset(tokenized),
                          data_collator=lambda batch: collate(batch, pad_id,
                                                              lambda x: torch.tensor(x, dtype=torch.long)))
 
 
-def _answer_only_trainer(trainer_class, micro_batch_tokens: int = 0):
+def answer_only_trainer(trainer_class, micro_batch_tokens: int = 0):
     """A Trainer whose loss computes the output layer only at positions that predict an answer token, on the batch's
     rows packed into sequences without padding.
 
