@@ -13,7 +13,7 @@ EXAMPLE = Example(index=0, fields={"text": "x"}, gold="positive")
 
 
 def test_majority_vote_and_distribution():
-    result = vote(["positive", "negative", "positive", None], method="majority")
+    result = vote(["positive", "negative", "positive", None], rule="majority")
     assert result.winner == "positive"
     assert result.distribution == {"negative": 1.0, "positive": 2.0}
     assert result.valid == 3

@@ -100,9 +100,9 @@ class AnswerSpace:
         return {"type": "string"}
 
     # -- several answers to one (self-consistency)
-    def combine(self, predictions: Sequence[Any], logprobs: Sequence[float | None], method: str) -> Vote:
+    def combine(self, predictions: Sequence[Any], logprobs: Sequence[float | None], rule: str) -> Vote:
         keys = [None if p is None else self.vote_key(p) for p in predictions]
-        result = vote(keys, logprobs, method, self.preference())
+        result = vote(keys, logprobs, rule, self.preference())
         if result.winner is None:
             return result
         winner = next(p for p, k in zip(predictions, keys) if k == result.winner)

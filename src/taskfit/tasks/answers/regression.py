@@ -83,13 +83,13 @@ class RegressionSpace(AnswerSpace):
             return None, f"score {value:g} outside [{self.low:g}, {self.high:g}]"
         return value, None
 
-    def combine(self, predictions, logprobs, method):
+    def combine(self, predictions, logprobs, rule):
         """The mean of the paths' valid scores (weighted by path probability for ``weighted``)."""
         valid = [(p, lp) for p, lp in zip(predictions, logprobs) if p is not None]
         if not valid:
             return Vote(None, {}, 0)
         values = np.array([p for p, _ in valid], dtype=np.float64)
-        if method == "weighted" and all(lp is not None for _, lp in valid):
+        if rule == "weighted" and all(lp is not None for _, lp in valid):
             weights = np.array(softmax([lp for _, lp in valid]))
         else:
             weights = np.full(len(valid), 1 / len(valid))

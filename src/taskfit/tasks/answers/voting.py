@@ -31,18 +31,18 @@ def _path_weights(logprobs: Sequence[float | None]) -> list[float]:
     return [w / total for w in raw]
 
 
-def vote(answers: Sequence[str | None], logprobs: Sequence[float | None] | None = None, method: str = "majority",
+def vote(answers: Sequence[str | None], logprobs: Sequence[float | None] | None = None, rule: str = "majority",
          preference: Sequence[str] = ()) -> Vote:
     """Combine ``answers`` (one per path, ``None`` = unparsed) by ``majority`` or ``weighted`` vote."""
-    if method not in ("majority", "weighted"):
-        raise ValueError(f"unknown vote method {method!r}; use majority or weighted")
+    if rule not in ("majority", "weighted"):
+        raise ValueError(f"unknown voting rule {rule!r}; use majority or weighted")
     weights = _path_weights(logprobs if logprobs is not None else [None] * len(answers))
     counts: dict[str, float] = {}
     mass: dict[str, float] = {}
     for answer, weight in zip(answers, weights):
         if answer is None:
             continue
-        counts[answer] = counts.get(answer, 0.0) + (1.0 if method == "majority" else weight)
+        counts[answer] = counts.get(answer, 0.0) + (1.0 if rule == "majority" else weight)
         mass[answer] = mass.get(answer, 0.0) + weight
     if not counts:
         return Vote(None, {}, 0)
