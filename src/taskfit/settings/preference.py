@@ -20,42 +20,11 @@ from taskfit.settings.training import (
 )
 from taskfit.strict import StrictModel, validate
 
+# ------------------------------------------------------------------------------------------------------- taskfit reward
 REWARD_RATES = {"lora": 1e-4, "full": 1e-5, "top": 2e-5, "minilm": 1.0}
-# DPO / KTO: a new LoRA on the start policy, moved by preference losses; RAFT: tune's LoRA rate, since each
-# iteration is a short answer-only SFT (at 5e-5 an iteration's 8 steps barely moved the policy:
-# benchmarks/results/alignment_hh.md)
-ALIGN_RATES = {"dpo": 5e-5, "kto": 5e-5, "raft": 2e-4, "grpo": 1e-4, "rloo": 1e-4}
-"""``taskfit reward train``'s and ``taskfit align``'s default learning rates per method."""
+"""``taskfit reward train``'s default learning rate per method (read by ``learning_rate()``, shown in ``--lr``)."""
 
 
-class RewardOptimSection(OptimSection):
-    lr: float | None = lr_field(REWARD_RATES, "; for minilm the inverse L2 strength C of the logistic regression")
-
-
-class AlignOptimSection(OptimSection):
-    max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: run the epochs); raft: per "
-                                           "iteration")
-    epochs: float = Field(1.0, gt=0, description="passes over the data; raft: over each iteration's kept answers")
-    lr: float | None = lr_field(ALIGN_RATES)
-
-
-class RewardBookkeepingSection(BookkeepingSection):
-    output: Path | None = Field(None, description="output folder (default runs/reward/<method>-<time>)",
-                                json_schema_extra=OPERATIONAL)
-    micro_batch_tokens: int = micro_batch_field("lora / full / top: pairs of similar length, each "
-                                                  "prompt run once for both answers", 1024)
-
-
-class AlignBookkeepingSection(BookkeepingSection):
-    output: Path | None = Field(None, description="output folder (default runs/align/<method>-<time>; align eval: "
-                                                  "runs/align-eval)", json_schema_extra=OPERATIONAL)
-    save_steps: int = Field(50, gt=0, description="grpo / rloo: checkpoint every N steps (--resume continues from "
-                                                  "the last)", json_schema_extra=OPERATIONAL)
-    micro_batch_tokens: int = micro_batch_field("raft's fine-tuning: rows packed; dpo / kto's held-out "
-                                                  "scoring: pairs of similar length")
-
-
-# ------------------------------------------------------------------------------------------------- taskfit reward
 class RewardModelSection(StrictModel):
     method: Literal["lora", "full", "top", "minilm"] = Field(
         "lora", description="lora: LoRA on the LM with a reward head; full: every weight; top: the last "
@@ -75,6 +44,17 @@ class PreferenceDataSection(StrictModel):
     max_length: int = Field(512, gt=8, description="tokens per prompt + answer (prompts lose whole turns from the "
                                                    "left first)")
     seed: int = Field(1234, description="seed for sampling, the dev split, initialisation and data order")
+
+
+class RewardOptimSection(OptimSection):
+    lr: float | None = lr_field(REWARD_RATES, "; for minilm the inverse L2 strength C of the logistic regression")
+
+
+class RewardBookkeepingSection(BookkeepingSection):
+    output: Path | None = Field(None, description="output folder (default runs/reward/<method>-<time>)",
+                                json_schema_extra=OPERATIONAL)
+    micro_batch_tokens: int = micro_batch_field("lora / full / top: pairs of similar length, each "
+                                                  "prompt run once for both answers", 1024)
 
 
 class RewardConfig(RewardBookkeepingSection, LoraSection, RewardOptimSection, PreferenceDataSection,
@@ -98,7 +78,14 @@ def load_reward_config(path: str | Path | None, overrides: dict[str, Any]) -> Re
     return config
 
 
-# ------------------------------------------------------------------------------------------------- taskfit align
+# -------------------------------------------------------------------------------------------------------- taskfit align
+# DPO / KTO: a new LoRA on the start policy, moved by preference losses; RAFT: tune's LoRA rate, since each
+# iteration is a short answer-only SFT (at 5e-5 an iteration's 8 steps barely moved the policy:
+# benchmarks/results/alignment_hh.md)
+ALIGN_RATES = {"dpo": 5e-5, "kto": 5e-5, "raft": 2e-4, "grpo": 1e-4, "rloo": 1e-4}
+"""``taskfit align``'s default learning rate per method."""
+
+
 BETAS = {"dpo": 0.1, "kto": 0.1, "grpo": 0.04, "rloo": 0.05}
 """``taskfit align``'s default TRL beta per method (grpo: DeepSeekMath's KL coefficient; rloo: TRL's)."""
 
@@ -158,6 +145,22 @@ class OnlineRLSection(StrictModel):
                                                       "URL (TRL's vLLM server mode, for GPU clusters; not run here)")
 
 
+class AlignOptimSection(OptimSection):
+    max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: run the epochs); raft: per "
+                                           "iteration")
+    epochs: float = Field(1.0, gt=0, description="passes over the data; raft: over each iteration's kept answers")
+    lr: float | None = lr_field(ALIGN_RATES)
+
+
+class AlignBookkeepingSection(BookkeepingSection):
+    output: Path | None = Field(None, description="output folder (default runs/align/<method>-<time>; align eval: "
+                                                  "runs/align-eval)", json_schema_extra=OPERATIONAL)
+    save_steps: int = Field(50, gt=0, description="grpo / rloo: checkpoint every N steps (--resume continues from "
+                                                  "the last)", json_schema_extra=OPERATIONAL)
+    micro_batch_tokens: int = micro_batch_field("raft's fine-tuning: rows packed; dpo / kto's held-out "
+                                                  "scoring: pairs of similar length")
+
+
 class AlignConfig(AlignBookkeepingSection, LoraSection, AlignOptimSection, OnlineRLSection, RaftSection,
                   PreferenceDataSection, AlignMethodSection):
     """Everything ``taskfit align`` needs; TRL's own key names for its options; every flag is also a YAML key."""
@@ -198,7 +201,7 @@ def load_align_config(path: str | Path | None, overrides: dict[str, Any]) -> Ali
     return config
 
 
-# -------------------------------------------------------------------------------------------------- taskfit loop
+# --------------------------------------------------------------------------------------------------------- taskfit loop
 class LoopFeedbackSection(StrictModel):
     db: Path | None = Field(None, description="the assistant's database (default $TASKFIT_HOME/assistant.sqlite)")
     served_model: str = Field("smollm2-135m-instruct", description="the model the assistant serves now (known "
