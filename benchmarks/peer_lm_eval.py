@@ -6,8 +6,8 @@ is lm-eval's own sst2 prompt (``benchmarks/tasks/sst2_lmeval_prompt.yaml``, plai
 reads the same JSONL file through a task YAML written here (``dataset_path: json``), because the hub is not
 reachable. Each tool runs in its own process; peak memory is that process's max RSS (``os.wait4``).
 
-    .venv/bin/pip install lm-eval==0.4.13      # benchmark-only, not a taskfit dependency
-    .venv/bin/python benchmarks/peer_lm_eval.py --data-dir ../shared/data [--limit 300]
+    python -m venv /tmp/lmeval && /tmp/lmeval/bin/pip install torch==2.13.0 lm-eval==0.4.13   # the peer, apart
+    .venv/bin/python benchmarks/peer_lm_eval.py --data-dir ../shared/data --lm-eval /tmp/lmeval/bin/lm_eval
 """
 
 from __future__ import annotations
@@ -72,11 +72,11 @@ def run(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, floa
     return wall, usage.ru_maxrss / 1024, output
 
 
-def lm_eval_run(folder: Path, work: Path, limit: int, batch_size: int, env: dict[str, str], chat: bool) -> dict:
-    bindir = Path(sys.executable).parent
+def lm_eval_run(lm_eval: str, folder: Path, work: Path, limit: int, batch_size: int, env: dict[str, str],
+                chat: bool) -> dict:
     out = work / f"lm-{limit}"
     extra = ["--apply_chat_template", "--system_instruction", SYSTEM] if chat else []
-    wall, rss, _ = run([str(bindir / "lm_eval"), "--model", "hf", "--model_args", f"pretrained={folder},dtype=float32",
+    wall, rss, _ = run([lm_eval, "--model", "hf", "--model_args", f"pretrained={folder},dtype=float32",
                         "--tasks", "sst2_local", "--include_path", str(work / "tasks"), "--device", "cpu",
                         "--batch_size", str(batch_size), "--limit", str(limit), "--log_samples", "--output_path",
                         str(out), *extra], env)
@@ -118,6 +118,8 @@ def main() -> None:
     parser.add_argument("--prompt", choices=["plain", "chat"], default="plain",
                         help="plain: lm-eval's sst2 prompt; chat: taskfit's sst2 prompt (chat template, system "
                              "prompt, answer prefix = lm-eval gen_prefix)")
+    parser.add_argument("--lm-eval", default=str(Path(sys.executable).parent / "lm_eval"),
+                        help="the lm_eval command (default: beside this python); lm-eval in its own environment")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     from taskfit.models.embedded import SMOLLM2_135M
@@ -133,7 +135,7 @@ def main() -> None:
 
     runs = {}
     for limit in (args.small, args.limit):  # back to back, one tool at a time
-        runs[("lm_eval", limit)] = lm_eval_run(folder, work, limit, args.batch_size, env, chat)
+        runs[("lm_eval", limit)] = lm_eval_run(args.lm_eval, folder, work, limit, args.batch_size, env, chat)
         runs[("taskfit", limit)] = taskfit_run(args.data_dir, work, limit, args.batch_size, env, chat)
     n, small = args.limit, args.small
     result: dict = {"n": n, "small": small, "batch_size": args.batch_size, "model_folder": str(folder)}
