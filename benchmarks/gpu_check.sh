@@ -11,7 +11,8 @@
 #   bash benchmarks/gpu_check.sh [OUT]                    # on the GPU machine, after `make setup` with CUDA torch
 #   DEVICE=cpu bash benchmarks/gpu_check.sh /tmp/gpu-check   # the same steps on the CPU: checks the script itself
 # Environment: PY (python with taskfit; default .venv/bin/python), DATA_DIR (default ../shared/data), DEVICE (cuda),
-# STEP_LIMIT (seconds a step may take, default 150), SCALE (rows and steps multiplied by it, default 1).
+# STEP_LIMIT (seconds a step may take, default 150), SCALE (rows and steps multiplied by it, default 1), RESUME=1 (keep
+# the steps that finished in OUT and run the others).
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PY:-$HERE/.venv/bin/python}
@@ -27,7 +28,12 @@ if [ "$DEVICE" = cuda ] && ! $PY -c "import sys, torch; sys.exit(0 if torch.cuda
   exit 2
 fi
 mkdir -p "$OUT"
-: > "$OUT/steps.jsonl"
+if [ "${RESUME:-0}" = 1 ] && [ -f "$OUT/steps.jsonl" ]; then
+  grep '"status": "ok"' "$OUT/steps.jsonl" > "$OUT/steps.kept" || true
+  mv "$OUT/steps.kept" "$OUT/steps.jsonl"
+else
+  : > "$OUT/steps.jsonl"
+fi
 export TASKFIT_HOME=${TASKFIT_HOME:-$OUT/home}
 TASKFIT=(env "PYTHONPATH=$HERE/src" "$PY" -m taskfit.cli)
 
@@ -35,6 +41,10 @@ TASKFIT=(env "PYTHONPATH=$HERE/src" "$PY" -m taskfit.cli)
 step() {
   local name=$1; shift
   local start end rc
+  if grep -q "\"step\": \"$name\", \"status\": \"ok\"" "$OUT/steps.jsonl"; then
+    echo "$name: done before (RESUME=1)"
+    return
+  fi
   start=$(date +%s.%N)
   timeout "$STEP_LIMIT" "$@" > "$OUT/$name.log" 2>&1
   rc=$?
@@ -81,6 +91,10 @@ def results(name):
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def number(value, spec):
+    return "?" if value is None else format(value, spec)
+
+
 def accuracy(r):
     a = r["metrics"]["accuracy"]
     return f"accuracy {a['value']:.4f} [{a['ci_low']:.4f}, {a['ci_high']:.4f}], n = {r['counts']['n']}"
@@ -94,8 +108,8 @@ def measured(name):
     card = out / name / "run_card.json"
     if name in ("tune-lora", "align-dpo") and card.is_file():
         c = json.loads(card.read_text())
-        return (f"{c['steps']} steps in {c['train_s']} s, {c['tokens_per_s']} tokens/s, loss {c['first_loss']:.3f} -> "
-                f"{c['final_loss']:.3f}, peak RSS {c['peak_rss_mib']:.0f} MiB")
+        return (f"{c['steps']} steps in {c['train_s']} s, {c['tokens_per_s']} tokens/s, final loss "
+                f"{number(c.get('final_loss'), '.3f')}, peak RSS {number(c.get('peak_rss_mib'), '.0f')} MiB")
     if name == "vllm" and (out / "vllm.json").is_file():
         v = json.loads((out / "vllm.json").read_text())
         return f"agreement {v['agree']}/{v['rows']}, max abs d log p {v['max_abs_dlogp']:.2g}"
