@@ -110,7 +110,7 @@ def plot(records: list[dict], opts, path: Path) -> None:
 
     names = list(CONDITIONS)  # zero-shot repeated in each panel as the reference
     datasets = [d for d in opts.datasets if any(r["dataset"] == d for r in records)]
-    fig, axes = plt.subplots(1, len(opts.ks), figsize=(5 * len(opts.ks), 3.6), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(opts.ks), figsize=(5 * len(opts.ks), 4.0), sharey=True, squeeze=False)
     width = 0.8 / len(names)
     for ax, k in zip(axes[0], opts.ks):
         for j, name in enumerate(names):
@@ -127,8 +127,9 @@ def plot(records: list[dict], opts, path: Path) -> None:
         ax.set_title(f"k = {k} ({opts.limit} random dev rows, 95% CI)")
         ax.set_ylim(0, 1)
     axes[0][0].set_ylabel("accuracy")
-    axes[0][-1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()  # below the panels, clear of the bars
+    fig.legend(handles, labels, loc="lower center", ncol=len(names), fontsize=8)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=120)
 
 
