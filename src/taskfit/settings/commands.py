@@ -7,24 +7,18 @@ default such as the resampling seed is written once."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 from taskfit.models.catalog import GGUF_TYPES
-from taskfit.settings.common import positional
+from taskfit.settings.common import DB_HELP, flag_named, positional
 from taskfit.settings.run import ModelSection, OutputSection, TaskSection
 from taskfit.strict import StrictModel
 
 RESAMPLES = OutputSection.model_fields["bootstrap_samples"].default
 SEED = TaskSection.model_fields["seed"].default
 MODEL = ModelSection.model_fields["model"].default
-DB_HELP = "the assistant's database (default $TASKFIT_HOME/assistant.sqlite)"
-
-
-def flag_named(flag: str, default: Any, description: str, **kwargs: Any) -> Any:
-    """A setting whose flag is not its field's name (``--as`` for ``format``: the field name is a Python word)."""
-    return Field(default, description=description, json_schema_extra={"flag": flag}, **kwargs)
 
 
 class ResamplingSection(StrictModel):

@@ -26,6 +26,15 @@ def positional(description: str) -> Any:
     return Field(description=description, json_schema_extra=POSITIONAL)
 
 
+def flag_named(flag: str, default: Any, description: str, **kwargs: Any) -> Any:
+    """A setting whose flag is not its field's name (``--as`` for ``format``: the field name is a Python word)."""
+    return Field(default, description=description, json_schema_extra={"flag": flag}, **kwargs)
+
+
+DB_HELP = "the assistant's database (default $TASKFIT_HOME/assistant.sqlite)"
+"""The help of every ``--db`` that names the assistant's database."""
+
+
 def command_line(subcommand: str, model_cls: type[BaseModel], values: dict[str, Any]) -> str:
     """The ``taskfit SUBCOMMAND`` command that sets ``values`` (a config as results.json records it): one flag per
     setting that differs from its default; secrets are left out."""

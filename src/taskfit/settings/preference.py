@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from taskfit.errors import UserError
 from taskfit.models.options import OPERATIONAL
-from taskfit.settings.common import merged
+from taskfit.settings.common import DB_HELP, merged
 from taskfit.settings.training import (
     BookkeepingSection,
     LoraSection,
@@ -203,7 +203,7 @@ def load_align_config(path: str | Path | None, overrides: dict[str, Any]) -> Ali
 
 # --------------------------------------------------------------------------------------------------------- taskfit loop
 class LoopFeedbackSection(StrictModel):
-    db: Path | None = Field(None, description="the assistant's database (default $TASKFIT_HOME/assistant.sqlite)")
+    db: Path | None = Field(None, description=DB_HELP)
     served_model: str = Field("smollm2-135m-instruct", description="the model the assistant serves now (known "
                               "model or hf:<folder>, e.g. the folder a promoted round wrote)")
     served_adapter: Path | None = Field(None, description="the adapter the assistant serves now (`taskfit tune`)")
