@@ -119,3 +119,37 @@ def test_dry_run_names_cells_that_will_fail_on_their_data(tmp_path, shared_data,
     assert "squad_v1.1/train.jsonl not found" in grid.problem(cells[1])
     assert main(["grid", str(path), "--dry-run"]) == 0
     assert "1 cells will fail on their data" in capsys.readouterr().out
+
+
+class _Ray:
+    """Ray's ``init`` as the grid calls it: records the auth mode it saw, or fails as an unreachable cluster does."""
+
+    def __init__(self, fail: bool = False):
+        self.fail, self.modes = fail, []
+
+    def init(self, address=None, **_):
+        import os
+        self.modes.append(os.environ.get("RAY_AUTH_MODE"))
+        if self.fail:
+            raise ConnectionError(f"Failed to connect to Ray cluster at {address}")
+
+
+def test_joining_a_ray_cluster_presents_a_token_at_hand_and_says_what_to_check(tmp_path, monkeypatch):
+    from taskfit.errors import ServerError
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.setenv(name, "")  # records the value to restore, also for the mode join_ray sets
+        monkeypatch.delenv(name)
+    ray = _Ray()
+    grid.join_ray(ray, "10.0.0.1:6379")  # no token anywhere: Ray's own default
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("secret")
+    grid.join_ray(ray, None)  # a local Ray finds its token by itself
+    grid.join_ray(ray, "10.0.0.1:6379")
+    assert ray.modes == [None, None, "token"]
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # the user's choice stands
+    grid.join_ray(ray, "10.0.0.1:6379")
+    assert ray.modes[-1] == "disabled"
+    with pytest.raises(ServerError, match=r"10\.0\.0\.1:6379.*ray status.*ray get-auth-token"):
+        grid.join_ray(_Ray(fail=True), "10.0.0.1:6379")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -35,9 +36,15 @@ def write_plan(folder: Path, **plan) -> Path:
     return path
 
 
-def grid_cli(path: Path, *extra: str) -> subprocess.Popen:
+def grid_cli(path: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "taskfit.cli", "grid", str(path), *extra], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def samples(path: Path) -> dict[str, bytes]:
@@ -63,9 +70,21 @@ def test_a_plan_on_ray_gives_the_run_folders_the_process_pool_gives(tmp_path, wi
     summary = json.loads((tmp_path / "out" / "grid.json").read_text())
     assert summary["executor"] == "ray" and len(summary["cells"]) == 4
     assert all(c["status"] == "done" and c["node"] for c in summary["cells"])
-    again = grid_cli(path, "--executor", "ray")  # complete cells are skipped, as without Ray
-    output, _ = again.communicate(timeout=600)
-    assert again.returncode == 0 and "4 of 4 cells done" in output
+    # complete cells are skipped, as without Ray; this time on a cluster started as on a head node and joined by
+    # its address (Ray 2.60's `ray start` turns token authentication on: the grid must present the token)
+    ray = str(Path(sys.executable).parent / "ray")
+    port = str(_free_port())
+    started = subprocess.run([ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", port,
+                              "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats"],
+                             capture_output=True, text=True, timeout=300)
+    assert started.returncode == 0, started.stderr[-2000:]
+    try:
+        env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+        again = grid_cli(path, "--executor", "ray", "--ray-address", f"127.0.0.1:{port}", env=env)
+        output, _ = again.communicate(timeout=600)
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=300)
+    assert again.returncode == 0 and "4 of 4 cells done" in output, output[-3000:]
 
 
 def _taskfit_child(folder: Path) -> int | None:

@@ -373,6 +373,32 @@ def _ray_cell(kind: str, command: str, folder: str, threads: int, log_file: str,
             "seconds": time.perf_counter() - started}
 
 
+def ray_token_at_hand() -> bool:
+    """Whether this process has a Ray authentication token to present: ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``
+    or Ray's default file, ``~/.ray/auth_token`` (written by ``ray start`` and ``ray get-auth-token --generate``)."""
+    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                or (Path.home() / ".ray" / "auth_token").is_file())
+
+
+def join_ray(ray, address: str | None) -> None:
+    """Start a local Ray (no ``address``) or join the cluster at ``address``.
+
+    Ray 2.59 and later turn token authentication on for a cluster started with ``ray start --head``, but a driver
+    given an address presents the token only when ``RAY_AUTH_MODE=token`` (``address="auto"`` finds it by itself):
+    so when the user has not chosen a mode and a token is at hand, the mode is set here. A cluster without
+    authentication accepts a driver that presents one (checked with Ray 2.60)."""
+    if address and "RAY_AUTH_MODE" not in os.environ and ray_token_at_hand():
+        os.environ["RAY_AUTH_MODE"] = "token"
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 ignore_reinit_error=True)
+    except ConnectionError as e:
+        raise ServerError(
+            f"could not join the Ray cluster at {address}: {e}. Check the address (`ray status` on the head node "
+            "prints it) and that this machine reaches the head's port; a cluster with token authentication needs its "
+            "token here (RAY_AUTH_TOKEN, or `ray get-auth-token` on the head node copied to ~/.ray/auth_token)") from e
+
+
 def run_cells_ray(plan: Plan, plan_cells: Sequence[Cell], address: str | None, log_dir: Path) -> None:
     """Every cell not yet complete as a Ray task with the resources the plan asks for, tune cells before the eval
     cells of their output (object dependencies, not polling). Without ``address`` a local Ray starts here. A task
@@ -381,8 +407,7 @@ def run_cells_ray(plan: Plan, plan_cells: Sequence[Cell], address: str | None, l
         import ray
     except ImportError:
         raise UserError("--executor ray needs Ray: pip install 'ray==2.60.0' (or use --jobs N)") from None
-    ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             ignore_reinit_error=True)
+    join_ray(ray, address)
     log.info("Ray cluster: %s", {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")})
     remote = ray.remote(_ray_cell)
     refs: dict[str, Any] = {}
