@@ -4,6 +4,7 @@ failed cell does not stop the others, and every cell is one `taskfit` command.""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import yaml
 
 from taskfit import grid
 from taskfit.cli import build_parser, main, settings_from
-from taskfit.errors import UserError
+from taskfit.errors import ServerError, UserError
 from taskfit.report.render import build
 from taskfit.settings import load_run_config, load_tune_config
 
@@ -122,34 +123,31 @@ def test_dry_run_names_cells_that_will_fail_on_their_data(tmp_path, shared_data,
 
 
 class _Ray:
-    """Ray's ``init`` as the grid calls it: records the auth mode it saw, or fails as an unreachable cluster does."""
-
-    def __init__(self, fail: bool = False):
-        self.fail, self.modes = fail, []
+    """Ray's ``init`` as the grid calls it, failing as an unreachable cluster does."""
 
     def init(self, address=None, **_):
-        import os
-        self.modes.append(os.environ.get("RAY_AUTH_MODE"))
-        if self.fail:
-            raise ConnectionError(f"Failed to connect to Ray cluster at {address}")
+        raise ConnectionError(f"Failed to connect to Ray cluster at {address}")
 
 
 def test_joining_a_ray_cluster_presents_a_token_at_hand_and_says_what_to_check(tmp_path, monkeypatch):
-    from taskfit.errors import ServerError
-
     monkeypatch.setenv("HOME", str(tmp_path))
     for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
-        monkeypatch.setenv(name, "")  # records the value to restore, also for the mode join_ray sets
+        monkeypatch.setenv(name, "")  # records the value to restore, also for the mode set here
         monkeypatch.delenv(name)
-    ray = _Ray()
-    grid.join_ray(ray, "10.0.0.1:6379")  # no token anywhere: Ray's own default
+    mode = []
+
+    def present(address):
+        grid.present_ray_token(address)
+        mode.append(os.environ.get("RAY_AUTH_MODE"))
+
+    present("10.0.0.1:6379")  # no token anywhere: Ray's own default
     (tmp_path / ".ray").mkdir()
     (tmp_path / ".ray" / "auth_token").write_text("secret")
-    grid.join_ray(ray, None)  # a local Ray finds its token by itself
-    grid.join_ray(ray, "10.0.0.1:6379")
-    assert ray.modes == [None, None, "token"]
+    present(None)  # a local Ray finds its token by itself
+    present("10.0.0.1:6379")
+    assert mode == [None, None, "token"]
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # the user's choice stands
-    grid.join_ray(ray, "10.0.0.1:6379")
-    assert ray.modes[-1] == "disabled"
+    present("10.0.0.1:6379")
+    assert mode[-1] == "disabled"
     with pytest.raises(ServerError, match=r"10\.0\.0\.1:6379.*ray status.*ray get-auth-token"):
-        grid.join_ray(_Ray(fail=True), "10.0.0.1:6379")
+        grid.join_ray(_Ray(), "10.0.0.1:6379")

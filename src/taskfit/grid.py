@@ -380,15 +380,19 @@ def ray_token_at_hand() -> bool:
                 or (Path.home() / ".ray" / "auth_token").is_file())
 
 
-def join_ray(ray, address: str | None) -> None:
-    """Start a local Ray (no ``address``) or join the cluster at ``address``.
-
-    Ray 2.59 and later turn token authentication on for a cluster started with ``ray start --head``, but a driver
-    given an address presents the token only when ``RAY_AUTH_MODE=token`` (``address="auto"`` finds it by itself):
-    so when the user has not chosen a mode and a token is at hand, the mode is set here. A cluster without
-    authentication accepts a driver that presents one (checked with Ray 2.60)."""
+def present_ray_token(address: str | None) -> None:
+    """Ray 2.59 and later turn token authentication on for a cluster started with ``ray start --head``, but a driver
+    given an address presents the token only when ``RAY_AUTH_MODE=token`` (``address="auto"`` finds it by itself),
+    and Ray reads the mode when it is imported: so before the import, when the user has not chosen a mode and a
+    token is at hand, the mode is set here. A cluster without authentication accepts a driver that presents one
+    (checked with Ray 2.60)."""
     if address and "RAY_AUTH_MODE" not in os.environ and ray_token_at_hand():
         os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def join_ray(ray, address: str | None) -> None:
+    """Start a local Ray (no ``address``) or join the cluster at ``address``; a cluster that cannot be joined is a
+    one-line error saying what to check."""
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
                  ignore_reinit_error=True)
@@ -403,6 +407,7 @@ def run_cells_ray(plan: Plan, plan_cells: Sequence[Cell], address: str | None, l
     """Every cell not yet complete as a Ray task with the resources the plan asks for, tune cells before the eval
     cells of their output (object dependencies, not polling). Without ``address`` a local Ray starts here. A task
     whose worker dies is retried by Ray (the cell resumes from what it wrote); a cell that fails is recorded."""
+    present_ray_token(address)  # before Ray is imported: it reads its authentication mode then
     try:
         import ray
     except ImportError:
