@@ -36,6 +36,7 @@ models: [smollm2-135m-instruct]
 strategies:
   - zero_shot
   - {strategy: few_shot, strategy_args: {selector: knn, k: 4}}
+resources: {eval: {num_cpus: 1}, tune: {num_cpus: 1}}   # one thread a cell, as --jobs 2 gives each on 2 cores
 tune:
   - {name: lora-sst2, method: lora, task: sst2, data_dir: $DATA, limit: 400, batch_size: 8, max_steps: 30,
      seed: 1234, evaluate: [zero_shot]}
@@ -48,8 +49,9 @@ sed "s#$OUT/grid-ray#$OUT/grid-local#" "$OUT/plan.yaml" >"$OUT/plan-local.yaml"
   echo "## A grid on a Ray cluster"
   echo
   echo "The plan (\`$OUT/plan.yaml\`): SST-2, 200 random dev rows, zero-shot and kNN 4-shot on the base model, and a"
-  echo "30-step LoRA tune job evaluated zero-shot. The cluster is started as on a head node (\`ray start --head\`) and"
-  echo "the grid joins it with \`--ray-address\`; the same plan then runs on the local process pool (\`--jobs 2\`)."
+  echo "30-step LoRA tune job evaluated zero-shot, every cell with one CPU (one torch thread). The cluster is started as"
+  echo "on a head node (\`ray start --head\`) and the grid joins it with \`--ray-address\`; the same plan then runs on the"
+  echo "local process pool (\`--jobs 2\`: one thread a cell on 2 cores), and the run folders are compared byte for byte."
 } >"$REPORT"
 
 ray stop --force >/dev/null 2>&1 || true
@@ -57,8 +59,9 @@ record ray-start ray start --head --node-ip-address 127.0.0.1 --port "$PORT" --n
   --disable-usage-stats
 trap 'ray stop --force >/dev/null 2>&1 || true' EXIT
 TAIL=20 record grid-ray $T grid "$OUT/plan.yaml" --executor ray --ray-address "127.0.0.1:$PORT"
+cp "$OUT/grid-ray/grid.json" "$OUT/grid-ray-first.json"   # the rerun rewrites grid.json (every cell skipped)
 TAIL=4 record grid-ray-again $T grid "$OUT/plan.yaml" --executor ray --ray-address "127.0.0.1:$PORT"
-record ray-stop ray stop
+TAIL=1 record ray-stop ray stop
 trap - EXIT
 TAIL=20 record grid-local $T grid "$OUT/plan-local.yaml" --jobs 2
 
@@ -66,7 +69,7 @@ python - "$OUT" >>"$REPORT" <<'EOF'
 import json, sys
 from pathlib import Path
 out = Path(sys.argv[1])
-ray, local = (json.loads((out / f"grid-{n}" / "grid.json").read_text()) for n in ("ray", "local"))
+ray, local = (json.loads(p.read_text()) for p in (out / "grid-ray-first.json", out / "grid-local" / "grid.json"))
 print("\n| cell | status (Ray) | node | seconds (Ray) | seconds (--jobs 2) | samples.jsonl byte-identical |")
 print("|---|---|---|---|---|---|")
 seconds = {c["name"]: c.get("seconds") for c in local["cells"]}
