@@ -6,7 +6,8 @@ is lm-eval's own sst2 prompt (``benchmarks/tasks/sst2_lmeval_prompt.yaml``, plai
 reads the same JSONL file through a task YAML written here (``dataset_path: json``), because the hub is not
 reachable. Each tool runs in its own process; peak memory is that process's max RSS (``os.wait4``).
 
-    python -m venv /tmp/lmeval && /tmp/lmeval/bin/pip install torch==2.13.0 "lm-eval[api]==0.4.13" transformers==5.25.0
+    python -m venv /tmp/lmeval && /tmp/lmeval/bin/pip install torch==2.13.0 "lm-eval[api]==0.4.13" \
+        transformers==5.25.0 accelerate==1.16.0
     .venv/bin/python benchmarks/peer_lm_eval.py --data-dir ../shared/data --lm-eval /tmp/lmeval/bin/lm_eval
 """
 

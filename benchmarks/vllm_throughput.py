@@ -8,7 +8,8 @@ accuracy, and how often the two tools pick the same label; table and numbers to 
 
 lm-eval is the peer, not a dependency: give it its own environment (it pins other versions than taskfit's)::
 
-    python -m venv /tmp/lmeval && /tmp/lmeval/bin/pip install torch==2.13.0 "lm-eval[api]==0.4.13" transformers==5.25.0
+    python -m venv /tmp/lmeval && /tmp/lmeval/bin/pip install torch==2.13.0 "lm-eval[api]==0.4.13" \
+        transformers==5.25.0 accelerate==1.16.0
     .venv/bin/python benchmarks/vllm_throughput.py --data-dir ../shared/data --limit 200 \
         --lm-eval /tmp/lmeval/bin/lm_eval
 """
