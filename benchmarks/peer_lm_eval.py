@@ -155,6 +155,7 @@ def main() -> None:
                                       for tool in ("lm_eval", "taskfit")}
     result["speedup_wall"] = lm["wall_s"] / tf["wall_s"]
     result["speedup_steady"] = tf["examples_per_s_steady"] / lm["examples_per_s_steady"]
+    Path(out_base).parent.mkdir(parents=True, exist_ok=True)
     Path(out_base + ".json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         (f"SST-2 dev, first {n} rows, {'taskfit' if chat else 'lm-eval'}'s sst2 prompt "

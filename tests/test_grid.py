@@ -86,6 +86,19 @@ def test_failed_cell_does_not_stop_the_others_and_complete_cells_are_skipped(tmp
     assert all(c.status == "done" for c in cells[2:])
     summary = json.loads(grid.write_summary(grid.load_plan(path), cells).read_text())
     assert [c["status"] for c in summary["cells"][:2]] == ["failed", "skipped"]
+    # a rerun skips the cells that finished, and grid.json keeps where and how long they ran
+    cells[2].seconds, cells[2].node = 12.34, "10.0.0.7"
+    grid.write_summary(grid.load_plan(path), cells, "ray")
+    again = grid.cells(grid.load_plan(path), path)
+    for cell in again[2:]:
+        cell.folder.mkdir(parents=True, exist_ok=True)
+        (cell.folder / "results.json").write_text("{}")
+    grid.run_cells(again, runner=fake)
+    rows = json.loads(grid.write_summary(grid.load_plan(path), again).read_text())["cells"]
+    assert rows[2] | {"command": ""} == {"name": cells[2].name, "kind": "eval", "status": "done", "seconds": 12.3,
+                                        "note": "complete before this run", "command": "", "node": "10.0.0.7",
+                                        "executor": "ray"}
+    assert rows[0]["status"] == "failed" and "executor" not in rows[0]  # ran now: this run's record
 
 
 @pytest.mark.slow

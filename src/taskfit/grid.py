@@ -22,6 +22,7 @@ A plan::
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -262,6 +263,9 @@ def estimate(cell: Cell) -> tuple[int | None, float | None]:
     return rows, rows * cfg.strategy_options().seconds_per_row(generate)  # the strategy's own prior
 
 
+COMPLETE_BEFORE = "complete before this run"
+
+
 def run_cells(plan_cells: Sequence[Cell], jobs: int = 1, runner: Callable[[Cell], None] | None = None) -> None:
     """Run every cell not yet complete, tune cells first (their eval cells wait for them); a failed cell is
     recorded and the others go on. ``jobs`` > 1 runs that many cells at once, each in its own process with the
@@ -277,7 +281,7 @@ def run_cells(plan_cells: Sequence[Cell], jobs: int = 1, runner: Callable[[Cell]
             log.warning("%s: skipped (%s)", tag, cell.note)
             return
         if cell.complete():
-            cell.status, cell.note = "done", "complete before this run"
+            cell.status, cell.note = "done", COMPLETE_BEFORE
             log.info("%s: complete, skipped", tag)
             return
         started = time.perf_counter()
@@ -419,7 +423,7 @@ def run_cells_ray(plan: Plan, plan_cells: Sequence[Cell], address: str | None, l
     try:
         for cell in [*(c for c in plan_cells if c.kind == "tune"), *(c for c in plan_cells if c.kind == "eval")]:
             if cell.complete():
-                cell.status, cell.note = "done", "complete before this run"
+                cell.status, cell.note = "done", COMPLETE_BEFORE
                 continue
             res = plan.resources.get(cell.kind, CellResources())
             needed = [refs[cell.after]] if cell.after in refs else []
@@ -437,13 +441,30 @@ def run_cells_ray(plan: Plan, plan_cells: Sequence[Cell], address: str | None, l
         ray.shutdown()
 
 
+def _earlier_runs(path: Path) -> dict[str, dict[str, Any]]:
+    """From an earlier ``grid.json``: each cell that ran to the end there, its seconds, node and executor."""
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+        return {c["name"]: {"seconds": c["seconds"], "executor": c.get("executor", earlier["executor"]),
+                            **({"node": c["node"]} if c.get("node") else {})}
+                for c in earlier["cells"] if c["status"] == "done" and c.get("seconds")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}  # none, or not one this grid wrote: nothing to keep
+
+
 def write_summary(plan: Plan, plan_cells: Sequence[Cell], executor: str = "local") -> Path:
     """``grid.json`` in the plan's output: the executor, and every cell's command, status, seconds, note (and the
-    node it ran on, with Ray)."""
+    node it ran on, with Ray). A cell complete before this run keeps what the earlier ``grid.json`` said of the run
+    that made it (seconds, node, executor), so a rerun does not erase the record."""
     plan.output.mkdir(parents=True, exist_ok=True)
     path = plan.output / "grid.json"
-    write_json(path, {"executor": executor,
-                      "cells": [{"name": c.name, "kind": c.kind, "status": c.status, "seconds": round(c.seconds, 1),
-                                 "note": c.note, "command": c.command, **({"node": c.node} if c.node else {})}
-                                for c in plan_cells]})
+    earlier = _earlier_runs(path)
+    rows = []
+    for c in plan_cells:
+        row = {"name": c.name, "kind": c.kind, "status": c.status, "seconds": round(c.seconds, 1), "note": c.note,
+               "command": c.command, **({"node": c.node} if c.node else {})}
+        if c.note == COMPLETE_BEFORE and c.name in earlier:
+            row |= earlier[c.name]
+        rows.append(row)
+    write_json(path, {"executor": executor, "cells": rows})
     return path
