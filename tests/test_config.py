@@ -154,3 +154,17 @@ def test_label_map_must_target_known_labels(tmp_path):
     path = write(tmp_path, "mini.yaml", TASK_YAML + 'label_map: {"1": positive}\n')
     with pytest.raises(UserError, match="unknown labels"):
         load_task(str(path))
+
+
+def test_a_field_with_its_own_flag_is_named_by_that_flag_in_errors_and_commands():
+    from pydantic import ValidationError
+
+    from taskfit.settings import FeedbackExportSettings
+    from taskfit.settings.common import command_line
+    from taskfit.strict import COMMAND_LINE, describe_error
+
+    with pytest.raises(ValidationError) as caught:
+        FeedbackExportSettings(format="csv", output=Path("out.jsonl"))
+    assert describe_error(caught.value, FeedbackExportSettings, COMMAND_LINE).startswith("--as 'csv': ")
+    line = command_line("feedback export", FeedbackExportSettings, {"format": "kto", "output": "out.jsonl"})
+    assert "--as kto" in line and "--format" not in line

@@ -32,9 +32,12 @@ FLAG_NAMES = {"strategy_args": "strategy-arg"}
 """Settings whose flag is not the field's name: a mapping given as repeatable KEY=VALUE flags."""
 
 
-def flag_for(name: str) -> str:
-    """The command-line flag of settings field ``name`` (``--batch-size`` for ``batch_size``)."""
-    return "--" + FLAG_NAMES.get(name, name).replace("_", "-")
+def flag_for(name: str, model_cls: type[BaseModel] | None = None) -> str:
+    """The command-line flag of settings field ``name`` (``--batch-size`` for ``batch_size``); with ``model_cls``,
+    a field that names its own flag (``flag_named``: ``--as`` for ``format``) gets that one."""
+    field = model_cls.model_fields.get(name) if model_cls is not None else None
+    extra = field.json_schema_extra if field is not None and isinstance(field.json_schema_extra, dict) else {}
+    return "--" + str(extra.get("flag") or FLAG_NAMES.get(name, name)).replace("_", "-")
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -77,7 +80,7 @@ def describe_error(exc: ValidationError, model_cls: type[BaseModel], source: str
     value = err.get("input")
     shown = repr(value) if not isinstance(value, dict) else "a mapping"
     if source == COMMAND_LINE and len(err["loc"]) == 1 and isinstance(err["loc"][0], str):  # a flag: name it
-        flag = flag_for(err["loc"][0])
+        flag = flag_for(err["loc"][0], model_cls)
         if err["type"] == "missing":
             return f"{flag} is required{more}"
         return f"{flag} {shown}: {message}{more}"

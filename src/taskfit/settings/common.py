@@ -48,16 +48,16 @@ def command_line(subcommand: str, model_cls: type[BaseModel], values: dict[str, 
         if value == default or value is None or "SecretStr" in str(field.annotation):
             continue
         if isinstance(value, bool):
-            words.append(flag_for(name) if value else "--no-" + flag_for(name)[2:])
+            words.append(flag_for(name, model_cls) if value else "--no-" + flag_for(name, model_cls)[2:])
         elif name in FLAG_NAMES:
             for key, item in value.items():
-                words += [flag_for(name), f"{key}={item if isinstance(item, str) else json.dumps(item)}"]
+                words += [flag_for(name, model_cls), f"{key}={item if isinstance(item, str) else json.dumps(item)}"]
         elif isinstance(value, dict):  # a section of known keys: one flag per key (--instruction for prompt)
             words += [w for key, item in value.items() if item is not None for w in (flag_for(key), str(item))]
         elif isinstance(value, list):
-            words += [w for item in value for w in (flag_for(name), str(item))]
+            words += [w for item in value for w in (flag_for(name, model_cls), str(item))]
         else:
-            words += [flag_for(name), str(value)]
+            words += [flag_for(name, model_cls), str(value)]
     return shlex.join(words)
 
 
