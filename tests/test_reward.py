@@ -128,6 +128,28 @@ def test_length_rules_and_the_minilm_judge(tmp_path):
                  str(tmp_path / "x")]) == 2
 
 
+def test_two_reward_evals_of_the_same_pairs_in_two_files_compare_pair_by_pair(tmp_path):
+    from taskfit.compare import compare_runs
+    from taskfit.errors import UserError
+
+    rows = [PreferencePair((Message("user", f"Q{i}"),), "short" if i % 3 else "a much longer answer", "mid answer")
+            for i in range(8)]
+    for folder in ("copy", "changed"):
+        (tmp_path / folder).mkdir()
+    files = [write_pairs(tmp_path / "p.jsonl", rows), write_pairs(tmp_path / "copy" / "p.jsonl", rows)]
+    changed = write_pairs(tmp_path / "changed" / "p.jsonl", [*rows[:7], PreferencePair(rows[7].prompt, "other",
+                                                                                        "mid answer")])
+    for name, rule, data in (("a", "shorter", files[0]), ("b", "longer", files[1]), ("c", "longer", changed)):
+        assert main(["reward", "eval", "--reward", f"length:{rule}", "--data", str(data), "--output",
+                     str(tmp_path / name)]) == 0
+    sample = json.loads((tmp_path / "b" / "samples.jsonl").read_text().splitlines()[0])
+    assert sample["source"] == f"{files[1]}:1" and "source" not in sample["input"]  # where it was read, beside it
+    accuracy = compare_runs(tmp_path / "a", tmp_path / "b")["comparisons"][0]
+    assert accuracy["a"] == pytest.approx(5 / 8) and accuracy["b"] == pytest.approx(3 / 8)
+    with pytest.raises(UserError, match="example 7 differs"):  # another answer: another pair
+        compare_runs(tmp_path / "a", tmp_path / "c")
+
+
 @pytest.mark.slow
 def test_minilm_reward_learns_an_easy_preference(tmp_path):
     data = write_pairs(tmp_path / "prefs.jsonl", pairs(60))

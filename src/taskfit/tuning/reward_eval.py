@@ -28,6 +28,11 @@ from taskfit.runs import RunFolder, fingerprint, peak_rss_mib, write_jsonl
 from taskfit.tuning.reward_functions import LengthReward, RewardFunction, check_reward, load_reward
 
 
+def pair_id(pair: PreferencePair) -> str:
+    """A short content hash of a pair (every prompt turn, both answers): the same pair read from any file."""
+    return fingerprint([[m.role, m.content] for m in pair.prompt], pair.chosen, pair.rejected)[:16]
+
+
 def pair_records(pairs: list[PreferencePair], reward: RewardFunction) -> list[dict[str, Any]]:
     """One record per pair: both rewards, the verdict, the margin."""
     prompts = [p.prompt for p in pairs]
@@ -39,7 +44,9 @@ def pair_records(pairs: list[PreferencePair], reward: RewardFunction) -> list[di
         verdict = None if not scored else ("chosen" if c > r else "rejected" if c < r else "tie")
         last_user = next((m.content for m in reversed(pair.prompt) if m.role == "user"), "")
         records.append({
-            "index": i, "input": {"prompt": last_user, "turns": len(pair.prompt), "source": pair.source},
+            # the pair by its content, so two runs on copies of one file compare; where it was read, beside it
+            "index": i, "input": {"prompt": last_user, "turns": len(pair.prompt), "pair": pair_id(pair)},
+            "source": pair.source,
             "gold": "chosen", "prediction": verdict, "parse_ok": scored,
             "correct": {"chosen": 1.0, "tie": 0.5, "rejected": 0.0, None: 0.0}[verdict],
             "chosen_reward": c if scored else None, "rejected_reward": r if scored else None,
