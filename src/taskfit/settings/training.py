@@ -26,6 +26,10 @@ class OptimSection(StrictModel):
     lr: float | None = Field(None, gt=0, description="learning rate")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="share of steps with a linear warm-up")
+    precision: Literal["auto", "bf16"] = Field("auto", description="auto: fp32 on the CPU, bf16 (else fp16) mixed "
+                                               "precision on a GPU; bf16: bf16 mixed precision on the CPU too "
+                                               "(weights stay fp32; a CPU with AMX or AVX512-BF16 only; numbers "
+                                               "change at about 1e-3)")
 
 
 class LoraSection(StrictModel):

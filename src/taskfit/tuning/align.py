@@ -43,6 +43,7 @@ from taskfit.tuning.skeleton import (
     one_process,
     plot_loss,
     seed_and_threads,
+    stage_autocast,
     stage_output,
     training_arguments,
 )
@@ -78,8 +79,9 @@ def train_align(config: AlignConfig) -> dict[str, Any]:
     with quiet_checkpointing_rename():
         trainer, result, train_s = _train(config, loaded.model, tokenizer, rows, out)
         dev_renderer = PreferenceTokenizer(renderer.tokenizer, config.max_length)
-        dev = (_dev_margins(trainer.model, dev_renderer.pairs(dev_pairs), config.kl_beta(),
-                           config.micro_batch_tokens) if dev_pairs else None)
+        with stage_autocast(config):
+            dev = (_dev_margins(trainer.model, dev_renderer.pairs(dev_pairs), config.kl_beta(),
+                               config.micro_batch_tokens) if dev_pairs else None)
         model = trainer.model
         if config.adapter:
             model = model.merge_and_unload()

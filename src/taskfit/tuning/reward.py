@@ -184,8 +184,9 @@ def shared_prompt_trainer(trainer_class, budget: int):
             done = 0.0
             passes = length_passes([max(len(c), len(r)) for c, r in pairs], budget)
             for k, group in enumerate(passes):
-                both = prefix_rewards(body, [pairs[i][0][:shared[i]] for i in group],
-                                      [[pairs[i][0][shared[i]:], pairs[i][1][shared[i]:]] for i in group])
+                with self.accelerator.autocast():  # the body is called directly: the model's autocast is bypassed
+                    both = prefix_rewards(body, [pairs[i][0][:shared[i]] for i in group],
+                                          [[pairs[i][0][shared[i]:], pairs[i][1][shared[i]:]] for i in group])
                 chosen, rejected = both[0::2], both[1::2]
                 diff = chosen - rejected - (margin[group] if margin is not None else 0)
                 part = -torch.nn.functional.logsigmoid(diff).sum()

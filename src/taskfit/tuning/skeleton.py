@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from taskfit.errors import UserError
-from taskfit.models.loading import load_causal_lm, resolve_device
+from taskfit.models.loading import autocast, load_causal_lm, mixed_precision, resolve_device
 from taskfit.paths import output_folder
 from taskfit.runs import RUN_CARD, peak_rss_mib, read_run_card, write_json, write_run_card
 from taskfit.settings import eval_command, run_identity
@@ -70,13 +70,13 @@ def training_arguments(config, output_dir: Path, rows: int, args_class: type | N
     bookkeeping sections, and ``stage``'s own (``beta``, ``max_length``, checkpointing ...), which win.
 
     ``args_class`` is ``TrainingArguments`` or a TRL config built on it (``RewardConfig``, ``DPOConfig``,
-    ``KTOConfig``); ``rows`` sets the warm-up steps (``warmup_ratio`` of the steps the run will take). On a GPU every
-    stage trains in mixed precision (bf16 where supported, else fp16; the weights stay fp32), on the CPU in fp32."""
-    import torch
+    ``KTOConfig``); ``rows`` sets the warm-up steps (``warmup_ratio`` of the steps the run will take). The precision
+    is :func:`stage_precision`'s: on a GPU every stage trains in mixed precision (bf16 where supported, else fp16),
+    on the CPU in fp32, or in bf16 mixed precision with ``--precision bf16``."""
     from transformers import TrainingArguments
 
     gpu = resolve_device(config.device) == "cuda"
-    bf16 = gpu and torch.cuda.is_bf16_supported()
+    mixed = stage_precision(config)
     per_epoch = math.ceil(rows / (config.batch_size * config.gradient_accumulation))
     total_steps = config.max_steps if config.max_steps > 0 else math.ceil(per_epoch * config.epochs)
     common = dict(
@@ -85,13 +85,26 @@ def training_arguments(config, output_dir: Path, rows: int, args_class: type | N
         num_train_epochs=config.epochs, max_steps=config.max_steps, weight_decay=config.weight_decay,
         warmup_steps=int(config.warmup_ratio * total_steps), lr_scheduler_type="linear",
         logging_steps=config.logging_steps, seed=config.seed, data_seed=config.seed, report_to=config.report_to,
-        use_cpu=not gpu, bf16=bf16, fp16=gpu and not bf16, disable_tqdm=not config.progress,
+        use_cpu=not gpu, bf16=mixed == "bf16", fp16=mixed == "fp16", disable_tqdm=not config.progress,
         dataloader_num_workers=0,
     )
     args_class = args_class or TrainingArguments
     if args_class is not TrainingArguments:  # TRL's configs turn gradient checkpointing on by default
         common["gradient_checkpointing"] = False
     return args_class(**(common | stage))
+
+
+def stage_precision(config) -> str | None:
+    """The mixed precision (``bf16`` / ``fp16``, ``None`` for fp32) of a stage's forward and backward passes, from
+    its ``--precision`` and ``--device`` (``models.loading.mixed_precision``: bf16 on a CPU without bf16
+    instructions is refused)."""
+    return mixed_precision(config.precision, resolve_device(config.device))
+
+
+def stage_autocast(config):
+    """The context a stage's own passes outside the Trainer's model call run in (held-out scoring, a loss that
+    calls the model's body): the precision the Trainer trains in."""
+    return autocast(stage_precision(config), resolve_device(config.device))
 
 
 def lora_config(config, task_type: str):
@@ -133,7 +146,9 @@ def stage_output(config, stage: str, *, resume: bool = False, resumable: bool = 
     A new run needs an empty (or new) folder. A folder holding a run (its ``settings.json``) is continued only with
     ``--resume``, by a stage that can (``resumable``), and only with the same identity — the settings minus the
     operational ones (where output goes, threads, logging, device ...); the keys that differ are named. Any other
-    folder that holds files is refused, so nothing is overwritten."""
+    folder that holds files is refused, so nothing is overwritten. A ``--precision`` this machine cannot run is
+    refused here too."""
+    stage_precision(config)
     out = output_folder(config.output or
                         f"runs/{stage}/{config.method}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}")
     if not is_main_process():  # rank 0 checks the folder (and stops the launch if it refuses); the others follow
