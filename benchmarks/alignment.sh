@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 18's alignment benchmarks, one after another (run alone on the machine). Usage, from the repository root
 # with the venv active:
-#   bash benchmarks/alignment.sh OUT [STEP...]        STEP: rm-minilm raft-hh dpo kto align-eval kbqa rm-lora
+#   bash benchmarks/alignment.sh OUT [STEP...]        STEP: rm-minilm raft-hh dpo kto align-eval kbqa rm-lora rm-top
 # Every step writes a run folder under OUT and is skipped when its folder already holds a finished run (RAFT resumes
 # at iteration boundaries). HH-RLHF pairs come from ../shared/data/hh_rlhf/train.jsonl; every command holds out the
 # same 20% of prompts (dev_share 0.2, seed 1234), so the reward models, DPO, KTO and RAFT are all judged on prompts
@@ -61,11 +61,13 @@ EOF
       [ -f "$OUT/raft-kbqa-eval/results.json" ] || timed $T eval $K --split dev --limit 400 --mode generate \
         --adapter "$OUT/raft-kbqa/iter_3/adapter" --output "$OUT/raft-kbqa-eval"
       $T compare-results "$OUT/kbqa-sft-eval" "$OUT/raft-kbqa-eval" | tee "$OUT/kbqa-compare.txt" ;;
-    rm-lora)
-      [ -f "$OUT/rm-lora/reward.json" ] || timed $T reward train --method lora --data $HH --max-length 256 \
-        --output "$OUT/rm-lora"
-      [ -f "$OUT/rm-lora-eval/results.json" ] || timed $T reward eval --reward "$OUT/rm-lora" \
-        --data "$OUT/rm-lora/dev.jsonl" --output "$OUT/rm-lora-eval" ;;
+    rm-lora | rm-top)
+      # the LM reward model: LoRA on every projection, or the top 2 decoder layers trained in full (issue 34)
+      m=${step#rm-}
+      [ -f "$OUT/$step/reward.json" ] || timed $T reward train --method "$m" --data $HH --max-length 256 \
+        --output "$OUT/$step"
+      [ -f "$OUT/$step-eval/results.json" ] || timed $T reward eval --reward "$OUT/$step" \
+        --data "$OUT/$step/dev.jsonl" --output "$OUT/$step-eval" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done

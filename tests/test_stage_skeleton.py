@@ -108,6 +108,7 @@ def test_every_align_flag_is_read_and_max_steps_holds_in_every_method(tiny_model
                                          output=tmp_path / "raft", **common))
     card = train_raft(config)
     assert [it["steps"] for it in card["iterations"]] == [1] and card["steps"] == 1
+    assert card["tokens_per_s"] > 0  # the card counts what RAFT trained on (it said None)
     read |= seen
     config, seen = recording(AlignConfig(method="raft", task="demo", split="test", reward="metric:accuracy",
                                          iterations=1, samples=2, prompts=4, max_new_tokens=4, eval_prompts=2,

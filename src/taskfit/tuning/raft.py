@@ -291,7 +291,10 @@ def _finetune(config: AlignConfig, location: str, policy: str | None, selected: 
         train_s = time.perf_counter() - began
         model.save_pretrained(folder / "adapter")
     loaded.tokenizer.save_pretrained(folder / "adapter")
+    mean_length = sum(len(item.input_ids) for item in tokenized) / len(tokenized)
     return {"train_s": round(train_s, 2), "steps": trainer.state.global_step, "loss_history": loss_history(trainer),
+            "tokens": round(trainer.state.global_step * config.batch_size * config.gradient_accumulation
+                            * mean_length),
             "trainable_parameters": trainable, "total_parameters": total}
 
 
@@ -360,6 +363,7 @@ def _card(config: AlignConfig, state: dict[str, Any], name: str, location: str, 
         trainable_parameters=last.get("trainable_parameters", 0), total_parameters=last.get("total_parameters", 0),
         steps=sum(it["steps"] for it in iterations), loss_history=history,
         train_s=sum(it["train_s"] for it in iterations),
+        tokens=(sum(it["tokens"] for it in iterations) if all("tokens" in it for it in iterations) else None),
         extras={"start": begun, "reward": config.reward, "iterations": iterations, "heldout_start": state["start"],
                 "heldout_end_minus_start": change, "heldout_win_rate": win},
         lines=lines)
