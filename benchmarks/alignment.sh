@@ -66,8 +66,9 @@ EOF
       m=${step#rm-}
       [ -f "$OUT/$step/reward.json" ] || timed $T reward train --method "$m" --data $HH --max-length 256 \
         --output "$OUT/$step"
-      [ -f "$OUT/$step-eval/results.json" ] || timed $T reward eval --reward "$OUT/$step" \
-        --data "$OUT/$step/dev.jsonl" --output "$OUT/$step-eval" ;;
+      # reward train already scores its held-out pairs (OUT/STEP/dev-eval); a separate eval only for older runs
+      [ -f "$OUT/$step/dev-eval/results.json" ] || [ -f "$OUT/$step-eval/results.json" ] || timed $T reward eval \
+        --reward "$OUT/$step" --data "$OUT/$step/dev.jsonl" --output "$OUT/$step-eval" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done
