@@ -190,7 +190,9 @@ def test_the_shared_prompt_loss_and_gradients_are_trls(tiny_model_dir, tmp_path)
     renderer = PreferenceTokenizer(Tokenizer(tokenizer), 256)
     mixed = [PreferencePair(p.prompt, p.chosen * (1 + i % 3), p.rejected) for i, p in enumerate(pairs(6))]
     rows = [{"chosen_ids": p.chosen, "rejected_ids": p.rejected} for p in renderer.pairs(mixed)]
-    args = TRLRewardConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=6, use_cpu=True,
+    # fp32 as taskfit trains on the CPU (TRL's configs default to bf16, and the shared-prompt loss runs under the
+    # accelerator's autocast, while TRL's compute_loss here calls a model the Trainer has not wrapped in it yet)
+    args = TRLRewardConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=6, use_cpu=True, bf16=False,
                            report_to=[], center_rewards_coefficient=None, gradient_checkpointing=False)
     results = []
     for trainer_class in (RewardTrainer, shared_prompt_trainer(RewardTrainer, 40)):
