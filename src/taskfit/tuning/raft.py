@@ -51,7 +51,7 @@ from taskfit.runs import write_json
 from taskfit.settings import AlignConfig
 from taskfit.tasks.task import load_task
 from taskfit.tuning.reward_functions import RewardFunction, check_reward, combine, load_reward, reward_specs
-from taskfit.tuning.sft import Trainable, sft_trainer
+from taskfit.tuning.sft import Trainable, sft_trainer, tokens_per_step
 from taskfit.tuning.skeleton import (
     RunCard,
     begin,
@@ -291,10 +291,8 @@ def _finetune(config: AlignConfig, location: str, policy: str | None, selected: 
         train_s = time.perf_counter() - began
         model.save_pretrained(folder / "adapter")
     loaded.tokenizer.save_pretrained(folder / "adapter")
-    mean_length = sum(len(item.input_ids) for item in tokenized) / len(tokenized)
     return {"train_s": round(train_s, 2), "steps": trainer.state.global_step, "loss_history": loss_history(trainer),
-            "tokens": round(trainer.state.global_step * config.batch_size * config.gradient_accumulation
-                            * mean_length),
+            "tokens": round(trainer.state.global_step * tokens_per_step(tokenized, config)),
             "trainable_parameters": trainable, "total_parameters": total}
 
 

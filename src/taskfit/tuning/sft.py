@@ -130,8 +130,6 @@ def train_sft(config: TuneConfig, resume: bool = False) -> TuneResult:
     plot_loss(history, out / "loss.png", f"{config.method} on "
               f"{data_info.get('task') or data_info.get('file') or 'a mixture'}")
     steps_done = trainer.state.global_step
-    tokens_per_step = (sum(len(item.input_ids) for item in tokenized) / len(tokenized) * config.batch_size
-                       * config.gradient_accumulation * world()[1])  # every process's share of the step
     data = {**data_info, "tokens": sum(len(item.input_ids) for item in tokenized), "answer_tokens": answer_tokens,
             "chat_template": encode.chat}
     return TuneResult(RunCard(
@@ -139,7 +137,7 @@ def train_sft(config: TuneConfig, resume: bool = False) -> TuneResult:
         started=started, evaluate_with=tune_evaluated_as(config, out),
         trainable_parameters=method.trainable, total_parameters=method.total, steps=steps_done,
         loss_history=history, fallback_loss=result.training_loss, train_s=train_s,
-        tokens=(steps_done - start_step) * tokens_per_step,
+        tokens=(steps_done - start_step) * tokens_per_step(tokenized, config),
         extras={"train_loss": result.training_loss, "resumed_from_step": start_step,
                 "memory_estimate_mib": round(estimate["peak_mib"])},
         lines=[data_line(data)]).write(), method.model)
@@ -202,6 +200,13 @@ def with_method(model, config: TuneConfig, model_path: str, instruction: str | N
         add_adapters(model, bottleneck)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return Trainable(model, peft, bottleneck, trainable, sum(p.numel() for p in model.parameters()))
+
+
+def tokens_per_step(tokenized, config) -> float:
+    """The tokens one optimizer step trains on: a row's mean length times the rows of a step, every process's share
+    (the run card's tokens/s of SFT and of RAFT's fine-tuning rounds)."""
+    return (sum(len(item.input_ids) for item in tokenized) / len(tokenized) * config.batch_size
+            * config.gradient_accumulation * world()[1])
 
 
 def sft_trainer(args, method: Trainable, tokenized, tokenizer, micro_batch_tokens: int = 0):
